@@ -1,0 +1,210 @@
+"""Where the numbers are computed: resolve ``auto|cpu|cupy|cuml`` once.
+
+This module owns every optional GPU import (CuPy, cuDF, cuML). Everything
+else in gpuseg is written against an array namespace ``xp`` (NumPy or CuPy)
+that it receives from here or finds with :func:`get_namespace`; no other
+module imports cupy at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .errors import GpusegError
+
+log = logging.getLogger(__name__)
+
+BACKEND_CHOICES = ("auto", "cpu", "cupy", "cuml")
+
+
+def _import(name: str) -> ModuleType:
+    """Import an optional module; tests replace this to simulate failures."""
+    return importlib.import_module(name)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def probe_cupy() -> tuple[ModuleType | None, str | None]:
+    """Return ``(cupy, None)`` when CuPy imports and sees a CUDA device, else ``(None, reason)``."""
+    try:
+        cp = _import("cupy")
+    except ImportError as exc:
+        return None, f"CuPy is not installed ({_short(exc)})"
+    except Exception as exc:  # a broken CUDA install raises all sorts at import
+        return None, f"CuPy failed to import ({_short(exc)})"
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return None, f"no usable CUDA device ({_short(exc)})"
+    if n < 1:
+        return None, "no CUDA device found"
+    return cp, None
+
+
+def probe_cuml() -> tuple[ModuleType | None, str | None]:
+    """Return ``(cuml, None)`` when cuML imports, else ``(None, reason)``."""
+    try:
+        cuml = _import("cuml")
+    except ImportError as exc:
+        return None, f"cuML is not installed ({_short(exc)})"
+    except Exception as exc:
+        return None, f"cuML failed to import ({_short(exc)})"
+    return cuml, None
+
+
+def probe_cudf() -> tuple[ModuleType | None, str | None]:
+    """Return ``(cudf, None)`` when cuDF imports, else ``(None, reason)``."""
+    try:
+        cudf = _import("cudf")
+    except ImportError as exc:
+        return None, f"cuDF is not installed ({_short(exc)})"
+    except Exception as exc:
+        return None, f"cuDF failed to import ({_short(exc)})"
+    return cudf, None
+
+
+def cpu_description() -> str:
+    """A short description of the host CPU, e.g. ``'AMD EPYC (2 cores)'``."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
+
+
+def gpu_description(cp: ModuleType) -> str:
+    """Name and memory of the current CUDA device."""
+    dev = cp.cuda.Device()
+    props = cp.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    total = props.get("totalGlobalMem", 0) / 2**30
+    return f"{name} ({total:.0f} GiB, device {dev.id})"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A resolved backend.
+
+    Attributes
+    ----------
+    name : {"cpu", "cupy", "cuml"}
+        What clusters: the NumPy Lloyd, the CuPy Lloyd, or cuML's KMeans.
+    xp : module
+        The array namespace the numeric core runs on (numpy or cupy).
+    device : str
+        Human-readable device description for reports.
+    fallbacks : tuple of str
+        One line per backend that ``auto`` tried and could not use, with why.
+    """
+
+    name: str
+    xp: Any
+    device: str
+    fallbacks: tuple[str, ...] = field(default=())
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.name != "cpu"
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; a no-op on the CPU."""
+        if self.on_gpu:
+            self.xp.cuda.get_current_stream().synchronize()
+
+
+def cpu_backend(fallbacks: tuple[str, ...] = ()) -> Backend:
+    return Backend("cpu", np, cpu_description(), fallbacks)
+
+
+def resolve_backend(requested: str) -> Backend:
+    """Resolve ``auto|cpu|cupy|cuml`` to a usable :class:`Backend`.
+
+    ``auto`` tries cuml, then cupy, then cpu, recording why each step was not
+    taken. An explicit GPU backend that cannot run raises :class:`GpusegError`.
+    """
+    if requested not in BACKEND_CHOICES:
+        raise GpusegError(
+            f"unknown backend {requested!r}; allowed: {', '.join(BACKEND_CHOICES)}")
+    if requested == "cpu":
+        return cpu_backend()
+
+    cp, cupy_reason = probe_cupy()
+    if requested in ("auto", "cuml"):
+        cuml, cuml_reason = probe_cuml()
+        if cuml is not None:
+            if cp is not None:
+                return Backend("cuml", cp, gpu_description(cp))
+            cuml_reason = f"cuML is installed but cannot run: {cupy_reason}"
+        if requested == "cuml":
+            raise GpusegError(f"backend 'cuml' cannot run: {cuml_reason}; "
+                              "install the gpuseg[cuda12] or gpuseg[cuda13] extra, or use --backend auto")
+        fallbacks = [f"cuml: {cuml_reason}"]
+    else:
+        fallbacks = []
+
+    if cp is not None:
+        return Backend("cupy", cp, gpu_description(cp), tuple(fallbacks))
+    if requested == "cupy":
+        raise GpusegError(f"backend 'cupy' cannot run: {cupy_reason}; "
+                          "install the gpuseg[cuda12] or gpuseg[cuda13] extra on a machine with an NVIDIA GPU, "
+                          "or use --backend auto")
+    fallbacks.append(f"cupy: {cupy_reason}")
+    for line in fallbacks:
+        log.info("backend auto: %s", line)
+    return cpu_backend(tuple(fallbacks))
+
+
+# -- array-namespace helpers -------------------------------------------------
+
+def get_namespace(*arrays: Any) -> Any:
+    """The array namespace (numpy or cupy) of ``arrays``, without importing CuPy."""
+    cp = sys.modules.get("cupy")
+    if cp is not None:
+        return cp.get_array_module(*arrays)
+    return np
+
+
+def is_device_array(a: Any) -> bool:
+    cp = sys.modules.get("cupy")
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """The only way back to the host: a NumPy copy (or view) of ``a``."""
+    if is_device_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def scatter_min(a: Any, index: Any, values: Any) -> None:
+    """``a[index[i]] = min(a[index[i]], values[i])`` for all i, in place."""
+    if is_device_array(a):
+        _import("cupyx").scatter_min(a, index, values)
+    else:
+        np.minimum.at(a, index, values)
+
+
+def scatter_max(a: Any, index: Any, values: Any) -> None:
+    """``a[index[i]] = max(a[index[i]], values[i])`` for all i, in place."""
+    if is_device_array(a):
+        _import("cupyx").scatter_max(a, index, values)
+    else:
+        np.maximum.at(a, index, values)

@@ -1,0 +1,226 @@
+"""The ``gpuseg`` command line: thin commands over the library.
+
+Each command builds a config, calls one library function and prints. A
+:class:`~gpuseg.errors.GpusegError` becomes one ``Error:`` line on stderr and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import SegmentConfig, parse_date, parse_features
+from .errors import GpusegError
+from .features import DEFAULT_FEATURES, FEATURES
+
+app = typer.Typer(
+    name="gpuseg",
+    help="Customer segmentation from retail transaction logs, on NVIDIA GPUs or the CPU.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+STAGE_LABELS = {"load": "Reading input", "clean": "Cleaning rows", "features": "Building features",
+                "scale": "Scaling features", "fit": "Fitting k-means", "assign": "Assigning segments",
+                "write": "Writing outputs"}
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn library errors into one line and a non-zero exit."""
+    try:
+        yield
+    except GpusegError as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except MemoryError:
+        err_console.print("[bold red]Error:[/] out of memory; try fewer rows per run or a larger machine",
+                          highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except OSError as exc:
+        err_console.print(f"[bold red]Error:[/] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+class _StatusProgress:
+    """Shows the current stage, and rows read while reading."""
+
+    def __init__(self, status: Any):
+        self.status = status
+        self.n_rows = 0
+        self.current = ""
+
+    def stage(self, name: str) -> None:
+        self.current = STAGE_LABELS.get(name, name)
+        self.status.update(f"{self.current}…")
+
+    def rows(self, n: int) -> None:
+        self.n_rows += n
+        self.status.update(f"{self.current}… {self.n_rows:,} rows")
+
+
+def _count(text: str) -> int:
+    """'100000', '1e8' or '10_000_000' -> int."""
+    try:
+        value = float(text.replace("_", "")) if any(c in text for c in "eE.") else int(text.replace("_", ""))
+    except ValueError:
+        raise typer.BadParameter(f"expected a whole number such as 1000000 or 1e6, got {text!r}") from None
+    if value != int(value) or value < 0:
+        raise typer.BadParameter(f"expected a whole number >= 0, got {text!r}")
+    return int(value)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"gpuseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+FEATURE_HELP = f"Comma-separated clustering features; any of: {', '.join(FEATURES)}."
+
+
+@app.command()
+def segment(
+    inputs: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[INPUT]...", help="CSV or Parquet files, folders or globs. None: the built-in demo data.",
+        show_default=False)] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Number of segments.")] = 5,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("segments"),
+    features: Annotated[str, typer.Option(help=FEATURE_HELP)] = ",".join(DEFAULT_FEATURES),
+    backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml.")] = "auto",
+    customer_col: Annotated[Optional[str], typer.Option(help="Customer id column.", rich_help_panel="Columns")] = None,
+    date_col: Annotated[Optional[str], typer.Option(help="Date column.", rich_help_panel="Columns")] = None,
+    invoice_col: Annotated[Optional[str], typer.Option(help="Invoice/order id column (optional).", rich_help_panel="Columns")] = None,
+    amount_col: Annotated[Optional[str], typer.Option(help="Line amount column.", rich_help_panel="Columns")] = None,
+    quantity_col: Annotated[Optional[str], typer.Option(help="Quantity column (amount = quantity × price).", rich_help_panel="Columns")] = None,
+    price_col: Annotated[Optional[str], typer.Option(help="Unit price column.", rich_help_panel="Columns")] = None,
+    date_format: Annotated[Optional[str], typer.Option(help="strptime format of text dates, e.g. '%m/%d/%Y %H:%M'.", rich_help_panel="Columns")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD (default: day after the last row).")] = None,
+    max_iter: Annotated[int, typer.Option(help="Most Lloyd iterations.", rich_help_panel="K-means")] = 300,
+    tol: Annotated[float, typer.Option(help="Relative tolerance on centre shift.", rich_help_panel="K-means")] = 1e-4,
+    n_init: Annotated[int, typer.Option(help="Runs from different seeds; the best is kept.", rich_help_panel="K-means")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same result).", rich_help_panel="K-means")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+) -> None:
+    """Segment customers: read transactions, build features, cluster, write results.
+
+    Example: [bold]gpuseg segment sales/*.parquet --k 6 --out segments/[/]
+    """
+    from .pipeline import run
+
+    with _user_errors():
+        columns = {role: name for role, name in (
+            ("customer", customer_col), ("date", date_col), ("invoice", invoice_col),
+            ("amount", amount_col), ("quantity", quantity_col), ("price", price_col)) if name}
+        config = SegmentConfig(
+            inputs=tuple(inputs or ()), out=out, k=k, features=parse_features(features), backend=backend,
+            columns=columns, date_format=date_format, as_of=parse_date(as_of) if as_of else None,
+            max_iter=max_iter, tol=tol, n_init=n_init, seed=seed)
+        if not config.inputs and not quiet:
+            out_console.print(f"No INPUT given: running on the built-in demo data "
+                              f"({config.demo_customers:,} customers, seed 0).")
+        with out_console.status("Starting…", spinner="dots") if not quiet else _nullcontext() as status:
+            result = run(config, _StatusProgress(status) if status is not None else None)
+    if not quiet:
+        _print_result(result)
+
+
+@contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield None
+
+
+def _print_result(result: Any) -> None:
+    rep = result.report
+    rows = rep["rows"]
+    dropped = {k: v for k, v in rows["dropped"].items() if v}
+    out_console.print(
+        f"[bold]{rep['n_customers']:,}[/] customers from {rows['used']:,} of {rows['read']:,} rows"
+        + (f" (dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())})" if dropped else "")
+        + (f"; {rep['customers_without_purchase']:,} customers without a purchase left out"
+           if rep["customers_without_purchase"] else ""), highlight=False)
+    out_console.print(f"backend [bold]{rep['backend']}[/] on {rep['device']}; as of {rep['as_of']}; "
+                      f"{rep['n_iter']} iterations, {'converged' if rep['converged'] else 'NOT converged'}",
+                      highlight=False)
+    for line in rep["fallbacks"]:
+        out_console.print(f"  fallback: {line}", style="dim", highlight=False)
+    for line in rep["warnings"]:
+        out_console.print(f"  warning: {line}", style="yellow", highlight=False)
+
+    table = Table(title="Segments", title_justify="left")
+    for col in ("segment", "customers", "share", "revenue", "recency (d)", "frequency", "monetary", "avg order"):
+        table.add_column(col, justify="right")
+    for p in result.profiles:
+        table.add_row(str(p["segment"]), f"{p['n_customers']:,}", f"{p['share']:.1%}", f"{p['revenue_share']:.1%}",
+                      f"{p['mean_recency_days']:.0f}", f"{p['mean_frequency']:.1f}", f"{p['mean_monetary']:,.0f}",
+                      f"{p['mean_avg_order_value']:,.1f}")
+    out_console.print(table)
+
+    timings = Table(title="Stage timings (s)", title_justify="left")
+    stages = rep["timings"]
+    for name in stages:
+        timings.add_column(name, justify="right")
+    timings.add_row(*(f"{v:.3f}" for v in stages.values()))
+    out_console.print(timings)
+    out_console.print(f"Wrote {result.out}/: assignments.parquet, features.parquet, segments.csv, "
+                      f"model.json, report.json", highlight=False)
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file, .csv or .parquet.")],
+    transactions: Annotated[int, typer.Option(parser=_count, metavar="N", help="Rows (transaction lines), e.g. 1e7.")] = 1_000_000,
+    customers: Annotated[int, typer.Option(parser=_count, metavar="M", help="Customers, e.g. 1e5.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+    dirty: Annotated[float, typer.Option(help="Share of rows with a missing customer id or price.")] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+) -> None:
+    """Write a synthetic transaction log with planted customer behaviours.
+
+    Large logs stream to disk in blocks. Example: [bold]gpuseg generate --transactions 1e7 --customers 1e6 --out tx.parquet[/]
+    """
+    from rich.progress import Progress
+
+    from .generate import write_log
+
+    with _user_errors():
+        with Progress(disable=quiet, console=out_console, transient=True) as bar:
+            task = bar.add_task("Generating", total=transactions)
+            n = write_log(out, transactions, customers, seed=seed, dirty=dirty,
+                          on_block=lambda rows: bar.advance(task, rows))
+    if not quiet:
+        out_console.print(f"Wrote {n:,} rows for {customers:,} customers to {out}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

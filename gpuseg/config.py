@@ -1,0 +1,87 @@
+"""Options of a segmentation run: one frozen dataclass, validated in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backend import BACKEND_CHOICES
+from .columns import ROLES
+from .errors import GpusegError
+from .features import DEFAULT_FEATURES, FEATURES
+
+DEMO_CUSTOMERS = 50_000
+
+
+def _int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise GpusegError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def parse_features(text: str | None) -> tuple[str, ...]:
+    """``"recency_days,frequency"`` -> a tuple of names (not yet validated)."""
+    if text is None:
+        return DEFAULT_FEATURES
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_date(text: str, option: str = "--as-of") -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise GpusegError(f"{option} must be a date as YYYY-MM-DD, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Everything :func:`gpuseg.segment` needs to know.
+
+    ``inputs`` empty means the built-in demo data. ``columns`` maps a role
+    (customer, date, invoice, amount, quantity, price) to a column name, for
+    the roles that should not be auto-detected.
+    """
+
+    inputs: tuple[str, ...] = ()
+    out: Path = Path("segments")
+    k: int = 5
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    backend: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    date_format: str | None = None
+    as_of: dt.date | None = None
+    max_iter: int = 300
+    tol: float = 1e-4
+    n_init: int = 1
+    seed: int = 0
+    demo_customers: int = DEMO_CUSTOMERS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "features", tuple(self.features))
+        _int("--k", self.k, 1)
+        _int("--max-iter", self.max_iter, 1)
+        _int("--n-init", self.n_init, 1)
+        _int("--seed", self.seed, 0)
+        _int("demo_customers", self.demo_customers, 1)
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise GpusegError(f"--tol must be a number >= 0, got {self.tol!r}")
+        if self.backend not in BACKEND_CHOICES:
+            raise GpusegError(f"unknown backend {self.backend!r}; allowed: {', '.join(BACKEND_CHOICES)}")
+        if not self.features:
+            raise GpusegError(f"--features is empty; allowed: {', '.join(FEATURES)}")
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise GpusegError(f"unknown feature {unknown[0]!r}; allowed: {', '.join(FEATURES)}")
+        if len(set(self.features)) != len(self.features):
+            raise GpusegError(f"--features names a feature twice: {','.join(self.features)}")
+        bad_roles = set(self.columns) - set(ROLES)
+        if bad_roles:
+            raise GpusegError(f"unknown column role {sorted(bad_roles)[0]!r}; allowed: {', '.join(ROLES)}")
+        if self.date_format is not None and "%" not in self.date_format:
+            raise GpusegError(f"--date-format {self.date_format!r} has no strptime codes; "
+                              "write it like '%m/%d/%Y %H:%M'")
+        if self.out.exists() and not self.out.is_dir():
+            raise GpusegError(f"--out {str(self.out)!r} exists and is not a folder")

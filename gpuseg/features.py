@@ -1,0 +1,136 @@
+"""One feature row per customer, computed with the array namespace of the input.
+
+The same code runs on NumPy arrays on the CPU and on CuPy arrays on a GPU:
+group sums are ``bincount`` with weights and group minima/maxima are scatter
+operations, so no per-customer Python loop and no sort are needed.
+
+Definitions (an *order* is an invoice, or one customer-day without invoices;
+a *purchase order* has a net amount > 0; ``as_of`` is a calendar day):
+
+=========================  ====================================================
+recency_days               days from the last purchase order's day to as_of
+tenure_days                days from the first purchase order's day to as_of
+frequency                  number of purchase orders
+monetary                   net sum of all the customer's line amounts
+avg_order_value            monetary / frequency
+mean_days_between_orders   (last − first purchase day) / (frequency − 1);
+                           tenure_days for one-time buyers (the gap is at
+                           least that long, and still open)
+return_share               value of negative lines / value of positive lines
+=========================  ====================================================
+
+An order's day is the earliest day among its lines. Customers without a
+purchase order are left out and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .backend import get_namespace, scatter_max, scatter_min
+
+FEATURES: dict[str, str] = {
+    "recency_days": "days from the last purchase order's day to as_of",
+    "tenure_days": "days from the first purchase order's day to as_of",
+    "frequency": "number of purchase orders (orders with net amount > 0)",
+    "monetary": "net sum of all line amounts, returns included",
+    "avg_order_value": "monetary / frequency",
+    "mean_days_between_orders": "days between first and last purchase / (frequency - 1); "
+                                "tenure_days for one-time buyers",
+    "return_share": "value of returned lines / value of purchased lines",
+}
+DEFAULT_FEATURES = ("recency_days", "frequency", "monetary")
+
+_BIG_DAY = 2**31 - 1
+
+
+@dataclass
+class CustomerFeatures:
+    """Features of the customers with at least one purchase order.
+
+    Attributes
+    ----------
+    customer : int array of shape (n,)
+        Customer codes of the rows, ascending.
+    columns : dict of name -> array of shape (n,)
+        Every feature in :data:`FEATURES`, in original units.
+    n_without_purchase : int
+        Customers left out because they have no purchase order.
+    """
+
+    customer: Any
+    columns: dict[str, Any]
+    n_without_purchase: int
+
+    def __len__(self) -> int:
+        return int(self.customer.shape[0])
+
+    def matrix(self, names: tuple[str, ...] | list[str]) -> Any:
+        """The named features as one float64 array of shape (n, len(names))."""
+        xp = get_namespace(self.customer)
+        return xp.stack([self.columns[name].astype(xp.float64) for name in names], axis=1)
+
+
+def compute_features(customer: Any, day: Any, amount: Any, order: Any,
+                     n_customers: int, n_orders: int, as_of: int) -> CustomerFeatures:
+    """Per-customer features from coded transaction lines.
+
+    Parameters
+    ----------
+    customer : int array of shape (m,)
+        Customer code of each line, in ``0..n_customers-1``.
+    day : int32 array of shape (m,)
+        Day of each line (days since 1970-01-01).
+    amount : float64 array of shape (m,)
+        Line amounts; negative for returns.
+    order : int array of shape (m,)
+        Order code of each line, in ``0..n_orders-1``; one customer per order.
+    n_customers, n_orders : int
+    as_of : int
+        Reference day, after every line's day.
+
+    Returns
+    -------
+    CustomerFeatures
+    """
+    xp = get_namespace(customer, day, amount, order)
+    # Orders: net amount, day, and owner.
+    order_net = xp.bincount(order, weights=amount, minlength=n_orders)
+    order_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)
+    scatter_min(order_day, order, day)
+    order_customer = xp.empty(n_orders, dtype=customer.dtype)
+    order_customer[order] = customer
+
+    purchase = order_net > 0
+    p_customer = order_customer[purchase]
+    p_day = order_day[purchase]
+    frequency = xp.bincount(p_customer, minlength=n_customers)
+    first = xp.full(n_customers, _BIG_DAY, dtype=xp.int32)
+    last = xp.full(n_customers, -_BIG_DAY, dtype=xp.int32)
+    scatter_min(first, p_customer, p_day)
+    scatter_max(last, p_customer, p_day)
+
+    monetary = xp.bincount(customer, weights=amount, minlength=n_customers)
+    bought = xp.bincount(customer, weights=xp.maximum(amount, 0.0), minlength=n_customers)
+    returned = xp.bincount(customer, weights=xp.maximum(-amount, 0.0), minlength=n_customers)
+
+    keep = xp.flatnonzero(frequency > 0)
+    freq = frequency[keep].astype(xp.int64)
+    first, last = first[keep], last[keep]
+    tenure = (as_of - first).astype(xp.int32)
+    span = (last - first).astype(xp.float64)
+    mean_gap = xp.where(freq > 1, span / xp.maximum(freq - 1, 1), tenure.astype(xp.float64))
+    money = monetary[keep]
+    columns = {
+        "recency_days": (as_of - last).astype(xp.int32),
+        "tenure_days": tenure,
+        "frequency": freq,
+        "monetary": money,
+        "avg_order_value": money / freq,
+        "mean_days_between_orders": mean_gap,
+        # bought > 0 for every kept customer: a purchase order has a positive line.
+        "return_share": returned[keep] / bought[keep],
+    }
+    return CustomerFeatures(customer=keep, columns=columns,
+                            n_without_purchase=int(n_customers - keep.shape[0]))

@@ -1,0 +1,189 @@
+"""Synthetic transaction logs with planted customer behaviours.
+
+Each customer belongs to one planted archetype (champions, loyal, new,
+at risk, hibernating, one-off) that sets how often, how recently, how much and
+how many returns. The log is written in blocks of customers, so 10⁸+ rows
+stream to disk with bounded memory; the same seed gives the same file.
+
+Columns: ``customer_id`` (int64), ``invoice`` (int64), ``invoice_date``
+(timestamp), ``quantity`` (int32, negative for returns), ``unit_price``
+(float64). With ``dirty > 0`` a share of rows lose their customer id or price.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import GpusegError
+
+START = dt.date(2023, 1, 1)
+DAYS = 731  # two years, through 2024-12-31
+
+
+@dataclass(frozen=True)
+class Archetype:
+    name: str
+    share: float          # of customers
+    lines: float          # relative number of lines
+    lines_per_order: float
+    window: tuple[int, int]  # active days, counted back from the end: (first_max_back, last_min_back)
+    price: float          # median unit price
+    quantity: float       # mean extra units per line
+    return_rate: float    # share of orders that are returns
+
+
+ARCHETYPES = (
+    Archetype("champions", 0.10, 14.0, 4.0, (730, 0), 9.0, 6.0, 0.02),
+    Archetype("loyal", 0.15, 7.0, 3.5, (600, 30), 5.0, 3.0, 0.03),
+    Archetype("new", 0.15, 1.2, 2.5, (60, 0), 4.0, 2.0, 0.02),
+    Archetype("at_risk", 0.15, 5.0, 3.5, (730, 200), 5.0, 3.0, 0.05),
+    Archetype("hibernating", 0.20, 1.6, 2.0, (730, 400), 3.0, 1.5, 0.05),
+    Archetype("one_off", 0.25, 0.8, 2.0, (730, 0), 2.5, 1.0, 0.03),
+)
+
+SCHEMA = pa.schema([
+    ("customer_id", pa.int64()),
+    ("invoice", pa.int64()),
+    ("invoice_date", pa.timestamp("s")),
+    ("quantity", pa.int32()),
+    ("unit_price", pa.float64()),
+])
+
+
+def _customers(n_customers: int, n_rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-customer plan: archetype, id, lines, orders, active window, price."""
+    shares = np.array([a.share for a in ARCHETYPES])
+    kind = rng.choice(len(ARCHETYPES), size=n_customers, p=shares / shares.sum())
+    weight = np.array([a.lines for a in ARCHETYPES])[kind] * rng.lognormal(0.0, 0.5, n_customers)
+    # Every customer gets one line; the rest are shared out by weight.
+    lines = 1 + rng.multinomial(n_rows - n_customers, weight / weight.sum())
+    lpo = np.array([a.lines_per_order for a in ARCHETYPES])[kind]
+    orders = np.clip(np.rint(lines / (lpo * rng.uniform(0.6, 1.4, n_customers))), 1, lines).astype(np.int64)
+    first_back = np.array([a.window[0] for a in ARCHETYPES])[kind]
+    last_back = np.array([a.window[1] for a in ARCHETYPES])[kind]
+    last = DAYS - 1 - (last_back + rng.integers(0, 30, n_customers) * (last_back > 0))
+    first = DAYS - 1 - rng.integers(last_back, np.maximum(first_back, last_back) + 1)
+    first = np.minimum(first, last)
+    return {
+        "kind": kind,
+        "id": 100_000 + rng.permutation(n_customers).astype(np.int64),
+        "lines": lines.astype(np.int64),
+        "orders": orders,
+        "first": first.astype(np.int64),
+        "last": np.maximum(last, first).astype(np.int64),
+        "price": np.array([a.price for a in ARCHETYPES])[kind] * rng.lognormal(0.0, 0.3, n_customers),
+        "quantity": np.array([a.quantity for a in ARCHETYPES])[kind],
+        "return_rate": np.array([a.return_rate for a in ARCHETYPES])[kind],
+    }
+
+
+def _block(plan: dict[str, np.ndarray], lo: int, hi: int, order_base: int,
+           rng: np.random.Generator, dirty: float) -> pa.Table:
+    """Rows of customers lo..hi-1 of the plan, sorted by time."""
+    lines = plan["lines"][lo:hi]
+    orders = plan["orders"][lo:hi]
+    n = int(lines.sum())
+    cust = np.repeat(np.arange(lo, hi), lines)
+    # Position of each line within its customer; the first `orders` lines open
+    # one order each so that no order is empty, the rest join a random one.
+    starts = np.repeat(np.cumsum(lines) - lines, lines)
+    pos = np.arange(n) - starts
+    n_ord = orders[cust - lo]
+    local = np.where(pos < n_ord, pos, (rng.random(n) * n_ord).astype(np.int64))
+    order_offset = np.cumsum(orders) - orders
+    order_id = order_offset[cust - lo] + local
+    total_orders = int(orders.sum())
+    order_customer = np.repeat(np.arange(lo, hi), orders)
+    first, last = plan["first"][order_customer], plan["last"][order_customer]
+    # A customer's first and last orders sit on the ends of its window.
+    o_pos = np.arange(total_orders) - np.repeat(order_offset, orders)
+    o_day = first + (rng.random(total_orders) * (last - first + 1)).astype(np.int64)
+    o_day = np.where(o_pos == 0, last, o_day)
+    o_day = np.where((o_pos == 1), first, o_day)
+    o_return = rng.random(total_orders) < plan["return_rate"][order_customer]
+    o_time = rng.integers(8 * 3600, 20 * 3600, total_orders)
+
+    qty = 1 + rng.poisson(plan["quantity"][cust]).astype(np.int32)
+    qty = np.where(o_return[order_id], -qty, qty).astype(np.int32)
+    price = np.round(plan["price"][cust] * rng.lognormal(0.0, 0.4, n), 2)
+    seconds = (np.datetime64(START, "s").astype(np.int64)
+               + o_day[order_id] * 86400 + o_time[order_id])
+    table = pa.table({
+        "customer_id": pa.array(plan["id"][cust], mask=(rng.random(n) < dirty / 2) if dirty else None),
+        "invoice": pa.array(order_base + order_id, pa.int64()),
+        "invoice_date": pa.array(seconds, pa.timestamp("s")),
+        "quantity": pa.array(qty, pa.int32()),
+        "unit_price": pa.array(price, mask=(rng.random(n) < dirty / 2) if dirty else None),
+    }, schema=SCHEMA)
+    return table.take(pa.array(np.argsort(seconds, kind="stable")))
+
+
+def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0,
+                block_rows: int = 1 << 21) -> Iterator[pa.Table]:
+    """Yield the log in blocks of about ``block_rows`` rows.
+
+    Raises
+    ------
+    GpusegError
+        When the sizes are inconsistent.
+    """
+    if n_customers < 1:
+        raise GpusegError(f"--customers must be >= 1, got {n_customers}")
+    if n_rows < n_customers:
+        raise GpusegError(f"--transactions ({n_rows}) must be >= --customers ({n_customers}): "
+                          "every customer has at least one line")
+    if not 0 <= dirty < 1:
+        raise GpusegError(f"--dirty must be in [0, 1), got {dirty}")
+    plan = _customers(n_customers, n_rows, np.random.default_rng([seed, 0]))
+    bounds = np.searchsorted(np.cumsum(plan["lines"]), np.arange(block_rows, n_rows, block_rows))
+    edges = [0, *sorted(set(int(b) + 1 for b in bounds if b + 1 < n_customers)), n_customers]
+    order_base = 500_000
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        yield _block(plan, lo, hi, order_base, np.random.default_rng([seed, i + 1]), dirty)
+        order_base += int(plan["orders"][lo:hi].sum())
+
+
+def demo_table(n_customers: int = 50_000, seed: int = 0) -> pa.Table:
+    """The built-in demo log: ~10 lines per customer, a few dirty rows."""
+    return pa.concat_tables(iter_tables(10 * n_customers, n_customers, seed=seed, dirty=0.004))
+
+
+def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed: int = 0,
+              dirty: float = 0.0, on_block: Callable[[int], None] | None = None) -> int:
+    """Write a synthetic log to ``path`` (.csv or .parquet), block by block.
+
+    Returns the number of rows written. The file appears only when complete.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".csv", ".parquet", ".pq")):
+        raise GpusegError(f"unsupported output {str(path)!r}; allowed suffixes: .csv, .parquet, .pq")
+    if not path.parent.exists():
+        raise GpusegError(f"folder {str(path.parent)!r} does not exist")
+    tmp = path.with_name(f".{path.name}.partial")
+    written = 0
+    try:
+        if name.endswith(".csv"):
+            writer = pacsv.CSVWriter(tmp, SCHEMA)
+        else:
+            writer = pq.ParquetWriter(tmp, SCHEMA, compression="snappy")
+        with writer:
+            for table in iter_tables(n_rows, n_customers, seed=seed, dirty=dirty):
+                writer.write_table(table)
+                written += table.num_rows
+                if on_block:
+                    on_block(table.num_rows)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return written

@@ -1,0 +1,107 @@
+"""The reusable model: features, transforms, centroids and how to read input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import GpusegError
+from .features import FEATURES
+from .scaling import Scaler
+
+FORMAT = "gpuseg-model"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SegmentModel:
+    """A fitted segmentation, as stored in ``model.json``.
+
+    ``centroids`` are in the scaled feature space (what the distances use);
+    ``centroids_original`` are the same points in original units.
+    """
+
+    features: tuple[str, ...]
+    scaler: Scaler
+    centroids: np.ndarray
+    seed: int
+    as_of: dt.date
+    backend: str
+    columns: dict[str, str | None]
+    date_format: str | None
+    training: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+
+    @property
+    def k(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "gpuseg_version": self.version,
+            "k": self.k,
+            "seed": self.seed,
+            "as_of": self.as_of.isoformat(),
+            "backend": self.backend,
+            "features": list(self.features),
+            "scaler": self.scaler.to_dict(),
+            "centroids": self.centroids.tolist(),
+            "centroids_original": self.scaler.inverse_transform(self.centroids).tolist(),
+            "columns": dict(self.columns),
+            "date_format": self.date_format,
+            "training": self.training,
+        }
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SegmentModel":
+        """Read and check a ``model.json``.
+
+        Raises
+        ------
+        GpusegError
+            When the file is missing, not JSON, of another format or version,
+            or internally inconsistent.
+        """
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GpusegError(f"model file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GpusegError(f"model file {str(path)!r} is not valid JSON ({exc})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise GpusegError(f"{str(path)!r} is not a gpuseg model (no \"format\": \"{FORMAT}\")")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise GpusegError(f"model format version {d.get('format_version')!r} is not supported; "
+                              f"this gpuseg reads version {FORMAT_VERSION}")
+        try:
+            features = tuple(d["features"])
+            scaler = Scaler.from_dict(d["scaler"])
+            centroids = np.asarray(d["centroids"], dtype=np.float64)
+            model = cls(features=features, scaler=scaler, centroids=centroids, seed=int(d["seed"]),
+                        as_of=dt.date.fromisoformat(d["as_of"]), backend=str(d["backend"]),
+                        columns=dict(d["columns"]), date_format=d.get("date_format"),
+                        training=dict(d.get("training") or {}), version=str(d.get("gpuseg_version", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GpusegError(f"model file {str(path)!r} is corrupted: {type(exc).__name__}: {exc}") from None
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise GpusegError(f"model uses unknown feature {unknown[0]!r}; allowed: {', '.join(FEATURES)}")
+        if scaler.features != features:
+            raise GpusegError(f"model file {str(path)!r} is corrupted: scaler features differ from features")
+        if (centroids.ndim != 2 or centroids.shape[1] != len(features) or centroids.shape[0] < 1
+                or not all(math.isfinite(v) for v in centroids.ravel())):
+            raise GpusegError(f"model file {str(path)!r} is corrupted: centroids must be a finite "
+                              f"k × {len(features)} array")
+        return model

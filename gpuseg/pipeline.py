@@ -1,0 +1,252 @@
+"""The segmentation pipeline: load → clean → features → scale → fit → assign → write."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from . import __version__
+from .backend import Backend, get_namespace, resolve_backend, to_numpy
+from .cleaning import Transactions, clean, day_date
+from .clustering import KMeans, nearest
+from .columns import resolve_columns
+from .config import SegmentConfig
+from .errors import GpusegError
+from .features import FEATURES, CustomerFeatures, compute_features
+from .generate import demo_table
+from .model import SegmentModel
+from .outputs import (ASSIGNMENTS, FEATURES_FILE, MODEL, REPORT, SEGMENTS, segment_profiles, staged_output,
+                      write_json, write_parquet, write_segments_csv)
+from .reading import expand_inputs, iter_batches, read_column_names
+from .scaling import Scaler
+from .timing import StageTimer
+
+DEMO_SOURCE = "<demo>"
+
+
+class Progress(Protocol):
+    """What the pipeline tells a progress display."""
+
+    def stage(self, name: str) -> None: ...
+
+    def rows(self, n: int) -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str) -> None:
+        pass
+
+    def rows(self, n: int) -> None:
+        pass
+
+
+@dataclass
+class SegmentResult:
+    """What a run produced: the output folder, the report, the segment profiles."""
+
+    out: Path
+    report: dict[str, Any]
+    profiles: list[dict[str, Any]]
+    model: SegmentModel
+
+
+class Transfers:
+    """Timed host↔device copies, for the report."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.log: list[dict[str, Any]] = []
+
+    def to_device(self, name: str, a: np.ndarray) -> Any:
+        if not self.backend.on_gpu:
+            return a
+        t0 = time.perf_counter()
+        out = self.backend.xp.asarray(a)
+        self.backend.synchronize()
+        self.log.append({"what": name, "direction": "host_to_device", "bytes": int(a.nbytes),
+                         "seconds": round(time.perf_counter() - t0, 6)})
+        return out
+
+    def to_host(self, name: str, a: Any) -> np.ndarray:
+        if not self.backend.on_gpu:
+            return np.asarray(a)
+        t0 = time.perf_counter()
+        out = to_numpy(a)
+        self.log.append({"what": name, "direction": "device_to_host", "bytes": int(out.nbytes),
+                         "seconds": round(time.perf_counter() - t0, 6)})
+        return out
+
+
+def _timed(batches: Iterator[pa.RecordBatch], timer: StageTimer, progress: Progress) -> Iterator[pa.RecordBatch]:
+    """Charge the time spent producing each batch to the ``load`` stage."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            timer.add("load", time.perf_counter() - t0)
+            return
+        timer.add("load", time.perf_counter() - t0)
+        progress.rows(batch.num_rows)
+        yield batch
+
+
+def load_transactions(config: SegmentConfig, timer: StageTimer,
+                      progress: Progress) -> tuple[Transactions, list[str], dict[str, str | None]]:
+    """Read and clean the inputs (or the demo data); stages ``load`` and ``clean``."""
+    if config.inputs:
+        with timer.stage("load"):
+            files = expand_inputs(config.inputs)
+            names = read_column_names(files[0])
+        sources = [str(f) for f in files]
+        mapping = resolve_columns(names, config.columns)
+        batches = ((f, _timed(iter_batches(f, mapping), timer, progress)) for f in files)
+    else:
+        with timer.stage("load"):
+            table = demo_table(config.demo_customers, seed=0)
+        sources = [DEMO_SOURCE]
+        mapping = resolve_columns(table.column_names, config.columns)
+        batches = iter([(Path(DEMO_SOURCE), _timed(iter(table.to_batches(1 << 20)), timer, progress))])
+    load_before = timer.seconds.get("load", 0.0)
+    with timer.stage("clean"):
+        tx = clean(batches, mapping, config.date_format, config.as_of)
+    # Reading happened inside cleaning's loop; move its time back to "load".
+    timer.seconds["clean"] -= timer.seconds["load"] - load_before
+    return tx, sources, mapping.to_dict()
+
+
+def _order_by_revenue(labels: Any, monetary: Any, k: int) -> np.ndarray:
+    """Permutation putting the segment with the highest mean monetary first."""
+    xp = get_namespace(labels)
+    counts = xp.bincount(labels, minlength=k)
+    means = xp.bincount(labels, weights=monetary, minlength=k) / xp.maximum(counts, 1)
+    return to_numpy(xp.argsort(-means, kind="stable"))
+
+
+def fit_centroids(Z: Any, config: SegmentConfig, backend: Backend) -> tuple[KMeans, list[str]]:
+    """Fit k-means on the scaled matrix; returns the estimator and any warnings."""
+    km = KMeans(config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
+                random_state=config.seed, copy_x=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        km.fit(Z)
+    return km, [str(w.message) for w in caught]
+
+
+def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResult:
+    """Run the whole pipeline for ``config`` and write its outputs.
+
+    Raises
+    ------
+    GpusegError
+        For bad input or options; nothing is written to ``config.out`` then.
+    """
+    progress = progress or _Silent()
+    backend = resolve_backend(config.backend)
+    timer = StageTimer(sync=backend.synchronize, on_start=progress.stage)
+    transfers = Transfers(backend)
+    tx, sources, columns = load_transactions(config, timer, progress)
+
+    with timer.stage("features"):
+        arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]
+        feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
+        del arrays
+    n = len(feats)
+    if config.k > n:
+        raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
+
+    with timer.stage("scale"):
+        X = feats.matrix(config.features)
+        scaler = Scaler.fit(X, config.features)
+        Z = scaler.transform(X)
+        del X
+
+    with timer.stage("fit"):
+        km, fit_warnings = fit_centroids(Z, config, backend)
+
+    with timer.stage("assign"):
+        labels, sqdist = nearest(Z, km.cluster_centers_)
+        perm = _order_by_revenue(labels, feats.columns["monetary"], config.k)
+        rank = np.empty_like(perm)
+        rank[perm] = np.arange(config.k)
+        labels = backend.xp.asarray(rank.astype(np.int32))[labels]
+        centroids = to_numpy(km.cluster_centers_)[perm]
+        distance = backend.xp.sqrt(sqdist)
+
+    with staged_output(config.out) as tmp:
+        with timer.stage("write"):
+            host = {name: transfers.to_host(name, col) for name, col in feats.columns.items()}
+            segment_np = transfers.to_host("segment", labels)
+            distance_np = transfers.to_host("distance", distance)
+            ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
+            profiles = segment_profiles(segment_np, host, config.k)
+            model = SegmentModel(
+                features=config.features, scaler=scaler, centroids=centroids, seed=config.seed,
+                as_of=day_date(tx.as_of), backend=backend.name, columns=columns,
+                date_format=config.date_format, version=__version__,
+                training={"n_customers": n, "segment_shares": [p["share"] for p in profiles],
+                          "mean_distance": float(distance_np.mean())})
+            write_parquet(tmp / ASSIGNMENTS, {"customer_id": ids, "segment": segment_np,
+                                              "distance": distance_np})
+            write_parquet(tmp / FEATURES_FILE, {"customer_id": ids, **host})
+            write_segments_csv(tmp / SEGMENTS, profiles)
+            model.save(tmp / MODEL)
+        report = _report(config, backend, tx, feats, km, fit_warnings, sources, columns,
+                         transfers, timer)
+        write_json(tmp / REPORT, report)
+    return SegmentResult(config.out, report, profiles, model)
+
+
+def _report(config: SegmentConfig, backend: Backend, tx: Transactions, feats: CustomerFeatures,
+            km: KMeans, fit_warnings: list[str], sources: list[str], columns: dict[str, str | None],
+            transfers: Transfers, timer: StageTimer) -> dict[str, Any]:
+    return {
+        "gpuseg_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": sources,
+        "demo": sources == [DEMO_SOURCE],
+        "columns": columns,
+        "date_format": config.date_format,
+        "as_of": day_date(tx.as_of).isoformat(),
+        "backend": backend.name,
+        "device": backend.device,
+        "fallbacks": list(backend.fallbacks),
+        "transfers": transfers.log,
+        "rows": tx.rows.to_dict(),
+        "n_customers": len(feats),
+        "customers_without_purchase": feats.n_without_purchase,
+        "features": list(config.features),
+        "k": config.k,
+        "n_init": config.n_init,
+        "seed": config.seed,
+        "n_iter": int(km.n_iter_),
+        "inertia": float(km.inertia_),
+        "converged": bool(km.converged_),
+        "warnings": fit_warnings,
+        "iterations": km.history_,
+        "timings": timer.as_dict(),
+    }
+
+
+def segment(inputs: str | Sequence[str] = (), **options: Any) -> SegmentResult:
+    """Segment customers from transaction files (or the demo data when empty).
+
+    ``options`` are the fields of :class:`SegmentConfig` (``out``, ``k``,
+    ``features``, ``backend``, ``columns``, ``date_format``, ``as_of``, ...).
+
+    Examples
+    --------
+    >>> result = gpuseg.segment(["sales/*.parquet"], out="segments", k=6)  # doctest: +SKIP
+    >>> result.report["n_customers"]  # doctest: +SKIP
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = (str(inputs),)
+    return run(SegmentConfig(inputs=tuple(inputs), **options))
