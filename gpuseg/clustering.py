@@ -181,6 +181,7 @@ class ChunkedStep:
     """
 
     tracks_labels = True
+    supports_delta = True
     name = "generic"
 
     def __init__(self, chunk_size: int, executor: Executor | None = None):
@@ -293,9 +294,9 @@ def lloyd(X: Any, centers_init: Any, *, max_iter: int = 300, tol: float = 0.0,
         Absolute tolerance on the squared centre shift (see :func:`tolerance`).
     step : callable, optional
         ``step(X, centers, labels, delta=False) -> Partials`` over all of
-        ``X``, with ``assign`` and ``inertia`` methods and a ``tracks_labels``
-        flag; defaults to :class:`ChunkedStep`. A step that tracks labels is
-        asked for deltas once the running sums are known.
+        ``X``, with ``assign`` and ``inertia`` methods and ``tracks_labels``
+        and ``supports_delta`` flags; defaults to :class:`ChunkedStep`. A step
+        that supports deltas is asked for them once the running sums are known.
 
     Returns
     -------
@@ -322,7 +323,7 @@ def lloyd(X: Any, centers_init: Any, *, max_iter: int = 300, tol: float = 0.0,
         if bool((counts == 0).any()):
             _relocate_empty(X, centers, sums, counts, step)
             running = None  # relocation moved points without relabelling them
-        elif labels is not None:
+        elif labels is not None and getattr(step, "supports_delta", False):
             running = (sums, counts)
         filled = (counts > 0)[:, None]
         new = xp.where(filled, sums / xp.maximum(counts, 1)[:, None], centers).astype(X.dtype)

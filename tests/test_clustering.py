@@ -1,0 +1,279 @@
+"""K-means: hand-worked cases, scikit-learn parity, the step/driver split, the estimator API."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import adjusted_rand_score
+
+from gpuseg.backend import to_numpy
+from gpuseg.clustering import (ChunkedStep, KMeans, Partials, kmeans_plusplus, lloyd, lloyd_partials, nearest,
+                               tolerance)
+
+
+def blobs(rng, n=3000, d=3, k=5, spread=1.0, dtype=np.float64):
+    centers = rng.normal(0, 6, (k, d))
+    X = centers[rng.integers(0, k, n)] + rng.normal(0, spread, (n, d))
+    return X.astype(dtype)
+
+
+def same_up_to_relabelling(a, b):
+    return adjusted_rand_score(to_numpy(a), to_numpy(b)) == 1.0
+
+
+# -- worked by hand -------------------------------------------------------------
+
+def test_toy_1d_worked_by_hand(xp):
+    # init 0 and 1: step 1 labels [0,1,1,1] -> centres 0, 22/3;
+    # step 2 labels [0,0,1,1] -> centres 0.5, 10.5; step 3 same labels: stop.
+    X = xp.asarray([[0.0], [1.0], [10.0], [11.0]])
+    km = KMeans(2, init=xp.asarray([[0.0], [1.0]]), tol=0).fit(X)
+    assert to_numpy(km.labels_).tolist() == [0, 0, 1, 1]
+    assert km.inertia_ == 1.0
+    assert km.n_iter_ == 3
+    np.testing.assert_array_equal(to_numpy(km.cluster_centers_).ravel(), [0.5, 10.5])
+    assert km.converged_
+
+
+def test_toy_2d_worked_by_hand(xp):
+    # Four points near the origin join centre (0,0) at once; their mean is (2,1),
+    # each is 1² + 2² = 5 from it; (9,9) stays alone. Labels stop changing at step 2.
+    X = xp.asarray([[0, 0], [0, 2], [4, 0], [4, 2], [9, 9]], dtype=xp.float64)
+    km = KMeans(2, init=xp.asarray([[0.0, 0.0], [9.0, 9.0]]), tol=0).fit(X)
+    assert to_numpy(km.labels_).tolist() == [0, 0, 0, 0, 1]
+    assert km.inertia_ == 20.0
+    assert km.n_iter_ == 2
+    np.testing.assert_array_equal(to_numpy(km.cluster_centers_), [[2, 1], [9, 9]])
+
+
+def test_empty_cluster_moves_to_farthest_point(xp):
+    # Centre 100 attracts nothing; the point farthest from its centre (10, which
+    # is 9 from centre 1) seeds it. Final centres 0, 1.5, 10; inertia 2 × 0.5².
+    X = xp.asarray([[0.0], [1.0], [2.0], [10.0]])
+    km = KMeans(3, init=xp.asarray([[0.0], [1.0], [100.0]]), tol=0).fit(X)
+    assert to_numpy(km.labels_).tolist() == [0, 1, 1, 2]
+    np.testing.assert_allclose(to_numpy(km.cluster_centers_).ravel(), [0.0, 1.5, 10.0])
+    assert km.inertia_ == pytest.approx(0.5, rel=1e-12)
+    assert km.n_iter_ == 2
+    assert np.isfinite(to_numpy(km.cluster_centers_)).all()
+
+
+# -- scikit-learn parity ------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 2, 5, 20])
+@pytest.mark.parametrize("d", [1, 3, 8])
+def test_matches_sklearn_from_same_init(xp, rng, k, d):
+    X = blobs(rng, n=2000, d=d, k=max(k, 2), spread=2.0)
+    init = X[rng.choice(len(X), k, replace=False)]
+    ref = SKKMeans(k, init=init, n_init=1, max_iter=300, tol=1e-4).fit(X)
+    km = KMeans(k, init=xp.asarray(init), max_iter=300, tol=1e-4, chunk_size=333).fit(xp.asarray(X))
+    np.testing.assert_array_equal(to_numpy(km.labels_), ref.labels_)
+    assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    assert km.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(to_numpy(km.cluster_centers_), ref.cluster_centers_, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_preserved_and_parity(xp, rng, dtype):
+    X = blobs(rng, n=1500, d=4, k=4, dtype=dtype)
+    init = X[:4].copy()
+    ref = SKKMeans(4, init=init, n_init=1).fit(X)
+    km = KMeans(4, init=xp.asarray(init)).fit(xp.asarray(X))
+    assert km.cluster_centers_.dtype == dtype
+    assert same_up_to_relabelling(km.labels_, ref.labels_)
+    rel = 1e-9 if dtype == np.float64 else 1e-5
+    assert km.inertia_ == pytest.approx(ref.inertia_, rel=rel)
+
+
+def test_max_iter_reached_is_reported(rng):
+    X = blobs(rng, n=3000, d=2, k=8, spread=4.0)
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        km = KMeans(8, init=X[:8].copy(), max_iter=2, tol=0).fit(X)
+    assert km.n_iter_ == 2
+    assert not km.converged_
+    ref = SKKMeans(8, init=X[:8].copy(), n_init=1, max_iter=2, tol=0).fit(X)
+    np.testing.assert_array_equal(km.labels_, ref.labels_)
+    assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
+# -- the step / driver split ---------------------------------------------------------
+
+def test_partials_of_halves_add_up_to_the_whole(xp, rng):
+    X = xp.asarray(blobs(rng, n=1001, d=3, k=4))
+    C = X[:4].copy()
+    whole = lloyd_partials(X, C)
+    halves = lloyd_partials(X[:500], C) + lloyd_partials(X[500:], C)
+    np.testing.assert_allclose(to_numpy(halves.sums), to_numpy(whole.sums), rtol=1e-12)
+    np.testing.assert_array_equal(to_numpy(halves.counts), to_numpy(whole.counts))
+    assert float(halves.inertia) == pytest.approx(float(whole.inertia), rel=1e-12)
+    # The sums are the per-cluster sums of the nearest-centre partition.
+    labels, _ = nearest(X, C)
+    Xn, ln = to_numpy(X), to_numpy(labels)
+    np.testing.assert_allclose(to_numpy(whole.sums), [Xn[ln == j].sum(axis=0) for j in range(4)], rtol=1e-12)
+
+
+def test_delta_partials_equal_the_change_of_the_full_sums(rng):
+    X = blobs(rng, n=800, d=2, k=3)
+    C_old, C_new = X[:3].copy(), X[3:6].copy()
+    labels = np.full(len(X), -1, dtype=np.int32)
+    full_old = lloyd_partials(X, C_old, labels)
+    assert int(full_old.n_changed) == len(X)
+    delta = lloyd_partials(X, C_new, labels, delta=True)
+    full_new = lloyd_partials(X, C_new)
+    np.testing.assert_allclose(full_old.sums + delta.sums, full_new.sums, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(full_old.counts + delta.counts, full_new.counts)
+    assert int(delta.n_changed) == int((nearest(X, C_old)[0] != nearest(X, C_new)[0]).sum())
+
+
+def test_chunk_size_and_threads_do_not_change_the_answer(rng):
+    X = blobs(rng, n=5000, d=3, k=6, spread=3.0)
+    init = X[:6].copy()
+    base = KMeans(6, init=init, chunk_size=5000, n_threads=1).fit(X)
+    for chunk, threads in [(7, 1), (64, 2), (1000, 2)]:
+        km = KMeans(6, init=init, chunk_size=chunk, n_threads=threads).fit(X)
+        np.testing.assert_array_equal(km.labels_, base.labels_)
+        assert km.n_iter_ == base.n_iter_
+        assert km.inertia_ == pytest.approx(base.inertia_, rel=1e-12)
+
+
+class FullSumsOnly(ChunkedStep):
+    """The same step without delta support: it recomputes full sums every time."""
+
+    supports_delta = False
+
+    def __call__(self, X, centers, labels, delta=False):
+        assert not delta
+        return super().__call__(X, centers, labels)
+
+
+def test_running_sums_equal_recomputed_sums(rng):
+    X = blobs(rng, n=4000, d=3, k=7, spread=3.0)
+    init = X[:7].copy()
+    a = lloyd(X, init, tol=0, step=ChunkedStep(512))
+    b = lloyd(X, init, tol=0, step=FullSumsOnly(512))
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.n_iter == b.n_iter
+    np.testing.assert_allclose(a.centers, b.centers, rtol=1e-12)
+
+
+def test_history_records_each_iteration(rng):
+    X = blobs(rng, n=2000, d=2, k=4)
+    km = KMeans(4, init=X[:4].copy(), tol=0).fit(X)
+    assert [h["iter"] for h in km.history_] == list(range(1, km.n_iter_ + 1))
+    assert km.history_[0]["n_changed"] == len(X)
+    assert km.history_[-1]["n_changed"] == 0  # strict convergence
+    inertias = [h["inertia"] for h in km.history_]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(inertias, inertias[1:]))  # Lloyd never goes up
+    assert inertias[-1] == pytest.approx(km.inertia_, rel=1e-9)
+
+
+def test_tolerance_matches_sklearn_definition(rng):
+    X = blobs(rng, n=500, d=3, k=2)
+    assert tolerance(X, 1e-4) == pytest.approx(np.mean(np.var(X, axis=0)) * 1e-4, rel=1e-12)
+    Xc = X - X.mean(axis=0)
+    assert tolerance(Xc, 1e-4, centered=True) == pytest.approx(tolerance(Xc, 1e-4), rel=1e-9)
+    assert tolerance(X, 0) == 0
+
+
+# -- initialisation -----------------------------------------------------------------
+
+def test_kmeans_plusplus_is_deterministic_and_spread(xp, rng):
+    X = xp.asarray(blobs(rng, n=3000, d=2, k=5, spread=0.3))
+    a = kmeans_plusplus(X, 5, np.random.RandomState(7))
+    b = kmeans_plusplus(X, 5, np.random.RandomState(7))
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    rows = {tuple(r) for r in to_numpy(X).tolist()}
+    assert all(tuple(c) in rows for c in to_numpy(a).tolist())  # seeds are data points
+    # With five tight, far-apart blobs, k-means++ puts one seed in each blob.
+    labels, _ = nearest(X, a)
+    assert len(np.unique(to_numpy(labels))) == 5
+    assert not np.array_equal(to_numpy(a), to_numpy(kmeans_plusplus(X, 5, np.random.RandomState(8))))
+
+
+def test_fit_with_seed_is_reproducible_and_close_to_sklearn(rng):
+    X = blobs(rng, n=4000, d=3, k=6, spread=1.5)
+    a = KMeans(6, random_state=3).fit(X)
+    b = KMeans(6, random_state=3).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    ref = SKKMeans(6, random_state=3, n_init=10).fit(X)
+    ours = KMeans(6, random_state=3, n_init=10).fit(X)
+    assert ours.inertia_ <= ref.inertia_ * 1.01
+
+
+# -- estimator API -----------------------------------------------------------------
+
+def test_sklearn_estimator_api(rng):
+    X = blobs(rng, n=600, d=3, k=3)
+    km = KMeans(3, random_state=0, max_iter=50)
+    assert km.get_params()["max_iter"] == 50
+    km.set_params(max_iter=100)
+    assert clone(km).get_params()["max_iter"] == 100
+    labels = km.fit_predict(X)
+    np.testing.assert_array_equal(labels, km.labels_)
+    np.testing.assert_array_equal(km.predict(X), km.labels_)
+    D = km.transform(X)
+    assert D.shape == (600, 3)
+    np.testing.assert_array_equal(D.argmin(axis=1), km.labels_)
+    np.testing.assert_allclose(D[np.arange(600), km.labels_] ** 2, ((X - km.cluster_centers_[km.labels_]) ** 2).sum(1),
+                               rtol=1e-8, atol=1e-9)
+    assert km.score(X) == pytest.approx(-km.inertia_, rel=1e-9)
+    assert km.n_features_in_ == 3
+
+
+@pytest.mark.parametrize("params, X_shape, message", [
+    ({"n_clusters": 8}, (3, 2), r"n_samples=3 should be >= n_clusters=8\."),
+    ({"n_clusters": 0}, (10, 2), r"n_clusters must be an int >= 1, got 0\."),
+    ({"n_clusters": 2, "max_iter": 0}, (10, 2), r"max_iter must be an int >= 1, got 0\."),
+    ({"n_clusters": 2, "tol": -1.0}, (10, 2), r"tol must be a float >= 0"),
+    ({"n_clusters": 2, "init": "kmeans"}, (10, 2), r"init must be 'k-means\+\+', 'random' or an array"),
+    ({"n_clusters": 2, "init": np.zeros((3, 2))}, (10, 2), r"shape of the initial centers \(3, 2\)"),
+])
+def test_bad_parameters_say_what_is_allowed(params, X_shape, message):
+    X = np.random.default_rng(0).normal(size=X_shape)
+    with pytest.raises(ValueError, match=message):
+        KMeans(**params).fit(X)
+
+
+def test_bad_data_is_refused(rng):
+    X = blobs(rng, n=50, d=2, k=2)
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        KMeans(2).fit(X)
+    km = KMeans(2, random_state=0).fit(blobs(rng, n=50, d=2, k=2))
+    with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 2"):
+        km.predict(np.zeros((4, 3)))
+
+
+def test_explicit_init_with_n_init_warns_and_runs_once(rng):
+    X = blobs(rng, n=200, d=2, k=2)
+    with pytest.warns(RuntimeWarning, match="performing only one init"):
+        KMeans(2, init=X[:2].copy(), n_init=5).fit(X)
+
+
+def test_duplicate_points_warn_about_fewer_distinct_clusters():
+    X = np.zeros((10, 2))
+    with pytest.warns(ConvergenceWarning, match="distinct clusters"):
+        KMeans(3, random_state=0).fit(X)
+
+
+def test_copy_x_false_restores_the_data(rng):
+    X = blobs(rng, n=300, d=2, k=2)
+    before = X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        KMeans(2, random_state=0, copy_x=False).fit(X)
+    np.testing.assert_allclose(X, before, rtol=0, atol=1e-12)
+
+
+def test_partials_reduce_associatively():
+    a = Partials(np.ones((2, 2)), np.array([1.0, 2.0]), 3.0, 1)
+    b = Partials(np.full((2, 2), 2.0), np.array([0.0, 1.0]), 1.5, 2)
+    s = a + b
+    np.testing.assert_array_equal(s.sums, np.full((2, 2), 3.0))
+    np.testing.assert_array_equal(s.counts, [1.0, 3.0])
+    assert (s.inertia, s.n_changed) == (4.5, 3)
