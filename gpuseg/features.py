@@ -43,6 +43,8 @@ FEATURES: dict[str, str] = {
 DEFAULT_FEATURES = ("recency_days", "frequency", "monetary")
 
 _BIG_DAY = 2**31 - 1
+#: An order nets "more than zero" when its net exceeds this share of its gross.
+_NET_RTOL = 1e-9
 
 
 @dataclass
@@ -102,7 +104,10 @@ def compute_features(customer: Any, day: Any, amount: Any, order: Any,
     order_customer = xp.empty(n_orders, dtype=customer.dtype)
     order_customer[order] = customer
 
-    purchase = order_net > 0
+    # Float sums leave residue: an order fully returned within itself
+    # (0.1 + 0.2 - 0.3) nets 5.6e-17, which is not a purchase.
+    order_gross = xp.bincount(order, weights=xp.abs(amount), minlength=n_orders)
+    purchase = order_net > _NET_RTOL * order_gross
     p_customer = order_customer[purchase]
     p_day = order_day[purchase]
     frequency = xp.bincount(p_customer, minlength=n_customers)

@@ -1,0 +1,341 @@
+"""Cleaning: date parsing, counted drops, id coding, orders, as_of, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuseg.cleaning import AFTER_AS_OF, clean, day_date, day_number, parse_days
+from gpuseg.columns import ColumnMapping
+from gpuseg.errors import GpusegError
+
+D = day_number  # shorthand in expectations
+
+MAP = ColumnMapping(customer="customer_id", date="date", amount="amount")
+MAP_INV = ColumnMapping(customer="customer_id", date="date", invoice="invoice", amount="amount")
+
+
+def run_clean(columns: dict, mapping: ColumnMapping = MAP, **kwargs):
+    """Clean one in-memory file made of ``columns``."""
+    batch = pa.record_batch(columns)
+    return clean([(Path("mem.csv"), iter([batch]))], mapping, **kwargs)
+
+
+def days(values, fmt=None):
+    d, ok = parse_days(values if isinstance(values, pa.Array) else pa.array(values), fmt)
+    return [int(x) if good else None for x, good in zip(d, ok)]
+
+
+# -- dates -----------------------------------------------------------------------
+
+def test_iso_text_with_and_without_time():
+    got = days(["2024-03-05", "2024-03-05T10:20:30", "2024-03-05 23:59", " 2024-03-05 ",
+                "2024-03-05T10:20:30+05:00"])
+    assert got == [D(dt.date(2024, 3, 5))] * 5
+
+
+def test_day_numbers_are_days_since_1970():
+    assert days(["1970-01-01", "1970-01-02", "1969-12-31", "2000-03-01"]) == [0, 1, -1, 11017]
+    assert day_date(D(dt.date(2024, 2, 29))) == dt.date(2024, 2, 29)
+
+
+@pytest.mark.parametrize("text", ["2024-02-30", "2023-02-29", "2024-04-31", "2024-13-01", "2024-3-5",
+                                  "2024-03-05X", "05/03/2024", "", "yesterday"])
+def test_bad_iso_text_is_rejected(text):
+    assert days([text]) == [None]
+
+
+def test_leap_day_is_accepted():
+    assert days(["2024-02-29", "2000-02-29"]) == [D(dt.date(2024, 2, 29)), D(dt.date(2000, 2, 29))]
+
+
+def test_compact_text_and_integer_dates():
+    expected = D(dt.date(2024, 3, 5))
+    assert days(["20240305", "20241301", "20240230", "2024030"]) == [expected, None, None, None]
+    assert days(pa.array([20240305, 20241301, 20240230, None], pa.int64())) == [expected, None, None, None]
+    assert days(pa.array([20240305], pa.int32())) == [expected]
+
+
+def test_float_yyyymmdd_as_written_by_spreadsheets():
+    assert days(pa.array([20240305.0, 20240305.5, float("nan")])) == [D(dt.date(2024, 3, 5)), None, None]
+
+
+def test_dates_and_naive_timestamps():
+    day = D(dt.date(2024, 3, 5))
+    assert days(pa.array([dt.date(2024, 3, 5)], pa.date32())) == [day]
+    assert days(pa.array([dt.datetime(2024, 3, 5, 23, 59, 59)], pa.timestamp("s"))) == [day]
+    assert days(pa.array([dt.datetime(2024, 3, 5, 0, 0, 1)], pa.timestamp("ns"))) == [day]
+    assert days(pa.array([dt.datetime(1969, 12, 31, 12)], pa.timestamp("ms"))) == [-1]
+
+
+def test_tz_aware_timestamps_use_their_own_zone():
+    # 03:00 UTC on Jan 2 is still Jan 1 in New York, and 07:00 on Jan 2 in Tokyo.
+    instant = dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone.utc)
+    ny = pa.array([instant], pa.timestamp("s", tz="America/New_York"))
+    tokyo = pa.array([dt.datetime(2024, 1, 1, 22, 0, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="Asia/Tokyo"))
+    assert days(ny) == [D(dt.date(2024, 1, 1))]
+    assert days(tokyo) == [D(dt.date(2024, 1, 2))]
+
+
+def test_explicit_date_format():
+    fmt = "%m/%d/%Y %H:%M"
+    got = days(["03/05/2024 10:20", "12/31/2023 23:59", "3/5/2024 1:02", "2024-03-05 10:20", "13/01/2024 10:00"],
+               fmt)
+    assert got == [D(dt.date(2024, 3, 5)), D(dt.date(2023, 12, 31)), D(dt.date(2024, 3, 5)), None, None]
+
+
+def test_explicit_date_format_rejects_impossible_days_instead_of_rolling_over():
+    fmt = "%m/%d/%Y %H:%M"
+    got = days(["02/30/2024 10:00", "02/29/2023 10:00", "04/31/2024 09:00", "02/29/2024 10:00",
+                "03/01/2024 10:00"], fmt)
+    assert got == [None, None, None, D(dt.date(2024, 2, 29)), D(dt.date(2024, 3, 1))]
+
+
+def test_date_of_other_type_is_an_error():
+    with pytest.raises(GpusegError, match="--date-format"):
+        parse_days(pa.array([True]), column="when")
+
+
+@settings(max_examples=150, deadline=None)
+@given(y=st.integers(1900, 2100), m=st.integers(0, 13), d=st.integers(0, 32))
+def test_parsing_agrees_with_the_calendar(y, m, d):
+    try:
+        expected = D(dt.date(y, m, d))
+    except ValueError:
+        expected = None
+    iso = f"{y:04d}-{m:02d}-{d:02d}"
+    assert days([iso, iso + "T12:00:00", iso.replace("-", "")]) == [expected] * 3
+    assert days(pa.array([y * 10000 + m * 100 + d], pa.int64())) == [expected]
+    assert days([f"{m:02d}/{d:02d}/{y:04d}"], "%m/%d/%Y") == [expected]
+
+
+# -- drops --------------------------------------------------------------------------
+
+def test_drop_reasons_counted_once_in_precedence_order():
+    tx = run_clean({
+        "customer_id": ["a", None, "", "  ", None, "b", "b", "c", "c", "d"],
+        "date": ["2024-01-01", "2024-01-01", "2024-01-01", "2024-01-01", "nope",
+                 "nope", "nope", "2024-01-02", "2024-01-03", "2024-01-04"],
+        "amount": [1.0, 1.0, 1.0, 1.0, None, 1.0, None, None, float("inf"), 2.0],
+    })
+    # Rows 1-4 lack a customer (row 4 also has a bad date and amount): customer first.
+    # Rows 5-6 have a bad date (row 6 also a missing amount): date second.
+    assert tx.rows.dropped == {"missing_customer_id": 4, "unparseable_date": 2, "bad_amount": 2}
+    assert tx.rows.read == 10 and tx.rows.used == 2
+    assert tx.customer_ids.to_pylist() == ["a", "d"]
+    assert AFTER_AS_OF not in tx.rows.dropped
+    assert tx.rows.to_dict() == {"read": 10, "used": 2, "dropped": tx.rows.dropped}
+
+
+def test_returns_and_zero_amounts_are_kept():
+    tx = run_clean({"customer_id": ["a", "a", "a"], "date": ["2024-01-01"] * 3, "amount": [5.0, -3.0, 0.0]})
+    assert tx.rows.used == 3
+    assert sorted(tx.amount.tolist()) == [-3.0, 0.0, 5.0]
+
+
+def test_amount_from_quantity_times_price():
+    mapping = ColumnMapping(customer="c", date="d", quantity="q", price="p")
+    tx = run_clean({"c": [1, 1, 2], "d": ["2024-01-01"] * 3, "q": [2, -1, None], "p": [1.5, 4.0, 3.0]}, mapping)
+    assert tx.amount.tolist() == [3.0, -4.0]
+    assert tx.rows.dropped["bad_amount"] == 1
+
+
+def test_non_numeric_amount_is_an_error():
+    with pytest.raises(GpusegError, match="must be numeric"):
+        run_clean({"customer_id": ["a"], "date": ["2024-01-01"], "amount": ["12"]})
+
+
+# -- customer ids ----------------------------------------------------------------------
+
+def test_integer_ids_stay_integers_and_are_coded_in_sorted_order():
+    tx = run_clean({"customer_id": pa.array([30, 10, 20, 10], pa.int64()),
+                    "date": ["2024-01-01"] * 4, "amount": [1.0] * 4})
+    assert tx.customer_ids.type == pa.int64()
+    assert tx.customer_ids.to_pylist() == [10, 20, 30]
+    assert tx.customer.tolist() == [2, 0, 1, 0]
+    assert tx.n_customers == 3
+
+
+def test_text_ids_that_are_all_integers_become_integers():
+    # CSV ids are read as text; "12" is coded like the number 12.
+    tx = run_clean({"customer_id": ["12", "3", " 7"], "date": ["2024-01-01"] * 3, "amount": [1.0] * 3})
+    assert tx.customer_ids.type == pa.int64()
+    assert tx.customer_ids.to_pylist() == [3, 7, 12]
+
+
+def test_leading_zero_and_text_ids_stay_strings():
+    tx = run_clean({"customer_id": ["007", "7", "C-1", "007"], "date": ["2024-01-01"] * 4, "amount": [1.0] * 4})
+    assert pa.types.is_string(tx.customer_ids.type)
+    assert tx.customer_ids.to_pylist() == ["007", "7", "C-1"]
+    assert tx.customer.tolist() == [0, 1, 2, 0]
+
+
+def test_ids_of_different_types_across_files_become_text():
+    files = [(Path("a.parquet"), iter([pa.record_batch({"customer_id": pa.array([5, 6], pa.int64()),
+                                                          "date": ["2024-01-01"] * 2, "amount": [1.0, 1.0]})])),
+             (Path("b.csv"), iter([pa.record_batch({"customer_id": ["X9"], "date": ["2024-01-02"],
+                                                     "amount": [2.0]})]))]
+    tx = clean(files, MAP)
+    assert tx.customer_ids.to_pylist() == ["5", "6", "X9"]
+    assert tx.rows.read == 3
+
+
+def test_float_ids_with_nan_count_as_missing():
+    tx = run_clean({"customer_id": [1.0, float("nan"), None], "date": ["2024-01-01"] * 3, "amount": [1.0] * 3})
+    assert tx.rows.dropped["missing_customer_id"] == 2
+
+
+def test_dictionary_encoded_columns_are_read_like_plain_ones():
+    # Parquet files written from pandas categoricals come back dictionary-encoded.
+    tx = run_clean({"customer_id": pa.array(["b", "", "a", "b"]).dictionary_encode(),
+                    "date": pa.array(["2024-01-02", "2024-01-01", "2024-01-01", "2024-02-30"]).dictionary_encode(),
+                    "amount": [1.0, 2.0, 3.0, 4.0]})
+    assert tx.rows.dropped == {"missing_customer_id": 1, "unparseable_date": 1, "bad_amount": 0}
+    assert tx.customer_ids.to_pylist() == ["a", "b"]
+    assert sorted(tx.day.tolist()) == [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2))]
+
+
+@pytest.mark.parametrize("column, mapping", [("customer_id", MAP), ("invoice", MAP_INV)])
+def test_ids_of_a_nested_type_are_an_error(column, mapping):
+    cols = {"customer_id": ["a"], "date": ["2024-01-01"], "invoice": ["I1"], "amount": [1.0]}
+    cols[column] = pa.array([[1]])
+    with pytest.raises(GpusegError, match=f"'{column}' has type list<.*allowed: integers or text"):
+        run_clean(cols, mapping)
+
+
+# -- orders -------------------------------------------------------------------------------
+
+def same_partition(a, b) -> bool:
+    """Whether two code arrays group the lines the same way."""
+    a, b = np.asarray(a), np.asarray(b)
+    return all(np.array_equal(a == a[i], b == b[i]) for i in range(len(a)))
+
+
+def test_orders_are_invoices_when_there_is_an_invoice_column():
+    tx = run_clean({"customer_id": ["a", "a", "a", "b"],
+                    "date": ["2024-01-01", "2024-01-02", "2024-01-01", "2024-01-01"],
+                    "invoice": ["I1", "I1", "I2", "I3"], "amount": [1.0] * 4}, MAP_INV)
+    # I1 spans two days but is one order; a's two invoices on one day are two orders.
+    assert tx.n_orders == 3
+    assert same_partition(tx.order, [0, 0, 1, 2])
+
+
+def test_orders_are_customer_days_without_an_invoice_column():
+    tx = run_clean({"customer_id": ["a", "a", "a", "b", "b"],
+                    "date": ["2024-01-01", "2024-01-01T18:00", "2024-01-02", "2024-01-01", "2024-01-01"],
+                    "amount": [1.0] * 5})
+    assert tx.n_orders == 3
+    assert same_partition(tx.order, [0, 0, 1, 2, 2])
+
+
+def test_lines_without_an_invoice_fall_back_to_customer_days():
+    tx = run_clean({"customer_id": ["a", "a", "a", "a"],
+                    "date": ["2024-01-01", "2024-01-01", "2024-01-01", "2024-01-02"],
+                    "invoice": ["I1", None, "", None], "amount": [1.0] * 4}, MAP_INV)
+    assert tx.n_orders == 3
+    assert same_partition(tx.order, [0, 1, 1, 2])
+    assert sorted(set(tx.order.tolist())) == [0, 1, 2]
+
+
+def test_invoice_shared_by_two_customers_is_split():
+    tx = run_clean({"customer_id": ["a", "b", "a", "b"], "date": ["2024-01-01"] * 4,
+                    "invoice": ["I1", "I1", "I1", "I2"], "amount": [1.0] * 4}, MAP_INV)
+    assert tx.n_orders == 3
+    assert same_partition(tx.order, [0, 1, 0, 2])
+    # Every order belongs to one customer.
+    for o in set(tx.order.tolist()):
+        assert len(set(tx.customer[tx.order == o].tolist())) == 1
+    assert sorted(set(tx.order.tolist())) == list(range(tx.n_orders))
+
+
+def test_integer_invoices_from_text():
+    tx = run_clean({"customer_id": ["a", "a", "b"], "date": ["2024-01-01", "2024-01-05", "2024-01-01"],
+                    "invoice": ["536365", "536365", "536366"], "amount": [1.0] * 3}, MAP_INV)
+    assert tx.n_orders == 2
+    assert same_partition(tx.order, [0, 0, 1])
+
+
+# -- as_of --------------------------------------------------------------------------------
+
+def test_default_as_of_is_the_day_after_the_last_used_row():
+    tx = run_clean({"customer_id": ["a", "a", "b", None],
+                    "date": ["2024-01-01", "2024-01-10", "2024-02-01", "2024-05-01"],
+                    "amount": [1.0, 1.0, None, 1.0]})
+    # The Feb 1 row has no amount and the May 1 row no customer: neither is used.
+    assert tx.as_of == D(dt.date(2024, 1, 11))
+    assert "after_as_of" not in tx.rows.dropped
+
+
+def test_explicit_as_of_drops_rows_on_or_after_it():
+    tx = run_clean({"customer_id": ["a", "a", "a", "b", None],
+                    "date": ["2024-01-01", "2024-01-09", "2024-01-10", "2024-03-01", "2024-03-01"],
+                    "amount": [1.0] * 5}, as_of=dt.date(2024, 1, 10))
+    assert tx.as_of == D(dt.date(2024, 1, 10))
+    assert tx.rows.dropped == {"missing_customer_id": 1, "unparseable_date": 0, "bad_amount": 0, "after_as_of": 2}
+    assert tx.rows.used == 2
+    assert tx.customer_ids.to_pylist() == ["a"]
+    assert tx.day.max() < tx.as_of
+
+
+# -- errors --------------------------------------------------------------------------------
+
+def test_no_rows_at_all():
+    empty = pa.record_batch({"customer_id": pa.array([], pa.string()), "date": pa.array([], pa.string()),
+                             "amount": pa.array([], pa.float64())})
+    with pytest.raises(GpusegError, match="no data rows"):
+        clean([(Path("a.csv"), iter([empty]))], MAP)
+    with pytest.raises(GpusegError, match="no data rows"):
+        clean([], MAP)
+
+
+def test_all_rows_dropped_lists_the_reasons():
+    with pytest.raises(GpusegError) as info:
+        run_clean({"customer_id": [None, "a", "b"], "date": ["2024-01-01"] * 3, "amount": [1.0, None, None]})
+    msg = str(info.value)
+    assert "all 3 rows were dropped" in msg
+    assert "missing_customer_id: 1" in msg and "bad_amount: 2" in msg
+
+
+def test_all_rows_after_as_of():
+    with pytest.raises(GpusegError, match="after_as_of: 2"):
+        run_clean({"customer_id": ["a", "b"], "date": ["2024-01-01"] * 2, "amount": [1.0, 1.0]},
+                  as_of=dt.date(2023, 6, 1))
+
+
+def test_no_parseable_date_suggests_date_format():
+    with pytest.raises(GpusegError) as info:
+        run_clean({"customer_id": ["a", "b", None], "date": ["12/01/2010 08:26", "12/01/2010 09:00", "x"],
+                   "amount": [1.0] * 3})
+    msg = str(info.value)
+    assert "--date-format" in msg and "'12/01/2010 08:26'" in msg and "'date'" in msg
+
+
+def test_no_date_matching_the_given_format():
+    with pytest.raises(GpusegError, match="does not match --date-format '%d.%m.%Y'"):
+        run_clean({"customer_id": ["a"], "date": ["2024-01-01"], "amount": [1.0]}, date_format="%d.%m.%Y")
+
+
+def test_some_unparseable_dates_are_only_counted():
+    tx = run_clean({"customer_id": ["a", "b"], "date": ["2024-01-01", "01/02/2024"], "amount": [1.0, 1.0]})
+    assert tx.rows.dropped["unparseable_date"] == 1
+    assert tx.rows.used == 1
+
+
+def test_digit_text_ids_from_parquet_stay_text(tmp_path):
+    import pyarrow.parquet as pq
+
+    from gpuseg.columns import resolve_columns
+    from gpuseg.reading import iter_batches
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"customer_id": ["123", "45", "123"], "date": ["2024-01-02"] * 3,
+                             "amount": [1.0, 2.0, 3.0]}), path)
+    mapping = resolve_columns(["customer_id", "date", "amount"])
+    tx = clean([(path, iter_batches(path, mapping))], mapping)
+    assert tx.customer_ids.type == pa.string()
+    assert tx.customer_ids.to_pylist() == ["123", "45"]

@@ -1,0 +1,147 @@
+"""Synthetic logs: deterministic, exact sizes, every customer present, safe writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from gpuseg.errors import GpusegError
+from gpuseg.generate import ARCHETYPES, DAYS, SCHEMA, START, demo_table, iter_tables, write_log
+
+
+def concat(n_rows, n_customers, **kw):
+    return pa.concat_tables(iter_tables(n_rows, n_customers, **kw))
+
+
+def test_same_seed_same_log_other_seed_other_log():
+    a, b, c = concat(600, 60, seed=7), concat(600, 60, seed=7), concat(600, 60, seed=8)
+    assert a.equals(b)
+    assert not a.equals(c)
+
+
+@pytest.mark.parametrize("n_rows, n_customers, block_rows", [(50, 50, 1 << 21), (1000, 7, 1 << 21),
+                                                              (3000, 200, 256)])
+def test_row_count_exact_and_every_customer_present(n_rows, n_customers, block_rows):
+    tables = list(iter_tables(n_rows, n_customers, seed=1, block_rows=block_rows))
+    t = pa.concat_tables(tables)
+    assert t.schema == SCHEMA
+    assert t.num_rows == n_rows
+    ids = t["customer_id"].to_numpy()
+    assert len(np.unique(ids)) == n_customers
+    if block_rows == 256:
+        assert len(tables) > 1
+        # Blocks hold whole customers.
+        per_block = [set(x["customer_id"].to_pylist()) for x in tables]
+        assert sum(len(s) for s in per_block) == n_customers
+
+
+def test_values_are_plausible():
+    t = concat(4000, 300, seed=2)
+    days = (t["invoice_date"].cast(pa.date32()).cast(pa.int32()).to_numpy()
+            - (START - dt.date(1970, 1, 1)).days)
+    assert days.min() >= 0 and days.max() <= DAYS - 1
+    qty = t["quantity"].to_numpy()
+    assert (qty != 0).all() and (qty < 0).any() and (qty > 0).mean() > 0.8
+    assert (t["unit_price"].to_numpy() > 0).all()
+    assert t["customer_id"].null_count == 0 and t["unit_price"].null_count == 0
+    # An invoice belongs to one customer and one moment.
+    groups = t.group_by("invoice").aggregate([("customer_id", "count_distinct"), ("invoice_date", "count_distinct")])
+    assert set(groups["customer_id_count_distinct"].to_pylist()) == {1}
+    assert set(groups["invoice_date_count_distinct"].to_pylist()) == {1}
+    assert abs(sum(a.share for a in ARCHETYPES) - 1) < 1e-12
+
+
+def test_dirty_rows_lose_ids_or_prices():
+    t = concat(5000, 100, seed=3, dirty=0.2)
+    n_missing = t["customer_id"].null_count + t["unit_price"].null_count
+    assert 0.1 * 5000 < n_missing < 0.3 * 5000
+
+
+def test_demo_table_has_ten_lines_per_customer_and_a_few_dirty_rows():
+    t = demo_table(1000)
+    assert t.num_rows == 10_000
+    assert len(np.unique(t["customer_id"].drop_null().to_numpy())) > 990
+    assert 0 < t["customer_id"].null_count + t["unit_price"].null_count < 100
+    assert demo_table(1000).equals(t)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".pq"])
+def test_write_log_files(tmp_path, suffix):
+    path = tmp_path / f"tx{suffix}"
+    assert write_log(path, 800, 90, seed=5) == 800
+    t = pacsv.read_csv(path) if suffix == ".csv" else pq.read_table(path)
+    assert t.num_rows == 800
+    assert t.column_names == SCHEMA.names
+    assert len(set(t["customer_id"].to_pylist())) == 90
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_write_log_is_deterministic_on_disk(tmp_path):
+    for name in ("a.parquet", "b.parquet", "c.csv", "d.csv"):
+        write_log(tmp_path / name, 500, 40, seed=11)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "d.csv").read_bytes()
+    # Parquet has no second unit: timestamps come back as milliseconds.
+    assert pq.read_table(tmp_path / "a.parquet").cast(SCHEMA).equals(concat(500, 40, seed=11))
+
+
+def test_csv_and_parquet_hold_the_same_rows(tmp_path):
+    write_log(tmp_path / "t.csv", 300, 30, seed=4)
+    write_log(tmp_path / "t.parquet", 300, 30, seed=4)
+    c = pacsv.read_csv(tmp_path / "t.csv", convert_options=pacsv.ConvertOptions(column_types=SCHEMA))
+    assert c.equals(pq.read_table(tmp_path / "t.parquet").cast(SCHEMA))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_no_partial_file_remains_on_error(tmp_path, suffix):
+    path = tmp_path / f"tx{suffix}"
+    seen = []
+
+    def boom(rows):
+        seen.append(rows)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_log(path, 2000, 100, on_block=boom)
+    assert seen  # the failure came after rows were written
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_an_existing_file(tmp_path):
+    path = tmp_path / "tx.parquet"
+    write_log(path, 100, 10, seed=1)
+    before = path.read_bytes()
+
+    def boom(rows):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_log(path, 200, 10, seed=2, on_block=boom)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["tx.parquet"]
+
+
+@pytest.mark.parametrize("n_rows, n_customers, dirty, match", [
+    (10, 0, 0.0, "--customers must be >= 1"),
+    (10, -5, 0.0, "--customers must be >= 1"),
+    (9, 10, 0.0, r"--transactions \(9\) must be >= --customers \(10\)"),
+    (10, 5, 1.0, r"--dirty must be in \[0, 1\)"),
+    (10, 5, -0.1, r"--dirty must be in \[0, 1\)"),
+])
+def test_bad_sizes_raise(tmp_path, n_rows, n_customers, dirty, match):
+    with pytest.raises(GpusegError, match=match):
+        write_log(tmp_path / "tx.csv", n_rows, n_customers, dirty=dirty)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_output_paths(tmp_path):
+    with pytest.raises(GpusegError, match="allowed suffixes"):
+        write_log(tmp_path / "tx.json", 10, 5)
+    with pytest.raises(GpusegError, match="does not exist"):
+        write_log(tmp_path / "missing" / "tx.csv", 10, 5)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,128 @@
+"""Scaling: which features get log1p, standardisation, round trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gpuseg.backend import to_numpy
+from gpuseg.errors import GpusegError
+from gpuseg.scaling import SKEW_THRESHOLD, Scaler, signed_log1p, skewness
+
+
+def test_skewness_worked_by_hand(xp):
+    # [0,0,0,0,10]: mean 2, m2 = (4·4 + 8²)/5 = 16, m3 = (4·(-8) + 8³)/5 = 96 -> 96 / 16^1.5 = 1.5.
+    assert skewness(xp.asarray([0.0, 0, 0, 0, 10])) == pytest.approx(1.5)
+    # [0,0,0,10,10]: mean 4, m2 = 24, m3 = 48 -> 48 / 24^1.5.
+    assert skewness(xp.asarray([0.0, 0, 0, 10, 10])) == pytest.approx(48 / 24**1.5)
+    assert skewness(xp.asarray([3.0, 3.0, 3.0])) == 0.0
+    assert skewness(xp.asarray([0.0, 10, 10, 10, 10])) == pytest.approx(-1.5)
+
+
+def test_log1p_only_for_skewed_non_negative_features(xp, rng):
+    n = 400
+    skewed = rng.lognormal(0, 1.5, n)                 # skewed, >= 0
+    symmetric = rng.normal(50, 5, n)                  # not skewed
+    skewed_with_negative = skewed.copy()
+    skewed_with_negative[0] = -1.0                    # skewed but not non-negative
+    left_skewed = -skewed + skewed.max()              # >= 0 but skewed the other way
+    X = np.stack([skewed, symmetric, skewed_with_negative, left_skewed], axis=1)
+    assert skewness(skewed) > SKEW_THRESHOLD and skewness(skewed_with_negative) > SKEW_THRESHOLD
+    sc = Scaler.fit(xp.asarray(X), ["a", "b", "c", "d"])
+    assert sc.log1p == (True, False, False, False)
+    assert sc.features == ("a", "b", "c", "d")
+
+
+def test_log1p_follows_the_skew_threshold(xp):
+    # Skewness 1.5 and 0.41 (the hand-worked cases above) on either side of 1.
+    sc = Scaler.fit(xp.asarray([[0.0, 0.0], [0, 0], [0, 0], [0, 10], [10, 10]]), ["s", "t"])
+    assert sc.log1p == (True, False)
+
+
+def test_standardised_columns_have_mean_0_and_std_1(xp, rng):
+    X = np.stack([rng.lognormal(2, 1, 300), rng.normal(-5, 3, 300), rng.integers(1, 40, 300)], axis=1)
+    sc = Scaler.fit(xp.asarray(X), ["a", "b", "c"])
+    Z = to_numpy(sc.transform(xp.asarray(X)))
+    assert Z.dtype == np.float64 and Z.shape == X.shape
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(Z.std(axis=0), 1, rtol=1e-12)
+
+
+def test_transform_worked_by_hand(xp):
+    # Column [1, 3]: mean 2, population std 1 -> [-1, 1].
+    sc = Scaler.fit(xp.asarray([[1.0], [3.0]]), ["x"])
+    assert sc.log1p == (False,) and sc.mean == (2.0,) and sc.scale == (1.0,)
+    np.testing.assert_array_equal(to_numpy(sc.transform(xp.asarray([[1.0], [3.0], [5.0]]))).ravel(), [-1, 1, 3])
+
+
+def test_logged_column_is_standardised_after_the_log(xp):
+    X = np.array([[0.0], [0], [0], [0], [10]])
+    sc = Scaler.fit(xp.asarray(X), ["x"])
+    logged = np.log1p(X[:, 0])
+    assert sc.log1p == (True,)
+    assert sc.mean[0] == pytest.approx(logged.mean())
+    assert sc.scale[0] == pytest.approx(logged.std())
+
+
+def test_zero_variance_column_gets_scale_1(xp):
+    X = xp.asarray([[7.0, 1.0], [7.0, 2.0], [7.0, 3.0]])
+    sc = Scaler.fit(X, ["const", "x"])
+    assert sc.scale[0] == 1.0 and sc.mean[0] == 7.0 and not sc.log1p[0]
+    Z = to_numpy(sc.transform(X))
+    assert np.isfinite(Z).all()
+    np.testing.assert_array_equal(Z[:, 0], [0, 0, 0])
+
+
+def test_transform_does_not_modify_its_input(xp):
+    X = xp.asarray([[0.0, 1.0], [0.0, 2.0], [0.0, 5.0], [0.0, 3.0], [50.0, 4.0]])
+    before = to_numpy(X).copy()
+    sc = Scaler.fit(X, ["a", "b"])
+    sc.transform(X)
+    np.testing.assert_array_equal(to_numpy(X), before)
+
+
+def test_inverse_transform_inverts_transform(xp, rng):
+    X = np.stack([rng.lognormal(3, 1.2, 200), rng.normal(0, 10, 200), np.full(200, 4.0)], axis=1)
+    sc = Scaler.fit(xp.asarray(X), ["a", "b", "c"])
+    assert sc.log1p[0]
+    back = to_numpy(sc.inverse_transform(sc.transform(xp.asarray(X))))
+    np.testing.assert_allclose(back, X, rtol=1e-10, atol=1e-10)
+
+
+def test_signed_log1p_keeps_negative_values_finite(xp):
+    v = to_numpy(signed_log1p(xp.asarray([-np.e + 1, 0.0, np.e - 1])))
+    np.testing.assert_allclose(v, [-1, 0, 1])
+    # A negative value met at scoring time in a logged column maps back exactly.
+    sc = Scaler.fit(xp.asarray([[0.0], [0], [0], [0], [10]]), ["x"])
+    Z = sc.transform(xp.asarray([[-3.0]]))
+    assert np.isfinite(to_numpy(Z)).all()
+    np.testing.assert_allclose(to_numpy(sc.inverse_transform(Z)), [[-3.0]])
+
+
+def test_to_dict_from_dict_round_trip_through_json(xp, rng):
+    X = np.stack([rng.lognormal(0, 1, 50), rng.normal(0, 1, 50)], axis=1)
+    sc = Scaler.fit(xp.asarray(X), ["monetary", "recency_days"])
+    back = Scaler.from_dict(json.loads(json.dumps(sc.to_dict())))
+    assert back == sc
+    np.testing.assert_array_equal(to_numpy(back.transform(xp.asarray(X))), to_numpy(sc.transform(xp.asarray(X))))
+
+
+@pytest.mark.parametrize("change", [
+    {"scale": [1.0, 0.0]},
+    {"scale": [1.0]},
+    {"log1p": [True]},
+    {"mean": ["x", 1.0]},
+    {"features": None},
+])
+def test_from_dict_rejects_broken_scalers(change):
+    d = {"features": ["a", "b"], "log1p": [False, True], "mean": [0.0, 1.0], "scale": [1.0, 2.0]}
+    Scaler.from_dict(d)  # the unbroken one loads
+    with pytest.raises(GpusegError, match="invalid scaler"):
+        Scaler.from_dict({**d, **change})
+
+
+def test_from_dict_missing_key():
+    with pytest.raises(GpusegError, match="invalid scaler"):
+        Scaler.from_dict({"features": ["a"], "log1p": [False], "mean": [0.0]})
