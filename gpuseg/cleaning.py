@@ -14,13 +14,16 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .backend import get_namespace
 from .columns import ColumnMapping
 from .errors import GpusegError
+from .reading import CSV_SUFFIXES
 
 DROP_REASONS = ("missing_customer_id", "unparseable_date", "bad_amount")
 AFTER_AS_OF = "after_as_of"
@@ -81,29 +84,36 @@ def day_date(n: int) -> dt.date:
 
 # -- dates ---------------------------------------------------------------------
 
-def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm)."""
+def days_from_civil(y: Any, m: Any, d: Any) -> Any:
+    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm).
+
+    Integer arrays of any namespace (NumPy, CuPy).
+    """
+    xp = get_namespace(y)
     y = y - (m <= 2)
-    era = np.floor_divide(y, 400)
+    era = xp.floor_divide(y, 400)
     yoe = y - era * 400
-    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + d - 1
+    doy = (153 * (m + xp.where(m > 2, -3, 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
 
 
-def _days_in_month(y: np.ndarray, m: np.ndarray) -> np.ndarray:
+def _days_in_month(y: Any, m: Any) -> Any:
+    xp = get_namespace(y)
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
-    lengths = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
-    return lengths[np.clip(m, 1, 12) - 1] + (leap & (m == 2))
+    lengths = xp.asarray([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+    return lengths[xp.clip(m, 1, 12) - 1] + (leap & (m == 2))
 
 
-def _yyyymmdd(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = np.where(valid, values, 19700101).astype(np.int64)
+def yyyymmdd_days(values: Any, valid: Any) -> tuple[Any, Any]:
+    """Integer YYYYMMDD -> (days since 1970-01-01 as int32, which are real dates)."""
+    xp = get_namespace(values)
+    v = xp.where(valid, values, 19700101).astype(xp.int64)
     y, m, d = v // 10000, (v // 100) % 100, v % 100
     ok = valid & (v >= 10000101) & (v <= 99991231) & (m >= 1) & (m <= 12) & (d >= 1)
     ok &= d <= _days_in_month(y, m)
-    days = np.where(ok, days_from_civil(y, m, d), 0)
-    return days.astype(np.int32), ok
+    days = xp.where(ok, days_from_civil(y, m, d), 0)
+    return days.astype(xp.int32), ok
 
 
 def _date32_days(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -112,10 +122,37 @@ def _date32_days(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return days.astype(np.int32, copy=False), valid
 
 
+def _strictly_valid(text: str, date_format: str) -> bool:
+    try:
+        dt.datetime.strptime(text, date_format)
+    except ValueError as exc:
+        # Only an impossible day is judged here; other disagreements between
+        # Python's and Arrow's strptime leave Arrow's reading alone.
+        return "range" not in str(exc)
+    return True
+
+
+def _reject_rollover(text: pa.Array, parsed: pa.Array, date_format: str) -> pa.Array:
+    """Null where ``parsed`` is an impossible date rolled over (02/30 -> 03/01).
+
+    Arrow's strptime does not check the day against the month. A rolled-over
+    date lands on day 1..3 of the next month, so only those rows are checked
+    again, with Python's strict parser, once per distinct text.
+    """
+    suspect = pc.fill_null(pc.less_equal(pc.day(parsed), 3), False)
+    if not pc.any(suspect).as_py():
+        return parsed
+    bad = [v for v in pc.unique(text.filter(suspect)).to_pylist() if not _strictly_valid(v, date_format)]
+    if not bad:
+        return parsed
+    return pc.if_else(pc.is_in(text, pa.array(bad, text.type)), pa.scalar(None, parsed.type), parsed)
+
+
 def _text_days(arr: pa.Array, date_format: str | None) -> tuple[np.ndarray, np.ndarray]:
     text = pc.utf8_trim_whitespace(arr)
     if date_format:
-        return _date32_days(pc.strptime(text, format=date_format, unit="s", error_is_null=True))
+        parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
+        return _date32_days(_reject_rollover(text, parsed, date_format))
     # ISO 8601 (date, or date then 'T' or ' ' and a time): the date part must
     # round-trip, since strptime would roll 2024-02-30 over into March.
     head = pc.utf8_slice_codeunits(text, 0, 10)
@@ -130,7 +167,7 @@ def _text_days(arr: pa.Array, date_format: str | None) -> tuple[np.ndarray, np.n
     compact_np = pc.fill_null(compact, False).to_numpy(zero_copy_only=False) & ~ok
     if compact_np.any():
         nums = pc.cast(pc.if_else(compact, text, "0"), pa.int64()).to_numpy(zero_copy_only=False)
-        cdays, cok = _yyyymmdd(nums, compact_np)
+        cdays, cok = yyyymmdd_days(nums, compact_np)
         days = np.where(cok, cdays, days)
         ok = ok | cok
     return days, ok
@@ -147,11 +184,11 @@ def parse_days(arr: pa.Array, date_format: str | None = None, column: str = "dat
         return _date32_days(arr)
     if pa.types.is_integer(t):
         valid = arr.is_valid().to_numpy(zero_copy_only=False)
-        return _yyyymmdd(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), valid)
+        return yyyymmdd_days(pc.fill_null(arr, 0).to_numpy(zero_copy_only=False), valid)
     if pa.types.is_floating(t):
         v = pc.fill_null(arr, np.nan).to_numpy(zero_copy_only=False)
         valid = np.isfinite(v) & (v == np.floor(np.where(np.isfinite(v), v, 0)))
-        return _yyyymmdd(np.where(valid, v, 0).astype(np.int64), valid)
+        return yyyymmdd_days(np.where(valid, v, 0).astype(np.int64), valid)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return _text_days(arr, date_format)
     raise GpusegError(f"date column {column!r} has type {t}; allowed: dates, timestamps, integer YYYYMMDD, "
@@ -176,6 +213,24 @@ def line_amounts(batch: pa.RecordBatch, mapping: ColumnMapping) -> np.ndarray:
     return qty * price
 
 
+def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Dictionary-encoded columns (e.g. pandas categoricals) decoded to plain arrays."""
+    if not any(pa.types.is_dictionary(f.type) for f in batch.schema):
+        return batch
+    return pa.record_batch([c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns],
+                           names=batch.schema.names)
+
+
+def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> None:
+    for role, column in (("customer", mapping.customer), ("invoice", mapping.invoice)):
+        if column is None:
+            continue
+        t = batch.schema.field(column).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
+                or pa.types.is_large_string(t) or pa.types.is_decimal(t)):
+            raise GpusegError(f"{role} id column {column!r} has type {t}; allowed: integers or text")
+
+
 def _present(arr: pa.Array) -> np.ndarray:
     valid = arr.is_valid()
     t = arr.type
@@ -186,9 +241,13 @@ def _present(arr: pa.Array) -> np.ndarray:
     return pc.fill_null(valid, False).to_numpy(zero_copy_only=False)
 
 
-def _unify(parts: list[pa.Array]) -> pa.Array:
-    """Concatenate id arrays from several batches or files; text that is all
-    canonical integers becomes int64, mixed types become text."""
+def _unify(parts: list[pa.Array], text_from_csv: bool = False) -> pa.Array:
+    """Concatenate id arrays from several batches or files; mixed types become text.
+
+    With ``text_from_csv`` (all text came from CSV files, where ids are read
+    as text to keep leading zeros) text that is all canonical integers becomes
+    int64, as the file would have typed it; text from Parquet stays text.
+    """
     types = {p.type for p in parts}
     if len(types) > 1:
         if all(pa.types.is_integer(t) for t in types):
@@ -198,7 +257,7 @@ def _unify(parts: list[pa.Array]) -> pa.Array:
     arr = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
     if (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)) and len(arr):
         arr = pc.utf8_trim_whitespace(arr)
-        if pc.all(pc.match_substring_regex(arr, _INT_TEXT)).as_py():
+        if text_from_csv and pc.all(pc.match_substring_regex(arr, _INT_TEXT)).as_py():
             arr = arr.cast(pa.int64())
     return arr
 
@@ -297,12 +356,15 @@ def clean(batches: Iterable[tuple[Path, Iterator[pa.RecordBatch]]], mapping: Col
     days: list[np.ndarray] = []
     amounts: list[np.ndarray] = []
     bad_date_example: tuple[Path, object] | None = None
+    from_csv = True  # every text id came from a CSV file
     for path, file_batches in batches:
         for batch in file_batches:
             n = batch.num_rows
             if n == 0:
                 continue
             rows.read += n
+            batch = _plain(batch)
+            _check_ids(batch, mapping)
             cust_col = batch.column(mapping.customer)
             has_cust = _present(cust_col)
             day, date_ok = parse_days(batch.column(mapping.date), date_format, mapping.date)
@@ -322,6 +384,8 @@ def clean(batches: Iterable[tuple[Path, Iterator[pa.RecordBatch]]], mapping: Col
                 bad_date_example = (path, batch.column(mapping.date)[int(np.argmax(bad_date))].as_py())
             mask = pa.array(keep)
             ids.append(cust_col.filter(mask))
+            if pa.types.is_string(cust_col.type) or pa.types.is_large_string(cust_col.type):
+                from_csv &= path.name.lower().endswith(CSV_SUFFIXES)
             if mapping.invoice:
                 invoices.append(batch.column(mapping.invoice).filter(mask))
             days.append(day[keep])
@@ -341,9 +405,9 @@ def clean(batches: Iterable[tuple[Path, Iterator[pa.RecordBatch]]], mapping: Col
         reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
         raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
 
-    customer, customer_ids = factorize(_unify(ids), sort=True)
+    customer, customer_ids = factorize(_unify(ids, from_csv), sort=True)
     del ids
-    invoice = _unify(invoices) if mapping.invoice else None
+    invoice = _unify(invoices, text_from_csv=True) if mapping.invoice else None
     order, n_orders = _orders(customer, day_all, invoice)
     as_of_final = as_of_day if as_of is not None else int(day_all.max()) + 1
     return Transactions(customer=customer, day=day_all, amount=np.concatenate(amounts), order=order,
