@@ -19,21 +19,16 @@ import math
 import numbers
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from .backend import get_namespace, is_device_array, to_numpy
+from .backend import _import, get_namespace, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +206,11 @@ class ChunkedStep:
         sqdist = xp.empty(X.shape[0], dtype=xp.float64)
 
         def run(s: int, e: int) -> None:
-            lab, best = _nearest(X[s:e], prepared, xp)
+            lab, _ = _nearest(X[s:e], prepared, xp)
             labels[s:e] = lab
-            d = best + (X[s:e] * X[s:e]).sum(axis=1)
-            sqdist[s:e] = xp.maximum(d, 0)
+            # The winner's distance computed directly, free of the expansion's cancellation.
+            diff = X[s:e] - centers[lab]
+            sqdist[s:e] = (diff * diff).sum(axis=1, dtype=xp.float64)
 
         self.map(run, X.shape[0])
         return labels, sqdist
@@ -340,9 +336,10 @@ def lloyd(X: Any, centers_init: Any, *, max_iter: int = 300, tol: float = 0.0,
             break
     if strict:
         final_labels = labels
+        inertia = step.inertia(X, centers, labels)
     else:
-        final_labels, _ = step.assign(X, centers)
-    inertia = step.inertia(X, centers, final_labels)
+        final_labels, sqdist = step.assign(X, centers)
+        inertia = float(sqdist.sum())
     return LloydResult(centers, final_labels, inertia, i + 1, converged, history)
 
 
@@ -364,12 +361,13 @@ def tolerance(X: Any, tol: float, centered: bool = False) -> float:
 # -- initialisation -----------------------------------------------------------
 
 def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState,
-                    n_local_trials: int | None = None,
-                    chunk_size: int | None = None) -> Any:
-    """Greedy k-means++ seeding (Arthur & Vassilvitskii), as scikit-learn does it.
+                    n_local_trials: int | None = None) -> Any:
+    """Greedy k-means++ seeding (Arthur & Vassilvitskii), draw for draw as
+    scikit-learn's ``_kmeans_plusplus`` with unit sample weights.
 
     Random numbers come from ``random_state`` on the host, so a seed gives
-    the same draws on every backend; distances stay in ``X``'s namespace.
+    the same draws on every backend (and the same seeds as scikit-learn on
+    the same data); distances stay in ``X``'s namespace.
 
     Returns
     -------
@@ -379,30 +377,34 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
     n = X.shape[0]
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
-    x_sq = (X * X).sum(axis=1, dtype=xp.float64)
+    x_sq = xp.einsum("ij,ij->i", X, X)
+    weights = xp.ones(n, dtype=X.dtype)
 
     def sqdist_to(rows: Any) -> Any:
         # (t, n) squared distances from the candidate rows to every point,
-        # products in X's dtype, sums in float64.
-        d = (rows @ X.T).astype(xp.float64)
-        d *= -2.0
-        d += (rows.astype(xp.float64) ** 2).sum(axis=1)[:, None]
+        # in the same order of operations as scikit-learn's _euclidean_distances.
+        d = rows @ X.T
+        d *= -2
+        d += xp.einsum("ij,ij->i", rows, rows)[:, None]
         d += x_sq[None, :]
         return xp.maximum(d, 0, out=d)
 
     centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
-    first = int(random_state.randint(n))
+    # RandomState.choice(n, p=uniform): one uniform draw against the cdf.
+    cdf = xp.cumsum(xp.full(n, 1.0 / n))
+    cdf /= cdf[-1]
+    first = int(xp.searchsorted(cdf, xp.asarray(random_state.random_sample()), side="right"))
+    del cdf
     centers[0] = X[first]
     closest = sqdist_to(X[first:first + 1])[0]
-    pot = float(closest.sum())
+    pot = float(closest @ weights)
     for c in range(1, n_clusters):
         rand = random_state.uniform(size=n_local_trials) * pot
-        cum = xp.cumsum(closest)
-        cand = xp.searchsorted(cum, xp.asarray(rand))
-        cand = xp.minimum(cand, n - 1)
+        cum = xp.cumsum(weights * closest, dtype=xp.float64)
+        cand = xp.minimum(xp.searchsorted(cum, xp.asarray(rand)), n - 1)
         d = sqdist_to(X[cand])
-        xp.minimum(d, closest[None, :], out=d)
-        pots = d.sum(axis=1)
+        xp.minimum(closest[None, :], d, out=d)
+        pots = d @ weights
         best = int(xp.argmin(pots))
         pot = float(pots[best])
         closest = d[best]
@@ -416,191 +418,178 @@ def _random_init(X: Any, n_clusters: int, random_state: np.random.RandomState) -
     return X[xp.asarray(idx)].copy()
 
 
-# -- the estimator -----------------------------------------------------------
+# -- a complete fit ----------------------------------------------------------
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+def check_random_state(seed: Any) -> np.random.RandomState:
+    """None, an int or a RandomState -> a RandomState (scikit-learn's rule)."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return np.random.RandomState(int(seed))
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(f"random_state must be None, an int or a numpy RandomState, got {seed!r}.")
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
-    """K-means clustering on NumPy or CuPy arrays, scikit-learn compatible.
+@dataclass
+class KMeansFit:
+    """The best of ``n_init`` Lloyd runs, in the input's namespace and units.
 
-    The arrays' namespace picks the device: NumPy input runs the threaded
-    CPU Lloyd step, CuPy input runs on the GPU. Fitted attributes live in the
-    same namespace as the input.
-
-    Parameters
-    ----------
-    n_clusters : int, default=8
-    init : {"k-means++", "random"} or array of shape (n_clusters, n_features)
-    n_init : "auto" or int, default="auto"
-        Runs with different seeds; "auto" is 1 for k-means++ and arrays, 10
-        for "random". The run with the lowest inertia is kept.
-    max_iter : int, default=300
-    tol : float, default=1e-4
-        Relative tolerance: convergence when the squared centre shift is at
-        most ``tol`` times the mean feature variance.
-    random_state : int, RandomState or None
-    copy_x : bool, default=True
-        Centre a copy of X (True) or X itself, restored afterwards (False).
-    chunk_size : int or None
-        Rows per block of the Lloyd step; None picks one for the device.
-    n_threads : int or None
-        CPU threads for NumPy input; None uses every core.
-
-    Attributes
-    ----------
-    cluster_centers_ : array of shape (n_clusters, n_features)
-    labels_ : int32 array of shape (n_samples,)
-    inertia_ : float
-    n_iter_ : int
-    converged_ : bool
-    history_ : list of dict
-        Per-iteration ``inertia``, ``center_shift``, ``n_changed``, ``seconds``.
-    n_features_in_ : int
+    ``engine`` says which step ran (``generic``, ``fused``, ``streamed-fused``
+    or ``streamed-generic``) and ``engine_note`` why, when it is not the
+    first choice.
     """
 
-    def __init__(self, n_clusters: int = 8, *, init: str | Any = "k-means++",
-                 n_init: str | int = "auto", max_iter: int = 300, tol: float = 1e-4,
-                 random_state: int | np.random.RandomState | None = None, copy_x: bool = True,
-                 chunk_size: int | None = None, n_threads: int | None = None):
-        self.n_clusters = n_clusters
-        self.init = init
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.tol = tol
-        self.random_state = random_state
-        self.copy_x = copy_x
-        self.chunk_size = chunk_size
-        self.n_threads = n_threads
+    centers: Any
+    labels: Any
+    inertia: float
+    n_iter: int
+    converged: bool
+    history: list[dict[str, float]]
+    n_distinct: int
+    engine: str = "generic"
+    engine_note: str | None = None
 
-    # validation, once -------------------------------------------------------
-    def _check_params(self) -> None:
-        _check_int("n_clusters", self.n_clusters, 1)
-        _check_int("max_iter", self.max_iter, 1)
-        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ValueError(f"tol must be a float >= 0, got {self.tol!r}.")
-        if self.n_init != "auto":
-            _check_int("n_init", self.n_init, 1)
-        if self.chunk_size is not None:
-            _check_int("chunk_size", self.chunk_size, 1)
-        if self.n_threads is not None:
-            _check_int("n_threads", self.n_threads, 1)
-        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
-            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}.")
 
-    def _validate_data(self, X: Any, reset: bool) -> Any:
-        xp = get_namespace(X)
-        X = xp.asarray(X)
-        if X.dtype not in (xp.float32, xp.float64):
-            X = X.astype(xp.float64)
-        if X.ndim != 2:
-            raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}.")
-        if X.shape[0] == 0 or X.shape[1] == 0:
-            raise ValueError(f"Found array with shape {X.shape}; at least one sample and one feature are required.")
-        if not bool(xp.isfinite(X).all()):
-            raise ValueError("Input X contains NaN or infinity.")
-        if reset:
-            self.n_features_in_ = X.shape[1]
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but KMeans is expecting "
-                             f"{self.n_features_in_} features as input.")
-        return xp.ascontiguousarray(X)
+ENGINES = ("auto", "generic", "fused", "streamed")
 
-    def _n_init(self) -> int:
-        array_init = not isinstance(self.init, str)
-        if self.n_init == "auto":
-            return 10 if isinstance(self.init, str) and self.init == "random" else 1
-        if array_init and self.n_init != 1:
-            warnings.warn(f"Explicit initial center position passed: performing only one init "
-                          f"in KMeans instead of n_init={self.n_init}.", RuntimeWarning, stacklevel=3)
-            return 1
-        return int(self.n_init)
 
-    def _step(self, xp: Any, d: int, stack: ExitStack) -> ChunkedStep:
-        return chunked_step(xp, self.n_clusters, d, stack, self.chunk_size, self.n_threads)
+class StreamedStep:
+    """A Lloyd step over a host array too large for the device.
 
-    # fitting ------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> "KMeans":
-        """Compute k-means clustering of ``X`` (n_samples, n_features)."""
-        self._check_params()
-        X = self._validate_data(X, reset=True)
-        xp = get_namespace(X)
-        n, d = X.shape
-        if n < self.n_clusters:
-            raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
-        n_init = self._n_init()
-        random_state = check_random_state(self.random_state)
+    Every call streams row blocks of ``X`` (host memory) to ``device`` and
+    runs ``inner`` on each: the same partial sums, reduced on the host.
+    """
 
-        init = None
-        if not isinstance(self.init, str):
-            init = xp.asarray(self.init, dtype=X.dtype)
-            if init.shape != (self.n_clusters, d):
-                raise ValueError(f"The shape of the initial centers {tuple(init.shape)} does not match "
-                                 f"the number of clusters {self.n_clusters} and features {d}.")
+    tracks_labels = False
+    supports_delta = False
 
-        # Centre the data for accurate distances, as scikit-learn does.
-        mean = X.mean(axis=0)
-        X = X - mean if self.copy_x else _subtract_inplace(X, mean)
-        abs_tol = tolerance(X, self.tol, centered=True)
-        best: LloydResult | None = None
-        try:
-            with ExitStack() as stack:
-                step = self._step(xp, d, stack)
-                for _ in range(n_init):
-                    if init is not None:
-                        centers = init - mean
-                    elif self.init == "k-means++":
-                        centers = kmeans_plusplus(X, self.n_clusters, random_state)
-                    else:
-                        centers = _random_init(X, self.n_clusters, random_state)
-                    run = lloyd(X, centers, max_iter=self.max_iter, tol=abs_tol, step=step)
-                    if best is None or (run.inertia < best.inertia
-                                        and not _same_clustering(run.labels, best.labels)):
-                        best = run
-        finally:
-            if not self.copy_x:
-                X += mean
-        assert best is not None
-        distinct = int(xp.count_nonzero(xp.bincount(best.labels, minlength=self.n_clusters)))
-        if distinct < self.n_clusters:
-            warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than "
-                          f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
-                          ConvergenceWarning, stacklevel=2)
-        self.cluster_centers_ = best.centers + mean.astype(best.centers.dtype)
-        self.labels_ = best.labels
-        self.inertia_ = best.inertia
-        self.n_iter_ = best.n_iter
-        self.converged_ = best.converged
-        self.history_ = best.history
-        if not best.converged:
-            warnings.warn(f"KMeans did not converge within max_iter={self.max_iter} iterations.",
-                          ConvergenceWarning, stacklevel=2)
-        return self
+    def __init__(self, inner: Any, rows: int, device: Any):
+        self.inner, self.rows, self.device = inner, rows, device
+        self.name = f"streamed-{getattr(inner, 'name', 'generic')}"
 
-    def _assign(self, X: Any) -> tuple[Any, Any]:
-        check_is_fitted(self)
-        X = self._validate_data(X, reset=False)
-        return nearest(X, self.cluster_centers_, chunk_size=self.chunk_size, n_threads=self.n_threads)
+    def __call__(self, X: Any, centers: Any, labels: Any = None, delta: bool = False) -> Partials:
+        c = self.device.asarray(centers)
+        parts = (self.inner(self.device.asarray(X[s:e]), c, None) for s, e in _blocks(X.shape[0], self.rows))
+        total = _reduce(parts)
+        return Partials(to_numpy(total.sums), to_numpy(total.counts), float(total.inertia), 0)
 
-    def predict(self, X: Any) -> Any:
-        """Index of the nearest centre for each row of ``X`` (int32)."""
-        return self._assign(X)[0]
+    def assign(self, X: Any, centers: Any) -> tuple[np.ndarray, np.ndarray]:
+        c = self.device.asarray(centers)
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        sqdist = np.empty(X.shape[0], dtype=np.float64)
+        for s, e in _blocks(X.shape[0], self.rows):
+            lab, sq = self.inner.assign(self.device.asarray(X[s:e]), c)
+            labels[s:e], sqdist[s:e] = to_numpy(lab), to_numpy(sq)
+        return labels, sqdist
 
-    def transform(self, X: Any) -> Any:
-        """Euclidean distances of ``X`` to every centre, shape (n_samples, n_clusters)."""
-        check_is_fitted(self)
-        X = self._validate_data(X, reset=False)
-        xp = get_namespace(X)
-        C = xp.asarray(self.cluster_centers_, dtype=xp.float64)
-        Xf = X.astype(xp.float64)
-        d = (Xf * Xf).sum(axis=1)[:, None] - 2.0 * (Xf @ C.T) + (C * C).sum(axis=1)[None, :]
-        return xp.sqrt(xp.maximum(d, 0))
+    def inertia(self, X: Any, centers: Any, labels: Any) -> float:
+        return float(self.assign(X, centers)[1].sum())
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Opposite of the inertia of ``X`` against the fitted centres."""
-        return -float(self._assign(X)[1].sum())
+
+def _make_step(X: Any, k: int, engine: str, stack: ExitStack, chunk_size: int | None,
+               n_threads: int | None, stream_rows: int | None, device: Any) -> tuple[Any, Any, str | None]:
+    """Choose the Lloyd step once: returns (step, X in the step's layout, note)."""
+    xp = get_namespace(X)
+    d = X.shape[1]
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
+    if engine == "streamed":
+        if xp is not np:
+            raise ValueError("engine='streamed' takes a host (NumPy) array.")
+        device = device if device is not None else _import("cupy")
+        rows = stream_rows or 1 << 22
+        if device is np:
+            return StreamedStep(chunked_step(np, k, d, stack, chunk_size, n_threads), rows, np), X, None
+        from .fused_lloyd import FusedStep, pad_rows, padded_width, why_unsupported
+        reason = why_unsupported(d, k, X.dtype)
+        if reason is None:
+            inner = FusedStep(d, k, X.dtype)
+            return StreamedStep(inner, rows, device), pad_rows(X, padded_width(d, X.dtype)), None
+        inner = ChunkedStep(default_chunk_size(device, k, d))
+        return StreamedStep(inner, rows, device), X, f"generic step on the device: {reason}"
+    if xp is np:
+        if engine == "fused":
+            raise ValueError("engine='fused' needs CuPy arrays on a CUDA device.")
+        return chunked_step(xp, k, d, stack, chunk_size, n_threads), X, None
+    if engine in ("auto", "fused"):
+        from .fused_lloyd import FusedStep, pad_rows, padded_width, why_unsupported
+        reason = why_unsupported(d, k, X.dtype)
+        if reason is None:
+            return FusedStep(d, k, X.dtype), pad_rows(X, padded_width(d, X.dtype)), None
+        if engine == "fused":
+            raise ValueError(f"fused Lloyd kernel cannot run: {reason}.")
+        return chunked_step(xp, k, d, stack, chunk_size, n_threads), X, f"array-generic step: {reason}"
+    return chunked_step(xp, k, d, stack, chunk_size, n_threads), X, None
+
+
+def fit_kmeans(X: Any, n_clusters: int, *, init: str | Any = "k-means++", n_init: int = 1,
+               max_iter: int = 300, tol: float = 1e-4, random_state: Any = None, copy_x: bool = True,
+               chunk_size: int | None = None, n_threads: int | None = None, engine: str = "auto",
+               stream_rows: int | None = None, device: Any = None) -> KMeansFit:
+    """Fit k-means to validated data; the engine behind :class:`gpuseg.KMeans`.
+
+    Assumes ``X`` is a C-contiguous, finite float array of shape (n, d) with
+    n >= n_clusters, and ``init`` (when an array) of shape (n_clusters, d):
+    callers validate. ``tol`` is relative (see :func:`tolerance`).
+
+    ``engine``: ``auto`` (the fused CUDA step for supported CuPy input, else
+    the array-generic step), ``generic``, ``fused``, or ``streamed`` (a host
+    array streamed to ``device``, default CuPy, in blocks of ``stream_rows``
+    rows each iteration; k-means++ then seeds from a sample of that many rows).
+    """
+    xp = get_namespace(X)
+    random_state = check_random_state(random_state)
+    d = X.shape[1]
+    init_array = None if isinstance(init, str) else xp.asarray(init, dtype=X.dtype)
+    # Centre the data for accurate distances, as scikit-learn does.
+    mean = X.mean(axis=0)
+    X = X - mean if copy_x else _subtract_inplace(X, mean)
+    best: LloydResult | None = None
+    try:
+        abs_tol = tolerance(X, tol, centered=True)
+        with ExitStack() as stack:
+            step, Xw, note = _make_step(X, n_clusters, engine, stack, chunk_size, n_threads, stream_rows, device)
+            ld = Xw.shape[1]
+            for _ in range(n_init):
+                if init_array is not None:
+                    centers = init_array - mean
+                elif init == "k-means++":
+                    centers = _seed(Xw, n_clusters, random_state, step)
+                else:
+                    centers = _random_init(Xw, n_clusters, random_state)
+                if centers.shape[1] != ld:
+                    centers = _pad_centers(centers, ld)
+                run = lloyd(Xw, centers, max_iter=max_iter, tol=abs_tol, step=step)
+                if best is None or (run.inertia < best.inertia
+                                    and not _same_clustering(run.labels, best.labels)):
+                    best = run
+            del Xw
+    finally:
+        if not copy_x:
+            X += mean
+    assert best is not None
+    lxp = get_namespace(best.labels)
+    n_distinct = int(lxp.count_nonzero(lxp.bincount(best.labels, minlength=n_clusters)))
+    centers = best.centers[:, :d] + mean.astype(best.centers.dtype)
+    return KMeansFit(centers, best.labels, best.inertia, best.n_iter, best.converged, best.history,
+                     n_distinct, getattr(step, "name", "generic"), note)
+
+
+def _seed(X: Any, k: int, random_state: np.random.RandomState, step: Any) -> Any:
+    """k-means++ seeds; a streamed step seeds from a random sample on the device."""
+    if not isinstance(step, StreamedStep):
+        return kmeans_plusplus(X, k, random_state)
+    n = X.shape[0]
+    rows = np.sort(random_state.choice(n, size=min(n, step.rows), replace=False)) if n > step.rows else slice(None)
+    return to_numpy(kmeans_plusplus(step.device.asarray(X[rows]), k, random_state))
+
+
+def _pad_centers(centers: Any, ld: int) -> Any:
+    xp = get_namespace(centers)
+    out = xp.zeros((centers.shape[0], ld), dtype=centers.dtype)
+    out[:, :centers.shape[1]] = centers
+    return out
 
 
 def chunked_step(xp: Any, k: int, d: int, stack: ExitStack, chunk_size: int | None = None,
@@ -617,14 +606,16 @@ def chunked_step(xp: Any, k: int, d: int, stack: ExitStack, chunk_size: int | No
     return ChunkedStep(chunk_size or default_chunk_size(xp, k, d), executor)
 
 
-def nearest(X: Any, centers: Any, chunk_size: int | None = None,
-            n_threads: int | None = None) -> tuple[Any, Any]:
+def nearest(X: Any, centers: Any, chunk_size: int | None = None, n_threads: int | None = None,
+            engine: str = "auto", stream_rows: int | None = None, device: Any = None) -> tuple[Any, Any]:
     """Nearest centre of each row of ``X`` and the squared distance to it.
 
     Parameters
     ----------
     X : array of shape (n, d)
     centers : array of shape (k, d), same namespace as X
+    engine : str
+        As for :func:`fit_kmeans`.
 
     Returns
     -------
@@ -634,7 +625,10 @@ def nearest(X: Any, centers: Any, chunk_size: int | None = None,
     xp = get_namespace(X)
     centers = xp.asarray(centers, dtype=X.dtype)
     with ExitStack() as stack:
-        return chunked_step(xp, centers.shape[0], X.shape[1], stack, chunk_size, n_threads).assign(X, centers)
+        step, Xw, _ = _make_step(X, centers.shape[0], engine, stack, chunk_size, n_threads, stream_rows, device)
+        if Xw.shape[1] != centers.shape[1]:
+            centers = _pad_centers(centers, Xw.shape[1])
+        return step.assign(Xw, centers)
 
 
 def _subtract_inplace(X: Any, mean: Any) -> Any:

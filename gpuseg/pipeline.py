@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,11 @@ import pyarrow as pa
 from . import __version__
 from .backend import Backend, get_namespace, resolve_backend, to_numpy
 from .cleaning import Transactions, clean, day_date
-from .clustering import KMeans, nearest
+from .clustering import KMeansFit, fit_kmeans, nearest
 from .columns import resolve_columns
 from .config import SegmentConfig
 from .errors import GpusegError
-from .features import FEATURES, CustomerFeatures, compute_features
+from .features import CustomerFeatures, compute_features
 from .generate import demo_table
 from .model import SegmentModel
 from .outputs import (ASSIGNMENTS, FEATURES_FILE, MODEL, REPORT, SEGMENTS, segment_profiles, staged_output,
@@ -131,14 +130,17 @@ def _order_by_revenue(labels: Any, monetary: Any, k: int) -> np.ndarray:
     return to_numpy(xp.argsort(-means, kind="stable"))
 
 
-def fit_centroids(Z: Any, config: SegmentConfig, backend: Backend) -> tuple[KMeans, list[str]]:
-    """Fit k-means on the scaled matrix; returns the estimator and any warnings."""
-    km = KMeans(config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
-                random_state=config.seed, copy_x=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        km.fit(Z)
-    return km, [str(w.message) for w in caught]
+def fit_centroids(Z: Any, config: SegmentConfig) -> tuple[KMeansFit, list[str]]:
+    """Fit k-means on the scaled matrix; returns the fit and any warnings."""
+    fit = fit_kmeans(Z, config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
+                     random_state=config.seed, copy_x=False)
+    notes = []
+    if not fit.converged:
+        notes.append(f"k-means did not converge within --max-iter {config.max_iter} iterations")
+    if fit.n_distinct < config.k:
+        notes.append(f"only {fit.n_distinct} distinct segments found for --k {config.k} "
+                     "(duplicate feature rows); some segments are empty")
+    return fit, notes
 
 
 def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResult:
@@ -170,15 +172,15 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
         del X
 
     with timer.stage("fit"):
-        km, fit_warnings = fit_centroids(Z, config, backend)
+        km, fit_warnings = fit_centroids(Z, config)
 
     with timer.stage("assign"):
-        labels, sqdist = nearest(Z, km.cluster_centers_)
+        labels, sqdist = nearest(Z, km.centers)
         perm = _order_by_revenue(labels, feats.columns["monetary"], config.k)
         rank = np.empty_like(perm)
         rank[perm] = np.arange(config.k)
         labels = backend.xp.asarray(rank.astype(np.int32))[labels]
-        centroids = to_numpy(km.cluster_centers_)[perm]
+        centroids = to_numpy(km.centers)[perm]
         distance = backend.xp.sqrt(sqdist)
 
     with staged_output(config.out) as tmp:
@@ -206,7 +208,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
 
 
 def _report(config: SegmentConfig, backend: Backend, tx: Transactions, feats: CustomerFeatures,
-            km: KMeans, fit_warnings: list[str], sources: list[str], columns: dict[str, str | None],
+            km: KMeansFit, fit_warnings: list[str], sources: list[str], columns: dict[str, str | None],
             transfers: Transfers, timer: StageTimer) -> dict[str, Any]:
     return {
         "gpuseg_version": __version__,
@@ -227,11 +229,11 @@ def _report(config: SegmentConfig, backend: Backend, tx: Transactions, feats: Cu
         "k": config.k,
         "n_init": config.n_init,
         "seed": config.seed,
-        "n_iter": int(km.n_iter_),
-        "inertia": float(km.inertia_),
-        "converged": bool(km.converged_),
+        "n_iter": int(km.n_iter),
+        "inertia": float(km.inertia),
+        "converged": bool(km.converged),
         "warnings": fit_warnings,
-        "iterations": km.history_,
+        "iterations": km.history,
         "timings": timer.as_dict(),
     }
 

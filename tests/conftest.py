@@ -37,3 +37,11 @@ def xp(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def cp():
+    """The CuPy module, for tests that only make sense on a GPU."""
+    if CUPY is None:
+        pytest.skip("needs CuPy and a CUDA device")
+    return CUPY

@@ -1,0 +1,177 @@
+"""``gpuseg.KMeans``: the scikit-learn-compatible face of :func:`~gpuseg.clustering.fit_kmeans`.
+
+Kept apart from the numeric core so that the pipeline and the CLI do not
+pay for importing scikit-learn.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
+
+from .backend import get_namespace
+from .clustering import fit_kmeans, nearest
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+
+
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """K-means clustering on NumPy or CuPy arrays, scikit-learn compatible.
+
+    The arrays' namespace picks the device: NumPy input runs the threaded
+    CPU Lloyd step, CuPy input runs on the GPU. Fitted attributes live in the
+    same namespace as the input. With the same ``random_state`` and data it
+    gives scikit-learn's ``KMeans(algorithm="lloyd")`` result: the seeding
+    draws and the iteration are the same.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+    init : {"k-means++", "random"} or array of shape (n_clusters, n_features)
+    n_init : "auto" or int, default="auto"
+        Runs with different seeds; "auto" is 1 for k-means++ and arrays, 10
+        for "random". The run with the lowest inertia is kept.
+    max_iter : int, default=300
+    tol : float, default=1e-4
+        Relative tolerance: convergence when the squared centre shift is at
+        most ``tol`` times the mean feature variance.
+    random_state : int, RandomState or None
+    copy_x : bool, default=True
+        Centre a copy of X (True) or X itself, restored afterwards (False).
+    chunk_size : int or None
+        Rows per block of the Lloyd step; None picks one for the device.
+    n_threads : int or None
+        CPU threads for NumPy input; None uses every core.
+
+    Attributes
+    ----------
+    cluster_centers_ : array of shape (n_clusters, n_features)
+    labels_ : int32 array of shape (n_samples,)
+    inertia_ : float
+    n_iter_ : int
+    converged_ : bool
+    history_ : list of dict
+        Per-iteration ``inertia``, ``center_shift``, ``n_changed``, ``seconds``.
+    n_features_in_ : int
+    """
+
+    def __init__(self, n_clusters: int = 8, *, init: str | Any = "k-means++",
+                 n_init: str | int = "auto", max_iter: int = 300, tol: float = 1e-4,
+                 random_state: int | np.random.RandomState | None = None, copy_x: bool = True,
+                 chunk_size: int | None = None, n_threads: int | None = None):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.copy_x = copy_x
+        self.chunk_size = chunk_size
+        self.n_threads = n_threads
+
+    # validation, once -------------------------------------------------------
+    def _check_params(self) -> None:
+        _check_int("n_clusters", self.n_clusters, 1)
+        _check_int("max_iter", self.max_iter, 1)
+        if not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
+            raise ValueError(f"tol must be a float >= 0, got {self.tol!r}.")
+        if self.n_init != "auto":
+            _check_int("n_init", self.n_init, 1)
+        if self.chunk_size is not None:
+            _check_int("chunk_size", self.chunk_size, 1)
+        if self.n_threads is not None:
+            _check_int("n_threads", self.n_threads, 1)
+        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}.")
+
+    def _validate_data(self, X: Any, reset: bool) -> Any:
+        xp = get_namespace(X)
+        X = xp.asarray(X)
+        if X.dtype not in (xp.float32, xp.float64):
+            X = X.astype(xp.float64)
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}.")
+        if X.shape[0] == 0 or X.shape[1] == 0:
+            raise ValueError(f"Found array with shape {X.shape}; at least one sample and one feature are required.")
+        if not bool(xp.isfinite(X).all()):
+            raise ValueError("Input X contains NaN or infinity.")
+        if reset:
+            self.n_features_in_ = X.shape[1]
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but KMeans is expecting "
+                             f"{self.n_features_in_} features as input.")
+        return xp.ascontiguousarray(X)
+
+    def _n_init(self) -> int:
+        if self.n_init == "auto":
+            return 10 if isinstance(self.init, str) and self.init == "random" else 1
+        if not isinstance(self.init, str) and self.n_init != 1:
+            warnings.warn(f"Explicit initial center position passed: performing only one init "
+                          f"in KMeans instead of n_init={self.n_init}.", RuntimeWarning, stacklevel=3)
+            return 1
+        return int(self.n_init)
+
+    # fitting ------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> "KMeans":
+        """Compute k-means clustering of ``X`` (n_samples, n_features)."""
+        self._check_params()
+        X = self._validate_data(X, reset=True)
+        xp = get_namespace(X)
+        n, d = X.shape
+        if n < self.n_clusters:
+            raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
+        init = self.init
+        if not isinstance(init, str):
+            init = xp.asarray(init, dtype=X.dtype)
+            if init.shape != (self.n_clusters, d):
+                raise ValueError(f"The shape of the initial centers {tuple(init.shape)} does not match "
+                                 f"the number of clusters {self.n_clusters} and features {d}.")
+        fit = fit_kmeans(X, self.n_clusters, init=init, n_init=self._n_init(), max_iter=self.max_iter,
+                         tol=self.tol, random_state=self.random_state, copy_x=self.copy_x,
+                         chunk_size=self.chunk_size, n_threads=self.n_threads)
+        if fit.n_distinct < self.n_clusters:
+            warnings.warn(f"Number of distinct clusters ({fit.n_distinct}) found smaller than "
+                          f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
+                          ConvergenceWarning, stacklevel=2)
+        if not fit.converged:
+            warnings.warn(f"KMeans did not converge within max_iter={self.max_iter} iterations.",
+                          ConvergenceWarning, stacklevel=2)
+        self.cluster_centers_ = fit.centers
+        self.labels_ = fit.labels
+        self.inertia_ = fit.inertia
+        self.n_iter_ = fit.n_iter
+        self.converged_ = fit.converged
+        self.history_ = fit.history
+        return self
+
+    def _assign(self, X: Any) -> tuple[Any, Any]:
+        check_is_fitted(self)
+        X = self._validate_data(X, reset=False)
+        return nearest(X, self.cluster_centers_, chunk_size=self.chunk_size, n_threads=self.n_threads)
+
+    def predict(self, X: Any) -> Any:
+        """Index of the nearest centre for each row of ``X`` (int32)."""
+        return self._assign(X)[0]
+
+    def transform(self, X: Any) -> Any:
+        """Euclidean distances of ``X`` to every centre, shape (n_samples, n_clusters)."""
+        check_is_fitted(self)
+        X = self._validate_data(X, reset=False)
+        xp = get_namespace(X)
+        C = xp.asarray(self.cluster_centers_, dtype=xp.float64)
+        Xf = X.astype(xp.float64)
+        d = (Xf * Xf).sum(axis=1)[:, None] - 2.0 * (Xf @ C.T) + (C * C).sum(axis=1)[None, :]
+        return xp.sqrt(xp.maximum(d, 0))
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Opposite of the inertia of ``X`` against the fitted centres."""
+        return -float(self._assign(X)[1].sum())
