@@ -1,0 +1,177 @@
+"""The fused CUDA Lloyd step (``kernels/lloyd.cu``), driven from CuPy.
+
+One kernel launch per iteration reads every point once and returns per-block
+float64 partial sums; :func:`gpuseg.clustering.lloyd` reduces them like any
+other :class:`~gpuseg.clustering.Partials`. A second kernel writes labels and
+exact squared distances when they are needed (final assignment, empty-cluster
+relocation, scoring).
+
+The data are laid out as rows of ``ld`` values, ``ld`` the feature count
+rounded up to a 16-byte vector (4 float32 or 2 float64), padding zero; the
+kernels are compiled once per process for each dtype and bound on ``ld``
+(4, 8, 16, 32), never for a particular n, d or k.
+
+CuPy is imported through :mod:`gpuseg.backend` only when a step is built.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backend import _import, get_namespace
+from .clustering import Partials
+
+MAXD_BOUNDS = (4, 8, 16, 32)
+BLOCK = 256
+#: Points per block of the step kernel: partial sums stay short in float32
+#: (at most this many points per block) and the float64 partials stay ~1% of
+#: the data read.
+POINTS_PER_BLOCK = 8192
+#: Shared memory a block may use without opting in to more.
+SMEM_LIMIT = 48 * 1024
+_VECTOR = {np.dtype(np.float32): 4, np.dtype(np.float64): 2}
+_NAME = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def kernel_source() -> str:
+    """The CUDA source of the fused kernels."""
+    return importlib.resources.files("gpuseg.kernels").joinpath("lloyd.cu").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=None)
+def _module(device_id: int) -> Any:
+    cp = _import("cupy")
+    return cp.RawModule(code=kernel_source(), options=("-std=c++17",))
+
+
+def padded_width(d: int, dtype: Any) -> int:
+    """Row length of the padded layout for ``d`` features."""
+    w = _VECTOR[np.dtype(dtype)]
+    return -(-d // w) * w
+
+
+def _bound(ld: int) -> int | None:
+    return next((b for b in MAXD_BOUNDS if ld <= b), None)
+
+
+def _smem(k: int, d: int, maxd: int, itemsize: int, copies: int) -> int:
+    head = (k * maxd + k + copies * k * (d + 1)) * itemsize
+    return ((head + 15) & ~15) + BLOCK * 8
+
+
+def why_unsupported(n_features: int, n_clusters: int, dtype: Any) -> str | None:
+    """None when the fused kernels handle this shape and dtype, else the reason."""
+    dt = np.dtype(dtype)
+    if dt not in _VECTOR:
+        return f"dtype {dt} (the fused kernel takes float32 or float64)"
+    ld = padded_width(n_features, dt)
+    maxd = _bound(ld)
+    if maxd is None:
+        return f"d={n_features} features (the fused kernel takes at most {MAXD_BOUNDS[-1]})"
+    if _smem(n_clusters, n_features, maxd, dt.itemsize, 1) > SMEM_LIMIT:
+        return f"k={n_clusters} with d={n_features} ({dt}) does not fit the kernel's shared memory"
+    return None
+
+
+def pad_rows(X: Any, ld: int) -> Any:
+    """``X`` (n, d) as a C-contiguous (n, ld) array, padding columns zero."""
+    xp = get_namespace(X)
+    n, d = X.shape
+    if d == ld and X.flags.c_contiguous:
+        return X
+    out = xp.zeros((n, ld), dtype=X.dtype)
+    out[:, :d] = X
+    return out
+
+
+@dataclass
+class FusedStep:
+    """A Lloyd step for :func:`~gpuseg.clustering.lloyd` on padded CuPy data.
+
+    ``X`` passed to it must be the padded (n, ld) layout; centres are (k, ld)
+    with zero padding columns, which the sums keep zero.
+    """
+
+    n_features: int
+    n_clusters: int
+    dtype: Any
+    points_per_block: int = POINTS_PER_BLOCK
+
+    tracks_labels = False
+    supports_delta = False
+    name = "fused"
+
+    def __post_init__(self) -> None:
+        reason = why_unsupported(self.n_features, self.n_clusters, self.dtype)
+        if reason is not None:
+            raise ValueError(f"fused Lloyd kernel cannot run: {reason}")
+        self.cp = _import("cupy")
+        dt = np.dtype(self.dtype)
+        self.ld = padded_width(self.n_features, dt)
+        self.maxd = _bound(self.ld)
+        dev = self.cp.cuda.Device()
+        module = _module(dev.id)
+        suffix = f"{_NAME[dt]}_d{self.maxd}"
+        self._step = module.get_function(f"lloyd_step_{suffix}")
+        self._assign = module.get_function(f"assign_{suffix}")
+        k, d = self.n_clusters, self.n_features
+        # As many private accumulator copies (one per warp at most) as fit.
+        per_copy = k * (d + 1) * dt.itemsize
+        fixed = _smem(k, d, self.maxd, dt.itemsize, 0)
+        self.copies = int(max(1, min(BLOCK // 32, (SMEM_LIMIT - fixed) // per_copy)))
+        self.smem_step = _smem(k, d, self.maxd, dt.itemsize, self.copies)
+        self.smem_assign = (k * self.maxd + k) * dt.itemsize
+        self.n_sm = dev.attributes["MultiProcessorCount"]
+
+    def _centres(self, centers: Any) -> tuple[Any, Any]:
+        cp = self.cp
+        c = cp.zeros((self.n_clusters, self.maxd), dtype=self.dtype)
+        c[:, :centers.shape[1]] = centers
+        return cp.ascontiguousarray(-2 * c), cp.ascontiguousarray((c * c).sum(axis=1))
+
+    def _check(self, X: Any) -> None:
+        # Host-side checks before launch: layout and dtype the kernel assumes.
+        if X.ndim != 2 or X.shape[1] != self.ld or X.dtype != np.dtype(self.dtype) or not X.flags.c_contiguous:
+            raise ValueError(f"fused step expects C-contiguous {np.dtype(self.dtype)} rows of {self.ld} values, "
+                             f"got {X.dtype} of shape {X.shape}")
+
+    def __call__(self, X: Any, centers: Any, labels: Any = None, delta: bool = False) -> Partials:
+        self._check(X)
+        cp = self.cp
+        n = X.shape[0]
+        k, d = self.n_clusters, self.n_features
+        cm2, csq = self._centres(centers)
+        grid = -(-n // self.points_per_block)
+        width = k * (d + 1) + 1
+        partials = cp.empty((grid, width), dtype=cp.float64)
+        self._step((grid,), (BLOCK,), (X, np.int64(n), np.int32(d), np.int32(self.ld), cm2, csq, np.int32(k),
+                                       np.int32(self.copies), np.int64(self.points_per_block), partials),
+                   shared_mem=self.smem_step)
+        total = partials.sum(axis=0)
+        acc = total[:-1].reshape(k, d + 1)
+        sums = cp.zeros((k, self.ld), dtype=cp.float64)
+        sums[:, :d] = acc[:, :d]
+        return Partials(sums, acc[:, d].copy(), total[-1], 0)
+
+    def assign(self, X: Any, centers: Any) -> tuple[Any, Any]:
+        """Labels (int32) and squared distances (float64) to the nearest centre."""
+        self._check(X)
+        cp = self.cp
+        n = X.shape[0]
+        cm2, csq = self._centres(centers)
+        labels = cp.empty(n, dtype=cp.int32)
+        sqdist = cp.empty(n, dtype=self.dtype)
+        grid = int(min(-(-n // BLOCK), self.n_sm * 32)) or 1
+        self._assign((grid,), (BLOCK,), (X, np.int64(n), np.int32(self.ld), cm2, csq, np.int32(self.n_clusters),
+                                         labels, sqdist), shared_mem=self.smem_assign)
+        return labels, sqdist.astype(cp.float64)
+
+    def inertia(self, X: Any, centers: Any, labels: Any) -> float:
+        """Sum of squared distances of the points to their nearest centre."""
+        _, sqdist = self.assign(X, centers)
+        return float(sqdist.sum())

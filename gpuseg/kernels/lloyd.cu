@@ -1,0 +1,171 @@
+// Fused Lloyd step for k-means: one pass over the points per iteration.
+//
+// Each block reads its points once (16-byte vector loads into registers),
+// finds the nearest centre with the centres held in shared memory, adds the
+// point into per-warp-group cluster sums and counts in shared memory, and
+// writes one float64 partial per block: k*(d+1) sums/counts and its inertia.
+// The host (CuPy) adds the partials up in float64. Labels are written only
+// by the separate assign kernel, when they are needed.
+//
+// Layout: X is n rows of `ld` values (ld >= d, a multiple of the vector
+// width, padding columns zero); centres are passed as -2*c with the same
+// row length, plus ||c||^2. MAXD is a compile-time bound on ld (4, 8, 16 or
+// 32), not the problem size, so the kernels compile once per dtype and bound.
+// Offsets are 64-bit throughout, so n*ld >= 2^31 is safe.
+
+#include <cuda_runtime.h>
+
+template <typename T> struct Vec;
+template <> struct Vec<float> { typedef float4 type; static constexpr int width = 4; };
+template <> struct Vec<double> { typedef double2 type; static constexpr int width = 2; };
+
+template <typename T, int MAXD>
+__device__ __forceinline__ void load_row(const T* __restrict__ X, long long i, int ld, T (&x)[MAXD]) {
+    typedef typename Vec<T>::type V;
+    constexpr int W = Vec<T>::width;
+    const V* row = reinterpret_cast<const V*>(X + (size_t)i * (size_t)ld);
+#pragma unroll
+    for (int v = 0; v < MAXD / W; ++v) {
+        V q;
+        if (v * W < ld) q = __ldg(row + v); else q = V{};
+        const T* e = reinterpret_cast<const T*>(&q);
+#pragma unroll
+        for (int w = 0; w < W; ++w) x[v * W + w] = e[w];
+    }
+}
+
+// Index of the nearest centre and min_j (||c_j||^2 - 2 x.c_j); lowest index on ties.
+template <typename T, int MAXD>
+__device__ __forceinline__ int nearest(const T (&x)[MAXD], const T* __restrict__ cm2,
+                                       const T* __restrict__ csq, int k, T& best) {
+    typedef typename Vec<T>::type V;
+    constexpr int W = Vec<T>::width;
+    int label = 0;
+    best = csq[0];
+    for (int j = 0; j < k; ++j) {
+        T acc = csq[j];
+        const V* c = reinterpret_cast<const V*>(cm2 + j * MAXD);
+#pragma unroll
+        for (int v = 0; v < MAXD / W; ++v) {
+            V q = c[v];
+            const T* e = reinterpret_cast<const T*>(&q);
+#pragma unroll
+            for (int w = 0; w < W; ++w) acc = fma(x[v * W + w], e[w], acc);
+        }
+        if (acc < best || j == 0) { best = acc; label = j; }
+    }
+    return label;
+}
+
+template <typename T, int MAXD>
+__device__ void load_centres(const T* __restrict__ cm2_g, const T* __restrict__ csq_g, int k,
+                             T* cm2, T* csq) {
+    for (int e = threadIdx.x; e < k * MAXD; e += blockDim.x) cm2[e] = cm2_g[e];
+    for (int e = threadIdx.x; e < k; e += blockDim.x) csq[e] = csq_g[e];
+}
+
+// Shared memory: [cm2: k*MAXD T][csq: k T][acc: copies*k*(d+1) T][red: blockDim double]
+template <typename T, int MAXD>
+__device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
+                           const T* __restrict__ cm2_g, const T* __restrict__ csq_g, int k,
+                           int copies, long long points_per_block, double* __restrict__ partials) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    T* cm2 = reinterpret_cast<T*>(smem);
+    T* csq = cm2 + k * MAXD;
+    T* acc = csq + k;
+    const int stride = d + 1;
+    const int acc_len = copies * k * stride;
+    double* red = reinterpret_cast<double*>(
+        smem + ((((size_t)(k * MAXD + k + acc_len) * sizeof(T)) + 15) & ~(size_t)15));
+
+    load_centres<T, MAXD>(cm2_g, csq_g, k, cm2, csq);
+    for (int e = threadIdx.x; e < acc_len; e += blockDim.x) acc[e] = T(0);
+    __syncthreads();
+
+    // Warps share a copy of the accumulators in groups, to cut atomic contention.
+    T* mine = acc + ((threadIdx.x / 32) % copies) * k * stride;
+    const long long begin = (long long)blockIdx.x * points_per_block;
+    long long end = begin + points_per_block;
+    if (end > n) end = n;
+    double inertia = 0.0;
+    for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        T x[MAXD];
+        load_row<T, MAXD>(X, i, ld, x);
+        T best;
+        const int label = nearest<T, MAXD>(x, cm2, csq, k, best);
+        T xsq = T(0);
+        T* s = mine + label * stride;
+#pragma unroll
+        for (int f = 0; f < MAXD; ++f) {
+            if (f < d) atomicAdd(s + f, x[f]);
+            xsq = fma(x[f], x[f], xsq);
+        }
+        atomicAdd(s + d, T(1));
+        inertia += (double)(best + xsq);
+    }
+    red[threadIdx.x] = inertia;
+    __syncthreads();
+
+    double* out = partials + (size_t)blockIdx.x * (size_t)(k * stride + 1);
+    for (int e = threadIdx.x; e < k * stride; e += blockDim.x) {
+        double total = 0.0;
+        for (int c = 0; c < copies; ++c) total += (double)acc[c * k * stride + e];
+        out[e] = total;
+    }
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[k * stride] = red[0];
+}
+
+// Labels and exact squared distances to the nearest centre.
+template <typename T, int MAXD>
+__device__ void assign(const T* __restrict__ X, long long n, int ld,
+                       const T* __restrict__ cm2_g, const T* __restrict__ csq_g, int k,
+                       int* __restrict__ labels, T* __restrict__ sqdist) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    T* cm2 = reinterpret_cast<T*>(smem);
+    T* csq = cm2 + k * MAXD;
+    load_centres<T, MAXD>(cm2_g, csq_g, k, cm2, csq);
+    __syncthreads();
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        T x[MAXD];
+        load_row<T, MAXD>(X, i, ld, x);
+        T best;
+        const int label = nearest<T, MAXD>(x, cm2, csq, k, best);
+        // Recompute the winner's distance directly: no cancellation.
+        const T* c = cm2 + label * MAXD;
+        T dist = T(0);
+#pragma unroll
+        for (int f = 0; f < MAXD; ++f) {
+            const T diff = x[f] + T(0.5) * c[f];  // c[f] holds -2*centre
+            dist = fma(diff, diff, dist);
+        }
+        labels[i] = label;
+        sqdist[i] = dist;
+    }
+}
+
+#define GPUSEG_KERNELS(T, NAME, MAXD)                                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                              \
+    lloyd_step_##NAME##_d##MAXD(const T* X, long long n, int d, int ld, const T* cm2,              \
+                                const T* csq, int k, int copies, long long points_per_block,       \
+                                double* partials) {                                                \
+        lloyd_step<T, MAXD>(X, n, d, ld, cm2, csq, k, copies, points_per_block, partials);         \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                              \
+    assign_##NAME##_d##MAXD(const T* X, long long n, int ld, const T* cm2, const T* csq, int k,    \
+                            int* labels, T* sqdist) {                                              \
+        assign<T, MAXD>(X, n, ld, cm2, csq, k, labels, sqdist);                                    \
+    }
+
+GPUSEG_KERNELS(float, f32, 4)
+GPUSEG_KERNELS(float, f32, 8)
+GPUSEG_KERNELS(float, f32, 16)
+GPUSEG_KERNELS(float, f32, 32)
+GPUSEG_KERNELS(double, f64, 4)
+GPUSEG_KERNELS(double, f64, 8)
+GPUSEG_KERNELS(double, f64, 16)
+GPUSEG_KERNELS(double, f64, 32)

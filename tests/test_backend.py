@@ -1,0 +1,104 @@
+"""Backend resolution and its fallback reasons, with optional GPU libraries failing for real.
+
+Failures are simulated at the one import hook the backend uses
+(``gpuseg.backend._import``): an import that raises, or a CuPy whose device
+query raises, as a machine without a driver does.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from gpuseg import backend
+from gpuseg.backend import get_namespace, resolve_backend, to_numpy
+from gpuseg.errors import GpusegError
+
+
+def fake_imports(monkeypatch, **modules):
+    """Make backend._import return or raise per module name."""
+    def _import(name):
+        result = modules.get(name, ImportError(f"No module named {name!r}"))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+    monkeypatch.setattr(backend, "_import", _import)
+
+
+def cupy_without_device(exc: BaseException) -> types.SimpleNamespace:
+    def count():
+        raise exc
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=count)))
+
+
+def test_cpu_is_always_available():
+    b = resolve_backend("cpu")
+    assert b.name == "cpu" and b.xp is np and not b.on_gpu
+    assert b.fallbacks == ()
+    assert "cores" in b.device
+
+
+def test_auto_without_gpu_libraries_falls_back_to_cpu_and_says_why(monkeypatch):
+    fake_imports(monkeypatch)
+    b = resolve_backend("auto")
+    assert b.name == "cpu"
+    assert len(b.fallbacks) == 2
+    assert b.fallbacks[0].startswith("cuml: cuML is not installed")
+    assert b.fallbacks[1].startswith("cupy: CuPy is not installed")
+
+
+def test_auto_with_cupy_but_no_device(monkeypatch):
+    fake_imports(monkeypatch, cupy=cupy_without_device(RuntimeError("cudaErrorNoDevice: no CUDA-capable device")))
+    b = resolve_backend("auto")
+    assert b.name == "cpu"
+    assert "cupy: no usable CUDA device (RuntimeError: cudaErrorNoDevice" in b.fallbacks[1]
+
+
+def test_auto_with_broken_cupy_import(monkeypatch):
+    fake_imports(monkeypatch, cupy=OSError("libcudart.so.12: cannot open shared object file"))
+    b = resolve_backend("auto")
+    assert "CuPy failed to import (OSError: libcudart.so.12" in b.fallbacks[1]
+
+
+def test_cuml_installed_without_a_device(monkeypatch):
+    fake_imports(monkeypatch, cuml=types.SimpleNamespace(),
+                 cupy=cupy_without_device(RuntimeError("cudaErrorInsufficientDriver")))
+    b = resolve_backend("auto")
+    assert b.fallbacks[0].startswith("cuml: cuML is installed but cannot run: no usable CUDA device")
+
+
+@pytest.mark.parametrize("requested, message", [
+    ("cupy", "backend 'cupy' cannot run: CuPy is not installed"),
+    ("cuml", "backend 'cuml' cannot run: cuML is not installed"),
+])
+def test_explicit_gpu_backend_that_cannot_run_is_an_error(monkeypatch, requested, message):
+    fake_imports(monkeypatch)
+    with pytest.raises(GpusegError, match=message):
+        resolve_backend(requested)
+
+
+def test_unknown_backend():
+    with pytest.raises(GpusegError, match="unknown backend 'tpu'; allowed: auto, cpu, cupy, cuml"):
+        resolve_backend("tpu")
+
+
+def test_namespace_helpers_on_numpy():
+    a = np.arange(3)
+    assert get_namespace(a) is np
+    assert to_numpy(a) is a or np.array_equal(to_numpy(a), a)
+    out = np.full(3, 10)
+    backend.scatter_min(out, np.array([0, 0, 2]), np.array([5, 3, 12]))
+    np.testing.assert_array_equal(out, [3, 10, 10])
+    backend.scatter_max(out, np.array([1, 1]), np.array([11, 30]))
+    np.testing.assert_array_equal(out, [3, 30, 10])
+
+
+@pytest.mark.gpu
+def test_auto_on_a_gpu_machine_without_cuml(cp):
+    b = resolve_backend("auto")
+    assert b.name in ("cupy", "cuml")
+    if b.name == "cupy":
+        assert b.fallbacks[0].startswith("cuml: cuML is not installed")
+    assert b.xp is cp
