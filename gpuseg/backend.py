@@ -208,3 +208,10 @@ def scatter_max(a: Any, index: Any, values: Any) -> None:
         _import("cupyx").scatter_max(a, index, values)
     else:
         np.maximum.at(a, index, values)
+
+
+def argsort_stable(a: Any) -> Any:
+    """Stable argsort in ``a``'s namespace (CuPy's sort is always stable)."""
+    if is_device_array(a):
+        return a.argsort()
+    return np.argsort(a, kind="stable")

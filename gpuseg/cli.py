@@ -124,6 +124,7 @@ def segment(
     tol: Annotated[float, typer.Option(help="Relative tolerance on centre shift.", rich_help_panel="K-means")] = 1e-4,
     n_init: Annotated[int, typer.Option(help="Runs from different seeds; the best is kept.", rich_help_panel="K-means")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same result).", rich_help_panel="K-means")] = 0,
+    precision: Annotated[str, typer.Option(help="auto (float32 on a GPU, float64 on the CPU), float32 or float64.", rich_help_panel="K-means")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
     """Segment customers: read transactions, build features, cluster, write results.
@@ -139,7 +140,7 @@ def segment(
         config = SegmentConfig(
             inputs=tuple(inputs or ()), out=out, k=k, features=parse_features(features), backend=backend,
             columns=columns, date_format=date_format, as_of=parse_date(as_of) if as_of else None,
-            max_iter=max_iter, tol=tol, n_init=n_init, seed=seed)
+            max_iter=max_iter, tol=tol, n_init=n_init, seed=seed, precision=precision)
         if not config.inputs and not quiet:
             out_console.print(f"No INPUT given: running on the built-in demo data "
                               f"({config.demo_customers:,} customers, seed 0).")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .backend import _import, get_namespace, to_numpy
+from .backend import _import, argsort_stable, get_namespace, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def _relocate_empty(X: Any, centers_old: Any, sums: Any, counts: Any,
     n_empty = len(empty)
     labels, sqdist = step.assign(X, centers_old)
     # Top n_empty distances overall, farthest first, lowest index on ties.
-    order = xp.argsort(-sqdist, kind="stable")[:n_empty]
+    order = argsort_stable(-sqdist)[:n_empty]
     far = to_numpy(order)
     far_labels = to_numpy(labels[order])
     for new_id, idx, old_id in zip(empty, far, far_labels):

@@ -13,6 +13,7 @@ from .errors import GpusegError
 from .features import DEFAULT_FEATURES, FEATURES
 
 DEMO_CUSTOMERS = 50_000
+PRECISIONS = ("auto", "float32", "float64")
 
 
 def _int(name: str, value: object, low: int) -> None:
@@ -40,7 +41,8 @@ class SegmentConfig:
 
     ``inputs`` empty means the built-in demo data. ``columns`` maps a role
     (customer, date, invoice, amount, quantity, price) to a column name, for
-    the roles that should not be auto-detected.
+    the roles that should not be auto-detected. ``precision`` of the k-means
+    data: ``auto`` is float32 on a GPU and float64 on the CPU.
     """
 
     inputs: tuple[str, ...] = ()
@@ -55,6 +57,7 @@ class SegmentConfig:
     tol: float = 1e-4
     n_init: int = 1
     seed: int = 0
+    precision: str = "auto"
     demo_customers: int = DEMO_CUSTOMERS
 
     def __post_init__(self) -> None:
@@ -68,6 +71,8 @@ class SegmentConfig:
         _int("demo_customers", self.demo_customers, 1)
         if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise GpusegError(f"--tol must be a number >= 0, got {self.tol!r}")
+        if self.precision not in PRECISIONS:
+            raise GpusegError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.backend not in BACKEND_CHOICES:
             raise GpusegError(f"unknown backend {self.backend!r}; allowed: {', '.join(BACKEND_CHOICES)}")
         if not self.features:

@@ -127,15 +127,29 @@ def _block(plan: dict[str, np.ndarray], lo: int, hi: int, order_base: int,
     return table.take(pa.array(np.argsort(seconds, kind="stable")))
 
 
+_PLAN: dict[str, np.ndarray] | None = None  # read by forked workers
+
+
+def _make_block(task: tuple[int, int, int, int, int, float]) -> pa.Table:
+    i, lo, hi, order_base, seed, dirty = task
+    assert _PLAN is not None
+    return _block(_PLAN, lo, hi, order_base, np.random.default_rng([seed, i + 1]), dirty)
+
+
 def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0,
-                block_rows: int = 1 << 21) -> Iterator[pa.Table]:
-    """Yield the log in blocks of about ``block_rows`` rows.
+                block_rows: int = 1 << 21, workers: int | None = None) -> Iterator[pa.Table]:
+    """Yield the log in blocks of about ``block_rows`` rows, in order.
+
+    Blocks depend only on the seed and their index, so ``workers`` processes
+    (default: one per core, up to 8, for logs of several blocks) give the same
+    rows as one.
 
     Raises
     ------
     GpusegError
         When the sizes are inconsistent.
     """
+    global _PLAN
     if n_customers < 1:
         raise GpusegError(f"--customers must be >= 1, got {n_customers}")
     if n_rows < n_customers:
@@ -146,10 +160,21 @@ def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0
     plan = _customers(n_customers, n_rows, np.random.default_rng([seed, 0]))
     bounds = np.searchsorted(np.cumsum(plan["lines"]), np.arange(block_rows, n_rows, block_rows))
     edges = [0, *sorted(set(int(b) + 1 for b in bounds if b + 1 < n_customers)), n_customers]
-    order_base = 500_000
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        yield _block(plan, lo, hi, order_base, np.random.default_rng([seed, i + 1]), dirty)
-        order_base += int(plan["orders"][lo:hi].sum())
+    orders = plan["orders"]
+    bases = 500_000 + np.concatenate([[0], np.cumsum([orders[lo:hi].sum() for lo, hi in zip(edges[:-1], edges[1:])])])
+    tasks = [(i, lo, hi, int(bases[i]), seed, dirty) for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if len(tasks) >= 4 else 1
+    _PLAN = plan
+    try:
+        if workers <= 1 or not hasattr(os, "fork"):
+            yield from map(_make_block, tasks)
+            return
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield from pool.imap(_make_block, tasks)
+    finally:
+        _PLAN = None
 
 
 def demo_table(n_customers: int = 50_000, seed: int = 0) -> pa.Table:
@@ -158,7 +183,8 @@ def demo_table(n_customers: int = 50_000, seed: int = 0) -> pa.Table:
 
 
 def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed: int = 0,
-              dirty: float = 0.0, on_block: Callable[[int], None] | None = None) -> int:
+              dirty: float = 0.0, on_block: Callable[[int], None] | None = None,
+              workers: int | None = None) -> int:
     """Write a synthetic log to ``path`` (.csv or .parquet), block by block.
 
     Returns the number of rows written. The file appears only when complete.
@@ -177,7 +203,7 @@ def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed:
         else:
             writer = pq.ParquetWriter(tmp, SCHEMA, compression="snappy")
         with writer:
-            for table in iter_tables(n_rows, n_customers, seed=seed, dirty=dirty):
+            for table in iter_tables(n_rows, n_customers, seed=seed, dirty=dirty, workers=workers):
                 writer.write_table(table)
                 written += table.num_rows
                 if on_block:

@@ -13,14 +13,16 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
-from .backend import Backend, get_namespace, resolve_backend, to_numpy
+from .backend import Backend, argsort_stable, get_namespace, probe_cudf, resolve_backend, to_numpy
 from .cleaning import Transactions, clean, day_date
 from .clustering import KMeansFit, fit_kmeans, nearest
 from .columns import resolve_columns
+from .cudf_reading import load_cudf
 from .config import SegmentConfig
 from .errors import GpusegError
 from .features import CustomerFeatures, compute_features
 from .generate import demo_table
+from .memory import MemoryPlan, device_free_bytes, plan_fit
 from .model import SegmentModel
 from .outputs import (ASSIGNMENTS, FEATURES_FILE, MODEL, REPORT, SEGMENTS, segment_profiles, staged_output,
                       write_json, write_parquet, write_segments_csv)
@@ -64,8 +66,8 @@ class Transfers:
         self.backend = backend
         self.log: list[dict[str, Any]] = []
 
-    def to_device(self, name: str, a: np.ndarray) -> Any:
-        if not self.backend.on_gpu:
+    def to_device(self, name: str, a: Any) -> Any:
+        if not self.backend.on_gpu or not isinstance(a, np.ndarray):
             return a
         t0 = time.perf_counter()
         out = self.backend.xp.asarray(a)
@@ -75,8 +77,8 @@ class Transfers:
         return out
 
     def to_host(self, name: str, a: Any) -> np.ndarray:
-        if not self.backend.on_gpu:
-            return np.asarray(a)
+        if isinstance(a, np.ndarray):
+            return a
         t0 = time.perf_counter()
         out = to_numpy(a)
         self.log.append({"what": name, "direction": "device_to_host", "bytes": int(out.nbytes),
@@ -98,15 +100,23 @@ def _timed(batches: Iterator[pa.RecordBatch], timer: StageTimer, progress: Progr
         yield batch
 
 
-def load_transactions(config: SegmentConfig, timer: StageTimer,
-                      progress: Progress) -> tuple[Transactions, list[str], dict[str, str | None]]:
-    """Read and clean the inputs (or the demo data); stages ``load`` and ``clean``."""
+def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progress,
+                      cudf_ok: bool = False) -> tuple[Transactions, list[str], dict[str, str | None]]:
+    """Read and clean the inputs (or the demo data); stages ``load`` and ``clean``.
+
+    With ``cudf_ok`` files are read and cleaned on the GPU by cuDF (one
+    ``load`` stage); otherwise on the host with pyarrow.
+    """
     if config.inputs:
         with timer.stage("load"):
             files = expand_inputs(config.inputs)
             names = read_column_names(files[0])
         sources = [str(f) for f in files]
         mapping = resolve_columns(names, config.columns)
+        if cudf_ok:
+            with timer.stage("load"):
+                tx = load_cudf(files, mapping, config.date_format, config.as_of)
+            return tx, sources, mapping.to_dict()
         batches = ((f, _timed(iter_batches(f, mapping), timer, progress)) for f in files)
     else:
         with timer.stage("load"):
@@ -127,13 +137,28 @@ def _order_by_revenue(labels: Any, monetary: Any, k: int) -> np.ndarray:
     xp = get_namespace(labels)
     counts = xp.bincount(labels, minlength=k)
     means = xp.bincount(labels, weights=monetary, minlength=k) / xp.maximum(counts, 1)
-    return to_numpy(xp.argsort(-means, kind="stable"))
+    return to_numpy(argsort_stable(-means))
 
 
-def fit_centroids(Z: Any, config: SegmentConfig) -> tuple[KMeansFit, list[str]]:
-    """Fit k-means on the scaled matrix; returns the fit and any warnings."""
-    fit = fit_kmeans(Z, config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
-                     random_state=config.seed, copy_x=False)
+def resolve_precision(config: SegmentConfig, backend: Backend) -> str:
+    """``auto`` is float32 on a GPU (half the bytes per Lloyd pass) and float64 on the CPU."""
+    if config.precision != "auto":
+        return config.precision
+    return "float32" if backend.on_gpu else "float64"
+
+
+def fit_centroids(Z: Any, config: SegmentConfig, backend: Backend,
+                  plan: MemoryPlan | None) -> tuple[KMeansFit, list[str]]:
+    """Fit k-means on the scaled matrix with the backend's engine; returns the fit and notes."""
+    if backend.name == "cuml":
+        from .cuml_kmeans import fit_cuml
+        fit = fit_cuml(Z, config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
+                       seed=config.seed)
+    else:
+        streamed = plan is not None and plan.mode == "streamed"
+        fit = fit_kmeans(Z, config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
+                         random_state=config.seed, copy_x=False, engine="streamed" if streamed else "auto",
+                         stream_rows=plan.stream_rows if streamed else None)
     notes = []
     if not fit.converged:
         notes.append(f"k-means did not converge within --max-iter {config.max_iter} iterations")
@@ -141,6 +166,12 @@ def fit_centroids(Z: Any, config: SegmentConfig) -> tuple[KMeansFit, list[str]]:
         notes.append(f"only {fit.n_distinct} distinct segments found for --k {config.k} "
                      "(duplicate feature rows); some segments are empty")
     return fit, notes
+
+
+def _plan(Z: Any, config: SegmentConfig, backend: Backend) -> MemoryPlan | None:
+    if not backend.on_gpu or backend.name == "cuml":
+        return None
+    return plan_fit(Z.shape[0], Z.shape[1], config.k, Z.dtype, device_free_bytes(backend.xp))
 
 
 def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResult:
@@ -153,9 +184,16 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
     """
     progress = progress or _Silent()
     backend = resolve_backend(config.backend)
+    fallbacks = list(backend.fallbacks)
+    cudf_ok = False
+    if backend.on_gpu:
+        cudf, why = probe_cudf()
+        cudf_ok = cudf is not None
+        if not cudf_ok:
+            fallbacks.append(f"cudf: {why}; reading and cleaning on the host with pyarrow")
     timer = StageTimer(sync=backend.synchronize, on_start=progress.stage)
     transfers = Transfers(backend)
-    tx, sources, columns = load_transactions(config, timer, progress)
+    tx, sources, columns = load_transactions(config, timer, progress, cudf_ok and bool(config.inputs))
 
     with timer.stage("features"):
         arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]
@@ -165,23 +203,31 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
     if config.k > n:
         raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
 
+    precision = resolve_precision(config, backend)
     with timer.stage("scale"):
         X = feats.matrix(config.features)
         scaler = Scaler.fit(X, config.features)
-        Z = scaler.transform(X)
+        Z = scaler.transform(X).astype(precision, copy=False)
         del X
 
     with timer.stage("fit"):
-        km, fit_warnings = fit_centroids(Z, config)
+        plan = _plan(Z, config, backend)
+        if plan is not None and plan.mode == "streamed":
+            Z = transfers.to_host("scaled features (streamed fit)", Z)
+        km, fit_warnings = fit_centroids(Z, config, backend, plan)
 
     with timer.stage("assign"):
-        labels, sqdist = nearest(Z, km.centers)
-        perm = _order_by_revenue(labels, feats.columns["monetary"], config.k)
+        streamed = plan is not None and plan.mode == "streamed"
+        labels, sqdist = nearest(Z, km.centers, engine="streamed" if streamed else "auto",
+                                 stream_rows=plan.stream_rows if streamed else None)
+        lxp = get_namespace(labels)
+        monetary = feats.columns["monetary"] if lxp is backend.xp else transfers.to_host("monetary", feats.columns["monetary"])
+        perm = _order_by_revenue(labels, monetary, config.k)
         rank = np.empty_like(perm)
         rank[perm] = np.arange(config.k)
-        labels = backend.xp.asarray(rank.astype(np.int32))[labels]
-        centroids = to_numpy(km.centers)[perm]
-        distance = backend.xp.sqrt(sqdist)
+        labels = lxp.asarray(rank.astype(np.int32))[labels]
+        centroids = to_numpy(km.centers).astype(np.float64)[perm]
+        distance = lxp.sqrt(sqdist)
 
     with staged_output(config.out) as tmp:
         with timer.stage("write"):
@@ -202,14 +248,15 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             write_segments_csv(tmp / SEGMENTS, profiles)
             model.save(tmp / MODEL)
         report = _report(config, backend, tx, feats, km, fit_warnings, sources, columns,
-                         transfers, timer)
+                         transfers, timer, fallbacks, plan, precision)
         write_json(tmp / REPORT, report)
     return SegmentResult(config.out, report, profiles, model)
 
 
 def _report(config: SegmentConfig, backend: Backend, tx: Transactions, feats: CustomerFeatures,
             km: KMeansFit, fit_warnings: list[str], sources: list[str], columns: dict[str, str | None],
-            transfers: Transfers, timer: StageTimer) -> dict[str, Any]:
+            transfers: Transfers, timer: StageTimer, fallbacks: list[str], plan: MemoryPlan | None,
+            precision: str) -> dict[str, Any]:
     return {
         "gpuseg_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -220,7 +267,11 @@ def _report(config: SegmentConfig, backend: Backend, tx: Transactions, feats: Cu
         "as_of": day_date(tx.as_of).isoformat(),
         "backend": backend.name,
         "device": backend.device,
-        "fallbacks": list(backend.fallbacks),
+        "fallbacks": fallbacks,
+        "engine": km.engine,
+        "engine_note": km.engine_note,
+        "precision": precision,
+        "memory_plan": plan.to_dict() if plan else None,
         "transfers": transfers.log,
         "rows": tx.rows.to_dict(),
         "n_customers": len(feats),

@@ -145,3 +145,11 @@ def test_bad_output_paths(tmp_path):
     with pytest.raises(GpusegError, match="does not exist"):
         write_log(tmp_path / "missing" / "tx.csv", 10, 5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_worker_processes_give_the_same_rows():
+    from gpuseg.generate import iter_tables
+    one = pa.concat_tables(iter_tables(60_000, 3_000, seed=4, block_rows=10_000, workers=1))
+    many = pa.concat_tables(iter_tables(60_000, 3_000, seed=4, block_rows=10_000, workers=3))
+    assert one.num_rows == 60_000
+    assert one.equals(many)

@@ -13,7 +13,6 @@
 // 32), not the problem size, so the kernels compile once per dtype and bound.
 // Offsets are 64-bit throughout, so n*ld >= 2^31 is safe.
 
-#include <cuda_runtime.h>
 
 template <typename T> struct Vec;
 template <> struct Vec<float> { typedef float4 type; static constexpr int width = 4; };

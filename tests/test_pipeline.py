@@ -1,0 +1,80 @@
+"""The pipeline as a library call: engines, precision, the memory plan, CPU vs GPU agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from gpuseg import pipeline
+from gpuseg.config import SegmentConfig
+from gpuseg.errors import GpusegError
+from gpuseg.memory import fit_bytes
+
+
+def run(tmp_path, name, **options):
+    return pipeline.run(SegmentConfig(out=tmp_path / name, demo_customers=20_000, **options))
+
+
+def assignments(result):
+    return pq.read_table(result.out / "assignments.parquet").to_pandas().set_index("customer_id")
+
+
+def test_cpu_run_reports_engine_precision_and_no_plan(tmp_path):
+    r = run(tmp_path, "cpu", backend="cpu")
+    rep = r.report
+    assert rep["engine"] == "generic" and rep["engine_note"] is None
+    assert rep["precision"] == "float64"
+    assert rep["memory_plan"] is None
+    assert rep["transfers"] == []
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    with pytest.raises(GpusegError, match="unknown precision 'half'; allowed: auto, float32, float64"):
+        SegmentConfig(out=tmp_path / "x", precision="half")
+
+
+def test_float32_on_the_cpu_is_close_to_float64(tmp_path):
+    a = assignments(run(tmp_path, "f64", backend="cpu"))
+    b = assignments(run(tmp_path, "f32", backend="cpu", precision="float32"))
+    assert adjusted_rand_score(a["segment"], b["segment"]) > 0.99
+
+
+@pytest.mark.gpu
+def test_cupy_float64_gives_the_cpu_assignments(tmp_path, cp):
+    cpu = run(tmp_path, "cpu", backend="cpu")
+    gpu = run(tmp_path, "gpu", backend="cupy", precision="float64")
+    assert gpu.report["backend"] == "cupy" and gpu.report["engine"] == "fused"
+    a, b = assignments(cpu), assignments(gpu)
+    assert (a.index == b.index).all()
+    assert (a["segment"] == b["segment"]).all()
+    np.testing.assert_allclose(b["distance"], a["distance"], rtol=1e-6, atol=1e-9)
+    assert gpu.report["inertia"] == pytest.approx(cpu.report["inertia"], rel=1e-9)
+    assert any(t["direction"] == "host_to_device" for t in gpu.report["transfers"])
+    assert any(f.startswith("cudf:") for f in gpu.report["fallbacks"]) or gpu.report["transfers"]
+
+
+@pytest.mark.gpu
+def test_cupy_default_float32_agrees_with_cpu(tmp_path, cp):
+    cpu = run(tmp_path, "cpu", backend="cpu")
+    gpu = run(tmp_path, "gpu", backend="cupy")
+    assert gpu.report["precision"] == "float32"
+    a, b = assignments(cpu), assignments(gpu)
+    assert adjusted_rand_score(a["segment"], b["segment"]) > 0.99
+    assert gpu.report["inertia"] == pytest.approx(cpu.report["inertia"], rel=1e-3)
+    assert gpu.report["memory_plan"]["mode"] == "device"
+
+
+@pytest.mark.gpu
+def test_streamed_fit_when_the_device_is_too_small(tmp_path, cp, monkeypatch):
+    full = run(tmp_path, "device", backend="cupy")
+    need = fit_bytes(full.report["n_customers"], 3, 5, 4)
+    monkeypatch.setattr(pipeline, "device_free_bytes", lambda xp: need // 20)
+    streamed = run(tmp_path, "streamed", backend="cupy")
+    plan = streamed.report["memory_plan"]
+    assert plan["mode"] == "streamed" and plan["stream_rows"] < full.report["n_customers"]
+    assert streamed.report["engine"] == "streamed-fused"
+    # Streamed k-means++ seeds from a sample, so the optimum may differ a little.
+    assert streamed.report["inertia"] == pytest.approx(full.report["inertia"], rel=0.05)
+    assert len(assignments(streamed)) == full.report["n_customers"]
