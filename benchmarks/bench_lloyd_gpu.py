@@ -96,6 +96,13 @@ def main() -> None:
                       "pct_of_floor": 100 * floor_ms / ms})
         print(f"fused    n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms  (floor {floor_ms:.3f} ms, "
               f"{100 * floor_ms / ms:.0f}%)", flush=True)
+        # Variants that change one stage, to place the time (see the kernel's modes).
+        for mode, label in ((1, "fused-atomics"), (2, "fused-no-sums")):
+            variant = FusedStep(d, k, np.float32, mode=mode)
+            vms = time_gpu(cp, lambda: variant(X, C), reps)
+            cases.append({"impl": label, "n": n, "d": d, "k": k, "ms_per_iter": vms, "floor_ms": floor_ms,
+                          "pct_of_floor": 100 * floor_ms / vms})
+            print(f"{label:14s} n={n:>11,} d={d:>2} k={k:>2}: {vms:8.3f} ms", flush=True)
         Xd = X[:, :d] if ld > d else X
         Xd = cp.ascontiguousarray(Xd)
         generic = ChunkedStep(default_chunk_size(cp, k, d))
@@ -104,7 +111,7 @@ def main() -> None:
         cases.append({"impl": "generic", "n": n, "d": d, "k": k, "ms_per_iter": ms, "floor_ms": floor_ms,
                       "pct_of_floor": 100 * floor_ms / ms})
         print(f"generic  n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms", flush=True)
-        del X, Xd, C, Cd
+        X = Xd = C = Cd = None  # free before the next shape
         cp.get_default_memory_pool().free_all_blocks()
     # The CPU step on this machine's cores, on a shape it can do in seconds.
     n, d, k = 10_000_000, 8, 16

@@ -100,7 +100,10 @@ class FusedStep:
     n_features: int
     n_clusters: int
     dtype: Any
-    points_per_block: int = POINTS_PER_BLOCK
+    points_per_block: int | None = None
+    #: 0 warp-aggregated sums (default), 1 one shared atomic per value,
+    #: 2 no sums (assignment only): the last two exist for benchmarks.
+    mode: int = 0
 
     tracks_labels = False
     supports_delta = False
@@ -146,17 +149,26 @@ class FusedStep:
         n = X.shape[0]
         k, d = self.n_clusters, self.n_features
         cm2, csq = self._centres(centers)
-        grid = -(-n // self.points_per_block)
+        per_block = self.points_per_block or self._points_per_block(n)
+        grid = -(-n // per_block)
         width = k * (d + 1) + 1
         partials = cp.empty((grid, width), dtype=cp.float64)
         self._step((grid,), (BLOCK,), (X, np.int64(n), np.int32(d), np.int32(self.ld), cm2, csq, np.int32(k),
-                                       np.int32(self.copies), np.int64(self.points_per_block), partials),
+                                       np.int32(self.copies), np.int64(per_block), np.int32(self.mode),
+                                       partials),
                    shared_mem=self.smem_step)
         total = partials.sum(axis=0)
         acc = total[:-1].reshape(k, d + 1)
         sums = cp.zeros((k, self.ld), dtype=cp.float64)
         sums[:, :d] = acc[:, :d]
         return Partials(sums, acc[:, d].copy(), total[-1], 0)
+
+    def _points_per_block(self, n: int) -> int:
+        # Enough blocks to fill every multiprocessor several times over, and
+        # at most POINTS_PER_BLOCK points each, in whole blocks of threads.
+        per = -(-n // (self.n_sm * 8))
+        per = -(-per // BLOCK) * BLOCK
+        return int(min(POINTS_PER_BLOCK, max(BLOCK, per)))
 
     def assign(self, X: Any, centers: Any) -> tuple[Any, Any]:
         """Labels (int32) and squared distances (float64) to the nearest centre."""

@@ -1,9 +1,10 @@
 // Fused Lloyd step for k-means: one pass over the points per iteration.
 //
 // Each block reads its points once (16-byte vector loads into registers),
-// finds the nearest centre with the centres held in shared memory, adds the
-// point into per-warp-group cluster sums and counts in shared memory, and
-// writes one float64 partial per block: k*(d+1) sums/counts and its inertia.
+// finds the nearest centre with the centres held in shared memory, sums the
+// points of each label across the warp with shuffles, adds them into the
+// warp's cluster sums and counts in shared memory, and writes one float64
+// partial per block: k*(d+1) sums/counts and its inertia.
 // The host (CuPy) adds the partials up in float64. Labels are written only
 // by the separate assign kernel, when they are needed.
 //
@@ -63,11 +64,32 @@ __device__ void load_centres(const T* __restrict__ cm2_g, const T* __restrict__ 
     for (int e = threadIdx.x; e < k; e += blockDim.x) csq[e] = csq_g[e];
 }
 
+// Exact squared distance to centre `label` (cm2 holds -2*centre).
+template <typename T, int MAXD>
+__device__ __forceinline__ T sqdist_to(const T (&x)[MAXD], const T* __restrict__ cm2, int label) {
+    const T* c = cm2 + label * MAXD;
+    T dist = T(0);
+#pragma unroll
+    for (int f = 0; f < MAXD; ++f) {
+        const T diff = x[f] + T(0.5) * c[f];
+        dist = fma(diff, diff, dist);
+    }
+    return dist;
+}
+
+// Accumulation modes (a runtime argument, uniform across the launch):
+//   0: warp-aggregated: lanes with the same label are summed with shuffles
+//      and one lane per label adds into the warp's accumulator copy, so no
+//      two lanes of a warp touch one address (plain adds when each warp has
+//      its own copy, atomics otherwise);
+//   1: one shared-memory atomic per point and feature (for comparison);
+//   2: no accumulation, assignment and inertia only (for comparison).
+//
 // Shared memory: [cm2: k*MAXD T][csq: k T][acc: copies*k*(d+1) T][red: blockDim double]
 template <typename T, int MAXD>
 __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
                            const T* __restrict__ cm2_g, const T* __restrict__ csq_g, int k,
-                           int copies, long long points_per_block, double* __restrict__ partials) {
+                           int copies, long long points_per_block, int mode, double* __restrict__ partials) {
     extern __shared__ __align__(16) unsigned char smem[];
     T* cm2 = reinterpret_cast<T*>(smem);
     T* csq = cm2 + k * MAXD;
@@ -81,26 +103,72 @@ __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
     for (int e = threadIdx.x; e < acc_len; e += blockDim.x) acc[e] = T(0);
     __syncthreads();
 
-    // Warps share a copy of the accumulators in groups, to cut atomic contention.
-    T* mine = acc + ((threadIdx.x / 32) % copies) * k * stride;
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int n_warps = blockDim.x / 32;
+    const bool private_copy = copies >= n_warps;
+    T* mine = acc + (warp % copies) * k * stride;
     const long long begin = (long long)blockIdx.x * points_per_block;
     long long end = begin + points_per_block;
     if (end > n) end = n;
     double inertia = 0.0;
-    for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    // The loop bound is uniform across the block, so whole warps stay together
+    // for the warp-level operations; rows past the end are masked.
+    for (long long base = begin; base < end; base += blockDim.x) {
+        const long long i = base + threadIdx.x;
+        const bool valid = i < end;
         T x[MAXD];
-        load_row<T, MAXD>(X, i, ld, x);
-        T best;
-        const int label = nearest<T, MAXD>(x, cm2, csq, k, best);
-        T xsq = T(0);
-        T* s = mine + label * stride;
+        if (valid) {
+            load_row<T, MAXD>(X, i, ld, x);
+        } else {
 #pragma unroll
-        for (int f = 0; f < MAXD; ++f) {
-            if (f < d) atomicAdd(s + f, x[f]);
-            xsq = fma(x[f], x[f], xsq);
+            for (int f = 0; f < MAXD; ++f) x[f] = T(0);
         }
-        atomicAdd(s + d, T(1));
-        inertia += (double)(best + xsq);
+        T best;
+        const int label = valid ? nearest<T, MAXD>(x, cm2, csq, k, best) : -1;
+        if (valid) inertia += (double)sqdist_to<T, MAXD>(x, cm2, label);
+        if (mode == 2) continue;
+        if (mode == 1) {
+            if (valid) {
+                T* s = mine + label * stride;
+#pragma unroll
+                for (int f = 0; f < MAXD; ++f)
+                    if (f < d) atomicAdd(s + f, x[f]);
+                atomicAdd(s + d, T(1));
+            }
+            continue;
+        }
+        const unsigned peers = __match_any_sync(0xffffffffu, label);
+        const int leader = __ffs(peers) - 1;
+        const int size = __popc(peers);
+        const int max_size = (int)__reduce_max_sync(0xffffffffu, (unsigned)size);
+        T sum[MAXD];
+#pragma unroll
+        for (int f = 0; f < MAXD; ++f) sum[f] = x[f];
+        unsigned rest = peers & (peers - 1);  // the group minus its leader
+        for (int r = 1; r < max_size; ++r) {
+            const int src = rest ? __ffs(rest) - 1 : lane;
+            rest &= rest - 1;
+#pragma unroll
+            for (int f = 0; f < MAXD; ++f) {
+                const T v = __shfl_sync(0xffffffffu, x[f], src);
+                if (src != lane) sum[f] += v;
+            }
+        }
+        if (valid && lane == leader) {
+            T* s = mine + label * stride;
+            if (private_copy) {
+#pragma unroll
+                for (int f = 0; f < MAXD; ++f)
+                    if (f < d) s[f] += sum[f];
+                s[d] += T(size);
+            } else {
+#pragma unroll
+                for (int f = 0; f < MAXD; ++f)
+                    if (f < d) atomicAdd(s + f, sum[f]);
+                atomicAdd(s + d, T(size));
+            }
+        }
     }
     red[threadIdx.x] = inertia;
     __syncthreads();
@@ -134,16 +202,8 @@ __device__ void assign(const T* __restrict__ X, long long n, int ld,
         load_row<T, MAXD>(X, i, ld, x);
         T best;
         const int label = nearest<T, MAXD>(x, cm2, csq, k, best);
-        // Recompute the winner's distance directly: no cancellation.
-        const T* c = cm2 + label * MAXD;
-        T dist = T(0);
-#pragma unroll
-        for (int f = 0; f < MAXD; ++f) {
-            const T diff = x[f] + T(0.5) * c[f];  // c[f] holds -2*centre
-            dist = fma(diff, diff, dist);
-        }
         labels[i] = label;
-        sqdist[i] = dist;
+        sqdist[i] = sqdist_to<T, MAXD>(x, cm2, label);  // direct: no cancellation
     }
 }
 
@@ -151,8 +211,8 @@ __device__ void assign(const T* __restrict__ X, long long n, int ld,
     extern "C" __global__ void __launch_bounds__(256)                                              \
     lloyd_step_##NAME##_d##MAXD(const T* X, long long n, int d, int ld, const T* cm2,              \
                                 const T* csq, int k, int copies, long long points_per_block,       \
-                                double* partials) {                                                \
-        lloyd_step<T, MAXD>(X, n, d, ld, cm2, csq, k, copies, points_per_block, partials);         \
+                                int mode, double* partials) {                                      \
+        lloyd_step<T, MAXD>(X, n, d, ld, cm2, csq, k, copies, points_per_block, mode, partials);   \
     }                                                                                              \
     extern "C" __global__ void __launch_bounds__(256)                                              \
     assign_##NAME##_d##MAXD(const T* X, long long n, int ld, const T* cm2, const T* csq, int k,    \
