@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one device check: run on a lent GPU machine from the repository root.
-#   1. the whole test suite, GPU tests included (marker "gpu");
+#   1. the whole test suite (or $TESTS), GPU tests included (marker "gpu");
 #   2. the Lloyd micro-benchmark (fused kernel, generic CuPy step, CPU);
 #   3. `gpuseg segment` on ROWS generated transactions, --backend cupy vs cpu.
 # Works offline from the checkout: it needs python3 with numpy, cupy, pyarrow,
@@ -21,7 +21,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 python3 -c "import sys, numpy, cupy, pyarrow, sklearn; print(sys.version.split()[0], 'numpy', numpy.__version__, 'cupy', cupy.__version__, 'pyarrow', pyarrow.__version__, 'sklearn', sklearn.__version__)" | tee -a "$OUT/nvidia-smi.txt"
 
 stamp "tests"
-timeout 150 python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$OUT/pytest.log" | tail -25
+timeout 150 python3 -m pytest -q -p no:cacheprovider -rs ${TESTS:-tests} 2>&1 | tee "$OUT/pytest.log" | tail -25
 
 stamp "Lloyd micro-benchmark"
 timeout 120 python3 benchmarks/bench_lloyd_gpu.py --out "$OUT/lloyd.json" 2>&1 | tee "$OUT/bench.log"

@@ -34,27 +34,37 @@ __device__ __forceinline__ void load_row(const T* __restrict__ X, long long i, i
     }
 }
 
-// Index of the nearest centre and min_j (||c_j||^2 - 2 x.c_j); lowest index on ties.
-template <typename T, int MAXD>
-__device__ __forceinline__ int nearest(const T (&x)[MAXD], const T* __restrict__ cm2,
-                                       const T* __restrict__ csq, int k, T& best) {
+// Points per thread and pass: each centre read from shared memory serves P
+// points, which cuts shared loads per point P-fold and gives P independent
+// FMA chains (register budget: P*MAXD values).
+template <int MAXD> struct PointsPerThread { static constexpr int value = MAXD <= 8 ? 4 : (MAXD <= 16 ? 2 : 1); };
+
+// Nearest centre of P points and min_j (||c_j||^2 - 2 x.c_j); lowest index on ties.
+template <typename T, int MAXD, int P>
+__device__ __forceinline__ void nearest(const T (&x)[P][MAXD], const T* __restrict__ cm2,
+                                        const T* __restrict__ csq, int k, int (&label)[P]) {
     typedef typename Vec<T>::type V;
     constexpr int W = Vec<T>::width;
-    int label = 0;
-    best = csq[0];
+    T best[P];
     for (int j = 0; j < k; ++j) {
-        T acc = csq[j];
+        T acc[P];
+        const T cj = csq[j];
+#pragma unroll
+        for (int p = 0; p < P; ++p) acc[p] = cj;
         const V* c = reinterpret_cast<const V*>(cm2 + j * MAXD);
 #pragma unroll
         for (int v = 0; v < MAXD / W; ++v) {
             V q = c[v];
             const T* e = reinterpret_cast<const T*>(&q);
 #pragma unroll
-            for (int w = 0; w < W; ++w) acc = fma(x[v * W + w], e[w], acc);
+            for (int w = 0; w < W; ++w)
+#pragma unroll
+                for (int p = 0; p < P; ++p) acc[p] = fma(x[p][v * W + w], e[w], acc[p]);
         }
-        if (acc < best || j == 0) { best = acc; label = j; }
+#pragma unroll
+        for (int p = 0; p < P; ++p)
+            if (j == 0 || acc[p] < best[p]) { best[p] = acc[p]; label[p] = j; }
     }
-    return label;
 }
 
 template <typename T, int MAXD>
@@ -112,61 +122,73 @@ __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
     long long end = begin + points_per_block;
     if (end > n) end = n;
     double inertia = 0.0;
+    constexpr int P = PointsPerThread<MAXD>::value;
     // The loop bound is uniform across the block, so whole warps stay together
     // for the warp-level operations; rows past the end are masked.
-    for (long long base = begin; base < end; base += blockDim.x) {
-        const long long i = base + threadIdx.x;
-        const bool valid = i < end;
-        T x[MAXD];
-        if (valid) {
-            load_row<T, MAXD>(X, i, ld, x);
-        } else {
+    for (long long base = begin; base < end; base += (long long)P * blockDim.x) {
+        T x[P][MAXD];
+        bool valid[P];
 #pragma unroll
-            for (int f = 0; f < MAXD; ++f) x[f] = T(0);
-        }
-        T best;
-        const int label = valid ? nearest<T, MAXD>(x, cm2, csq, k, best) : -1;
-        if (valid) inertia += (double)sqdist_to<T, MAXD>(x, cm2, label);
-        if (mode == 2) continue;
-        if (mode == 1) {
-            if (valid) {
-                T* s = mine + label * stride;
-#pragma unroll
-                for (int f = 0; f < MAXD; ++f)
-                    if (f < d) atomicAdd(s + f, x[f]);
-                atomicAdd(s + d, T(1));
-            }
-            continue;
-        }
-        const unsigned peers = __match_any_sync(0xffffffffu, label);
-        const int leader = __ffs(peers) - 1;
-        const int size = __popc(peers);
-        const int max_size = (int)__reduce_max_sync(0xffffffffu, (unsigned)size);
-        T sum[MAXD];
-#pragma unroll
-        for (int f = 0; f < MAXD; ++f) sum[f] = x[f];
-        unsigned rest = peers & (peers - 1);  // the group minus its leader
-        for (int r = 1; r < max_size; ++r) {
-            const int src = rest ? __ffs(rest) - 1 : lane;
-            rest &= rest - 1;
-#pragma unroll
-            for (int f = 0; f < MAXD; ++f) {
-                const T v = __shfl_sync(0xffffffffu, x[f], src);
-                if (src != lane) sum[f] += v;
-            }
-        }
-        if (valid && lane == leader) {
-            T* s = mine + label * stride;
-            if (private_copy) {
-#pragma unroll
-                for (int f = 0; f < MAXD; ++f)
-                    if (f < d) s[f] += sum[f];
-                s[d] += T(size);
+        for (int p = 0; p < P; ++p) {
+            const long long i = base + (long long)p * blockDim.x + threadIdx.x;
+            valid[p] = i < end;
+            if (valid[p]) {
+                load_row<T, MAXD>(X, i, ld, x[p]);
             } else {
 #pragma unroll
-                for (int f = 0; f < MAXD; ++f)
-                    if (f < d) atomicAdd(s + f, sum[f]);
-                atomicAdd(s + d, T(size));
+                for (int f = 0; f < MAXD; ++f) x[p][f] = T(0);
+            }
+        }
+        int label[P];
+        nearest<T, MAXD, P>(x, cm2, csq, k, label);
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+            if (!valid[p]) label[p] = -1;
+            else inertia += (double)sqdist_to<T, MAXD>(x[p], cm2, label[p]);
+        }
+        if (mode == 2) continue;
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+            if (mode == 1) {
+                if (valid[p]) {
+                    T* s = mine + label[p] * stride;
+#pragma unroll
+                    for (int f = 0; f < MAXD; ++f)
+                        if (f < d) atomicAdd(s + f, x[p][f]);
+                    atomicAdd(s + d, T(1));
+                }
+                continue;
+            }
+            const unsigned peers = __match_any_sync(0xffffffffu, label[p]);
+            const int leader = __ffs(peers) - 1;
+            const int size = __popc(peers);
+            const int max_size = (int)__reduce_max_sync(0xffffffffu, (unsigned)size);
+            T sum[MAXD];
+#pragma unroll
+            for (int f = 0; f < MAXD; ++f) sum[f] = x[p][f];
+            unsigned rest = peers & (peers - 1);  // the group minus its leader
+            for (int r = 1; r < max_size; ++r) {
+                const int src = rest ? __ffs(rest) - 1 : lane;
+                rest &= rest - 1;
+#pragma unroll
+                for (int f = 0; f < MAXD; ++f) {
+                    const T v = __shfl_sync(0xffffffffu, x[p][f], src);
+                    if (src != lane) sum[f] += v;
+                }
+            }
+            if (valid[p] && lane == leader) {
+                T* s = mine + label[p] * stride;
+                if (private_copy) {
+#pragma unroll
+                    for (int f = 0; f < MAXD; ++f)
+                        if (f < d) s[f] += sum[f];
+                    s[d] += T(size);
+                } else {
+#pragma unroll
+                    for (int f = 0; f < MAXD; ++f)
+                        if (f < d) atomicAdd(s + f, sum[f]);
+                    atomicAdd(s + d, T(size));
+                }
             }
         }
     }
@@ -196,14 +218,30 @@ __device__ void assign(const T* __restrict__ X, long long n, int ld,
     T* csq = cm2 + k * MAXD;
     load_centres<T, MAXD>(cm2_g, csq_g, k, cm2, csq);
     __syncthreads();
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        T x[MAXD];
-        load_row<T, MAXD>(X, i, ld, x);
-        T best;
-        const int label = nearest<T, MAXD>(x, cm2, csq, k, best);
-        labels[i] = label;
-        sqdist[i] = sqdist_to<T, MAXD>(x, cm2, label);  // direct: no cancellation
+    constexpr int P = PointsPerThread<MAXD>::value;
+    const long long step = (long long)gridDim.x * blockDim.x * P;
+    for (long long base = (long long)blockIdx.x * blockDim.x * P; base < n; base += step) {
+        T x[P][MAXD];
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+            const long long i = base + (long long)p * blockDim.x + threadIdx.x;
+            if (i < n) {
+                load_row<T, MAXD>(X, i, ld, x[p]);
+            } else {
+#pragma unroll
+                for (int f = 0; f < MAXD; ++f) x[p][f] = T(0);
+            }
+        }
+        int label[P];
+        nearest<T, MAXD, P>(x, cm2, csq, k, label);
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+            const long long i = base + (long long)p * blockDim.x + threadIdx.x;
+            if (i < n) {
+                labels[i] = label[p];
+                sqdist[i] = sqdist_to<T, MAXD>(x[p], cm2, label[p]);  // direct: no cancellation
+            }
+        }
     }
 }
 
