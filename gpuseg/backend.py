@@ -194,10 +194,23 @@ def to_numpy(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def _device_ufunc_at(ufunc: str, legacy: str, a: Any, index: Any, values: Any) -> None:
+    # CuPy 14 has ufunc.at and deprecates cupyx.scatter_*; older CuPy has only the latter.
+    cp = sys.modules["cupy"]
+    at = getattr(getattr(cp, ufunc), "at", None)
+    try:
+        if at is not None:
+            at(a, index, values)
+            return
+    except NotImplementedError:
+        pass
+    getattr(_import("cupyx"), legacy)(a, index, values)
+
+
 def scatter_min(a: Any, index: Any, values: Any) -> None:
     """``a[index[i]] = min(a[index[i]], values[i])`` for all i, in place."""
     if is_device_array(a):
-        _import("cupyx").scatter_min(a, index, values)
+        _device_ufunc_at("minimum", "scatter_min", a, index, values)
     else:
         np.minimum.at(a, index, values)
 
@@ -205,7 +218,7 @@ def scatter_min(a: Any, index: Any, values: Any) -> None:
 def scatter_max(a: Any, index: Any, values: Any) -> None:
     """``a[index[i]] = max(a[index[i]], values[i])`` for all i, in place."""
     if is_device_array(a):
-        _import("cupyx").scatter_max(a, index, values)
+        _device_ufunc_at("maximum", "scatter_max", a, index, values)
     else:
         np.maximum.at(a, index, values)
 

@@ -127,7 +127,12 @@ def _block(plan: dict[str, np.ndarray], lo: int, hi: int, order_base: int,
     return table.take(pa.array(np.argsort(seconds, kind="stable")))
 
 
-_PLAN: dict[str, np.ndarray] | None = None  # read by forked workers
+_PLAN: dict[str, np.ndarray] | None = None  # the customer plan, in each worker
+
+
+def _set_plan(plan: dict[str, np.ndarray] | None) -> None:
+    global _PLAN
+    _PLAN = plan
 
 
 def _make_block(task: tuple[int, int, int, int, int, float]) -> pa.Table:
@@ -141,15 +146,14 @@ def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0
     """Yield the log in blocks of about ``block_rows`` rows, in order.
 
     Blocks depend only on the seed and their index, so ``workers`` processes
-    (default: one per core, up to 8, for logs of several blocks) give the same
-    rows as one.
+    (default: one per core, up to 8, for logs of four blocks or more) give the
+    same rows as one.
 
     Raises
     ------
     GpusegError
         When the sizes are inconsistent.
     """
-    global _PLAN
     if n_customers < 1:
         raise GpusegError(f"--customers must be >= 1, got {n_customers}")
     if n_rows < n_customers:
@@ -165,16 +169,18 @@ def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0
     tasks = [(i, lo, hi, int(bases[i]), seed, dirty) for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(tasks) >= 4 else 1
-    _PLAN = plan
-    try:
-        if workers <= 1 or not hasattr(os, "fork"):
+    if workers <= 1:
+        _set_plan(plan)
+        try:
             yield from map(_make_block, tasks)
-            return
-        import multiprocessing
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            yield from pool.imap(_make_block, tasks)
-    finally:
-        _PLAN = None
+        finally:
+            _set_plan(None)
+        return
+    import multiprocessing
+    # forkserver: safe in a multi-threaded parent; the plan is sent once per worker.
+    ctx = multiprocessing.get_context("forkserver" if hasattr(os, "fork") else "spawn")
+    with ctx.Pool(workers, initializer=_set_plan, initargs=(plan,)) as pool:
+        yield from pool.imap(_make_block, tasks)
 
 
 def demo_table(n_customers: int = 50_000, seed: int = 0) -> pa.Table:
