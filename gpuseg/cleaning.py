@@ -232,6 +232,8 @@ def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> None:
 
 
 def _present(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0 and (pa.types.is_integer(arr.type) or pa.types.is_decimal(arr.type)):
+        return np.ones(len(arr), dtype=bool)
     valid = arr.is_valid()
     t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -275,13 +277,14 @@ def factorize(arr: pa.Array, sort: bool = True) -> tuple[np.ndarray, pa.Array]:
         lo, hi = int(v.min()), int(v.max())
         span = hi - lo + 1
         if span <= max(4 * n, 1 << 20):
-            offset = v - lo
+            offset = np.subtract(v, lo, dtype=np.int64)
             present = np.zeros(span, dtype=bool)
             present[offset] = True
-            rank = np.cumsum(present, dtype=np.int64) - 1
-            uniques = np.flatnonzero(present) + lo
+            uniques = np.flatnonzero(present)
+            rank = np.cumsum(present, dtype=np.int32 if len(uniques) < 2**31 else np.int64)
+            rank -= 1
             codes = rank[offset]
-            return _small(codes, len(uniques)), pa.array(uniques.astype(v.dtype))
+            return codes, pa.array((uniques + lo).astype(v.dtype))
     enc = pc.dictionary_encode(arr)
     codes, dictionary = enc.indices.to_numpy(zero_copy_only=False), enc.dictionary
     if sort and len(dictionary):
@@ -299,15 +302,15 @@ def _small(codes: np.ndarray, n: int) -> np.ndarray:
 def _orders(customer: np.ndarray, day: np.ndarray, invoice: pa.Array | None) -> tuple[np.ndarray, int]:
     """Order codes: invoices within customers, customer-days where no invoice."""
     n = len(customer)
-    order = np.empty(n, dtype=np.int64)
+    has = _present(invoice) if invoice is not None else np.zeros(n, dtype=bool)
+    every = bool(has.all())
+    parts: list[tuple[np.ndarray, np.ndarray | None]] = []  # (codes, rows) per kind of order
     n_orders = 0
-    no_invoice = np.ones(n, dtype=bool)
-    if invoice is not None:
-        has = _present(invoice)
-        no_invoice = ~has
-        inv_codes, inv_uniques = factorize(invoice.filter(pa.array(has)), sort=False)
-        cust = customer[has]
-        owner = np.full(len(inv_uniques), -1, dtype=np.int64)
+    if has.any():
+        rows = None if every else np.flatnonzero(has)
+        inv_codes, inv_uniques = factorize(invoice if every else invoice.take(pa.array(rows)), sort=False)
+        cust = customer if every else customer[rows]
+        owner = np.empty(len(inv_uniques), dtype=cust.dtype)
         owner[inv_codes] = cust
         if np.array_equal(owner[inv_codes], cust):  # the usual case: an invoice has one customer
             codes, n_orders = inv_codes, len(inv_uniques)
@@ -315,13 +318,18 @@ def _orders(customer: np.ndarray, day: np.ndarray, invoice: pa.Array | None) -> 
             key = cust.astype(np.int64) * len(inv_uniques) + inv_codes
             codes, uniq = factorize(pa.array(key), sort=False)
             n_orders = len(uniq)
-        order[has] = codes
-    if no_invoice.any():
-        d = day[no_invoice].astype(np.int64)
-        key = customer[no_invoice].astype(np.int64) * (int(d.max() - d.min()) + 1) + (d - d.min())
-        codes, uniq = factorize(pa.array(key), sort=False)
-        order[no_invoice] = codes.astype(np.int64) + n_orders
-        n_orders += len(uniq)
+        if every:
+            return codes, n_orders
+        parts.append((codes, rows))
+    rows = np.flatnonzero(~has)
+    d = day[rows].astype(np.int64)
+    key = customer[rows].astype(np.int64) * (int(d.max() - d.min()) + 1) + (d - d.min())
+    codes, uniq = factorize(pa.array(key), sort=False)
+    parts.append((codes.astype(np.int64) + n_orders, rows))
+    n_orders += len(uniq)
+    order = np.empty(n, dtype=np.int64)
+    for codes, rows in parts:
+        order[rows] = codes
     return _small(order, n_orders), n_orders
 
 

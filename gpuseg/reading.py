@@ -117,8 +117,13 @@ def iter_batches(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch]
                           f"its columns are: {', '.join(names)}")
     try:
         if file_format(path) == "parquet":
+            # Whole row groups decode faster (columns in parallel) than
+            # iter_batches, and bound memory by the row group.
             pf = pq.ParquetFile(path)
-            yield from pf.iter_batches(batch_size=BATCH_ROWS, columns=columns, use_threads=True)
+            if pf.num_row_groups == 0:
+                return
+            for i in range(pf.num_row_groups):
+                yield from pf.read_row_groups([i], columns=columns, use_threads=True).to_batches()
             return
         convert = pacsv.ConvertOptions(include_columns=columns, column_types=_csv_types(mapping),
                                        strings_can_be_null=True)
