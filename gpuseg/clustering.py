@@ -109,7 +109,8 @@ def _cluster_sums(X: Any, labels: Any, k: int, xp: Any) -> tuple[Any, Any]:
 
 
 def lloyd_partials(X: Any, centers: Any, labels: Any | None = None,
-                   prepared: tuple[Any, Any] | None = None, delta: bool = False) -> Partials:
+                   prepared: tuple[Any, Any] | None = None, delta: bool = False,
+                   x_sq: Any | None = None) -> Partials:
     """One Lloyd step on one block of points.
 
     Parameters
@@ -123,6 +124,8 @@ def lloyd_partials(X: Any, centers: Any, labels: Any | None = None,
         number that changed is returned in ``n_changed``.
     prepared : tuple, optional
         ``_prepare(centers)``, to share it between blocks.
+    x_sq : scalar, optional
+        Sum of the squared norms of the block's points, when already known.
     delta : bool
         With ``labels``: return the *change* in sums and counts caused by the
         points that changed cluster, instead of the full sums. After the first
@@ -138,7 +141,9 @@ def lloyd_partials(X: Any, centers: Any, labels: Any | None = None,
     k = centers.shape[0]
     prepared = _prepare(centers) if prepared is None else prepared
     new, best = _nearest(X, prepared, xp)
-    inertia = best.sum(dtype=xp.float64) + (X * X).sum(dtype=xp.float64)
+    if x_sq is None:
+        x_sq = (X * X).sum(dtype=xp.float64)
+    inertia = best.sum(dtype=xp.float64) + x_sq
     if labels is None:
         return Partials(*_cluster_sums(X, new, k, xp), inertia)
     changed = labels != new
@@ -182,6 +187,8 @@ class ChunkedStep:
     def __init__(self, chunk_size: int, executor: Executor | None = None):
         self.chunk_size = chunk_size
         self.executor = executor
+        self._sq_of: Any = None  # the array whose per-block squared norms are cached
+        self._sq: list[Any] = []
 
     def map(self, fn: Callable[[int, int], Any], n: int) -> list[Any]:
         blocks = _blocks(n, self.chunk_size)
@@ -191,10 +198,15 @@ class ChunkedStep:
 
     def __call__(self, X: Any, centers: Any, labels: Any | None, delta: bool = False) -> Partials:
         prepared = _prepare(centers)
+        if self._sq_of is not X:
+            # Σ‖x‖² per block is the same every iteration: compute it once per data set.
+            f64 = get_namespace(X).float64
+            self._sq = self.map(lambda s, e: (X[s:e] * X[s:e]).sum(dtype=f64), X.shape[0])
+            self._sq_of = X
 
         def run(s: int, e: int) -> Partials:
             lab = None if labels is None else labels[s:e]
-            return lloyd_partials(X[s:e], centers, lab, prepared, delta)
+            return lloyd_partials(X[s:e], centers, lab, prepared, delta, self._sq[s // self.chunk_size])
 
         return _reduce(self.map(run, X.shape[0]))
 
