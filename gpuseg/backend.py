@@ -228,3 +228,38 @@ def argsort_stable(a: Any) -> Any:
     if is_device_array(a):
         return a.argsort()
     return np.argsort(a, kind="stable")
+
+
+#: Bytes per pinned staging buffer for host-to-device copies.
+STAGING_BYTES = 64 << 20
+
+
+def host_to_device(cp: ModuleType, a: np.ndarray) -> Any:
+    """Copy a host array to the device through two pinned staging buffers.
+
+    Copies from pageable memory go through a small driver buffer and ran at
+    about 1.5 GB/s on a lent H200; staging through pinned memory lets the
+    host copy of one block overlap the DMA of the previous one.
+    """
+    a = np.ascontiguousarray(a)
+    out = cp.empty(a.shape, dtype=a.dtype)
+    nbytes = a.nbytes
+    if nbytes <= STAGING_BYTES // 16:
+        out.set(a)
+        return out
+    src = a.reshape(-1).view(np.uint8)
+    dst = out.reshape(-1).view(cp.uint8)
+    size = min(STAGING_BYTES, nbytes)
+    buffers = [np.frombuffer(cp.cuda.alloc_pinned_memory(size), dtype=np.uint8, count=size) for _ in range(2)]
+    stream = cp.cuda.Stream(non_blocking=True)
+    done = [None, None]
+    for i, off in enumerate(range(0, nbytes, size)):
+        b = i % 2
+        if done[b] is not None:
+            done[b].synchronize()  # the DMA that last read this buffer has finished
+        m = min(size, nbytes - off)
+        buffers[b][:m] = src[off:off + m]
+        dst[off:off + m].set(buffers[b][:m], stream=stream)
+        done[b] = stream.record()
+    stream.synchronize()
+    return out

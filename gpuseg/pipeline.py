@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
-from .backend import Backend, argsort_stable, get_namespace, probe_cudf, resolve_backend, to_numpy
+from .backend import (Backend, argsort_stable, get_namespace, host_to_device, probe_cudf, resolve_backend,
+                      to_numpy)
 from .cleaning import Transactions, clean, day_date
 from .clustering import KMeansFit, fit_kmeans, nearest
 from .columns import resolve_columns
@@ -70,7 +71,7 @@ class Transfers:
         if not self.backend.on_gpu or not isinstance(a, np.ndarray):
             return a
         t0 = time.perf_counter()
-        out = self.backend.xp.asarray(a)
+        out = host_to_device(self.backend.xp, a)
         self.backend.synchronize()
         self.log.append({"what": name, "direction": "host_to_device", "bytes": int(a.nbytes),
                          "seconds": round(time.perf_counter() - t0, 6)})

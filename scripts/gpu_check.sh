@@ -23,8 +23,10 @@ python3 -c "import sys, numpy, cupy, pyarrow, sklearn; print(sys.version.split()
 stamp "tests"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -rs ${TESTS:-tests} 2>&1 | tee "$OUT/pytest.log" | tail -25
 
-stamp "Lloyd micro-benchmark"
-timeout 120 python3 benchmarks/bench_lloyd_gpu.py --out "$OUT/lloyd.json" 2>&1 | tee "$OUT/bench.log"
+if [ "${LLOYD:-1}" != "0" ]; then  # LLOYD=0 skips the micro-benchmark
+  stamp "Lloyd micro-benchmark"
+  timeout 120 python3 benchmarks/bench_lloyd_gpu.py --out "$OUT/lloyd.json" 2>&1 | tee "$OUT/bench.log"
+fi
 
 if [ "$ROWS" != "0" ]; then  # ROWS=0 skips the pipeline run
   stamp "pipeline on $ROWS transactions"

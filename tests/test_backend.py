@@ -102,3 +102,13 @@ def test_auto_on_a_gpu_machine_without_cuml(cp):
     if b.name == "cupy":
         assert b.fallbacks[0].startswith("cuml: cuML is not installed")
     assert b.xp is cp
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [10, 3_000_001])
+def test_host_to_device_copies_exactly(cp, n, monkeypatch):
+    monkeypatch.setattr(backend, "STAGING_BYTES", 1 << 20)  # several blocks, both buffers reused
+    a = np.random.default_rng(n).normal(size=n)
+    d = backend.host_to_device(cp, a)
+    assert d.dtype == a.dtype and d.shape == a.shape
+    np.testing.assert_array_equal(cp.asnumpy(d), a)
