@@ -43,7 +43,11 @@ result = {"device": lloyd.get("device"), "bandwidth_gbs": lloyd.get("bandwidth_g
           "cases": lloyd.get("cases", [])}
 if (out / "pipeline.json").exists():
     result["pipeline"] = json.loads((out / "pipeline.json").read_text())
-name = re.sub(r"[^a-z0-9]+", "-", (result["device"] or "unknown").split("(")[0].strip().lower()).strip("-")
+device = result["device"] or (result.get("pipeline", {}).get("runs", {}).get("cupy", {}).get("device"))
+if not device and (out / "nvidia-smi.txt").exists():
+    device = (out / "nvidia-smi.txt").read_text().splitlines()[1].split(",")[0]
+result["device"] = device
+name = re.sub(r"[^a-z0-9]+", "-", (device or "unknown").split("(")[0].strip().lower()).strip("-")
 (out / f"gpu-{name}.json").write_text(json.dumps(result, indent=2))
 for f in ("lloyd.json", "pipeline.json"):
     (out / f).unlink(missing_ok=True)
