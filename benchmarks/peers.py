@@ -1,10 +1,4 @@
-"""The pipelines a user would otherwise write: pandas or polars group-bys + scikit-learn KMeans.
-
-They compute gpuseg's clustering features with gpuseg's definitions (net
-amount per invoice; recency and frequency over purchase orders, i.e.
-invoices with a positive net; monetary over all lines), apply the same
-signed-log1p-then-standardise transform, fit ``sklearn.cluster.KMeans(k,
-random_state=seed)`` and write ``customer_id, segment`` to Parquet.
+"""Run one peer pipeline (pandas or polars + scikit-learn) as its own process.
 
 Usage: python benchmarks/peers.py {pandas,polars} INPUT.parquet OUT.parquet [--k 5] [--seed 0]
 """
@@ -12,58 +6,8 @@ Usage: python benchmarks/peers.py {pandas,polars} INPUT.parquet OUT.parquet [--k
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 
-import numpy as np
-
-
-def transform(X: np.ndarray) -> np.ndarray:
-    """gpuseg's scaling, written out: log1p for skewed non-negative columns, then z-scores."""
-    from sklearn.preprocessing import StandardScaler
-    X = X.astype(np.float64)
-    for j in range(X.shape[1]):
-        col = X[:, j]
-        c = col - col.mean()
-        skew = (c**3).mean() / max((c**2).mean(), 1e-300) ** 1.5
-        if col.min() >= 0 and skew > 1:
-            X[:, j] = np.log1p(col)
-    return StandardScaler().fit_transform(X)
-
-
-def pandas_features(path: str):
-    import pandas as pd
-    df = pd.read_parquet(path, columns=["customer_id", "invoice", "invoice_date", "quantity", "unit_price"])
-    df = df.dropna(subset=["customer_id", "invoice_date"])
-    df["amount"] = df["quantity"] * df["unit_price"]
-    df = df[np.isfinite(df["amount"])]
-    df["day"] = df["invoice_date"].dt.floor("D")
-    as_of = df["day"].max() + pd.Timedelta(days=1)
-    orders = df.groupby(["customer_id", "invoice"], sort=False).agg(net=("amount", "sum"), day=("day", "min"))
-    purchases = orders[orders["net"] > 0].reset_index()
-    per = purchases.groupby("customer_id").agg(last=("day", "max"), frequency=("invoice", "size"))
-    per["monetary"] = df.groupby("customer_id")["amount"].sum()
-    per["recency_days"] = (as_of - per["last"]).dt.days
-    per = per.sort_index()
-    return per.index.to_numpy(), per[["recency_days", "frequency", "monetary"]].to_numpy()
-
-
-def polars_features(path: str):
-    import polars as pl
-    lf = (pl.scan_parquet(path)
-          .select("customer_id", "invoice", "invoice_date", "quantity", "unit_price")
-          .drop_nulls(["customer_id", "invoice_date"])
-          .with_columns(amount=pl.col("quantity") * pl.col("unit_price"),
-                        day=pl.col("invoice_date").dt.date())
-          .filter(pl.col("amount").is_finite()))
-    df = lf.collect()
-    as_of = df["day"].max() + dt.timedelta(days=1)
-    orders = df.group_by("customer_id", "invoice").agg(net=pl.col("amount").sum(), day=pl.col("day").min())
-    per = (orders.filter(pl.col("net") > 0)
-           .group_by("customer_id").agg(last=pl.col("day").max(), frequency=pl.len())
-           .join(df.group_by("customer_id").agg(monetary=pl.col("amount").sum()), on="customer_id")
-           .with_columns(recency_days=(pl.lit(as_of) - pl.col("last")).dt.total_days())
-           .sort("customer_id"))
-    return per["customer_id"].to_numpy(), per.select("recency_days", "frequency", "monetary").to_numpy()
+from gpuseg.peers import run_peer
 
 
 def main() -> None:
@@ -74,13 +18,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    ids, X = (pandas_features if args.engine == "pandas" else polars_features)(args.input)
-    from sklearn.cluster import KMeans
-    labels = KMeans(args.k, random_state=args.seed).fit_predict(transform(X))
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    pq.write_table(pa.table({"customer_id": ids, "segment": labels.astype(np.int32),
-                             "recency_days": X[:, 0], "frequency": X[:, 1], "monetary": X[:, 2]}), args.out)
+    run_peer(f"{args.engine}+sklearn", args.input, args.out, k=args.k, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,63 @@ def generate(
         out_console.print(f"Wrote {n:,} rows for {customers:,} customers to {out}", highlight=False)
 
 
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json, bench.md and bench.png.")],
+    sizes: Annotated[str, typer.Option(help="Transactions per run, comma-separated (kernel mode: points n).")] = "1e5,1e6,1e7",
+    k: Annotated[int, typer.Option("--k", "-k", help="Segments (clusters).")] = 8,
+    backends: Annotated[str, typer.Option(help="gpuseg backends to compare: cpu,cupy,cuml; peers are added when installed.")] = "cpu,cupy,cuml",
+    repeats: Annotated[int, typer.Option(help="Timed runs per backend and size, after one untimed run.")] = 3,
+    cache: Annotated[Optional[Path], typer.Option(help="Where generated logs are cached (default ~/.cache/gpuseg/bench).")] = None,
+    kernel: Annotated[bool, typer.Option("--kernel", help="Time the Lloyd step alone over a grid of n, d, k.")] = False,
+    kernel_d: Annotated[str, typer.Option(help="Kernel mode: feature counts d.")] = "3,8",
+    kernel_k: Annotated[str, typer.Option(help="Kernel mode: cluster counts k.")] = "5,16",
+) -> None:
+    """Benchmark backends and the usual peers on generated logs: medians, speed-ups, checks, plots.
+
+    Example: [bold]gpuseg bench --sizes 1e5,1e6,1e7 --backends cpu,cupy --out bench/[/]
+    Kernel mode: [bold]gpuseg bench --kernel --sizes 1e6,1e7 --out bench-kernel/[/]
+    """
+    from .bench import (BenchConfig, kernel_markdown, machine_info, parse_sizes, run_bench, run_kernel_bench)
+
+    with _user_errors():
+        backend_list = tuple(b.strip() for b in backends.split(",") if b.strip())
+        if kernel:
+            grid = {"n": parse_sizes(sizes), "d": tuple(int(float(x)) for x in kernel_d.split(",")),
+                    "k": tuple(int(float(x)) for x in kernel_k.split(","))}
+            with out_console.status("Timing the Lloyd step…") as status:
+                res = run_kernel_bench(grid, backend_list, on_case=lambda c: status.update(
+                    f"{c['impl']} n={c['n']:,} d={c['d']} k={c['k']}: {c['ms_per_iter']:.3f} ms"))
+            import datetime as _dt
+            import json as _json
+            res.update({"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        "machine": machine_info(), "mode": "kernel"})
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "bench.json").write_text(_json.dumps(res, indent=2) + "\n")
+            (out / "bench.md").write_text(kernel_markdown(res))
+            out_console.print(kernel_markdown(res), highlight=False, soft_wrap=True)
+            return
+        config = BenchConfig(out=out, sizes=parse_sizes(sizes), k=k, backends=backend_list, repeats=repeats,
+                             **({"cache": cache} if cache else {}))
+        with out_console.status("Starting…") as status:
+            def event(kind: str, info: dict) -> None:
+                if kind == "data":
+                    status.update(f"Preparing a log of {info['size']:,} transactions…")
+                elif kind == "start":
+                    status.update(f"{info['size']:,} transactions · {info['backend']} · warming up…")
+                elif kind == "run":
+                    status.update(f"{info['size']:,} transactions · {info['backend']} · run {info['repeat']}/"
+                                  f"{repeats} took {info['wall_s']:.2f} s")
+            try:
+                result = run_bench(config, event)
+            except KeyboardInterrupt:
+                err_console.print(f"Interrupted: the runs so far are in {out}/bench.json, bench.md, bench.png")
+                raise typer.Exit(130) from None
+    out_console.print((out / "bench.md").read_text(), highlight=False, soft_wrap=True)
+    for u in result["unavailable"]:
+        out_console.print(f"not run: {u['backend']}: {u['reason']}", style="dim", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

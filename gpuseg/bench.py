@@ -1,0 +1,547 @@
+"""``gpuseg bench``: honest CPU-vs-GPU benchmark runs, with tables and plots.
+
+Pipeline mode: for each size, a synthetic log (cached) is segmented by each
+available backend and by the peers a user would compare against, each in
+its own worker process (so that peak host memory is that run's alone):
+
+- ``cpu``, ``cupy``, ``cuml``: the full ``gpuseg segment`` pipeline;
+- ``sklearn``: scikit-learn's ``KMeans`` on the cpu run's scaled feature
+  matrix from the same initial centroids (the fit stage alone);
+- ``pandas+sklearn``, ``polars+sklearn``: the group-by pipelines of
+  :mod:`gpuseg.peers`, when those libraries are installed.
+
+Every worker runs once untimed (imports, CUDA context, kernel compilation),
+then ``repeats`` timed runs; stage timers synchronise the device before they
+stop. Each run's labels are compared with the cpu run's by adjusted Rand
+index. Kernel mode times the Lloyd step alone against the memory-bandwidth
+floor. Results are rewritten after every worker, so an interrupted run keeps
+what it gathered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backend import cpu_description
+from .errors import GpusegError
+
+GPUSEG_BACKENDS = ("cpu", "cupy", "cuml")
+PEER_BACKENDS = ("sklearn", "pandas+sklearn", "polars+sklearn")
+E2E_STAGES = ("load", "clean", "features", "scale", "fit", "assign", "write")
+GPU_STAGES = ("features", "scale", "fit", "assign")
+DEFAULT_GRID = {"n": (100_000, 1_000_000, 10_000_000), "d": (3, 8), "k": (5, 16)}
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"1e5,1e6"`` -> (100000, 1000000)."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            raise GpusegError(f"--sizes takes numbers such as 1e5,1e6, got {part!r}") from None
+        if value != int(value) or value < 100:
+            raise GpusegError(f"--sizes must be whole numbers >= 100, got {part!r}")
+        sizes.append(int(value))
+    if not sizes:
+        raise GpusegError("--sizes is empty; give sizes such as 1e5,1e6")
+    return tuple(sorted(set(sizes)))
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gpuseg" / "bench"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark; validated on construction."""
+
+    out: Path
+    sizes: tuple[int, ...] = (100_000, 1_000_000, 10_000_000)
+    k: int = 8
+    backends: tuple[str, ...] = GPUSEG_BACKENDS
+    repeats: int = 3
+    cache: Path = field(default_factory=default_cache)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "cache", Path(self.cache))
+        unknown = [b for b in self.backends if b not in GPUSEG_BACKENDS]
+        if unknown or not self.backends:
+            raise GpusegError(f"unknown backend {unknown[0] if unknown else ''!r} in --backends; "
+                              f"allowed: {', '.join(GPUSEG_BACKENDS)} (peers are added automatically)")
+        if "cpu" not in self.backends:
+            raise GpusegError("--backends must include cpu: every other backend is compared with it")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise GpusegError(f"--k must be an integer >= 1, got {self.k!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise GpusegError(f"--repeats must be an integer >= 1, got {self.repeats!r}")
+        if self.out.exists() and not self.out.is_dir():
+            raise GpusegError(f"--out {str(self.out)!r} exists and is not a folder")
+
+
+# -- the machine ------------------------------------------------------------------
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, RAM, GPU and driver, library versions."""
+    info: dict[str, Any] = {"cpu": cpu_description(), "cores": os.cpu_count(), "platform": platform.platform()}
+    try:
+        info["ram_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        info["ram_gib"] = None
+    versions = {"python": platform.python_version(), "gpuseg": __version__}
+    for mod in ("numpy", "pyarrow", "sklearn", "cupy", "cudf", "cuml", "pandas", "polars"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # not installed, or a broken GPU install
+            continue
+    info["versions"] = versions
+    info["gpu"] = None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            name, driver, memory = (p.strip() for p in out.stdout.strip().splitlines()[0].split(","))
+            info["gpu"] = {"name": name, "driver": driver, "memory": memory}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def availability(backends: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]]]:
+    """Split backends and peers into those that can run here and those that cannot (with why)."""
+    from .backend import resolve_backend
+    from .peers import why_unavailable
+    ok, missing = [], []
+    for b in backends:
+        if b == "cpu":
+            ok.append(b)
+            continue
+        try:
+            resolve_backend(b)
+            ok.append(b)
+        except GpusegError as exc:
+            missing.append({"backend": b, "reason": str(exc)})
+    ok.append("sklearn")
+    for peer in ("pandas+sklearn", "polars+sklearn"):
+        reason = why_unavailable(peer)
+        if reason is None:
+            ok.append(peer)
+        else:
+            missing.append({"backend": peer, "reason": reason})
+    return ok, missing
+
+
+# -- workers (one process per size and backend) -----------------------------------
+
+def _peak_host_mib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device_pool() -> Any:
+    cp = sys.modules.get("cupy")
+    return cp.get_default_memory_pool() if cp is not None else None
+
+
+def _labels(path: Path) -> np.ndarray:
+    import pyarrow.parquet as pq
+    return pq.read_table(path, columns=["segment"]).column("segment").to_numpy()
+
+
+def _ari(a: np.ndarray | None, b: np.ndarray) -> float | None:
+    if a is None or len(a) != len(b):
+        return None
+    from sklearn.metrics import adjusted_rand_score
+    return float(adjusted_rand_score(a, b))
+
+
+def _emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def worker(backend: str, data: Path, k: int, repeats: int, seed: int, work: Path,
+           cpu_labels: Path | None) -> None:
+    """Run one backend on one log: one untimed run, then ``repeats`` timed ones.
+
+    Prints one JSON line per timed run.
+    """
+    reference = _labels(cpu_labels) if cpu_labels and cpu_labels.exists() else None
+    if backend in GPUSEG_BACKENDS:
+        from .config import SegmentConfig
+        from .pipeline import run
+        for r in range(repeats + 1):
+            pool = _device_pool()
+            if pool is not None:
+                pool.free_all_blocks()  # so the pool's size after the run is this run's peak
+            out = work / backend
+            t0 = time.perf_counter()
+            result = run(SegmentConfig(inputs=(str(data),), out=out, backend=backend, k=k, seed=seed))
+            wall = time.perf_counter() - t0
+            pool = _device_pool()
+            if r == 0:
+                continue
+            labels = _labels(out / "assignments.parquet")
+            rep = result.report
+            _emit({"repeat": r, "wall_s": wall, "timings": rep["timings"], "n_customers": rep["n_customers"],
+                   "inertia": rep["inertia"], "n_iter": rep["n_iter"], "engine": rep["engine"],
+                   "precision": rep["precision"], "peak_host_mib": _peak_host_mib(),
+                   "peak_device_mib": pool.total_bytes() / 2**20 if pool is not None else None,
+                   "ari_vs_cpu": 1.0 if backend == "cpu" else _ari(reference, labels)})
+        return
+    if backend == "sklearn":
+        _sklearn_worker(k, repeats, seed, work, reference)
+        return
+    from .peers import run_peer
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        labels = run_peer(backend, data, work / f"{backend}.parquet", k=k, seed=seed)
+        wall = time.perf_counter() - t0
+        if r:
+            _emit({"repeat": r, "wall_s": wall, "timings": {"total": wall}, "peak_host_mib": _peak_host_mib(),
+                   "peak_device_mib": None, "ari_vs_cpu": _ari(reference, labels)})
+
+
+def _sklearn_worker(k: int, repeats: int, seed: int, work: Path, reference: np.ndarray | None) -> None:
+    """scikit-learn's KMeans on the cpu run's scaled features, from the cpu run's initial centres."""
+    import pyarrow.parquet as pq
+    from sklearn.cluster import KMeans
+
+    from .clustering import check_random_state, kmeans_plusplus
+    from .model import SegmentModel
+    model = SegmentModel.load(work / "cpu" / "model.json")
+    table = pq.read_table(work / "cpu" / "features.parquet", columns=list(model.features))
+    Z = model.scaler.transform(np.stack([table.column(f).to_numpy().astype(np.float64)
+                                         for f in model.features], axis=1))
+    mean = Z.mean(axis=0)
+    # The same draws as the cpu run's k-means++ on the same centred data.
+    init = kmeans_plusplus(Z - mean, k, check_random_state(seed)) + mean
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        km = KMeans(k, init=init, n_init=1, max_iter=300, tol=1e-4).fit(Z)
+        fit_s = time.perf_counter() - t0
+        if r:
+            _emit({"repeat": r, "wall_s": fit_s, "timings": {"fit": fit_s}, "n_iter": int(km.n_iter_),
+                   "inertia": float(km.inertia_), "peak_host_mib": _peak_host_mib(), "peak_device_mib": None,
+                   "ari_vs_cpu": _ari(reference, km.labels_)})
+
+
+# -- the driver -----------------------------------------------------------------------
+
+def ensure_log(cache: Path, size: int, seed: int) -> Path:
+    """The cached synthetic log of ``size`` rows (size // 10 customers), made if missing."""
+    from .generate import write_log
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"tx-{size}-seed{seed}.parquet"
+    if not path.exists():
+        write_log(path, size, max(1, size // 10), seed=seed, dirty=0.001)
+    return path
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per size × backend × stage: median, min, max over the repeats."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["size"], run["backend"]), []).append(run)
+    records = []
+    for (size, backend), group in sorted(groups.items()):
+        # The sklearn peer times the fit alone: it has no end-to-end time.
+        stages = {} if backend == "sklearn" else {"end_to_end": [g["wall_s"] for g in group]}
+        for stage in group[0]["timings"]:
+            stages[stage] = [g["timings"][stage] for g in group]
+        if all(s in group[0]["timings"] for s in GPU_STAGES):
+            stages["features_to_assign"] = [sum(g["timings"][s] for s in GPU_STAGES) for g in group]
+        for stage, values in stages.items():
+            records.append({"size": size, "backend": backend, "stage": stage, "median_s": statistics.median(values),
+                            "min_s": min(values), "max_s": max(values), "n": len(values)})
+    return records
+
+
+def _median(records: list[dict[str, Any]], size: int, backend: str, stage: str) -> float | None:
+    for r in records:
+        if (r["size"], r["backend"], r["stage"]) == (size, backend, stage):
+            return r["median_s"]
+    return None
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """A table a person can paste into a report: medians (min–max), speed-ups vs cpu, checks."""
+    m = result["machine"]
+    gpu = m.get("gpu")
+    lines = [f"# gpuseg bench ({result['created']})", "",
+             f"Machine: {m['cpu']}, {m.get('ram_gib')} GiB RAM"
+             + (f", {gpu['name']} (driver {gpu['driver']}, {gpu['memory']})" if gpu else ", no GPU") + ".",
+             f"k = {result['config']['k']}, {result['config']['repeats']} timed runs each after one untimed run; "
+             "times in seconds, median (min–max); speed-up = cpu median / backend median. "
+             "gpuseg's fit stage includes k-means++ seeding; sklearn is scikit-learn's KMeans on the cpu run's "
+             "scaled features from the cpu run's initial centres (the Lloyd iterations alone).", ""]
+    runs = result["runs"]
+    records = result["records"]
+    lines += ["| transactions | backend | end to end | features→assign | fit | speed-up (e2e) | speed-up (fit) "
+              "| ARI vs cpu | peak host MiB | peak device MiB |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for size in result["config"]["sizes"]:
+        for backend in result["backends_run"]:
+            group = [r for r in runs if r["size"] == size and r["backend"] == backend]
+            if not group:
+                continue
+
+            def cell(stage: str) -> str:
+                rec = next((r for r in records if (r["size"], r["backend"], r["stage"]) == (size, backend, stage)), None)
+                if rec is None:
+                    return "–"
+                return f"{rec['median_s']:.3f} ({rec['min_s']:.3f}–{rec['max_s']:.3f})"
+
+            def speedup(stage: str) -> str:
+                base, this = _median(records, size, "cpu", stage), _median(records, size, backend, stage)
+                return f"{base / this:.2f}×" if base and this else "–"
+
+            e2e = "–" if backend == "sklearn" else cell("end_to_end")
+            aris = [r["ari_vs_cpu"] for r in group if r.get("ari_vs_cpu") is not None]
+            dev = [r["peak_device_mib"] for r in group if r.get("peak_device_mib") is not None]
+            lines.append(f"| {size:,} | {backend} | {e2e} | {cell('features_to_assign')} | {cell('fit')} | "
+                         f"{'–' if backend == 'sklearn' else speedup('end_to_end')} | {speedup('fit')} | "
+                         f"{f'{min(aris):.4f}' if aris else '–'} | {max(r['peak_host_mib'] for r in group):.0f} | "
+                         f"{f'{max(dev):.0f}' if dev else '–'} |")
+    if result["unavailable"]:
+        lines += ["", "Not run:"]
+        lines += [f"- {u['backend']}: {u['reason']}" for u in result["unavailable"]]
+    if result.get("interrupted"):
+        lines += ["", "Interrupted: the table holds the runs finished before the interruption."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """bench.png: end-to-end and fit time against transactions, log-log, one line per backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, stage, title in ((axes[0], "end_to_end", "end to end"), (axes[1], "fit", "k-means fit")):
+        for backend in result["backends_run"]:
+            pts = sorted((r["size"], r["median_s"]) for r in result["records"]
+                         if r["backend"] == backend and r["stage"] == stage)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=backend)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("transactions")
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"gpuseg bench, k={result['config']['k']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """bench.json, bench.md and bench.png, each replaced whole."""
+    out.mkdir(parents=True, exist_ok=True)
+    result["records"] = summarise(result["runs"])
+    for name, write in (("bench.json", lambda p: p.write_text(json.dumps(result, indent=2) + "\n")),
+                        ("bench.md", lambda p: p.write_text(markdown(result))),
+                        ("bench.png", lambda p: plot(result, p))):
+        tmp = out / f".partial-{name}"  # keeps the suffix: matplotlib picks the format by it
+        write(tmp)
+        os.replace(tmp, out / name)
+
+
+def run_bench(config: BenchConfig, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the pipeline benchmark; returns the result written to ``config.out``.
+
+    ``on_event(kind, info)`` is told about progress ("data", "start", "run",
+    "done"). On Ctrl-C the worker is stopped, the runs gathered so far are
+    written, and KeyboardInterrupt is raised again.
+    """
+    notify = on_event or (lambda kind, info: None)
+    ok, missing = availability(config.backends)
+    # cpu first: the others are compared with its labels; sklearn needs its features.
+    order = [b for b in ("cpu", "cupy", "cuml", "sklearn", "pandas+sklearn", "polars+sklearn") if b in ok]
+    result: dict[str, Any] = {
+        "gpuseg_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": {"sizes": list(config.sizes), "k": config.k, "backends": list(config.backends),
+                   "repeats": config.repeats, "seed": config.seed},
+        "backends_run": order, "unavailable": missing, "runs": [], "records": [], "interrupted": False,
+    }
+    proc: subprocess.Popen | None = None
+    try:
+        for size in config.sizes:
+            notify("data", {"size": size})
+            data = ensure_log(config.cache, size, config.seed)
+            with tempfile.TemporaryDirectory(prefix="gpuseg-bench-") as tmp:
+                work = Path(tmp)
+                for backend in order:
+                    notify("start", {"size": size, "backend": backend})
+                    cmd = [sys.executable, "-m", "gpuseg.bench", "worker", backend, str(data), str(config.k),
+                           str(config.repeats), str(config.seed), str(work), str(work / "cpu" / "assignments.parquet")]
+                    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    assert proc.stdout is not None
+                    for line in proc.stdout:
+                        record = {"size": size, "backend": backend, **json.loads(line)}
+                        result["runs"].append(record)
+                        notify("run", record)
+                    err = proc.stderr.read() if proc.stderr else ""
+                    if proc.wait() != 0:
+                        last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
+                        result["unavailable"].append({"backend": f"{backend} at {size:,} rows", "reason": last})
+                    proc = None
+                    write_outputs(result, config.out)
+        notify("done", {})
+    except KeyboardInterrupt:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        result["interrupted"] = True
+        write_outputs(result, config.out)
+        raise
+    write_outputs(result, config.out)
+    return result
+
+
+# -- kernel mode -------------------------------------------------------------------
+
+def _median_time(fn: Callable[[], Any], sync: Callable[[], None], reps: int) -> float:
+    fn()  # warm-up: compilation, allocation
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def host_bandwidth_gbs(nbytes: int = 256 << 20) -> float:
+    """Host memory copy bandwidth, counting bytes read and written."""
+    a = np.ones(nbytes // 8)
+    b = np.empty_like(a)
+    t = _median_time(lambda: np.copyto(b, a), lambda: None, 5)
+    return 2 * nbytes / t / 1e9
+
+
+def device_bandwidth_gbs(cp: Any, nbytes: int = 2 << 30) -> float:
+    """Device-to-device copy bandwidth, counting bytes read and written."""
+    a = cp.ones(nbytes // 4, dtype=cp.float32)
+    b = cp.empty_like(a)
+    sync = cp.cuda.get_current_stream().synchronize
+    t = _median_time(lambda: cp.copyto(b, a), sync, 10)
+    return 2 * nbytes / t / 1e9
+
+
+def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...], reps: int = 5,
+                     on_case: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Time one Lloyd step over the grid of n, d, k for each implementation available.
+
+    Implementations: ``cpu`` (NumPy, float64, all cores), ``fused`` and
+    ``generic`` (CuPy, float32) when a GPU is there. Each case reports the
+    median time and the bandwidth floor: the bytes the step must read once
+    over the measured copy bandwidth of its memory.
+    """
+    from contextlib import ExitStack
+
+    from .backend import probe_cupy
+    from .clustering import ChunkedStep, chunked_step, default_chunk_size
+    notify = on_case or (lambda case: None)
+    cases: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"host_bandwidth_gbs": host_bandwidth_gbs(), "cases": cases, "unavailable": []}
+    cp, why = probe_cupy() if any(b != "cpu" for b in backends) else (None, None)
+    if cp is None and why:
+        out["unavailable"].append({"backend": "cupy (fused, generic)", "reason": why})
+    if cp is not None:
+        out["device_bandwidth_gbs"] = device_bandwidth_gbs(cp)
+    rng = np.random.default_rng(0)
+    for n in grid["n"]:
+        for d in grid["d"]:
+            for k in grid["k"]:
+                if "cpu" in backends:
+                    X = rng.standard_normal((n, d))
+                    C = X[:k].copy()
+                    with ExitStack() as stack:
+                        step = chunked_step(np, k, d, stack)
+                        t = _median_time(lambda: step(X, C, None), lambda: None, reps)
+                    floor = X.nbytes / (out["host_bandwidth_gbs"] * 1e9)
+                    cases.append({"impl": "cpu", "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,
+                                  "floor_ms": floor * 1e3, "pct_of_floor": 100 * floor / t})
+                    notify(cases[-1])
+                    del X
+                if cp is None:
+                    continue
+                from .fused_lloyd import FusedStep, padded_width, why_unsupported
+                Xd = cp.random.default_rng(1).standard_normal((n, d), dtype=cp.float32)
+                Cd = Xd[:k].copy()
+                sync = cp.cuda.get_current_stream().synchronize
+                floor = Xd.nbytes / (out["device_bandwidth_gbs"] * 1e9)
+                impls: list[tuple[str, Callable[[], Any]]] = []
+                if why_unsupported(d, k, np.float32) is None:
+                    ld = padded_width(d, np.float32)
+                    Xp = cp.zeros((n, ld), dtype=cp.float32)
+                    Xp[:, :d] = Xd
+                    Cp = cp.zeros((k, ld), dtype=cp.float32)
+                    Cp[:, :d] = Cd
+                    fused = FusedStep(d, k, np.float32)
+                    impls.append(("fused", lambda: fused(Xp, Cp)))
+                generic = ChunkedStep(default_chunk_size(cp, k, d))
+                impls.append(("generic", lambda: generic(Xd, Cd, None)))
+                for name, fn in impls:
+                    t = _median_time(fn, sync, reps)
+                    cases.append({"impl": name, "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,
+                                  "floor_ms": floor * 1e3, "pct_of_floor": 100 * floor / t})
+                    notify(cases[-1])
+                Xd = Cd = Xp = Cp = None
+                cp.get_default_memory_pool().free_all_blocks()
+    return out
+
+
+def kernel_markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [f"# gpuseg bench --kernel ({result['created']})", "",
+             f"Machine: {m['cpu']}" + (f", {m['gpu']['name']}" if m.get("gpu") else ", no GPU")
+             + f". Host copy bandwidth {result['host_bandwidth_gbs']:.1f} GB/s"
+             + (f", device copy bandwidth {result['device_bandwidth_gbs']:.0f} GB/s" if "device_bandwidth_gbs" in result
+                else "") + ". Floor = bytes of X read once / bandwidth.", "",
+             "| impl | n | d | k | ms / iteration | floor (ms) | % of floor |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for c in result["cases"]:
+        lines.append(f"| {c['impl']} | {c['n']:,} | {c['d']} | {c['k']} | {c['ms_per_iter']:.3f} | "
+                     f"{c['floor_ms']:.3f} | {c['pct_of_floor']:.0f}% |")
+    for u in result["unavailable"]:
+        lines.append(f"\nNot run: {u['backend']}: {u['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _main(argv: list[str]) -> None:
+    if len(argv) == 8 and argv[0] == "worker":
+        backend, data, k, repeats, seed, work, cpu_labels = argv[1:]
+        worker(backend, Path(data), int(k), int(repeats), int(seed), Path(work), Path(cpu_labels))
+        return
+    raise SystemExit("usage: python -m gpuseg.bench worker BACKEND DATA K REPEATS SEED WORK CPU_LABELS")
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

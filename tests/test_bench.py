@@ -1,0 +1,152 @@
+"""`gpuseg bench` at tiny sizes on the CPU: the JSON, the table, the plot, interruption, kernel mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gpuseg import bench
+from gpuseg.bench import BenchConfig, parse_sizes, run_bench, summarise
+from gpuseg.cli import app
+from gpuseg.errors import GpusegError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    result = CliRunner().invoke(app, ["bench", "--sizes", "3000,6000", "--k", "3", "--repeats", "2",
+                                      "--backends", "cpu", "--out", str(root / "out"), "--cache", str(root / "cache")])
+    assert result.exit_code == 0, result.output
+    return root / "out", result.output
+
+
+def test_json_schema(small_run):
+    out, _ = small_run
+    r = json.loads((out / "bench.json").read_text())
+    assert {"gpuseg_version", "created", "machine", "config", "backends_run", "unavailable", "runs",
+            "records", "interrupted"} <= set(r)
+    m = r["machine"]
+    assert {"cpu", "cores", "ram_gib", "gpu", "versions"} <= set(m)
+    assert m["versions"]["numpy"] == np.__version__
+    assert r["config"]["sizes"] == [3000, 6000] and r["config"]["k"] == 3 and r["config"]["repeats"] == 2
+    assert r["backends_run"][:2] == ["cpu", "sklearn"]
+    assert not r["interrupted"]
+    # Two timed runs per size for every backend run, each with its checks.
+    for size in (3000, 6000):
+        for backend in r["backends_run"]:
+            runs = [x for x in r["runs"] if x["size"] == size and x["backend"] == backend]
+            assert [x["repeat"] for x in runs] == [1, 2]
+            assert all(x["peak_host_mib"] > 0 for x in runs)
+            assert all(x["ari_vs_cpu"] is not None for x in runs)
+    cpu_runs = [x for x in r["runs"] if x["backend"] == "cpu"]
+    assert all(set(x["timings"]) == {"load", "clean", "features", "scale", "fit", "assign", "write", "total"}
+               for x in cpu_runs)
+    assert all(x["ari_vs_cpu"] == 1.0 for x in cpu_runs)
+    # scikit-learn from the same initial centres finds the same partition.
+    assert all(x["ari_vs_cpu"] == pytest.approx(1.0) for x in r["runs"] if x["backend"] == "sklearn")
+
+
+def test_records_are_median_min_max_per_size_backend_stage(small_run):
+    out, _ = small_run
+    r = json.loads((out / "bench.json").read_text())
+    rec = {(x["size"], x["backend"], x["stage"]): x for x in r["records"]}
+    for size in (3000, 6000):
+        runs = [x for x in r["runs"] if x["size"] == size and x["backend"] == "cpu"]
+        walls = sorted(x["wall_s"] for x in runs)
+        e2e = rec[(size, "cpu", "end_to_end")]
+        assert e2e["min_s"] == walls[0] and e2e["max_s"] == walls[-1]
+        assert e2e["median_s"] == pytest.approx(sum(walls) / 2)
+        fit = rec[(size, "cpu", "fit")]
+        assert fit["median_s"] == pytest.approx(np.median([x["timings"]["fit"] for x in runs]))
+        assert (size, "sklearn", "fit") in rec and (size, "sklearn", "end_to_end") not in rec
+
+
+def test_markdown_table(small_run):
+    out, output = small_run
+    md = (out / "bench.md").read_text()
+    assert "| transactions | backend | end to end |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| 3,000 |") or line.startswith("| 6,000 |")]
+    assert len(rows) == 2 * len(json.loads((out / "bench.json").read_text())["backends_run"])
+    cpu_row = next(line for line in rows if "| cpu |" in line)
+    assert "1.00×" in cpu_row and "1.0000" in cpu_row
+    assert "| transactions | backend |" in output  # shown in the terminal too
+
+
+def test_png_is_a_real_image(small_run):
+    import matplotlib.image
+    out, _ = small_run
+    data = (out / "bench.png").read_bytes()
+    assert data[:8] == PNG_MAGIC
+    img = matplotlib.image.imread(out / "bench.png")
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
+    assert img.std() > 0.01  # not a blank canvas
+
+
+def test_unavailable_backends_are_listed_with_reasons(tmp_path, monkeypatch):
+    def fake_resolve(name):
+        raise GpusegError(f"backend {name!r} cannot run: CuPy is not installed")
+    monkeypatch.setattr("gpuseg.backend.resolve_backend", fake_resolve)
+    ok, missing = bench.availability(("cpu", "cupy", "cuml"))
+    assert ok[:2] == ["cpu", "sklearn"]
+    reasons = {m["backend"]: m["reason"] for m in missing}
+    assert "CuPy is not installed" in reasons["cupy"] and "cuml" in reasons
+
+
+def test_interruption_keeps_the_runs_gathered_so_far(tmp_path):
+    config = BenchConfig(out=tmp_path / "out", sizes=(3000,), k=2, backends=("cpu",), repeats=2,
+                         cache=tmp_path / "cache")
+    seen = []
+
+    def stop_after_first_run(kind, info):
+        if kind == "run":
+            seen.append(info)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config, stop_after_first_run)
+    r = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert r["interrupted"] is True
+    assert len(r["runs"]) == 1 and r["runs"][0]["backend"] == "cpu"
+    assert "Interrupted" in (tmp_path / "out" / "bench.md").read_text()
+    assert (tmp_path / "out" / "bench.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_kernel_mode(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--kernel", "--sizes", "2000", "--kernel-d", "3", "--kernel-k", "2,4",
+                                      "--backends", "cpu", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    r = json.loads((tmp_path / "bench.json").read_text())
+    assert r["mode"] == "kernel" and r["host_bandwidth_gbs"] > 0
+    assert [(c["impl"], c["n"], c["d"], c["k"]) for c in r["cases"]] == [("cpu", 2000, 3, 2), ("cpu", 2000, 3, 4)]
+    for c in r["cases"]:
+        assert c["ms_per_iter"] > 0
+        assert c["pct_of_floor"] == pytest.approx(100 * c["floor_ms"] / c["ms_per_iter"])
+    assert "% of floor" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "abc"], "--sizes takes numbers"),
+    (["--sizes", "10"], "whole numbers >= 100"),
+    (["--backends", "cupy"], "--backends must include cpu"),
+    (["--backends", "cpu,tpu"], "unknown backend 'tpu'"),
+    (["--repeats", "0"], "--repeats must be an integer >= 1"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_parse_sizes_and_summarise_units():
+    assert parse_sizes("1e3, 100,1e3") == (100, 1000)
+    runs = [{"size": 100, "backend": "cpu", "wall_s": w, "timings": {"fit": w / 2, "features": 0.1, "scale": 0.1,
+                                                                       "assign": 0.1}} for w in (1.0, 3.0, 2.0)]
+    rec = {(r["stage"]): r for r in summarise(runs)}
+    assert rec["end_to_end"]["median_s"] == 2.0 and rec["end_to_end"]["n"] == 3
+    assert rec["features_to_assign"]["median_s"] == pytest.approx(0.3 + 1.0)
