@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -45,14 +46,14 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except GpusegError as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except MemoryError:
         err_console.print("[bold red]Error:[/] out of memory; try fewer rows per run or a larger machine",
                           highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except OSError as exc:
-        err_console.print(f"[bold red]Error:[/] {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename or ''))}".rstrip(": "),
                           highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
@@ -164,13 +165,13 @@ def _print_result(result: Any) -> None:
         + (f" (dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())})" if dropped else "")
         + (f"; {rep['customers_without_purchase']:,} customers without a purchase left out"
            if rep["customers_without_purchase"] else ""), highlight=False)
-    out_console.print(f"backend [bold]{rep['backend']}[/] on {rep['device']}; as of {rep['as_of']}; "
+    out_console.print(f"backend [bold]{rep['backend']}[/] on {escape(rep['device'])}; as of {rep['as_of']}; "
                       f"{rep['n_iter']} iterations, {'converged' if rep['converged'] else 'NOT converged'}",
                       highlight=False)
     for line in rep["fallbacks"]:
-        out_console.print(f"  fallback: {line}", style="dim", highlight=False)
+        out_console.print(f"  fallback: {line}", style="dim", highlight=False, markup=False)
     for line in rep["warnings"]:
-        out_console.print(f"  warning: {line}", style="yellow", highlight=False)
+        out_console.print(f"  warning: {line}", style="yellow", highlight=False, markup=False)
 
     table = Table(title="Segments", title_justify="left")
     for col in ("segment", "customers", "share", "revenue", "recency (d)", "frequency", "monetary", "avg order"):
@@ -187,7 +188,7 @@ def _print_result(result: Any) -> None:
         timings.add_column(name, justify="right")
     timings.add_row(*(f"{v:.3f}" for v in stages.values()))
     out_console.print(timings)
-    out_console.print(f"Wrote {result.out}/: assignments.parquet, features.parquet, segments.csv, "
+    out_console.print(f"Wrote {escape(str(result.out))}/: assignments.parquet, features.parquet, segments.csv, "
                       f"model.json, report.json", highlight=False)
 
 
@@ -214,7 +215,7 @@ def generate(
             n = write_log(out, transactions, customers, seed=seed, dirty=dirty,
                           on_block=lambda rows: bar.advance(task, rows))
     if not quiet:
-        out_console.print(f"Wrote {n:,} rows for {customers:,} customers to {out}", highlight=False)
+        out_console.print(f"Wrote {n:,} rows for {customers:,} customers to {escape(str(out))}", highlight=False)
 
 
 @app.command()
@@ -251,7 +252,7 @@ def bench(
             out.mkdir(parents=True, exist_ok=True)
             (out / "bench.json").write_text(_json.dumps(res, indent=2) + "\n")
             (out / "bench.md").write_text(kernel_markdown(res))
-            out_console.print(kernel_markdown(res), highlight=False, soft_wrap=True)
+            out_console.print(kernel_markdown(res), highlight=False, soft_wrap=True, markup=False)
             return
         config = BenchConfig(out=out, sizes=parse_sizes(sizes), k=k, backends=backend_list, repeats=repeats,
                              **({"cache": cache} if cache else {}))
@@ -269,9 +270,9 @@ def bench(
             except KeyboardInterrupt:
                 err_console.print(f"Interrupted: the runs so far are in {out}/bench.json, bench.md, bench.png")
                 raise typer.Exit(130) from None
-    out_console.print((out / "bench.md").read_text(), highlight=False, soft_wrap=True)
+    out_console.print((out / "bench.md").read_text(), highlight=False, soft_wrap=True, markup=False)
     for u in result["unavailable"]:
-        out_console.print(f"not run: {u['backend']}: {u['reason']}", style="dim", highlight=False)
+        out_console.print(f"not run: {u['backend']}: {u['reason']}", style="dim", highlight=False, markup=False)
 
 
 def main() -> None:

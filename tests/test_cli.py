@@ -536,3 +536,15 @@ def test_version():
     from gpuseg import __version__
     result = ok(invoke("--version"))
     assert result.output.strip() == f"gpuseg {__version__}"
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path, monkeypatch):
+    # Rich markup must not eat "[cuda12]" from the install hint.
+    from gpuseg import backend as backend_mod
+
+    def no_cupy(name):
+        raise ImportError(f"No module named {name!r}")
+    monkeypatch.setattr(backend_mod, "_import", no_cupy)
+    result = CliRunner().invoke(app, ["segment", "--backend", "cupy", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "gpuseg[cuda12]" in result.output and "gpuseg[cuda13]" in result.output
