@@ -126,6 +126,7 @@ def segment(
     n_init: Annotated[int, typer.Option(help="Runs from different seeds; the best is kept.", rich_help_panel="K-means")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same result).", rich_help_panel="K-means")] = 0,
     precision: Annotated[str, typer.Option(help="auto (float32 on a GPU, float64 on the CPU), float32 or float64.", rich_help_panel="K-means")] = "auto",
+    reference_model: Annotated[Optional[Path], typer.Option(help="A previous run's model.json: keep its segment ids and names, and write migration.csv.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
     """Segment customers: read transactions, build features, cluster, write results.
@@ -141,7 +142,8 @@ def segment(
         config = SegmentConfig(
             inputs=tuple(inputs or ()), out=out, k=k, features=parse_features(features), backend=backend,
             columns=columns, date_format=date_format, as_of=parse_date(as_of) if as_of else None,
-            max_iter=max_iter, tol=tol, n_init=n_init, seed=seed, precision=precision)
+            max_iter=max_iter, tol=tol, n_init=n_init, seed=seed, precision=precision,
+            reference_model=reference_model)
         if not config.inputs and not quiet:
             out_console.print(f"No INPUT given: running on the built-in demo data "
                               f"({config.demo_customers:,} customers, seed 0).")
@@ -174,10 +176,11 @@ def _print_result(result: Any) -> None:
         out_console.print(f"  warning: {line}", style="yellow", highlight=False, markup=False)
 
     table = Table(title="Segments", title_justify="left")
-    for col in ("segment", "customers", "share", "revenue", "recency (d)", "frequency", "monetary", "avg order"):
-        table.add_column(col, justify="right")
+    for col in ("segment", "name", "customers", "share", "revenue", "recency (d)", "frequency", "monetary", "avg order"):
+        table.add_column(col, justify="left" if col == "name" else "right")
     for p in result.profiles:
-        table.add_row(str(p["segment"]), f"{p['n_customers']:,}", f"{p['share']:.1%}", f"{p['revenue_share']:.1%}",
+        table.add_row(str(p["segment"]), escape(p["name"]), f"{p['n_customers']:,}", f"{p['share']:.1%}",
+                      f"{p['revenue_share']:.1%}",
                       f"{p['mean_recency_days']:.0f}", f"{p['mean_frequency']:.1f}", f"{p['mean_monetary']:,.0f}",
                       f"{p['mean_avg_order_value']:,.1f}")
     out_console.print(table)

@@ -58,12 +58,17 @@ class SegmentConfig:
     n_init: int = 1
     seed: int = 0
     precision: str = "auto"
+    reference_model: Path | None = None
     demo_customers: int = DEMO_CUSTOMERS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "features", tuple(self.features))
+        if self.reference_model is not None:
+            object.__setattr__(self, "reference_model", Path(self.reference_model))
+            if not self.reference_model.is_file():
+                raise GpusegError(f"--reference-model {str(self.reference_model)!r} does not exist")
         _int("--k", self.k, 1)
         _int("--max-iter", self.max_iter, 1)
         _int("--n-init", self.n_init, 1)

@@ -37,6 +37,13 @@ class SegmentModel:
     date_format: str | None
     training: dict[str, Any] = field(default_factory=dict)
     version: str = ""
+    segment_names: tuple[str, ...] = ()
+
+    def names(self) -> list[str]:
+        """Segment names; "Segment i" for models saved without names."""
+        if len(self.segment_names) == self.k:
+            return list(self.segment_names)
+        return [f"Segment {i}" for i in range(self.k)]
 
     @property
     def k(self) -> int:
@@ -55,6 +62,7 @@ class SegmentModel:
             "scaler": self.scaler.to_dict(),
             "centroids": self.centroids.tolist(),
             "centroids_original": self.scaler.inverse_transform(self.centroids).tolist(),
+            "segment_names": self.names(),
             "columns": dict(self.columns),
             "date_format": self.date_format,
             "training": self.training,
@@ -92,7 +100,8 @@ class SegmentModel:
             model = cls(features=features, scaler=scaler, centroids=centroids, seed=int(d["seed"]),
                         as_of=dt.date.fromisoformat(d["as_of"]), backend=str(d["backend"]),
                         columns=dict(d["columns"]), date_format=d.get("date_format"),
-                        training=dict(d.get("training") or {}), version=str(d.get("gpuseg_version", "")))
+                        training=dict(d.get("training") or {}), version=str(d.get("gpuseg_version", "")),
+                        segment_names=tuple(str(n) for n in d.get("segment_names") or ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise GpusegError(f"model file {str(path)!r} is corrupted: {type(exc).__name__}: {exc}") from None
         unknown = [f for f in features if f not in FEATURES]
@@ -104,4 +113,7 @@ class SegmentModel:
                 or not all(math.isfinite(v) for v in centroids.ravel())):
             raise GpusegError(f"model file {str(path)!r} is corrupted: centroids must be a finite "
                               f"k × {len(features)} array")
+        if model.segment_names and len(model.segment_names) != centroids.shape[0]:
+            raise GpusegError(f"model file {str(path)!r} is corrupted: {len(model.segment_names)} segment names "
+                              f"for {centroids.shape[0]} centroids")
         return model

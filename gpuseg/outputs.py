@@ -25,6 +25,7 @@ FEATURES_FILE = "features.parquet"
 SEGMENTS = "segments.csv"
 MODEL = "model.json"
 REPORT = "report.json"
+MIGRATION = "migration.csv"
 
 
 @contextmanager
@@ -63,8 +64,9 @@ def staged_output(out: Path) -> Iterator[Path]:
     tmp.rmdir()
 
 
-def segment_profiles(segment: np.ndarray, columns: dict[str, np.ndarray], k: int) -> list[dict[str, Any]]:
-    """One row per segment: size, share, revenue share, mean of each feature."""
+def segment_profiles(segment: np.ndarray, columns: dict[str, np.ndarray], k: int,
+                     names: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per segment: name, size, share, revenue share, mean of each feature."""
     counts = np.bincount(segment, minlength=k)
     n = max(int(counts.sum()), 1)
     money = columns["monetary"]
@@ -72,7 +74,8 @@ def segment_profiles(segment: np.ndarray, columns: dict[str, np.ndarray], k: int
     total = float(money.sum())
     rows = []
     for s in range(k):
-        row: dict[str, Any] = {"segment": s, "n_customers": int(counts[s]), "share": counts[s] / n,
+        row: dict[str, Any] = {"segment": s, "name": names[s] if names else f"Segment {s}",
+                               "n_customers": int(counts[s]), "share": counts[s] / n,
                                "revenue_share": float(revenue[s] / total) if total else 0.0}
         for name, values in columns.items():
             sums = np.bincount(segment, weights=values.astype(np.float64), minlength=k)

@@ -22,11 +22,13 @@ from .cudf_reading import load_cudf
 from .config import SegmentConfig
 from .errors import GpusegError
 from .features import CustomerFeatures, compute_features
+from .identity import match_reference, migration, new_ids
+from .naming import name_segments
 from .generate import demo_table
 from .memory import MemoryPlan, device_free_bytes, plan_fit
 from .model import SegmentModel
-from .outputs import (ASSIGNMENTS, FEATURES_FILE, MODEL, REPORT, SEGMENTS, segment_profiles, staged_output,
-                      write_json, write_parquet, write_segments_csv)
+from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_profiles,
+                      staged_output, write_json, write_parquet, write_segments_csv)
 from .reading import expand_inputs, iter_batches, read_column_names
 from .scaling import Scaler
 from .timing import StageTimer
@@ -236,22 +238,70 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             segment_np = transfers.to_host("segment", labels)
             distance_np = transfers.to_host("distance", distance)
             ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
-            profiles = segment_profiles(segment_np, host, config.k)
+            names = name_segments(host, segment_np, config.k)
+            moves = None
+            if config.reference_model is not None:
+                segment_np, centroids, names, moves = _follow_reference(
+                    config.reference_model, scaler, segment_np, centroids, names, ids)
+            k_out = centroids.shape[0]
+            profiles = segment_profiles(segment_np, host, k_out, names)
             model = SegmentModel(
                 features=config.features, scaler=scaler, centroids=centroids, seed=config.seed,
                 as_of=day_date(tx.as_of), backend=backend.name, columns=columns,
-                date_format=config.date_format, version=__version__,
+                date_format=config.date_format, version=__version__, segment_names=tuple(names),
                 training={"n_customers": n, "segment_shares": [p["share"] for p in profiles],
-                          "mean_distance": float(distance_np.mean())})
+                          "mean_distance": float(distance_np.mean()),
+                          "segment_mean_distance": _mean_by(segment_np, distance_np, k_out)})
             write_parquet(tmp / ASSIGNMENTS, {"customer_id": ids, "segment": segment_np,
+                                              "segment_name": pa.array(names).take(pa.array(segment_np)),
                                               "distance": distance_np})
             write_parquet(tmp / FEATURES_FILE, {"customer_id": ids, **host})
             write_segments_csv(tmp / SEGMENTS, profiles)
+            if moves:
+                write_segments_csv(tmp / MIGRATION, moves)
             model.save(tmp / MODEL)
         report = _report(config, backend, tx, feats, km, fit_warnings, sources, columns,
                          transfers, timer, fallbacks, plan, precision)
+        if config.reference_model is not None:
+            report["reference_model"] = str(config.reference_model)
+            report["migration"] = ("written to migration.csv" if moves else
+                                   "no customers in common with the reference run" if moves == [] else
+                                   "no assignments.parquet beside the reference model")
         write_json(tmp / REPORT, report)
     return SegmentResult(config.out, report, profiles, model)
+
+
+def _mean_by(segment: np.ndarray, values: np.ndarray, k: int) -> list[float]:
+    counts = np.bincount(segment, minlength=k)
+    return (np.bincount(segment, weights=values, minlength=k) / np.maximum(counts, 1)).tolist()
+
+
+def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids: np.ndarray,
+                      names: list[str], ids: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str], list[dict] | None]:
+    """Relabel segments to the reference model's ids and names; also the migration table."""
+    reference = SegmentModel.load(path)
+    match = match_reference(reference, scaler, centroids)
+    new = new_ids(match, reference.k)
+    k_out = int(new.max()) + 1
+    old_names = reference.names()
+    out_names = [f"Segment {i}" for i in range(k_out)]
+    out_centroids = np.zeros((k_out, centroids.shape[1]))
+    for j, i in enumerate(new):
+        out_centroids[i] = centroids[j]
+        out_names[i] = old_names[match[j]] if match[j] >= 0 else names[j]
+    taken = set()
+    for i, name in enumerate(out_names):  # an unmatched segment's own name may repeat a kept one
+        while name in taken:
+            name += " (new)"
+        out_names[i] = name
+        taken.add(name)
+    if k_out > len(new):  # reference ids with no new segment: keep them empty, named
+        for i in set(range(k_out)) - set(new.tolist()):
+            out_names[i] = old_names[i] if i < len(old_names) else out_names[i]
+            out_centroids[i] = scaler.transform(reference.scaler.inverse_transform(reference.centroids[i:i + 1]))[0]
+    segment = new.astype(np.int32)[segment]
+    moves = migration(Path(path).parent, ids, segment, old_names, out_names)
+    return segment, out_centroids, out_names, moves
 
 
 def _report(config: SegmentConfig, backend: Backend, tx: Transactions, feats: CustomerFeatures,

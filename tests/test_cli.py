@@ -88,7 +88,7 @@ def check_outputs(out: Path, n_customers: int, k: int) -> dict:
     o = read_outputs(out)
     a, f, segs, model, rep = o["assignments"], o["features"], o["segments"], o["model"], o["report"]
 
-    assert a.column_names == ["customer_id", "segment", "distance"]
+    assert a.column_names == ["customer_id", "segment", "segment_name", "distance"]
     assert a.num_rows == n_customers
     seg = a["segment"].to_numpy()
     dist = a["distance"].to_numpy()
@@ -116,6 +116,10 @@ def check_outputs(out: Path, n_customers: int, k: int) -> dict:
     assert means == sorted(means, reverse=True)  # segment 0 is the most valuable
     for name in FEATURES:
         assert f"mean_{name}" in segs.column_names
+    # Named segments: unique, the same in the table, the model and the assignments.
+    names = segs["name"].to_pylist()
+    assert len(set(names)) == k and names == model.names()
+    assert a["segment_name"].to_pylist() == [names[s] for s in seg]
 
     assert set(rep["timings"]) == STAGES
     assert all(v >= 0 for v in rep["timings"].values())

@@ -1,0 +1,69 @@
+"""Stable segment identities across refreshes: match a new fit to a reference model.
+
+A monthly refresh refits the segments; ``--reference-model`` maps each new
+segment to the reference segment whose centroid is nearest, by the one-to-one
+assignment with the least total squared distance (Hungarian algorithm),
+measured in the new run's scaled feature space. Matched segments keep the
+reference's id and name; a migration table counts, for customers present in
+both runs, how many moved from each old segment to each new one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy.optimize import linear_sum_assignment
+
+from .errors import GpusegError
+from .model import SegmentModel
+from .scaling import Scaler
+
+
+def match_reference(reference: SegmentModel, scaler: Scaler, centroids: np.ndarray) -> np.ndarray:
+    """For each new segment (rows of ``centroids``, scaled), the reference segment it continues, or -1."""
+    if tuple(reference.features) != tuple(scaler.features):
+        raise GpusegError(f"the reference model uses features {','.join(reference.features)} but this run uses "
+                          f"{','.join(scaler.features)}; use the same --features")
+    old = scaler.transform(reference.scaler.inverse_transform(reference.centroids))
+    cost = ((centroids[:, None, :] - old[None, :, :]) ** 2).sum(axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    match = np.full(centroids.shape[0], -1, dtype=np.int64)
+    match[rows] = cols
+    return match
+
+
+def new_ids(match: np.ndarray, k_old: int) -> np.ndarray:
+    """New id of each new segment: the reference id when matched, else the next unused id."""
+    ids = match.copy()
+    free = iter(i for i in range(max(k_old, len(match)) + len(match)) if i not in set(match[match >= 0].tolist()))
+    for j in np.flatnonzero(ids < 0):
+        ids[j] = next(free)
+    return ids
+
+
+def migration(reference_dir: Path, customer_ids: pa.Array, segment: np.ndarray, old_names: list[str],
+              new_names: list[str]) -> list[dict] | None:
+    """Counts of customers present in both runs by (old segment, new segment); None without old assignments."""
+    path = Path(reference_dir) / "assignments.parquet"
+    if not path.exists():
+        return None
+    old = pq.read_table(path, columns=["customer_id", "segment"])
+    new = pa.table({"customer_id": customer_ids, "new_segment": pa.array(segment, pa.int32())})
+    if old.schema.field("customer_id").type != new.schema.field("customer_id").type:
+        old = old.set_column(0, "customer_id", old.column("customer_id").cast(new.schema.field("customer_id").type))
+    both = new.join(old.rename_columns(["customer_id", "old_segment"]), keys="customer_id", join_type="inner")
+    if both.num_rows == 0:
+        return []
+    o = both.column("old_segment").to_numpy()
+    n = both.column("new_segment").to_numpy()
+    ko, kn = int(o.max()) + 1, int(n.max()) + 1
+    table = np.bincount(o.astype(np.int64) * kn + n, minlength=ko * kn).reshape(ko, kn)
+    rows = []
+    for i, j in zip(*np.nonzero(table)):
+        rows.append({"old_segment": int(i), "old_name": old_names[i] if i < len(old_names) else "",
+                     "new_segment": int(j), "new_name": new_names[j] if j < len(new_names) else "",
+                     "customers": int(table[i, j])})
+    return rows
