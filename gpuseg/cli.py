@@ -195,6 +195,67 @@ def _print_result(result: Any) -> None:
                       f"model.json, report.json", highlight=False)
 
 
+def _segment_config(inputs: list[str] | None, out: Path, k: int, features: str, backend: str,
+                    customer_col: str | None, date_col: str | None, invoice_col: str | None, amount_col: str | None,
+                    quantity_col: str | None, price_col: str | None, date_format: str | None, as_of: str | None,
+                    **options: Any) -> SegmentConfig:
+    columns = {role: name for role, name in (
+        ("customer", customer_col), ("date", date_col), ("invoice", invoice_col),
+        ("amount", amount_col), ("quantity", quantity_col), ("price", price_col)) if name}
+    return SegmentConfig(inputs=tuple(inputs or ()), out=out, k=k, features=parse_features(features),
+                         backend=backend, columns=columns, date_format=date_format,
+                         as_of=parse_date(as_of) if as_of else None, **options)
+
+
+@app.command("choose-k")
+def choose_k_command(
+    inputs: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[INPUT]...", help="CSV or Parquet files, folders or globs. None: the built-in demo data.",
+        show_default=False)] = None,
+    k_min: Annotated[int, typer.Option(help="Smallest k to try (>= 2).")] = 2,
+    k_max: Annotated[int, typer.Option(help="Largest k to try.")] = 12,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for choose_k.json and choose_k.png.")] = Path("segments"),
+    sample_size: Annotated[int, typer.Option(help="Customers sampled for the silhouette.")] = 5000,
+    runs: Annotated[int, typer.Option(help="Seeds per k, for stability (mean adjusted Rand index).")] = 3,
+    features: Annotated[str, typer.Option(help=FEATURE_HELP)] = ",".join(DEFAULT_FEATURES),
+    backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml (k-means runs on cpu/cupy).")] = "auto",
+    customer_col: Annotated[Optional[str], typer.Option(help="Customer id column.", rich_help_panel="Columns")] = None,
+    date_col: Annotated[Optional[str], typer.Option(help="Date column.", rich_help_panel="Columns")] = None,
+    invoice_col: Annotated[Optional[str], typer.Option(help="Invoice/order id column (optional).", rich_help_panel="Columns")] = None,
+    amount_col: Annotated[Optional[str], typer.Option(help="Line amount column.", rich_help_panel="Columns")] = None,
+    quantity_col: Annotated[Optional[str], typer.Option(help="Quantity column.", rich_help_panel="Columns")] = None,
+    price_col: Annotated[Optional[str], typer.Option(help="Unit price column.", rich_help_panel="Columns")] = None,
+    date_format: Annotated[Optional[str], typer.Option(help="strptime format of text dates.", rich_help_panel="Columns")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD.")] = None,
+    seed: Annotated[int, typer.Option(help="First random seed.")] = 0,
+) -> None:
+    """Score k = k-min..k-max (inertia, silhouette, Calinski-Harabasz, Davies-Bouldin, stability) and recommend one.
+
+    Example: [bold]gpuseg choose-k sales.parquet --k-min 2 --k-max 10 --out segments/[/]
+    """
+    from .choose_k import choose_k
+
+    with _user_errors():
+        config = _segment_config(inputs, out, k_min, features, backend, customer_col, date_col, invoice_col,
+                                 amount_col, quantity_col, price_col, date_format, as_of, seed=seed)
+        with out_console.status("Starting…") as status:
+            result = choose_k(config, k_min=k_min, k_max=k_max, sample_size=sample_size, runs=runs,
+                              progress=_StatusProgress(status))
+    table = Table(title=f"Choosing k ({result['n_customers']:,} customers)", title_justify="left")
+    for col in ("k", "inertia", "silhouette", "Calinski-Harabasz", "Davies-Bouldin", "stability"):
+        table.add_column(col, justify="right")
+    for m in result["metrics"]:
+        mark = m["k"] == result["recommended_k"]
+        table.add_row(f"{m['k']}{' ◀' if mark else ''}", f"{m['inertia']:,.1f}", f"{m['silhouette']:.3f}",
+                      f"{m['calinski_harabasz']:,.1f}", f"{m['davies_bouldin']:.3f}",
+                      "–" if m["stability"] is None else f"{m['stability']:.3f}", style="bold" if mark else None)
+    out_console.print(table)
+    out_console.print(f"Recommended k = [bold]{result['recommended_k']}[/]:", highlight=False)
+    for reason in result["reasons"]:
+        out_console.print(f"  - {escape(reason)}", highlight=False)
+    out_console.print(f"Wrote {escape(str(out))}/choose_k.json and choose_k.png", highlight=False)
+
+
 @app.command()
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file, .csv or .parquet.")],

@@ -177,13 +177,28 @@ def _plan(Z: Any, config: SegmentConfig, backend: Backend) -> MemoryPlan | None:
     return plan_fit(Z.shape[0], Z.shape[1], config.k, Z.dtype, device_free_bytes(backend.xp))
 
 
-def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResult:
-    """Run the whole pipeline for ``config`` and write its outputs.
+@dataclass
+class Prepared:
+    """Everything up to the scaled feature matrix: shared by segment, choose-k and score."""
 
-    Raises
-    ------
-    GpusegError
-        For bad input or options; nothing is written to ``config.out`` then.
+    backend: Backend
+    timer: StageTimer
+    transfers: Transfers
+    fallbacks: list[str]
+    tx: Transactions
+    sources: list[str]
+    columns: dict[str, str | None]
+    feats: CustomerFeatures
+    scaler: Scaler
+    Z: Any
+    precision: str
+
+
+def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Scaler | None = None) -> Prepared:
+    """Resolve the backend, then load, clean, build features and scale them.
+
+    With ``scaler`` (a saved model's) the features are transformed with it
+    instead of fitting a new one. Stages ``load``, ``clean``, ``features``, ``scale``.
     """
     progress = progress or _Silent()
     backend = resolve_backend(config.backend)
@@ -202,16 +217,34 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
         arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]
         feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
         del arrays
-    n = len(feats)
-    if config.k > n:
-        raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
+    if len(feats) == 0:
+        raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
 
     precision = resolve_precision(config, backend)
     with timer.stage("scale"):
-        X = feats.matrix(config.features)
-        scaler = Scaler.fit(X, config.features)
+        names = scaler.features if scaler is not None else config.features
+        X = feats.matrix(names)
+        scaler = scaler if scaler is not None else Scaler.fit(X, names)
         Z = scaler.transform(X).astype(precision, copy=False)
         del X
+    return Prepared(backend, timer, transfers, fallbacks, tx, sources, columns, feats, scaler, Z, precision)
+
+
+def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResult:
+    """Run the whole pipeline for ``config`` and write its outputs.
+
+    Raises
+    ------
+    GpusegError
+        For bad input or options; nothing is written to ``config.out`` then.
+    """
+    p = prepare(config, progress)
+    backend, timer, transfers, fallbacks = p.backend, p.timer, p.transfers, p.fallbacks
+    tx, sources, columns, feats, scaler, Z, precision = p.tx, p.sources, p.columns, p.feats, p.scaler, p.Z, p.precision
+    del p
+    n = len(feats)
+    if config.k > n:
+        raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
 
     with timer.stage("fit"):
         plan = _plan(Z, config, backend)
