@@ -335,6 +335,116 @@ def _orders(customer: np.ndarray, day: np.ndarray, invoice: pa.Array | None) -> 
 
 # -- the stage -------------------------------------------------------------------
 
+@dataclass
+class KeptRows:
+    """The rows of one batch that survived cleaning, ids still as read."""
+
+    ids: pa.Array
+    invoices: pa.Array | None
+    day: np.ndarray
+    amount: np.ndarray
+
+
+class Cleaner:
+    """Cleans batches one at a time, counting every dropped row.
+
+    :func:`clean` runs it over whole inputs; scoring runs it while streaming
+    rows into partitions.
+    """
+
+    def __init__(self, mapping: ColumnMapping, date_format: str | None = None, as_of: dt.date | None = None):
+        self.mapping, self.date_format = mapping, date_format
+        self.rows = RowCounts()
+        self.as_of_day = day_number(as_of) if as_of is not None else None
+        if as_of is not None:
+            self.rows.dropped[AFTER_AS_OF] = 0
+        self.max_day: int | None = None
+        self.from_csv = True  # every text id came from a CSV file
+        self.text_ids_all_int = True  # and every one of them is a canonical integer
+        self._bad_date_example: tuple[Path, object] | None = None
+
+    def batch(self, path: Path, batch: pa.RecordBatch) -> KeptRows | None:
+        """Clean one batch; None when it has no rows."""
+        mapping, rows = self.mapping, self.rows
+        n = batch.num_rows
+        if n == 0:
+            return None
+        rows.read += n
+        batch = _plain(batch)
+        _check_ids(batch, mapping)
+        cust_col = batch.column(mapping.customer)
+        has_cust = _present(cust_col)
+        day, date_ok = parse_days(batch.column(mapping.date), self.date_format, mapping.date)
+        amount = line_amounts(batch, mapping)
+        amount_ok = np.isfinite(amount)
+        bad_date = has_cust & ~date_ok
+        rows.dropped["missing_customer_id"] += int(n - has_cust.sum())
+        rows.dropped["unparseable_date"] += int(bad_date.sum())
+        keep = has_cust & date_ok
+        rows.dropped["bad_amount"] += int((keep & ~amount_ok).sum())
+        keep &= amount_ok
+        if self.as_of_day is not None:
+            late = keep & (day >= self.as_of_day)
+            rows.dropped[AFTER_AS_OF] += int(late.sum())
+            keep &= ~late
+        if self._bad_date_example is None and bad_date.any():
+            self._bad_date_example = (path, batch.column(mapping.date)[int(np.argmax(bad_date))].as_py())
+        mask = pa.array(keep)
+        ids = cust_col.filter(mask)
+        if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+            self.from_csv &= path.name.lower().endswith(CSV_SUFFIXES)
+            if self.text_ids_all_int and len(ids):
+                self.text_ids_all_int = bool(pc.all(pc.match_substring_regex(pc.utf8_trim_whitespace(ids),
+                                                                             _INT_TEXT)).as_py())
+        kept = KeptRows(ids=ids, invoices=batch.column(mapping.invoice).filter(mask) if mapping.invoice else None,
+                        day=day[keep], amount=amount[keep])
+        rows.used += len(kept.day)
+        if len(kept.day):
+            top = int(kept.day.max())
+            self.max_day = top if self.max_day is None else max(self.max_day, top)
+        return kept
+
+    def check(self) -> None:
+        """Raise the errors that only the whole input can show."""
+        rows = self.rows
+        if rows.read == 0:
+            raise GpusegError("the input has no data rows")
+        example = self._bad_date_example
+        if example and rows.dropped["unparseable_date"] == rows.read - rows.dropped["missing_customer_id"]:
+            path, value = example
+            hint = ("give its format with --date-format, e.g. --date-format '%m/%d/%Y %H:%M'"
+                    if self.date_format is None else f"it does not match --date-format {self.date_format!r}")
+            raise GpusegError(f"no date in column {self.mapping.date!r} could be parsed (e.g. {value!r} in "
+                              f"{str(path)!r}); {hint}")
+        if rows.used == 0:
+            reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
+            raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
+
+    @property
+    def as_of(self) -> int:
+        """The reference day: given, or the day after the latest used row."""
+        if self.as_of_day is not None:
+            return self.as_of_day
+        return (self.max_day if self.max_day is not None else 0) + 1
+
+    @property
+    def ids_to_int(self) -> bool:
+        """Whether text ids become integers (CSV text that is all canonical integers)."""
+        return self.from_csv and self.text_ids_all_int
+
+
+def assemble(parts: list[KeptRows], as_of: int, rows: RowCounts, ids_to_int: bool,
+             has_invoice: bool) -> Transactions:
+    """Code the kept rows of some batches into :class:`Transactions`."""
+    day_all = np.concatenate([p.day for p in parts]) if parts else np.empty(0, np.int32)
+    customer, customer_ids = factorize(_unify([p.ids for p in parts], ids_to_int), sort=True)
+    invoice = _unify([p.invoices for p in parts], text_from_csv=True) if has_invoice else None
+    order, n_orders = _orders(customer, day_all, invoice)
+    amount = np.concatenate([p.amount for p in parts]) if parts else np.empty(0)
+    return Transactions(customer=customer, day=day_all, amount=amount, order=order,
+                        n_orders=n_orders, customer_ids=customer_ids, as_of=as_of, rows=rows)
+
+
 def clean(batches: Iterable[tuple[Path, Iterator[pa.RecordBatch]]], mapping: ColumnMapping,
           date_format: str | None = None, as_of: dt.date | None = None) -> Transactions:
     """Turn raw batches into :class:`Transactions`, counting every dropped row.
@@ -355,68 +465,8 @@ def clean(batches: Iterable[tuple[Path, Iterator[pa.RecordBatch]]], mapping: Col
     GpusegError
         When the input has no rows, or no row survives cleaning.
     """
-    rows = RowCounts()
-    if as_of is not None:
-        rows.dropped[AFTER_AS_OF] = 0
-        as_of_day = day_number(as_of)
-    ids: list[pa.Array] = []
-    invoices: list[pa.Array] = []
-    days: list[np.ndarray] = []
-    amounts: list[np.ndarray] = []
-    bad_date_example: tuple[Path, object] | None = None
-    from_csv = True  # every text id came from a CSV file
-    for path, file_batches in batches:
-        for batch in file_batches:
-            n = batch.num_rows
-            if n == 0:
-                continue
-            rows.read += n
-            batch = _plain(batch)
-            _check_ids(batch, mapping)
-            cust_col = batch.column(mapping.customer)
-            has_cust = _present(cust_col)
-            day, date_ok = parse_days(batch.column(mapping.date), date_format, mapping.date)
-            amount = line_amounts(batch, mapping)
-            amount_ok = np.isfinite(amount)
-            bad_date = has_cust & ~date_ok
-            rows.dropped["missing_customer_id"] += int(n - has_cust.sum())
-            rows.dropped["unparseable_date"] += int(bad_date.sum())
-            keep = has_cust & date_ok
-            rows.dropped["bad_amount"] += int((keep & ~amount_ok).sum())
-            keep &= amount_ok
-            if as_of is not None:
-                late = keep & (day >= as_of_day)
-                rows.dropped[AFTER_AS_OF] += int(late.sum())
-                keep &= ~late
-            if bad_date_example is None and bad_date.any():
-                bad_date_example = (path, batch.column(mapping.date)[int(np.argmax(bad_date))].as_py())
-            mask = pa.array(keep)
-            ids.append(cust_col.filter(mask))
-            if pa.types.is_string(cust_col.type) or pa.types.is_large_string(cust_col.type):
-                from_csv &= path.name.lower().endswith(CSV_SUFFIXES)
-            if mapping.invoice:
-                invoices.append(batch.column(mapping.invoice).filter(mask))
-            days.append(day[keep])
-            amounts.append(amount[keep])
-
-    if rows.read == 0:
-        raise GpusegError("the input has no data rows")
-    if bad_date_example and rows.dropped["unparseable_date"] == rows.read - rows.dropped["missing_customer_id"]:
-        path, value = bad_date_example
-        hint = ("give its format with --date-format, e.g. --date-format '%m/%d/%Y %H:%M'"
-                if date_format is None else f"it does not match --date-format {date_format!r}")
-        raise GpusegError(f"no date in column {mapping.date!r} could be parsed (e.g. {value!r} in "
-                          f"{str(path)!r}); {hint}")
-    day_all = np.concatenate(days) if days else np.empty(0, np.int32)
-    rows.used = len(day_all)
-    if rows.used == 0:
-        reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
-        raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
-
-    customer, customer_ids = factorize(_unify(ids, from_csv), sort=True)
-    del ids
-    invoice = _unify(invoices, text_from_csv=True) if mapping.invoice else None
-    order, n_orders = _orders(customer, day_all, invoice)
-    as_of_final = as_of_day if as_of is not None else int(day_all.max()) + 1
-    return Transactions(customer=customer, day=day_all, amount=np.concatenate(amounts), order=order,
-                        n_orders=n_orders, customer_ids=customer_ids, as_of=as_of_final, rows=rows)
+    cleaner = Cleaner(mapping, date_format, as_of)
+    parts = [kept for path, file_batches in batches for batch in file_batches
+             if (kept := cleaner.batch(path, batch)) is not None]
+    cleaner.check()
+    return assemble(parts, cleaner.as_of, cleaner.rows, cleaner.ids_to_int, mapping.invoice is not None)

@@ -257,6 +257,83 @@ def choose_k_command(
 
 
 @app.command()
+def score(
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="CSV or Parquet files, folders or globs to score.",
+                                               show_default=False)],
+    model: Annotated[Path, typer.Option("--model", "-m", help="model.json written by gpuseg segment.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("scores"),
+    backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml (nearest centroid runs on cpu or cupy).")] = "auto",
+    customer_col: Annotated[Optional[str], typer.Option(help="Customer id column (default: as in the model).", rich_help_panel="Columns")] = None,
+    date_col: Annotated[Optional[str], typer.Option(help="Date column.", rich_help_panel="Columns")] = None,
+    invoice_col: Annotated[Optional[str], typer.Option(help="Invoice/order id column.", rich_help_panel="Columns")] = None,
+    amount_col: Annotated[Optional[str], typer.Option(help="Line amount column.", rich_help_panel="Columns")] = None,
+    quantity_col: Annotated[Optional[str], typer.Option(help="Quantity column.", rich_help_panel="Columns")] = None,
+    price_col: Annotated[Optional[str], typer.Option(help="Unit price column.", rich_help_panel="Columns")] = None,
+    date_format: Annotated[Optional[str], typer.Option(help="strptime format of text dates (default: as in the model).", rich_help_panel="Columns")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD (default: day after the last row).")] = None,
+    memory_limit: Annotated[Optional[str], typer.Option(help="Memory to stay within, e.g. 4GB; larger inputs are streamed in partitions (default: a quarter of RAM).")] = None,
+    partitions: Annotated[Optional[int], typer.Option(help="Stream through this many partitions regardless of size.")] = None,
+) -> None:
+    """Assign new transactions' customers to a saved model's segments, and summarise drift.
+
+    Example: [bold]gpuseg score new/*.parquet --model segments/model.json --out scores/[/]
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from .scoring import ScoreConfig, parse_memory, score as run_score
+
+    with _user_errors():
+        columns = {role: name for role, name in (
+            ("customer", customer_col), ("date", date_col), ("invoice", invoice_col),
+            ("amount", amount_col), ("quantity", quantity_col), ("price", price_col)) if name}
+        config = ScoreConfig(model=model, inputs=tuple(inputs), out=out, backend=backend, columns=columns,
+                             date_format=date_format, as_of=parse_date(as_of) if as_of else None,
+                             partitions=partitions,
+                             **({"memory_limit": parse_memory(memory_limit)} if memory_limit else {}))
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"),
+                      console=out_console, transient=True) as bar:
+            task = bar.add_task("Scoring", total=None)
+
+            def progress(stage: str, done: int, total: int | None) -> None:
+                label = "Reading and partitioning rows" if stage == "read" else "Scoring partitions"
+                bar.update(task, description=label, completed=done, total=total)
+
+            result = run_score(config, progress)
+    drift = result.drift
+    table = Table(title=f"Scored {drift['n_customers']:,} customers (as of {result.report['as_of']})",
+                  title_justify="left")
+    for col in ("segment", "name", "customers", "share", "training share", "change", "mean distance", "training"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for s in drift["segments"]:
+        def pct(v: float | None) -> str:
+            return "–" if v is None else f"{v:.1%}"
+        table.add_row(str(s["segment"]), escape(s["name"]), f"{s['customers']:,}", pct(s["share"]),
+                      pct(s["training_share"]), "–" if s["share_change"] is None else f"{100 * s['share_change']:+.1f} pt",
+                      "–" if s["mean_distance"] is None else f"{s['mean_distance']:.3f}",
+                      "–" if s["training_mean_distance"] is None else f"{s['training_mean_distance']:.3f}")
+    out_console.print(table)
+    rep = result.report
+    out_console.print(f"{'Streamed through ' + str(rep['partitions']) + ' partitions' if rep['streamed'] else 'In memory'}"
+                      f"; backend {rep['backend']}; wrote {escape(str(result.out))}/assignments.parquet, drift.json, "
+                      "score_report.json", highlight=False)
+
+
+@app.command()
+def report(
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="The --out folder of a gpuseg segment run.")],
+) -> None:
+    """Write OUT_DIR/report.html: one self-contained page with the segments, profiles, a projection and timings.
+
+    Example: [bold]gpuseg segment sales.parquet --out segments/ && gpuseg report segments/[/]
+    """
+    from .html_report import write_report
+
+    with _user_errors():
+        path = write_report(out_dir)
+    out_console.print(f"Wrote {escape(str(path))}", highlight=False)
+
+
+@app.command()
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file, .csv or .parquet.")],
     transactions: Annotated[int, typer.Option(parser=_count, metavar="N", help="Rows (transaction lines), e.g. 1e7.")] = 1_000_000,

@@ -43,6 +43,9 @@ def staged_output(out: Path) -> Iterator[Path]:
         parent = parent.parent
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output folder should not be
     try:
         yield tmp
     except BaseException:

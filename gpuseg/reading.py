@@ -23,8 +23,6 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 ALLOWED = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES)
 
-#: Rows per batch when streaming a file.
-BATCH_ROWS = 1 << 22
 
 
 def file_format(path: Path) -> str:
@@ -101,8 +99,11 @@ def _csv_types(mapping: ColumnMapping) -> dict[str, pa.DataType]:
     return types
 
 
-def iter_batches(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch]:
+def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
     """Yield the mapped columns of one file as record batches.
+
+    By default a batch is a Parquet row group or a 64 MB CSV block; with
+    ``batch_rows`` batches hold at most that many rows (lower peak memory).
 
     Raises
     ------
@@ -122,12 +123,15 @@ def iter_batches(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch]
             pf = pq.ParquetFile(path)
             if pf.num_row_groups == 0:
                 return
+            if batch_rows:
+                yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+                return
             for i in range(pf.num_row_groups):
                 yield from pf.read_row_groups([i], columns=columns, use_threads=True).to_batches()
             return
         convert = pacsv.ConvertOptions(include_columns=columns, column_types=_csv_types(mapping),
                                        strings_can_be_null=True)
-        read = pacsv.ReadOptions(block_size=64 << 20)
+        read = pacsv.ReadOptions(block_size=min(64 << 20, max(1 << 20, (batch_rows or 1 << 30) * 48)))
         with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
             yield from reader
     except GpusegError:

@@ -1,0 +1,225 @@
+"""``gpuseg report OUT_DIR``: one self-contained HTML page about a segmentation run.
+
+Everything is embedded (figures as base64 PNG, styles inline, no scripts,
+no external references), so the file can be mailed or archived as is.
+Sections: summary, segment sizes and revenue shares, per-segment feature
+profiles, a 2-D projection of a sample of customers coloured by segment, the
+choose-k curves when ``choose_k.json`` is in the folder, and the stage timings.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import GpusegError
+from .model import SegmentModel
+from .naming import describe, standings
+
+REPORT_HTML = "report.html"
+NEEDED = ("segments.csv", "features.parquet", "assignments.parquet", "model.json", "report.json")
+PROJECTION_SAMPLE = 5000
+
+
+def _figure_png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _load(out: Path) -> dict[str, Any]:
+    missing = [name for name in NEEDED if not (out / name).exists()]
+    if not out.is_dir():
+        raise GpusegError(f"{str(out)!r} is not a folder; give the --out folder of a gpuseg segment run")
+    if missing:
+        raise GpusegError(f"{str(out)!r} is not a complete gpuseg segment output: missing {', '.join(missing)}")
+    try:
+        segments = pacsv.read_csv(out / "segments.csv").to_pylist()
+        features = pq.read_table(out / "features.parquet")
+        assignments = pq.read_table(out / "assignments.parquet", columns=["segment"])
+        report = json.loads((out / "report.json").read_text())
+    except Exception as exc:  # any unreadable piece is one clear error
+        raise GpusegError(f"cannot read the outputs in {str(out)!r}: {type(exc).__name__}: {exc}") from None
+    model = SegmentModel.load(out / "model.json")
+    choose = None
+    if (out / "choose_k.json").exists():
+        try:
+            choose = json.loads((out / "choose_k.json").read_text())
+        except ValueError:
+            choose = None
+    return {"segments": segments, "features": features, "segment": assignments.column("segment").to_numpy(),
+            "report": report, "model": model, "choose_k": choose}
+
+
+def _sizes_figure(segments: list[dict[str, Any]]) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [f"{s['segment']}: {s['name']}" for s in segments]
+    x = np.arange(len(segments))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(x - 0.2, [100 * s["share"] for s in segments], width=0.4, label="customers (%)")
+    ax.bar(x + 0.2, [100 * s["revenue_share"] for s in segments], width=0.4, label="revenue (%)")
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("% of total")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return _figure_png(fig)
+
+
+def _profile_figure(columns: dict[str, np.ndarray], segment: np.ndarray, segments: list[dict[str, Any]]) -> str:
+    import matplotlib.pyplot as plt
+    k = len(segments)
+    names = list(columns)
+    counts = np.bincount(segment, minlength=k)
+    Z = np.zeros((k, len(names)))
+    for j, name in enumerate(names):
+        t = columns[name].astype(np.float64)
+        t = np.sign(t) * np.log1p(np.abs(t))
+        means = np.bincount(segment, weights=t, minlength=k) / np.maximum(counts, 1)
+        Z[:, j] = (means - t.mean()) / (t.std() or 1.0)
+    fig, ax = plt.subplots(figsize=(9, 0.5 * k + 1.6))
+    im = ax.imshow(Z, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
+    ax.set_yticks(range(k), [f"{s['segment']}: {s['name']}" for s in segments])
+    for i in range(k):
+        for j in range(len(names)):
+            ax.text(j, i, f"{Z[i, j]:+.1f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="standing (z-score of log mean)")
+    return _figure_png(fig)
+
+
+def _projection_figure(Z: np.ndarray, segment: np.ndarray, segments: list[dict[str, Any]]) -> str:
+    import matplotlib.pyplot as plt
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(Z), size=min(len(Z), PROJECTION_SAMPLE), replace=False)
+    S, lab = Z[idx], segment[idx]
+    S = S - S.mean(axis=0)
+    if S.shape[1] >= 2:
+        _, _, vt = np.linalg.svd(S, full_matrices=False)
+        P = S @ vt[:2].T
+    else:
+        P = np.column_stack([S[:, 0], rng.normal(0, 0.05, len(S))])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for s in segments:
+        m = lab == s["segment"]
+        ax.scatter(P[m, 0], P[m, 1], s=4, alpha=0.5, label=f"{s['segment']}: {s['name']}")
+    ax.set_xlabel("first principal component")
+    ax.set_ylabel("second principal component")
+    ax.legend(markerscale=4, fontsize=8)
+    ax.set_title(f"{len(S):,} customers, scaled features")
+    return _figure_png(fig)
+
+
+def _timings_figure(timings: dict[str, float]) -> str:
+    import matplotlib.pyplot as plt
+    stages = [s for s in timings if s != "total"]
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.barh(stages, [timings[s] for s in stages])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"seconds (total {timings.get('total', 0):.2f} s)")
+    ax.grid(axis="x", alpha=0.3)
+    return _figure_png(fig)
+
+
+def _choose_k_figure(choose: dict[str, Any]) -> str:
+    import matplotlib.pyplot as plt
+    m = choose["metrics"]
+    ks = [x["k"] for x in m]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, key, title in ((axes[0], "inertia", "inertia"), (axes[1], "silhouette", "silhouette"),
+                           (axes[2], "stability", "stability (mean ARI)")):
+        ys = [x[key] for x in m]
+        if all(y is None for y in ys):
+            ax.set_visible(False)
+            continue
+        ax.plot(ks, [np.nan if y is None else y for y in ys], marker="o")
+        ax.axvline(choose["recommended_k"], color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel("k")
+        ax.grid(alpha=0.3)
+    return _figure_png(fig)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1100px;
+color:#222;padding:0 1rem}h1{margin-bottom:.2rem}.muted{color:#666}table{border-collapse:collapse;margin:1rem 0;
+font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:right}th{background:#f4f4f4}
+td.l,th.l{text-align:left}img{max-width:100%;margin:.5rem 0}section{margin-top:2rem}
+"""
+
+
+def build_html(data: dict[str, Any]) -> str:
+    """The report page as a string."""
+    import matplotlib
+    matplotlib.use("Agg")
+    rep, model, segments = data["report"], data["model"], data["segments"]
+    feats = data["features"]
+    columns = {name: feats.column(name).to_numpy() for name in feats.column_names if name != "customer_id"}
+    segment = data["segment"].astype(np.int64)
+    k = len(segments)
+    X = np.stack([columns[f].astype(np.float64) for f in model.features], axis=1)
+    Z = model.scaler.transform(X)
+    S = standings(columns, segment, k) if all(c in columns for c in ("recency_days", "frequency", "monetary")) else None
+    esc = html.escape
+    rows = rep.get("rows", {})
+    dropped = ", ".join(f"{esc(r)} {v:,}" for r, v in rows.get("dropped", {}).items() if v) or "none"
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gpuseg report</title>"
+             f"<style>{CSS}</style></head><body>",
+             "<h1>Customer segments</h1>",
+             f"<p class='muted'>{rep.get('n_customers', 0):,} customers from {rows.get('used', 0):,} of "
+             f"{rows.get('read', 0):,} transaction rows (dropped: {dropped}); as of {esc(str(rep.get('as_of')))}; "
+             f"k = {model.k} on {esc(', '.join(model.features))}; backend {esc(str(rep.get('backend')))} on "
+             f"{esc(str(rep.get('device')))}; gpuseg {esc(str(rep.get('gpuseg_version')))}.</p>",
+             "<section><h2>Sizes and revenue</h2>", _img(_sizes_figure(segments), "segment sizes and revenue shares"),
+             "<table><tr><th>segment</th><th class='l'>name</th><th class='l'>reading</th><th>customers</th>"
+             "<th>share</th><th>revenue share</th><th>recency (d)</th><th>frequency</th><th>monetary</th></tr>"]
+    for i, s in enumerate(segments):
+        reading = describe(S[i]) if S is not None else ""
+        parts.append(f"<tr><td>{s['segment']}</td><td class='l'>{esc(str(s['name']))}</td><td class='l'>{esc(reading)}</td>"
+                     f"<td>{s['n_customers']:,}</td><td>{s['share']:.1%}</td><td>{s['revenue_share']:.1%}</td>"
+                     f"<td>{s['mean_recency_days']:.0f}</td><td>{s['mean_frequency']:.1f}</td>"
+                     f"<td>{s['mean_monetary']:,.0f}</td></tr>")
+    parts.append("</table></section>")
+    parts += ["<section><h2>Feature profiles</h2><p class='muted'>Each cell: the segment's mean of the feature "
+              "(signed log1p) as a z-score against all customers.</p>",
+              _img(_profile_figure(columns, segment, segments), "feature profiles by segment"), "</section>",
+              "<section><h2>Customers in two dimensions</h2>",
+              _img(_projection_figure(Z, segment, segments), "2-D projection of customers by segment"), "</section>"]
+    if data["choose_k"]:
+        ck = data["choose_k"]
+        parts += ["<section><h2>Choosing k</h2>",
+                  f"<p>Recommended k = <b>{int(ck['recommended_k'])}</b>: "
+                  f"{esc('; '.join(ck.get('reasons', [])))}.</p>",
+                  _img(_choose_k_figure(ck), "choose-k curves"), "</section>"]
+    if rep.get("timings"):
+        parts += ["<section><h2>Stage timings</h2>", _img(_timings_figure(rep["timings"]), "stage timings"),
+                  "</section>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out: str | os.PathLike[str]) -> Path:
+    """Write ``report.html`` into a segment run's output folder; returns its path."""
+    out = Path(out)
+    page = build_html(_load(out))
+    path = out / REPORT_HTML
+    tmp = out / f".{REPORT_HTML}.partial"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

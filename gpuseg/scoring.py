@@ -1,0 +1,367 @@
+"""``gpuseg score``: apply a saved model to new transactions.
+
+Scoring cleans and builds features exactly as ``segment`` does (the model's
+column mapping and date format unless overridden; as_of from the new data
+unless ``--as-of``), transforms them with the model's scaler and assigns
+each customer to the nearest of the model's centroids on the chosen backend.
+Scoring the training data with its own model and as_of reproduces the
+training assignments exactly.
+
+**Bounded memory.** When the input's rows times :data:`BYTES_PER_ROW` exceed
+``memory_limit``, scoring streams: pass 1 reads the files batch by batch (a
+:data:`STREAM_BATCH_ROWS` rows at a time), cleans each batch and
+appends its rows to one of P partition files chosen by a hash of the customer
+id, so all of a customer's rows land together; pass 2 scores the partitions
+one at a time. Peak memory is then the process's footprint before scoring
+(the libraries) plus one batch plus one partition's working set; P is chosen
+(:func:`partitions_for`) so that a partition's working set takes a third of
+what the limit leaves after that footprint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import __version__
+from .backend import resolve_backend, to_numpy
+from .cleaning import Cleaner, KeptRows, assemble, day_date
+from .clustering import nearest
+from .columns import ColumnMapping, resolve_columns
+from .config import SegmentConfig
+from .errors import GpusegError
+from .features import compute_features
+from .model import SegmentModel
+from .outputs import ASSIGNMENTS, staged_output, write_json
+from .pipeline import Transfers, prepare
+from .reading import expand_inputs, file_format, iter_batches, read_column_names
+from .timing import StageTimer
+
+DRIFT = "drift.json"
+SCORE_REPORT = "score_report.json"
+#: Working bytes per transaction row while rows are scored in memory (ids,
+#: invoice, day, amount, codes, order temporaries, features); the CPU
+#: pipeline peaked at about 100 bytes per row on 10^7 rows.
+BYTES_PER_ROW = 100
+#: Bytes of CSV text per row, to estimate the row count of CSV inputs.
+CSV_BYTES_PER_ROW = 40
+#: Rows per batch in the streaming pass.
+STREAM_BATCH_ROWS = 1 << 18
+
+
+def parse_memory(text: str) -> int:
+    """``"2GB"``, ``"512MiB"``, ``"1e9"`` -> bytes."""
+    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1
+    if unit not in units or value <= 0:
+        raise GpusegError(f"--memory-limit must be a size such as 2GB or 512MiB, got {text!r}")
+    return int(value * units[unit])
+
+
+def default_memory_limit() -> int:
+    """A quarter of physical memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 * 10**9
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    model: Path
+    inputs: tuple[str, ...]
+    out: Path
+    backend: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    date_format: str | None = None
+    as_of: dt.date | None = None
+    memory_limit: int = field(default_factory=default_memory_limit)
+    partitions: int | None = None  # force streaming with this many partitions
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise GpusegError("score needs INPUT files: the new transactions to score")
+        if self.partitions is not None and self.partitions < 1:
+            raise GpusegError(f"--partitions must be >= 1, got {self.partitions}")
+
+
+@dataclass
+class ScoreResult:
+    out: Path
+    drift: dict[str, Any]
+    report: dict[str, Any]
+
+
+def _mapping(model: SegmentModel, config: ScoreConfig, names: list[str]) -> ColumnMapping:
+    recorded = {role: col for role, col in model.columns.items() if col}
+    explicit = {**recorded, **config.columns}
+    # A recorded column the new files do not have is looked up again by name;
+    # one named on the command line must exist.
+    for role, col in list(explicit.items()):
+        if col not in names and role not in config.columns:
+            explicit.pop(role)
+    if explicit.get("amount") and ("quantity" in config.columns or "price" in config.columns):
+        explicit.pop("amount")
+    if "amount" in config.columns:
+        explicit.pop("quantity", None)
+        explicit.pop("price", None)
+    return resolve_columns(names, explicit)
+
+
+def estimate_rows(files: list[Path]) -> int:
+    """Rows in the inputs: exact for Parquet (from the footer), estimated for CSV."""
+    total = 0
+    for f in files:
+        if file_format(f) == "parquet":
+            try:
+                total += pq.ParquetFile(f).metadata.num_rows
+            except (pa.ArrowException, OSError):
+                total += f.stat().st_size // 8
+        else:
+            total += f.stat().st_size // CSV_BYTES_PER_ROW
+    return int(total)
+
+
+def _drift(model: SegmentModel, segment: np.ndarray, distance: np.ndarray) -> dict[str, Any]:
+    k = model.k
+    counts = np.bincount(segment, minlength=k)
+    n = max(int(counts.sum()), 1)
+    shares = (counts / n).tolist()
+    train = model.training
+    train_shares = train.get("segment_shares") or [None] * k
+    per_train = train.get("segment_mean_distance") or [None] * k
+    per_now = (np.bincount(segment, weights=distance, minlength=k) / np.maximum(counts, 1)).tolist()
+    names = model.names()
+    segments = []
+    for i in range(k):
+        segments.append({"segment": i, "name": names[i], "customers": int(counts[i]), "share": shares[i],
+                         "training_share": train_shares[i],
+                         "share_change": None if train_shares[i] is None else shares[i] - train_shares[i],
+                         "mean_distance": per_now[i] if counts[i] else None, "training_mean_distance": per_train[i]})
+    mean_now = float(distance.mean()) if len(distance) else None
+    mean_train = train.get("mean_distance")
+    return {"n_customers": int(counts.sum()), "training_n_customers": train.get("n_customers"),
+            "mean_distance": mean_now, "training_mean_distance": mean_train,
+            "mean_distance_ratio": (mean_now / mean_train) if mean_now is not None and mean_train else None,
+            "segments": segments}
+
+
+def _assign_columns(model: SegmentModel, Z: Any, backend_xp: Any) -> tuple[np.ndarray, np.ndarray]:
+    centroids = backend_xp.asarray(model.centroids, dtype=Z.dtype)
+    labels, sqdist = nearest(Z, centroids)
+    return to_numpy(labels).astype(np.int32), np.sqrt(to_numpy(sqdist))
+
+
+def _hash_partition(ids: pa.Array, parts: int) -> np.ndarray:
+    """Partition of each id, the same for the same id in any batch or run."""
+    t = ids.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        v = ids.to_numpy(zero_copy_only=False)
+        bits = v.astype(np.float64).view(np.uint64) if pa.types.is_floating(t) else v.astype(np.int64).view(np.uint64)
+        mixed = (bits * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
+        return (mixed % np.uint64(parts)).astype(np.int64)
+    enc = pc.dictionary_encode(pc.utf8_trim_whitespace(ids.cast(pa.string())))
+    words = [zlib.crc32(s.encode("utf-8")) % parts for s in enc.dictionary.to_pylist()]
+    return np.asarray(words, dtype=np.int64)[enc.indices.to_numpy(zero_copy_only=False)]
+
+
+def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], None] | None = None) -> ScoreResult:
+    """Score ``config.inputs`` with ``config.model``; writes assignments, drift and a report to ``config.out``.
+
+    ``on_progress(stage, done, total)`` reports rows read (pass 1) and
+    partitions scored (pass 2).
+
+    Raises
+    ------
+    GpusegError
+        For a missing, corrupted or unsupported model, input the model's
+        mapping cannot read, or bad options; nothing is written then.
+    """
+    notify = on_progress or (lambda stage, done, total: None)
+    model = SegmentModel.load(config.model)
+    files = expand_inputs(config.inputs)
+    mapping = _mapping(model, config, read_column_names(files[0]))
+    date_format = config.date_format if config.date_format is not None else model.date_format
+    estimate = estimate_rows(files)
+    streamed = config.partitions is not None or estimate * BYTES_PER_ROW > config.memory_limit
+    t0 = time.perf_counter()
+    if not streamed:
+        seg = SegmentConfig(inputs=tuple(str(f) for f in files), out=config.out, k=model.k, features=model.features,
+                            backend=config.backend, columns={r: c for r, c in mapping.to_dict().items() if c},
+                            date_format=date_format, as_of=config.as_of, precision="float64")
+        p = prepare(seg, scaler=model.scaler)
+        with p.timer.stage("assign"):
+            segment, distance = _assign_columns(model, p.Z, p.backend.xp)
+        ids = p.tx.customer_ids.take(pa.array(p.transfers.to_host("customer", p.feats.customer)))
+        rows, as_of, timer, backend = p.tx.rows, p.tx.as_of, p.timer, p.backend
+        n_parts = None
+        with staged_output(config.out) as tmp:
+            _write_assignments(pq.ParquetWriter(tmp / ASSIGNMENTS, _schema(ids.type)), model,
+                               [(ids, segment, distance)])
+            drift = _drift(model, segment, distance)
+            report = _score_report(config, model, mapping, date_format, rows, as_of, timer, backend, streamed,
+                                   n_parts, estimate, t0, files)
+            write_json(tmp / DRIFT, drift)
+            write_json(tmp / SCORE_REPORT, report)
+        return ScoreResult(config.out, drift, report)
+    return _score_streamed(config, model, files, mapping, date_format, estimate, notify, t0)
+
+
+def _schema(id_type: pa.DataType) -> pa.Schema:
+    return pa.schema([("customer_id", id_type), ("segment", pa.int32()), ("segment_name", pa.string()),
+                      ("distance", pa.float64())])
+
+
+def _write_assignments(writer: pq.ParquetWriter, model: SegmentModel,
+                       chunks: list[tuple[pa.Array, np.ndarray, np.ndarray]]) -> None:
+    names = pa.array(model.names())
+    with writer:
+        for ids, segment, distance in chunks:
+            writer.write_table(pa.table({"customer_id": ids, "segment": pa.array(segment, pa.int32()),
+                                         "segment_name": names.take(pa.array(segment)),
+                                         "distance": pa.array(distance, pa.float64())}, schema=writer.schema))
+
+
+def _resident_bytes() -> int:
+    """Current resident memory of this process (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def partitions_for(rows: int, memory_limit: int, baseline: int | None = None) -> int:
+    """Partitions such that one partition's working set fits a third of what the
+    limit leaves after the process's present footprint (libraries loaded);
+    the other two thirds hold the batch being read and the allocators' slack."""
+    baseline = _resident_bytes() if baseline is None else baseline
+    budget = max((memory_limit - baseline) // 3, 16 << 20)
+    return max(1, -(-(rows * BYTES_PER_ROW) // budget))
+
+
+def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path], mapping: ColumnMapping,
+                    date_format: str | None, estimate: int, notify: Callable[[str, int, int | None], None],
+                    t0: float) -> ScoreResult:
+    backend = resolve_backend(config.backend)
+    timer = StageTimer(sync=backend.synchronize)
+    transfers = Transfers(backend)
+    n_parts = config.partitions or partitions_for(estimate, config.memory_limit)
+    cleaner = Cleaner(mapping, date_format, config.as_of)
+    segments_all, distance_all = [], []
+    with tempfile.TemporaryDirectory(prefix="gpuseg-score-") as scratch:
+        scratch = Path(scratch)
+        # Arrow IPC streams: written as they come, no encoding buffers per open file.
+        writers: dict[int, Any] = {}
+        schema: pa.Schema | None = None
+        read = 0
+        with timer.stage("partition"):
+            for f in files:
+                for batch in iter_batches(f, mapping, batch_rows=STREAM_BATCH_ROWS):
+                    kept = cleaner.batch(f, batch)
+                    read += batch.num_rows
+                    notify("read", read, None)
+                    if kept is None or len(kept.day) == 0:
+                        continue
+                    part = _hash_partition(kept.ids, n_parts)
+                    table = pa.table({"customer": kept.ids,
+                                      "invoice": kept.invoices if kept.invoices is not None
+                                      else pa.nulls(len(kept.day)),
+                                      "day": pa.array(kept.day, pa.int32()),
+                                      "amount": pa.array(kept.amount, pa.float64())})
+                    if schema is None:
+                        schema = table.schema
+                    elif table.schema != schema:
+                        table = _conform(table, schema)
+                    order = np.argsort(part, kind="stable")
+                    table = table.take(pa.array(order))
+                    bounds = np.searchsorted(part[order], np.arange(n_parts + 1))
+                    for j in range(n_parts):
+                        lo, hi = int(bounds[j]), int(bounds[j + 1])
+                        if hi > lo:
+                            if j not in writers:
+                                writers[j] = pa.ipc.new_stream(str(scratch / f"part-{j}.arrow"), schema)
+                            writers[j].write_table(table.slice(lo, hi - lo))
+        for w in writers.values():
+            w.close()
+        pa.default_memory_pool().release_unused()
+        cleaner.check()
+        as_of = cleaner.as_of
+        outs: list[tuple[pa.Array, np.ndarray, np.ndarray]] = []
+        id_type = None
+        for done, j in enumerate(sorted(writers), start=1):
+            with timer.stage("score"):
+                with pa.memory_map(str(scratch / f"part-{j}.arrow")) as source:
+                    t = pa.ipc.open_stream(source).read_all()
+                kept = KeptRows(ids=t.column("customer").combine_chunks(),
+                                invoices=t.column("invoice").combine_chunks() if mapping.invoice else None,
+                                day=t.column("day").to_numpy(), amount=t.column("amount").to_numpy())
+                tx = assemble([kept], as_of, cleaner.rows, cleaner.ids_to_int, mapping.invoice is not None)
+                arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]
+                feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
+                if len(feats):
+                    Z = model.scaler.transform(feats.matrix(model.features))
+                    segment, distance = _assign_columns(model, Z, backend.xp)
+                    ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
+                    id_type = id_type or ids.type
+                    outs.append((ids.cast(id_type) if ids.type != id_type else ids, segment, distance))
+                    segments_all.append(segment)
+                    distance_all.append(distance)
+            pa.default_memory_pool().release_unused()
+            notify("score", done, len(writers))
+    if not outs:
+        raise GpusegError("no customer has a purchase order in the input")
+    segment = np.concatenate(segments_all)
+    distance = np.concatenate(distance_all)
+    with staged_output(config.out) as tmp:
+        _write_assignments(pq.ParquetWriter(tmp / ASSIGNMENTS, _schema(id_type)), model, outs)
+        drift = _drift(model, segment, distance)
+        report = _score_report(config, model, mapping, date_format, cleaner.rows, as_of, timer, backend, True,
+                               len(writers), estimate, t0, files)
+        write_json(tmp / DRIFT, drift)
+        write_json(tmp / SCORE_REPORT, report)
+    return ScoreResult(config.out, drift, report)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise GpusegError("customer or invoice ids change type between input files or batches "
+                          f"({table.schema.field('customer').type} vs {schema.field('customer').type}); "
+                          "give files with one id type") from None
+
+
+def _score_report(config: ScoreConfig, model: SegmentModel, mapping: ColumnMapping, date_format: str | None,
+                  rows: Any, as_of: int, timer: StageTimer, backend: Any, streamed: bool, n_parts: int | None,
+                  estimate: int, t0: float, files: list[Path]) -> dict[str, Any]:
+    return {
+        "gpuseg_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": str(config.model), "model_as_of": model.as_of.isoformat(),
+        "inputs": [str(f) for f in files], "columns": mapping.to_dict(), "date_format": date_format,
+        "as_of": day_date(as_of).isoformat(), "backend": backend.name, "device": backend.device,
+        "fallbacks": list(backend.fallbacks), "rows": rows.to_dict(),
+        "streamed": streamed, "partitions": n_parts, "memory_limit_bytes": config.memory_limit,
+        "estimated_rows": estimate, "estimated_working_bytes": estimate * BYTES_PER_ROW,
+        "timings": {**timer.as_dict(), "total": round(time.perf_counter() - t0, 6)},
+    }
