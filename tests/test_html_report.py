@@ -1,0 +1,88 @@
+"""`gpuseg report`: one self-contained HTML file, every figure embedded; renders in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from gpuseg.choose_k import choose_k
+from gpuseg.cli import app
+from gpuseg.config import SegmentConfig
+from gpuseg.pipeline import run
+
+runner = CliRunner()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep") / "segments"
+    run(SegmentConfig(out=out, k=4, demo_customers=3000))
+    choose_k(SegmentConfig(out=out, demo_customers=3000), k_min=2, k_max=5, sample_size=500, runs=2)
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_figure_is_embedded_and_nothing_is_fetched(out_dir):
+    page = (out_dir / "report.html").read_text()
+    images = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    # sizes, profiles, projection, choose-k curves, timings
+    assert len(images) == 5
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_MAGIC
+    assert not re.search(r'(src|href)="(https?:|//|file:)', page)
+    assert "<script" not in page and "<link" not in page
+
+
+def test_content_names_segments_and_choose_k(out_dir):
+    page = (out_dir / "report.html").read_text()
+    import pyarrow.csv as pacsv
+    names = pacsv.read_csv(out_dir / "segments.csv").column("name").to_pylist()
+    assert all(name.replace("'", "&#x27;") in page for name in names)
+    assert "Choosing k" in page and "Recommended k =" in page and "Stage timings" in page
+
+
+def test_without_choose_k_the_section_is_left_out(tmp_path):
+    out = tmp_path / "plain"
+    run(SegmentConfig(out=out, k=3, demo_customers=2000))
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    page = (out / "report.html").read_text()
+    assert "Choosing k" not in page and len(re.findall(r"<img ", page)) == 4
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "is not a folder"),
+    (lambda p: p.mkdir(), "missing segments.csv"),
+])
+def test_not_a_segment_folder(tmp_path, make, message):
+    target = tmp_path / "x"
+    make(target)
+    result = runner.invoke(app, ["report", str(target)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_renders_in_headless_chromium(out_dir, tmp_path):
+    shot = tmp_path / "page.png"
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                          "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          (out_dir / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count("<img") == 5 and "Customer segments" in dom.stdout
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,2400",
+                           f"--screenshot={shot}", (out_dir / "report.html").as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.read_bytes()[:8] == PNG_MAGIC and shot.stat().st_size > 50_000

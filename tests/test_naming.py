@@ -1,0 +1,70 @@
+"""Segment names: the documented rule, worked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuseg.naming import PROTOTYPES, describe, name_segments, standings
+
+
+def rfm(recency, frequency, monetary):
+    return {"recency_days": np.asarray(recency, float), "frequency": np.asarray(frequency, float),
+            "monetary": np.asarray(monetary, float)}
+
+
+def test_standings_worked_by_hand():
+    # Two customers per segment; frequency 0 and e-1 give log1p values 0 and 1.
+    e1 = np.e - 1
+    cols = rfm([0, 0, e1, e1], [e1, e1, 0, 0], [0, 0, 0, 0])
+    seg = np.array([0, 0, 1, 1])
+    S = standings(cols, seg, 2)
+    # log1p recency: [0,0,1,1] -> mean .5, std .5; segment 0 is one std below, negated -> +1.
+    np.testing.assert_allclose(S[:, 0], [1.0, -1.0])
+    np.testing.assert_allclose(S[:, 1], [1.0, -1.0])
+    np.testing.assert_allclose(S[:, 2], [0.0, 0.0])  # constant: no standing
+
+
+def test_names_follow_the_prototypes_and_are_unique():
+    rng = np.random.default_rng(0)
+    # Customers built at each prototype's standing: each segment gets its own name back.
+    names = list(PROTOTYPES)
+    cols = {"recency_days": [], "frequency": [], "monetary": []}
+    seg = []
+    for i, name in enumerate(names):
+        r, f, m = PROTOTYPES[name]
+        n = 50
+        cols["recency_days"] += list(np.expm1(3 - r + rng.normal(0, 0.05, n)))
+        cols["frequency"] += list(np.expm1(2 + f + rng.normal(0, 0.05, n)))
+        cols["monetary"] += list(np.expm1(5 + m + rng.normal(0, 0.05, n)))
+        seg += [i] * n
+    got = name_segments({k: np.array(v) for k, v in cols.items()}, np.array(seg), len(names))
+    assert got == names
+
+
+def test_more_than_eight_segments_get_numbered_names():
+    rng = np.random.default_rng(1)
+    cols = rfm(rng.uniform(1, 500, 1000), rng.integers(1, 30, 1000), rng.uniform(5, 5000, 1000))
+    seg = rng.integers(0, 11, 1000)
+    got = name_segments(cols, seg, 11)
+    assert len(set(got)) == 11
+    numbered = [n for n in got if n[-1].isdigit()]
+    assert len(numbered) >= 3
+    # A numbered name is used only after its plain name.
+    assert all(n.rsplit(" ", 1)[0] in got for n in numbered)
+
+
+def test_names_do_not_depend_on_segment_ids():
+    rng = np.random.default_rng(2)
+    cols = rfm(rng.uniform(1, 500, 600), rng.integers(1, 30, 600), rng.uniform(5, 5000, 600))
+    seg = np.digitize(cols["monetary"], [1000, 3000])  # three segments by spend
+    perm = np.array([2, 0, 1])
+    a = name_segments(cols, seg, 3)
+    b = name_segments(cols, perm[seg], 3)
+    assert [b[perm[i]] for i in range(3)] == a
+
+
+@pytest.mark.parametrize("standing, text", [((1, 1, 1), "recent, frequent, high spend"),
+                                            ((-1, 0, -1), "lapsed, occasional, low spend")])
+def test_describe(standing, text):
+    assert describe(standing) == text

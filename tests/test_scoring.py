@@ -1,0 +1,148 @@
+"""`gpuseg score`: reproducing the training run, streaming, drift, bad models and options."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from gpuseg.cli import app
+from gpuseg.config import SegmentConfig
+from gpuseg.generate import demo_table
+from gpuseg.pipeline import run
+from gpuseg.scoring import ScoreConfig, _hash_partition, parse_memory, partitions_for, score
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    log = root / "tx.parquet"
+    pq.write_table(demo_table(3000, seed=1), log)
+    result = run(SegmentConfig(inputs=(str(log),), out=root / "train", k=4))
+    return root, log, result
+
+
+def sorted_assignments(path):
+    t = pq.read_table(path).sort_by("customer_id")
+    return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+
+
+@pytest.mark.parametrize("partitions", [None, 1, 5])
+def test_scoring_the_training_data_reproduces_the_training_assignments(trained, tmp_path, partitions):
+    root, log, _ = trained
+    res = score(ScoreConfig(model=root / "train" / "model.json", inputs=(str(log),), out=tmp_path / "s",
+                            partitions=partitions))
+    assert res.report["streamed"] == (partitions is not None)
+    a = sorted_assignments(root / "train" / "assignments.parquet")
+    b = sorted_assignments(tmp_path / "s" / "assignments.parquet")
+    np.testing.assert_array_equal(a["customer_id"], b["customer_id"])
+    np.testing.assert_array_equal(a["segment"], b["segment"])
+    np.testing.assert_array_equal(a["segment_name"], b["segment_name"])
+    np.testing.assert_allclose(a["distance"], b["distance"], rtol=1e-12, atol=1e-12)
+    drift = json.loads((tmp_path / "s" / "drift.json").read_text())
+    assert all(abs(s["share_change"]) < 1e-12 for s in drift["segments"])
+    assert drift["mean_distance_ratio"] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_drift_on_new_data_and_the_cli_table(trained, tmp_path):
+    root, _, train = trained
+    newer = tmp_path / "new.csv"
+    pacsv.write_csv(demo_table(2000, seed=7), newer)
+    result = runner.invoke(app, ["score", str(newer), "--model", str(root / "train" / "model.json"),
+                                 "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "Scored " in result.output and "drift.json" in result.output
+    drift = json.loads((tmp_path / "s" / "drift.json").read_text())
+    assert drift["training_n_customers"] == train.report["n_customers"]
+    assert sum(s["customers"] for s in drift["segments"]) == drift["n_customers"]
+    assert sum(s["share"] for s in drift["segments"]) == pytest.approx(1.0)
+    for s, p in zip(drift["segments"], train.profiles):
+        assert s["training_share"] == pytest.approx(p["share"])
+        assert s["share_change"] == pytest.approx(s["share"] - p["share"])
+    rep = json.loads((tmp_path / "s" / "score_report.json").read_text())
+    assert rep["rows"]["read"] == demo_table(2000, seed=7).num_rows
+    assert rep["as_of"] == "2025-01-01"  # from the new data
+
+
+def test_as_of_option_and_model_mapping_overrides(trained, tmp_path):
+    root, _, _ = trained
+    t = demo_table(1000, seed=3).rename_columns(["cust", "invoice", "invoice_date", "quantity", "unit_price"])
+    path = tmp_path / "renamed.parquet"
+    pq.write_table(t, path)
+    result = runner.invoke(app, ["score", str(path), "--model", str(root / "train" / "model.json"), "--customer-col",
+                                 "cust", "--as-of", "2024-12-01", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    rep = json.loads((tmp_path / "s" / "score_report.json").read_text())
+    assert rep["columns"]["customer"] == "cust"
+    assert rep["as_of"] == "2024-12-01" and rep["rows"]["dropped"]["after_as_of"] > 0
+
+
+def test_hash_partitions_are_stable_and_cover_all():
+    ints = pa.array([5, 17, 5, 1_000_000, -3])
+    p = _hash_partition(ints, 4)
+    assert p[0] == p[2] and set(p.tolist()) <= set(range(4))
+    np.testing.assert_array_equal(p, _hash_partition(ints, 4))
+    text = pa.array(["a", "bb", "a", " a "])
+    q = _hash_partition(text, 3)
+    assert q[0] == q[2] == q[3]  # whitespace is trimmed, as cleaning does
+    many = _hash_partition(pa.array(np.arange(10_000)), 8)
+    assert np.bincount(many, minlength=8).min() > 900  # spread, not clustered
+
+
+def test_memory_arithmetic():
+    assert parse_memory("2GB") == 2 * 10**9 and parse_memory("512MiB") == 512 * 2**20 and parse_memory("1e6") == 10**6
+    assert partitions_for(10**6, 10**9, baseline=0) == 1
+    # 10^7 rows x 100 B = 1e9 B of working set; a third of (400 MB - 100 MB) per partition -> 10.
+    assert partitions_for(10**7, 400 * 10**6, baseline=100 * 10**6) == 10
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "does not exist"),
+    ("not_json", "is not valid JSON"),
+    ("wrong_version", "format version 99 is not supported"),
+    ("corrupt", "is corrupted"),
+    ("unknown_feature", "unknown feature 'lifetime_value'"),
+    ("no_columns", "lacks column"),
+])
+def test_bad_models_and_inputs_are_clear_errors(trained, tmp_path, setup, message):
+    root, log, _ = trained
+    model = json.loads((root / "train" / "model.json").read_text())
+    path = tmp_path / "model.json"
+    inputs = str(log)
+    if setup == "not_json":
+        path.write_text("{ not json")
+    elif setup == "wrong_version":
+        path.write_text(json.dumps({**model, "format_version": 99}))
+    elif setup == "corrupt":
+        path.write_text(json.dumps({**model, "centroids": [[1.0, 2.0]]}))
+    elif setup == "unknown_feature":
+        feats = ["recency_days", "frequency", "lifetime_value"]
+        path.write_text(json.dumps({**model, "features": feats, "scaler": {**model["scaler"], "features": feats}}))
+    elif setup == "no_columns":
+        path.write_text(json.dumps({**model, "columns": {**model["columns"], "customer": "client"}}))
+        other = tmp_path / "other.parquet"
+        pq.write_table(pa.table({"client": [1], "when": ["2024-01-01"], "x": [1.0]}), other)
+        inputs = str(other)
+        result = runner.invoke(app, ["score", inputs, "--model", str(path), "--out", str(tmp_path / "o"),
+                                     "--date-col", "when", "--amount-col", "price"])
+        assert result.exit_code == 2 and "Error:" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "o").exists()
+        return
+    result = runner.invoke(app, ["score", inputs, "--model", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "Error:" in result.output and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_memory_limit(trained, tmp_path):
+    root, log, _ = trained
+    result = runner.invoke(app, ["score", str(log), "--model", str(root / "train" / "model.json"),
+                                 "--memory-limit", "lots", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--memory-limit must be a size" in result.output
