@@ -36,14 +36,20 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _probe_import(module: str, label: str) -> tuple[ModuleType | None, str | None]:
+    try:
+        return _import(module), None
+    except ImportError as exc:
+        return None, f"{label} is not installed ({_short(exc)})"
+    except Exception as exc:  # a broken CUDA install raises all sorts at import
+        return None, f"{label} failed to import ({_short(exc)})"
+
+
 def probe_cupy() -> tuple[ModuleType | None, str | None]:
     """Return ``(cupy, None)`` when CuPy imports and sees a CUDA device, else ``(None, reason)``."""
-    try:
-        cp = _import("cupy")
-    except ImportError as exc:
-        return None, f"CuPy is not installed ({_short(exc)})"
-    except Exception as exc:  # a broken CUDA install raises all sorts at import
-        return None, f"CuPy failed to import ({_short(exc)})"
+    cp, reason = _probe_import("cupy", "CuPy")
+    if cp is None:
+        return None, reason
     try:
         n = cp.cuda.runtime.getDeviceCount()
     except Exception as exc:
@@ -55,24 +61,12 @@ def probe_cupy() -> tuple[ModuleType | None, str | None]:
 
 def probe_cuml() -> tuple[ModuleType | None, str | None]:
     """Return ``(cuml, None)`` when cuML imports, else ``(None, reason)``."""
-    try:
-        cuml = _import("cuml")
-    except ImportError as exc:
-        return None, f"cuML is not installed ({_short(exc)})"
-    except Exception as exc:
-        return None, f"cuML failed to import ({_short(exc)})"
-    return cuml, None
+    return _probe_import("cuml", "cuML")
 
 
 def probe_cudf() -> tuple[ModuleType | None, str | None]:
     """Return ``(cudf, None)`` when cuDF imports, else ``(None, reason)``."""
-    try:
-        cudf = _import("cudf")
-    except ImportError as exc:
-        return None, f"cuDF is not installed ({_short(exc)})"
-    except Exception as exc:
-        return None, f"cuDF failed to import ({_short(exc)})"
-    return cudf, None
+    return _probe_import("cudf", "cuDF")
 
 
 def cpu_description() -> str:

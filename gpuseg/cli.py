@@ -103,24 +103,45 @@ def _main(
 
 FEATURE_HELP = f"Comma-separated clustering features; any of: {', '.join(FEATURES)}."
 
+# Options shared by segment, choose-k and score.
+Inputs = Annotated[Optional[list[str]], typer.Argument(
+    metavar="[INPUT]...", help="CSV or Parquet files, folders or globs. None: the built-in demo data.",
+    show_default=False)]
+CustomerCol = Annotated[Optional[str], typer.Option(help="Customer id column.", rich_help_panel="Columns")]
+DateCol = Annotated[Optional[str], typer.Option(help="Date column.", rich_help_panel="Columns")]
+InvoiceCol = Annotated[Optional[str], typer.Option(help="Invoice/order id column (optional).", rich_help_panel="Columns")]
+AmountCol = Annotated[Optional[str], typer.Option(help="Line amount column.", rich_help_panel="Columns")]
+QuantityCol = Annotated[Optional[str], typer.Option(help="Quantity column (amount = quantity × price).",
+                                                    rich_help_panel="Columns")]
+PriceCol = Annotated[Optional[str], typer.Option(help="Unit price column.", rich_help_panel="Columns")]
+DateFormat = Annotated[Optional[str], typer.Option(help="strptime format of text dates, e.g. '%m/%d/%Y %H:%M'.",
+                                                   rich_help_panel="Columns")]
+AsOf = Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD (default: the day after the last row).")]
+Features = Annotated[str, typer.Option(help=FEATURE_HELP)]
+
+
+def _columns(customer: str | None, date: str | None, invoice: str | None, amount: str | None,
+             quantity: str | None, price: str | None) -> dict[str, str]:
+    """Role -> column for the column options that were given."""
+    return {role: name for role, name in (("customer", customer), ("date", date), ("invoice", invoice),
+                                          ("amount", amount), ("quantity", quantity), ("price", price)) if name}
+
 
 @app.command()
 def segment(
-    inputs: Annotated[Optional[list[str]], typer.Argument(
-        metavar="[INPUT]...", help="CSV or Parquet files, folders or globs. None: the built-in demo data.",
-        show_default=False)] = None,
+    inputs: Inputs = None,
     k: Annotated[int, typer.Option("--k", "-k", help="Number of segments.")] = 5,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("segments"),
-    features: Annotated[str, typer.Option(help=FEATURE_HELP)] = ",".join(DEFAULT_FEATURES),
+    features: Features = ",".join(DEFAULT_FEATURES),
     backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml.")] = "auto",
-    customer_col: Annotated[Optional[str], typer.Option(help="Customer id column.", rich_help_panel="Columns")] = None,
-    date_col: Annotated[Optional[str], typer.Option(help="Date column.", rich_help_panel="Columns")] = None,
-    invoice_col: Annotated[Optional[str], typer.Option(help="Invoice/order id column (optional).", rich_help_panel="Columns")] = None,
-    amount_col: Annotated[Optional[str], typer.Option(help="Line amount column.", rich_help_panel="Columns")] = None,
-    quantity_col: Annotated[Optional[str], typer.Option(help="Quantity column (amount = quantity × price).", rich_help_panel="Columns")] = None,
-    price_col: Annotated[Optional[str], typer.Option(help="Unit price column.", rich_help_panel="Columns")] = None,
-    date_format: Annotated[Optional[str], typer.Option(help="strptime format of text dates, e.g. '%m/%d/%Y %H:%M'.", rich_help_panel="Columns")] = None,
-    as_of: Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD (default: day after the last row).")] = None,
+    customer_col: CustomerCol = None,
+    date_col: DateCol = None,
+    invoice_col: InvoiceCol = None,
+    amount_col: AmountCol = None,
+    quantity_col: QuantityCol = None,
+    price_col: PriceCol = None,
+    date_format: DateFormat = None,
+    as_of: AsOf = None,
     max_iter: Annotated[int, typer.Option(help="Most Lloyd iterations.", rich_help_panel="K-means")] = 300,
     tol: Annotated[float, typer.Option(help="Relative tolerance on centre shift.", rich_help_panel="K-means")] = 1e-4,
     n_init: Annotated[int, typer.Option(help="Runs from different seeds; the best is kept.", rich_help_panel="K-means")] = 1,
@@ -136,14 +157,9 @@ def segment(
     from .pipeline import run
 
     with _user_errors():
-        columns = {role: name for role, name in (
-            ("customer", customer_col), ("date", date_col), ("invoice", invoice_col),
-            ("amount", amount_col), ("quantity", quantity_col), ("price", price_col)) if name}
-        config = SegmentConfig(
-            inputs=tuple(inputs or ()), out=out, k=k, features=parse_features(features), backend=backend,
-            columns=columns, date_format=date_format, as_of=parse_date(as_of) if as_of else None,
-            max_iter=max_iter, tol=tol, n_init=n_init, seed=seed, precision=precision,
-            reference_model=reference_model)
+        config = _segment_config(inputs, out, k, features, backend, customer_col, date_col, invoice_col, amount_col,
+                                 quantity_col, price_col, date_format, as_of, max_iter=max_iter, tol=tol,
+                                 n_init=n_init, seed=seed, precision=precision, reference_model=reference_model)
         if not config.inputs and not quiet:
             out_console.print(f"No INPUT given: running on the built-in demo data "
                               f"({config.demo_customers:,} customers, seed 0).")
@@ -199,9 +215,7 @@ def _segment_config(inputs: list[str] | None, out: Path, k: int, features: str, 
                     customer_col: str | None, date_col: str | None, invoice_col: str | None, amount_col: str | None,
                     quantity_col: str | None, price_col: str | None, date_format: str | None, as_of: str | None,
                     **options: Any) -> SegmentConfig:
-    columns = {role: name for role, name in (
-        ("customer", customer_col), ("date", date_col), ("invoice", invoice_col),
-        ("amount", amount_col), ("quantity", quantity_col), ("price", price_col)) if name}
+    columns = _columns(customer_col, date_col, invoice_col, amount_col, quantity_col, price_col)
     return SegmentConfig(inputs=tuple(inputs or ()), out=out, k=k, features=parse_features(features),
                          backend=backend, columns=columns, date_format=date_format,
                          as_of=parse_date(as_of) if as_of else None, **options)
@@ -209,24 +223,22 @@ def _segment_config(inputs: list[str] | None, out: Path, k: int, features: str, 
 
 @app.command("choose-k")
 def choose_k_command(
-    inputs: Annotated[Optional[list[str]], typer.Argument(
-        metavar="[INPUT]...", help="CSV or Parquet files, folders or globs. None: the built-in demo data.",
-        show_default=False)] = None,
+    inputs: Inputs = None,
     k_min: Annotated[int, typer.Option(help="Smallest k to try (>= 2).")] = 2,
     k_max: Annotated[int, typer.Option(help="Largest k to try.")] = 12,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for choose_k.json and choose_k.png.")] = Path("segments"),
     sample_size: Annotated[int, typer.Option(help="Customers sampled for the silhouette.")] = 5000,
     runs: Annotated[int, typer.Option(help="Seeds per k, for stability (mean adjusted Rand index).")] = 3,
-    features: Annotated[str, typer.Option(help=FEATURE_HELP)] = ",".join(DEFAULT_FEATURES),
+    features: Features = ",".join(DEFAULT_FEATURES),
     backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml (k-means runs on cpu/cupy).")] = "auto",
-    customer_col: Annotated[Optional[str], typer.Option(help="Customer id column.", rich_help_panel="Columns")] = None,
-    date_col: Annotated[Optional[str], typer.Option(help="Date column.", rich_help_panel="Columns")] = None,
-    invoice_col: Annotated[Optional[str], typer.Option(help="Invoice/order id column (optional).", rich_help_panel="Columns")] = None,
-    amount_col: Annotated[Optional[str], typer.Option(help="Line amount column.", rich_help_panel="Columns")] = None,
-    quantity_col: Annotated[Optional[str], typer.Option(help="Quantity column.", rich_help_panel="Columns")] = None,
-    price_col: Annotated[Optional[str], typer.Option(help="Unit price column.", rich_help_panel="Columns")] = None,
-    date_format: Annotated[Optional[str], typer.Option(help="strptime format of text dates.", rich_help_panel="Columns")] = None,
-    as_of: Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD.")] = None,
+    customer_col: CustomerCol = None,
+    date_col: DateCol = None,
+    invoice_col: InvoiceCol = None,
+    amount_col: AmountCol = None,
+    quantity_col: QuantityCol = None,
+    price_col: PriceCol = None,
+    date_format: DateFormat = None,
+    as_of: AsOf = None,
     seed: Annotated[int, typer.Option(help="First random seed.")] = 0,
 ) -> None:
     """Score k = k-min..k-max (inertia, silhouette, Calinski-Harabasz, Davies-Bouldin, stability) and recommend one.
@@ -264,13 +276,13 @@ def score(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("scores"),
     backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml (nearest centroid runs on cpu or cupy).")] = "auto",
     customer_col: Annotated[Optional[str], typer.Option(help="Customer id column (default: as in the model).", rich_help_panel="Columns")] = None,
-    date_col: Annotated[Optional[str], typer.Option(help="Date column.", rich_help_panel="Columns")] = None,
-    invoice_col: Annotated[Optional[str], typer.Option(help="Invoice/order id column.", rich_help_panel="Columns")] = None,
-    amount_col: Annotated[Optional[str], typer.Option(help="Line amount column.", rich_help_panel="Columns")] = None,
-    quantity_col: Annotated[Optional[str], typer.Option(help="Quantity column.", rich_help_panel="Columns")] = None,
-    price_col: Annotated[Optional[str], typer.Option(help="Unit price column.", rich_help_panel="Columns")] = None,
-    date_format: Annotated[Optional[str], typer.Option(help="strptime format of text dates (default: as in the model).", rich_help_panel="Columns")] = None,
-    as_of: Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD (default: day after the last row).")] = None,
+    date_col: DateCol = None,
+    invoice_col: InvoiceCol = None,
+    amount_col: AmountCol = None,
+    quantity_col: QuantityCol = None,
+    price_col: PriceCol = None,
+    date_format: DateFormat = None,
+    as_of: AsOf = None,
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory to stay within, e.g. 4GB; larger inputs are streamed in partitions (default: a quarter of RAM).")] = None,
     partitions: Annotated[Optional[int], typer.Option(help="Stream through this many partitions regardless of size.")] = None,
 ) -> None:
@@ -283,9 +295,7 @@ def score(
     from .scoring import ScoreConfig, parse_memory, score as run_score
 
     with _user_errors():
-        columns = {role: name for role, name in (
-            ("customer", customer_col), ("date", date_col), ("invoice", invoice_col),
-            ("amount", amount_col), ("quantity", quantity_col), ("price", price_col)) if name}
+        columns = _columns(customer_col, date_col, invoice_col, amount_col, quantity_col, price_col)
         config = ScoreConfig(model=model, inputs=tuple(inputs), out=out, backend=backend, columns=columns,
                              date_format=date_format, as_of=parse_date(as_of) if as_of else None,
                              partitions=partitions,
