@@ -118,6 +118,9 @@ DateFormat = Annotated[Optional[str], typer.Option(help="strptime format of text
                                                    rich_help_panel="Columns")]
 AsOf = Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD (default: the day after the last row).")]
 Features = Annotated[str, typer.Option(help=FEATURE_HELP)]
+Scheduler = Annotated[Optional[str], typer.Option(
+    help="Run on Dask: a scheduler address (tcp://host:8786) or 'local' for a cluster on this machine.",
+    rich_help_panel="Dask")]
 
 
 def _columns(customer: str | None, date: str | None, invoice: str | None, amount: str | None,
@@ -148,6 +151,7 @@ def segment(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same result).", rich_help_panel="K-means")] = 0,
     precision: Annotated[str, typer.Option(help="auto (float32 on a GPU, float64 on the CPU), float32 or float64.", rich_help_panel="K-means")] = "auto",
     reference_model: Annotated[Optional[Path], typer.Option(help="A previous run's model.json: keep its segment ids and names, and write migration.csv.")] = None,
+    scheduler: Scheduler = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
     """Segment customers: read transactions, build features, cluster, write results.
@@ -160,6 +164,19 @@ def segment(
         config = _segment_config(inputs, out, k, features, backend, customer_col, date_col, invoice_col, amount_col,
                                  quantity_col, price_col, date_format, as_of, max_iter=max_iter, tol=tol,
                                  n_init=n_init, seed=seed, precision=precision, reference_model=reference_model)
+        if scheduler:
+            from .dask_pipeline import run_dask
+            if config.reference_model is not None:
+                raise GpusegError("--reference-model is not supported with --scheduler yet; run without it")
+            with out_console.status("Running on Dask…") if not quiet else _nullcontext() as status:
+                report = run_dask(config, scheduler, on_stage=(lambda name: status.update(
+                    f"{STAGE_LABELS.get(name, name)} on Dask…")) if status is not None else None)
+            if not quiet:
+                out_console.print(f"[bold]{report['n_customers']:,}[/] customers on {escape(report['scheduler'])} "
+                                  f"({report['workers']} workers, {report['partitions']} partitions); "
+                                  f"{report['n_iter']} iterations; wrote {escape(str(config.out))}/ "
+                                  "(assignments/ and features/ as Parquet datasets)", highlight=False)
+            return
         if not config.inputs and not quiet:
             out_console.print(f"No INPUT given: running on the built-in demo data "
                               f"({config.demo_customers:,} customers, seed 0).")
@@ -285,6 +302,7 @@ def score(
     as_of: AsOf = None,
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory to stay within, e.g. 4GB; larger inputs are streamed in partitions (default: a quarter of RAM).")] = None,
     partitions: Annotated[Optional[int], typer.Option(help="Stream through this many partitions regardless of size.")] = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Assign new transactions' customers to a saved model's segments, and summarise drift.
 
@@ -300,6 +318,14 @@ def score(
                              date_format=date_format, as_of=parse_date(as_of) if as_of else None,
                              partitions=partitions,
                              **({"memory_limit": parse_memory(memory_limit)} if memory_limit else {}))
+        if scheduler:
+            from .dask_pipeline import score_dask
+            with out_console.status("Scoring on Dask…"):
+                res = score_dask(config, scheduler)
+            out_console.print(f"Scored {res['drift']['n_customers']:,} customers on {escape(res['report']['scheduler'])} "
+                              f"({res['report']['workers']} workers); wrote {escape(str(config.out))}/ "
+                              "(assignments/ as a Parquet dataset, drift.json, score_report.json)", highlight=False)
+            return
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"),
                       console=out_console, transient=True) as bar:
             task = bar.add_task("Scoring", total=None)

@@ -70,7 +70,12 @@ def name_segments(columns: dict[str, np.ndarray], segment: np.ndarray, k: int) -
     segment : int array of shape (n,)
         Segment of each customer.
     """
-    S = standings(columns, segment, k)
+    return names_from_standings(standings(columns, segment, k))
+
+
+def names_from_standings(S: np.ndarray) -> list[str]:
+    """Unique names for segments with (k, 3) standings ``S`` (steps 2 and 3 above)."""
+    k = S.shape[0]
     names = list(PROTOTYPES)
     P = np.array([PROTOTYPES[n] for n in names])
     rounds = -(-k // len(names))

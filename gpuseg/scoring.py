@@ -143,13 +143,19 @@ def estimate_rows(files: list[Path]) -> int:
 
 def _drift(model: SegmentModel, segment: np.ndarray, distance: np.ndarray) -> dict[str, Any]:
     k = model.k
-    counts = np.bincount(segment, minlength=k)
+    return _drift_from_counts(model, np.bincount(segment, minlength=k),
+                              np.bincount(segment, weights=distance, minlength=k))
+
+
+def _drift_from_counts(model: SegmentModel, counts: np.ndarray, distance_sums: np.ndarray) -> dict[str, Any]:
+    """Segment shares and mean distances now, against the training run's."""
+    k = model.k
     n = max(int(counts.sum()), 1)
     shares = (counts / n).tolist()
     train = model.training
     train_shares = train.get("segment_shares") or [None] * k
     per_train = train.get("segment_mean_distance") or [None] * k
-    per_now = (np.bincount(segment, weights=distance, minlength=k) / np.maximum(counts, 1)).tolist()
+    per_now = (distance_sums / np.maximum(counts, 1)).tolist()
     names = model.names()
     segments = []
     for i in range(k):
@@ -157,7 +163,7 @@ def _drift(model: SegmentModel, segment: np.ndarray, distance: np.ndarray) -> di
                          "training_share": train_shares[i],
                          "share_change": None if train_shares[i] is None else shares[i] - train_shares[i],
                          "mean_distance": per_now[i] if counts[i] else None, "training_mean_distance": per_train[i]})
-    mean_now = float(distance.mean()) if len(distance) else None
+    mean_now = float(distance_sums.sum() / n) if counts.sum() else None
     mean_train = train.get("mean_distance")
     return {"n_customers": int(counts.sum()), "training_n_customers": train.get("n_customers"),
             "mean_distance": mean_now, "training_mean_distance": mean_train,

@@ -1,0 +1,549 @@
+"""The same pipeline on a Dask cluster: ``gpuseg segment ... --scheduler ADDRESS|local``.
+
+Reading is ``dask.dataframe``; each partition is cleaned by :class:`gpuseg.cleaning.Cleaner`; rows are then
+shuffled on the customer id, so that every customer's rows meet in one
+partition, where :func:`gpuseg.features.compute_features` builds the features
+exactly as in one process. The scaler's statistics are reduced from
+per-partition moments, and the Lloyd iteration runs as per-partition partial
+sums (:func:`gpuseg.clustering.lloyd_partials`) reduced on the client each
+iteration, through the same driver (:func:`gpuseg.clustering.lloyd`). Workers
+write the outputs as Parquet datasets (one file per partition) into a staging
+folder next to ``--out``, which is moved into place only when everything
+succeeded: ``--out`` must be on storage that every worker and the client can
+reach.
+
+Seeding: when the customers fit in :data:`SEED_ROWS` rows the client gathers
+the scaled features in customer-id order and runs k-means++ exactly as one
+process does, so the same seed gives the same result; beyond that it seeds
+from a random sample of that many rows.
+
+Worker memory: Dask spills partitions to disk when a worker passes its memory
+limit (60–70% of ``memory_limit``); a worker needs room for one input
+partition and one shuffled partition being featurised (about 100 bytes per
+transaction row, like the single-process pipeline).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import __version__
+from .backend import _import
+from .cleaning import AFTER_AS_OF, Cleaner, KeptRows, RowCounts, assemble, day_date, day_number
+from .clustering import (KMeansFit, LloydResult, Partials, _reduce, check_random_state, kmeans_plusplus, lloyd,
+                         lloyd_partials, nearest)
+from .columns import ColumnMapping, resolve_columns
+from .config import SegmentConfig
+from .errors import GpusegError
+from .features import FEATURES, compute_features
+from .model import SegmentModel
+from .naming import RFM, names_from_standings
+from .outputs import MODEL, REPORT, SEGMENTS, staged_output, write_json, write_segments_csv
+from .reading import expand_inputs, file_format, read_column_names
+from .scaling import SKEW_THRESHOLD, Scaler, signed_log1p
+from .timing import StageTimer
+
+#: Customers up to which seeding gathers every scaled row (else a sample of this many).
+SEED_ROWS = 1 << 20
+
+
+# -- connecting ---------------------------------------------------------------------
+
+def connect(scheduler: str) -> tuple[Any, Any, str]:
+    """A Dask client for ``scheduler``: an address, or ``local`` for a cluster on this machine.
+
+    ``local`` starts a ``LocalCUDACluster`` (one worker per GPU) when dask-cuda
+    and a GPU are present, else a ``LocalCluster`` with one single-threaded
+    worker process per core. Returns (client, cluster or None, description).
+    """
+    try:
+        distributed = _import("distributed")
+    except ImportError as exc:
+        raise GpusegError(f"--scheduler needs Dask: {exc}; install the gpuseg[dask] extra") from None
+    if scheduler == "local":
+        try:
+            from .backend import probe_cupy
+            cp, _ = probe_cupy()
+            if cp is not None:
+                cluster = _import("dask_cuda").LocalCUDACluster()
+                return distributed.Client(cluster), cluster, "LocalCUDACluster"
+        except ImportError:
+            pass
+        cluster = distributed.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True)
+        return distributed.Client(cluster), cluster, "LocalCluster"
+    try:
+        return distributed.Client(scheduler, timeout="20s"), None, scheduler
+    except (OSError, TimeoutError) as exc:
+        raise GpusegError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+
+
+# -- tasks that run on the workers (module-level, so they pickle) --------------------
+
+def _clean_part(pdf: Any, mapping: ColumnMapping, date_format: str | None, as_of: dt.date | None,
+                source: str) -> tuple[Any, dict[str, Any]]:
+    """Clean one input partition: the kept rows, and what happened to the others."""
+    import pandas as pd
+    cleaner = Cleaner(mapping, date_format, as_of)
+    batch = pa.RecordBatch.from_pandas(pdf, preserve_index=False)
+    kept = cleaner.batch(Path(source), batch)
+    if kept is None:
+        kept = KeptRows(ids=pa.array([], batch.schema.field(mapping.customer).type),
+                        invoices=pa.array([], batch.schema.field(mapping.invoice).type) if mapping.invoice else None,
+                        day=np.empty(0, np.int32), amount=np.empty(0))
+    cols = {"customer": kept.ids, "day": pa.array(kept.day, pa.int32()), "amount": pa.array(kept.amount, pa.float64())}
+    if kept.invoices is not None:
+        cols["invoice"] = kept.invoices
+    table = pa.table(cols)
+    stats = {"rows": cleaner.rows.to_dict(), "max_day": cleaner.max_day, "from_csv": cleaner.from_csv,
+             "text_all_int": cleaner.text_ids_all_int, "bad_date": cleaner._bad_date_example}
+    return table.to_pandas(types_mapper=pd.ArrowDtype), stats
+
+
+def _features_part(pdf: Any, as_of: int, ids_to_int: bool, has_invoice: bool) -> tuple[Any, int]:
+    """Features of the customers of one shuffled partition (all their rows are here)."""
+    import pandas as pd
+    table = pa.Table.from_pandas(pdf, preserve_index=False)
+    if table.num_rows == 0:
+        return pd.DataFrame(), 0
+    kept = KeptRows(ids=table.column("customer").combine_chunks(),
+                    invoices=table.column("invoice").combine_chunks() if has_invoice else None,
+                    day=table.column("day").to_numpy(), amount=table.column("amount").to_numpy())
+    tx = assemble([kept], as_of, RowCounts(), ids_to_int, has_invoice)
+    feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders, tx.as_of)
+    ids = tx.customer_ids.take(pa.array(feats.customer))
+    out = pa.table({"customer_id": ids, **{name: feats.columns[name] for name in FEATURES}})
+    return out.to_pandas(types_mapper=pd.ArrowDtype), feats.n_without_purchase
+
+
+def _matrix(pdf: Any, names: tuple[str, ...]) -> np.ndarray:
+    return np.stack([pdf[n].to_numpy(dtype=np.float64) for n in names], axis=1) if len(pdf) else \
+        np.empty((0, len(names)))
+
+
+def _moments_a(pdf: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    X = _matrix(pdf, names)
+    L = signed_log1p(X)
+    R = signed_log1p(_matrix(pdf, RFM)) if len(pdf) else np.empty((0, 3))
+    return {"n": len(X), "sum": X.sum(axis=0), "min": X.min(axis=0) if len(X) else np.full(len(names), np.inf),
+            "sum_log": L.sum(axis=0), "rfm_sum": R.sum(axis=0), "rfm_sq": (R * R).sum(axis=0)}
+
+
+def _moments_b(pdf: Any, names: tuple[str, ...], mean: np.ndarray, mean_log: np.ndarray) -> dict[str, Any]:
+    X = _matrix(pdf, names)
+    c = X - mean
+    cl = signed_log1p(X) - mean_log
+    return {"m2": (c * c).sum(axis=0), "m3": (c ** 3).sum(axis=0), "m2_log": (cl * cl).sum(axis=0)}
+
+
+def _scaled(pdf: Any, scaler: Scaler, shift: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(scaler.transform(_matrix(pdf, scaler.features)) - shift)
+
+
+def _partials(Z: np.ndarray, centers: np.ndarray) -> Partials:
+    if len(Z) == 0:
+        k, d = centers.shape
+        return Partials(np.zeros((k, d)), np.zeros(k), 0.0, 0)
+    return lloyd_partials(Z, centers)
+
+
+def _assign_part(Z: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(Z) == 0:
+        return np.empty(0, np.int32), np.empty(0)
+    return nearest(Z, centers, n_threads=1)
+
+
+def _row(Z: np.ndarray, i: int) -> np.ndarray:
+    return Z[i].copy()
+
+
+def _segment_sums(pdf: Any, Z: np.ndarray, centers: np.ndarray) -> dict[str, Any]:
+    """Per-segment counts and feature sums (for the revenue order, names and profiles)."""
+    k = centers.shape[0]
+    labels, sqdist = _assign_part(Z, centers)
+    sums = {name: np.bincount(labels, weights=pdf[name].to_numpy(dtype=np.float64), minlength=k)
+            for name in FEATURES} if len(pdf) else {name: np.zeros(k) for name in FEATURES}
+    rfm = {name: np.bincount(labels, weights=signed_log1p(pdf[name].to_numpy(dtype=np.float64)), minlength=k)
+           for name in RFM} if len(pdf) else {name: np.zeros(k) for name in RFM}
+    return {"counts": np.bincount(labels, minlength=k), "sums": sums, "rfm_log_sums": rfm,
+            "distance_sum": float(np.sqrt(sqdist).sum()),
+            "distance_sums": np.bincount(labels, weights=np.sqrt(sqdist), minlength=k)}
+
+
+def _write_part(pdf: Any, Z: np.ndarray, index: int, centers: np.ndarray, rank: np.ndarray, names: list[str],
+                folder: str) -> int:
+    """Write one partition of assignments and features; returns its row count."""
+    if len(pdf) == 0:
+        return 0
+    labels, sqdist = _assign_part(Z, centers)
+    seg = rank.astype(np.int32)[labels]
+    feats = pa.Table.from_pandas(pdf, preserve_index=False)
+    ids = feats.column("customer_id")
+    pq.write_table(pa.table({"customer_id": ids, "segment": seg, "segment_name": pa.array(names).take(pa.array(seg)),
+                             "distance": np.sqrt(sqdist)}), Path(folder) / "assignments" / f"part-{index:05d}.parquet")
+    pq.write_table(feats, Path(folder) / "features" / f"part-{index:05d}.parquet")
+    return len(pdf)
+
+
+# -- the Lloyd step over partitions --------------------------------------------------
+
+class DistributedRows:
+    """Stands in for the (n, d) matrix of scaled features held by the workers."""
+
+    def __init__(self, client: Any, parts: list[Any], sizes: list[int], d: int):
+        self.client, self.parts, self.sizes = client, parts, sizes
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.shape = (int(self.offsets[-1]), d)
+        self.dtype = np.dtype(np.float64)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        p = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.client.submit(_row, self.parts[p], int(i - self.offsets[p]), pure=False).result()
+
+
+class DaskStep:
+    """Lloyd step for :func:`gpuseg.clustering.lloyd`: partial sums per partition, reduced here."""
+
+    tracks_labels = False
+    supports_delta = False
+    name = "dask"
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def __call__(self, X: DistributedRows, centers: np.ndarray, labels: Any = None, delta: bool = False) -> Partials:
+        futures = self.client.map(_partials, X.parts, centers=centers, pure=False)
+        return _reduce(self.client.gather(futures))
+
+    def assign(self, X: DistributedRows, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pairs = self.client.gather(self.client.map(_assign_part, X.parts, centers=centers, pure=False))
+        return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+    def inertia(self, X: DistributedRows, centers: np.ndarray, labels: Any) -> float:
+        return float(self.assign(X, centers)[1].sum())
+
+
+# -- the run ----------------------------------------------------------------------------
+
+def _read(files: list[Path], mapping: ColumnMapping) -> tuple[Any, str]:
+    dd = _import("dask.dataframe")
+    formats = {file_format(f) for f in files}
+    if len(formats) > 1:
+        raise GpusegError("with --scheduler, give inputs of one format (all CSV or all Parquet)")
+    fmt = formats.pop()
+    names = [str(f) for f in files]
+    if fmt == "parquet":
+        # Arrow-backed columns keep integer ids with gaps as integers (not NaN floats).
+        return dd.read_parquet(names, columns=mapping.needed, dtype_backend="pyarrow"), "x.parquet"
+    dtypes = {mapping.customer: "string", mapping.date: "string"}
+    if mapping.invoice:
+        dtypes[mapping.invoice] = "string"
+    for col in (mapping.amount, mapping.quantity, mapping.price):
+        if col:
+            dtypes[col] = "float64"
+    return dd.read_csv(names, usecols=mapping.needed, dtype=dtypes, blocksize="64MB", dtype_backend="pyarrow"), "x.csv"
+
+
+def _combine_stats(stats: list[dict[str, Any]], as_of: dt.date | None) -> tuple[RowCounts, int, bool, Any]:
+    rows = RowCounts()
+    if as_of is not None:
+        rows.dropped[AFTER_AS_OF] = 0
+    max_day, from_csv, all_int, bad = None, True, True, None
+    for s in stats:
+        rows.read += s["rows"]["read"]
+        rows.used += s["rows"]["used"]
+        for reason, count in s["rows"]["dropped"].items():
+            rows.dropped[reason] = rows.dropped.get(reason, 0) + count
+        if s["max_day"] is not None:
+            max_day = s["max_day"] if max_day is None else max(max_day, s["max_day"])
+        from_csv &= s["from_csv"]
+        all_int &= s["text_all_int"]
+        bad = bad or s["bad_date"]
+    as_of_day = day_number(as_of) if as_of is not None else (max_day if max_day is not None else 0) + 1
+    return rows, as_of_day, from_csv and all_int, bad
+
+
+def _check_rows(rows: RowCounts, bad: Any, mapping: ColumnMapping, date_format: str | None) -> None:
+    if rows.read == 0:
+        raise GpusegError("the input has no data rows")
+    if bad and rows.dropped["unparseable_date"] == rows.read - rows.dropped["missing_customer_id"]:
+        hint = ("give its format with --date-format" if date_format is None
+                else f"it does not match --date-format {date_format!r}")
+        raise GpusegError(f"no date in column {mapping.date!r} could be parsed (e.g. {bad[1]!r}); {hint}")
+    if rows.used == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
+        raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
+
+
+def _fit_scaler(client: Any, parts: list[Any], names: tuple[str, ...]) -> tuple[Scaler, int, dict[str, Any]]:
+    """The scaler from per-partition moments (two passes, as Scaler.fit on one array)."""
+    a = client.gather(client.map(_moments_a, parts, names=names, pure=False))
+    n = sum(x["n"] for x in a)
+    mean = sum(x["sum"] for x in a) / n
+    mean_log = sum(x["sum_log"] for x in a) / n
+    low = np.min(np.stack([x["min"] for x in a]), axis=0)
+    b = client.gather(client.map(_moments_b, parts, names=names, mean=mean, mean_log=mean_log, pure=False))
+    m2 = sum(x["m2"] for x in b) / n
+    m3 = sum(x["m3"] for x in b) / n
+    m2_log = sum(x["m2_log"] for x in b) / n
+    logs, means, scales = [], [], []
+    for j in range(len(names)):
+        skew = m3[j] / m2[j] ** 1.5 if m2[j] > 0 else 0.0
+        use_log = bool(low[j] >= 0 and skew > SKEW_THRESHOLD)
+        std = float(np.sqrt(m2_log[j] if use_log else m2[j]))
+        logs.append(use_log)
+        means.append(float(mean_log[j] if use_log else mean[j]))
+        scales.append(std if std > 0 else 1.0)
+    rfm = {"n": n, "mean": sum(x["rfm_sum"] for x in a) / n, "sq": sum(x["rfm_sq"] for x in a) / n}
+    return Scaler(tuple(names), tuple(logs), tuple(means), tuple(scales)), n, rfm
+
+
+def _seed(client: Any, X: DistributedRows, feats: list[Any], k: int, seed: int) -> np.ndarray:
+    """k-means++ centres: on every row in customer-id order when they fit, else on a sample."""
+    state = check_random_state(seed)
+    n = X.shape[0]
+    Z = np.concatenate(client.gather(X.parts))
+    if n <= SEED_ROWS:
+        ids = pa.concat_arrays([pa.Table.from_pandas(f[["customer_id"]], preserve_index=False)
+                                .column(0).combine_chunks() for f in client.gather(feats) if len(f)])
+        order = np.asarray(pc.sort_indices(ids))
+        return kmeans_plusplus(Z[order], k, state)
+    rows = np.sort(state.choice(n, size=SEED_ROWS, replace=False))
+    return kmeans_plusplus(Z[rows], k, state)
+
+
+def run_dask(config: SegmentConfig, scheduler: str = "local", init: np.ndarray | None = None,
+             on_stage: Callable[[str], None] | None = None, client: Any = None) -> dict[str, Any]:
+    """Run ``gpuseg segment`` on a Dask cluster; writes ``config.out`` and returns the report.
+
+    ``init`` (k × d, in the scaled units) replaces k-means++ seeding; ``client``
+    reuses an existing Dask client instead of connecting to ``scheduler``.
+
+    Raises
+    ------
+    GpusegError
+        For bad input or options, or a scheduler that cannot be reached;
+        nothing is written to ``config.out`` then.
+    """
+    if not config.inputs:
+        raise GpusegError("--scheduler needs INPUT files; the demo data runs in one process")
+    own = client is None
+    cluster = None
+    if own:
+        client, cluster, where = connect(scheduler)
+    else:
+        where = str(getattr(client, "scheduler_info", lambda: {})().get("address", "client"))
+    timer = StageTimer(on_start=on_stage)
+    try:
+        return _run(config, client, where, timer, init)
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+@dataclass
+class ClusterFeatures:
+    """Per-customer features held by the workers, one pandas frame per partition."""
+
+    parts: list[Any]
+    files: list[Path]
+    mapping: ColumnMapping
+    rows: RowCounts
+    as_of: int
+    n_without: int
+    workers: int
+
+
+def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, str], date_format: str | None,
+                     as_of: dt.date | None, timer: StageTimer) -> ClusterFeatures:
+    """Read, clean, shuffle on customer id and build features on the cluster (stages clean, features)."""
+    dask = _import("dask")
+    dd = _import("dask.dataframe")
+    files = expand_inputs(inputs)
+    mapping = resolve_columns(read_column_names(files[0]), columns)
+    workers = len(client.scheduler_info().get("workers", {}))
+
+    with timer.stage("clean"):
+        ddf, source = _read(files, mapping)
+        cleaned = [dask.delayed(_clean_part, nout=2)(p, mapping, date_format, as_of, source)
+                   for p in ddf.to_delayed()]
+        kept_meta = _clean_part(ddf._meta, mapping, date_format, as_of, source)[0]
+        kept = dd.from_delayed([c[0] for c in cleaned], meta=kept_meta)
+        kept, *stats = dask.persist(kept, *[c[1] for c in cleaned])
+        rows, as_of_day, ids_to_int, bad = _combine_stats(dask.compute(*stats), as_of)
+        _check_rows(rows, bad, mapping, date_format)
+
+    with timer.stage("features"):
+        shuffled = kept.shuffle(on="customer", npartitions=max(1, kept.npartitions))
+        pairs = [dask.delayed(_features_part, nout=2)(p, as_of_day, ids_to_int, mapping.invoice is not None)
+                 for p in shuffled.to_delayed()]
+        futures = client.compute([p[0] for p in pairs] + [p[1] for p in pairs])  # one pass over each partition
+        feats, counts_without = futures[:len(pairs)], futures[len(pairs):]
+        n_without = sum(client.gather(counts_without))
+        del kept, shuffled
+    return ClusterFeatures(feats, files, mapping, rows, as_of_day, int(n_without), workers)
+
+
+def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init: np.ndarray | None) -> dict[str, Any]:
+    cf = cluster_features(client, config.inputs, config.columns, config.date_format, config.as_of, timer)
+    feats, files, mapping, rows, as_of, n_without, workers = (cf.parts, cf.files, cf.mapping, cf.rows, cf.as_of,
+                                                              cf.n_without, cf.workers)
+
+    with timer.stage("scale"):
+        scaler, n, rfm = _fit_scaler(client, feats, config.features)
+        if n == 0:
+            raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
+        if config.k > n:
+            raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
+        scaled = client.map(_scaled, feats, scaler=scaler, shift=np.zeros(len(config.features)), pure=False)
+        sizes = [int(s) for s in client.gather(client.map(len, scaled, pure=False))]
+        # Centre the data as one process does, for the same distances.
+        shift = sum(client.gather(client.map(lambda z: z.sum(axis=0), scaled, pure=False))) / n
+        Z = client.map(lambda z, s: z - s, scaled, s=shift, pure=False)
+        X = DistributedRows(client, Z, sizes, len(config.features))
+
+    with timer.stage("fit"):
+        sq = sum(client.gather(client.map(lambda z: float((z * z).sum()), Z, pure=False)))
+        abs_tol = sq / (n * X.shape[1]) * config.tol
+        centers0 = (init - shift) if init is not None else _seed(client, X, feats, config.k, config.seed)
+        step = DaskStep(client)
+        result: LloydResult = lloyd(X, centers0, max_iter=config.max_iter, tol=abs_tol, step=step)
+        fit = KMeansFit(result.centers + shift, result.labels, result.inertia, result.n_iter, result.converged,
+                        result.history, int(np.count_nonzero(np.bincount(result.labels, minlength=config.k))),
+                        engine="dask")
+
+    with timer.stage("assign"):
+        sums = client.gather(client.map(_segment_sums, feats, Z, centers=result.centers, pure=False))
+        k = config.k
+        counts = sum(s["counts"] for s in sums)
+        totals = {name: sum(s["sums"][name] for s in sums) for name in FEATURES}
+        means = totals["monetary"] / np.maximum(counts, 1)
+        perm = np.argsort(-means, kind="stable")
+        rank = np.empty_like(perm)
+        rank[perm] = np.arange(k)
+        names = _names(sums, rfm, counts, perm)
+
+    with staged_output(config.out) as tmp:
+        with timer.stage("write"):
+            (tmp / "assignments").mkdir()
+            (tmp / "features").mkdir()
+            written = client.gather(client.map(_write_part, feats, Z, list(range(len(feats))),
+                                               centers=result.centers, rank=rank, names=names, folder=str(tmp),
+                                               pure=False))
+            if sum(written) != n:
+                raise GpusegError(f"workers wrote {sum(written)} of {n} customers; the run is incomplete")
+            profiles = []
+            for new_id, old in enumerate(perm):
+                c = int(counts[old])
+                row = {"segment": new_id, "name": names[new_id], "n_customers": c, "share": c / n,
+                       "revenue_share": float(totals["monetary"][old] / totals["monetary"].sum())
+                       if totals["monetary"].sum() else 0.0}
+                for name in FEATURES:
+                    row[f"mean_{name}"] = float(totals[name][old] / c) if c else float("nan")
+                profiles.append(row)
+            write_segments_csv(tmp / SEGMENTS, profiles)
+            distance_sums = sum(s["distance_sums"] for s in sums)
+            centroids = (result.centers + shift)[perm]
+            model = SegmentModel(
+                features=config.features, scaler=scaler, centroids=centroids, seed=config.seed,
+                as_of=day_date(as_of), backend="cpu", columns=mapping.to_dict(), date_format=config.date_format,
+                version=__version__, segment_names=tuple(names),
+                training={"n_customers": n, "segment_shares": [p["share"] for p in profiles],
+                          "mean_distance": float(sum(s["distance_sum"] for s in sums) / n),
+                          "segment_mean_distance": (distance_sums[perm] / np.maximum(counts[perm], 1)).tolist()})
+            model.save(tmp / MODEL)
+        report = {
+            "gpuseg_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "inputs": [str(f) for f in files], "columns": mapping.to_dict(), "date_format": config.date_format,
+            "as_of": day_date(as_of).isoformat(), "backend": "cpu", "device": f"Dask ({where})",
+            "scheduler": where, "workers": workers, "partitions": len(feats), "engine": "dask",
+            "fallbacks": [], "rows": rows.to_dict(), "n_customers": n,
+            "customers_without_purchase": int(n_without), "features": list(config.features), "k": k,
+            "seed": config.seed, "n_iter": fit.n_iter, "inertia": fit.inertia, "converged": fit.converged,
+            "iterations": fit.history, "timings": timer.as_dict(),
+            "outputs": {"assignments": "assignments/ (one Parquet file per partition)",
+                        "features": "features/ (one Parquet file per partition)"},
+        }
+        write_json(tmp / REPORT, report)
+    return report
+
+
+def _names(sums: list[dict[str, Any]], rfm: dict[str, Any], counts: np.ndarray, perm: np.ndarray) -> list[str]:
+    """Names by the rule of :mod:`gpuseg.naming`, from reduced sums, in revenue order."""
+    std = np.sqrt(np.maximum(rfm["sq"] - rfm["mean"] ** 2, 0))
+    std[std == 0] = 1.0
+    S = np.zeros((len(counts), 3))
+    for j, name in enumerate(RFM):
+        seg_mean = sum(s["rfm_log_sums"][name] for s in sums) / np.maximum(counts, 1)
+        S[:, j] = (seg_mean - rfm["mean"][j]) / std[j]
+    S[:, 0] *= -1  # recent is good
+    return [names_from_standings(S)[int(old)] for old in perm]
+
+
+def _score_part(pdf: Any, Z_unused: Any, index: int, model: SegmentModel, folder: str) -> dict[str, Any]:
+    """Assign one partition to the model's segments, write it, and return its counts and distances."""
+    k = model.k
+    if len(pdf) == 0:
+        return {"counts": np.zeros(k, np.int64), "distance_sums": np.zeros(k), "n": 0}
+    Z = model.scaler.transform(_matrix(pdf, model.features))
+    labels, sqdist = _assign_part(Z, model.centroids)
+    dist = np.sqrt(sqdist)
+    ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0)
+    pq.write_table(pa.table({"customer_id": ids, "segment": labels.astype(np.int32),
+                             "segment_name": pa.array(model.names()).take(pa.array(labels)), "distance": dist}),
+                   Path(folder) / "assignments" / f"part-{index:05d}.parquet")
+    return {"counts": np.bincount(labels, minlength=k), "distance_sums": np.bincount(labels, weights=dist, minlength=k),
+            "n": len(pdf)}
+
+
+def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dict[str, Any]:
+    """``gpuseg score`` on a Dask cluster: assignments as a Parquet dataset, drift and a report.
+
+    ``config`` is a :class:`gpuseg.scoring.ScoreConfig`.
+    """
+    from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping
+    own = client is None
+    cluster = None
+    if own:
+        client, cluster, where = connect(scheduler)
+    else:
+        where = "client"
+    try:
+        model = SegmentModel.load(config.model)
+        files = expand_inputs(config.inputs)
+        mapping = _mapping(model, config, read_column_names(files[0]))
+        date_format = config.date_format if config.date_format is not None else model.date_format
+        timer = StageTimer()
+        columns = {r: c for r, c in mapping.to_dict().items() if c}
+        cf = cluster_features(client, config.inputs, columns, date_format, config.as_of, timer)
+        with staged_output(config.out) as tmp:
+            with timer.stage("assign"):
+                (tmp / "assignments").mkdir()
+                parts = client.gather(client.map(_score_part, cf.parts, cf.parts, list(range(len(cf.parts))),
+                                                 model=model, folder=str(tmp), pure=False))
+            counts = sum(p["counts"] for p in parts)
+            distance_sums = sum(p["distance_sums"] for p in parts)
+            drift = _drift_from_counts(model, counts, distance_sums)
+            report = {"gpuseg_version": __version__, "model": str(config.model), "inputs": [str(f) for f in files],
+                      "columns": mapping.to_dict(), "date_format": date_format, "as_of": day_date(cf.as_of).isoformat(),
+                      "scheduler": where, "workers": cf.workers, "partitions": len(cf.parts), "streamed": False,
+                      "rows": cf.rows.to_dict(), "timings": timer.as_dict()}
+            write_json(tmp / DRIFT, drift)
+            write_json(tmp / SCORE_REPORT, report)
+        return {"drift": drift, "report": report}
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
