@@ -53,8 +53,9 @@ from .reading import expand_inputs, file_format, read_column_names
 from .scaling import SKEW_THRESHOLD, Scaler, signed_log1p
 from .timing import StageTimer
 
-#: Customers up to which seeding gathers every scaled row (else a sample of this many).
-SEED_ROWS = 1 << 20
+#: Customers up to which seeding gathers every scaled row to the client (else a sample of
+#: this many): 4M rows of a few features is tens of MB.
+SEED_ROWS = 1 << 22
 
 
 # -- connecting ---------------------------------------------------------------------
@@ -82,7 +83,7 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
         cluster = distributed.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True)
         return distributed.Client(cluster), cluster, "LocalCluster"
     try:
-        return distributed.Client(scheduler, timeout="20s"), None, scheduler
+        return distributed.Client(scheduler, timeout="10s"), None, scheduler
     except (OSError, TimeoutError) as exc:
         raise GpusegError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
 
@@ -321,6 +322,16 @@ def _seed(client: Any, X: DistributedRows, feats: list[Any], k: int, seed: int) 
     return kmeans_plusplus(Z[rows], k, state)
 
 
+def _cluster_error(exc: BaseException) -> BaseException:
+    """A failure on the cluster as one clear line (nothing is written then)."""
+    if type(exc).__name__ == "KilledWorker":
+        return GpusegError("Dask workers kept dying while running a task (often: out of memory); give the workers "
+                           f"a larger memory limit or more partitions. Dask said: {str(exc).splitlines()[0]}")
+    if isinstance(exc, (OSError, TimeoutError)) or type(exc).__name__ in ("CommClosedError", "CancelledError"):
+        return GpusegError(f"lost the Dask cluster during the run ({type(exc).__name__}: {exc})")
+    return exc
+
+
 def run_dask(config: SegmentConfig, scheduler: str = "local", init: np.ndarray | None = None,
              on_stage: Callable[[str], None] | None = None, client: Any = None) -> dict[str, Any]:
     """Run ``gpuseg segment`` on a Dask cluster; writes ``config.out`` and returns the report.
@@ -345,6 +356,10 @@ def run_dask(config: SegmentConfig, scheduler: str = "local", init: np.ndarray |
     timer = StageTimer(on_start=on_stage)
     try:
         return _run(config, client, where, timer, init)
+    except GpusegError:
+        raise
+    except Exception as exc:
+        raise _cluster_error(exc) from None
     finally:
         if own:
             client.close()
@@ -385,7 +400,9 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
         _check_rows(rows, bad, mapping, date_format)
 
     with timer.stage("features"):
-        shuffled = kept.shuffle(on="customer", npartitions=max(1, kept.npartitions))
+        # Task-based shuffle: its pieces are ordinary (spillable) results, which keeps
+        # workers with tight memory limits moving where the p2p shuffle stalled.
+        shuffled = kept.shuffle(on="customer", npartitions=max(1, kept.npartitions), shuffle_method="tasks")
         pairs = [dask.delayed(_features_part, nout=2)(p, as_of_day, ids_to_int, mapping.invoice is not None)
                  for p in shuffled.to_delayed()]
         futures = client.compute([p[0] for p in pairs] + [p[1] for p in pairs])  # one pass over each partition
@@ -542,6 +559,10 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
             write_json(tmp / DRIFT, drift)
             write_json(tmp / SCORE_REPORT, report)
         return {"drift": drift, "report": report}
+    except GpusegError:
+        raise
+    except Exception as exc:
+        raise _cluster_error(exc) from None
     finally:
         if own:
             client.close()

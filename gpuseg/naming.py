@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 #: (recency, frequency, monetary) standing of each name; +1 is good (recent, often, much).
 PROTOTYPES: dict[str, tuple[float, float, float]] = {
@@ -75,6 +74,8 @@ def name_segments(columns: dict[str, np.ndarray], segment: np.ndarray, k: int) -
 
 def names_from_standings(S: np.ndarray) -> list[str]:
     """Unique names for segments with (k, 3) standings ``S`` (steps 2 and 3 above)."""
+    from scipy.optimize import linear_sum_assignment  # scipy is heavy; only needed here
+
     k = S.shape[0]
     names = list(PROTOTYPES)
     P = np.array([PROTOTYPES[n] for n in names])

@@ -1,0 +1,178 @@
+"""The pipeline on a real Dask LocalCluster of 2 worker processes (CPU)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("dask.dataframe")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from gpuseg.cli import app  # noqa: E402
+from gpuseg.clustering import fit_kmeans  # noqa: E402
+from gpuseg.config import SegmentConfig  # noqa: E402
+from gpuseg.dask_pipeline import run_dask, score_dask  # noqa: E402
+from gpuseg.errors import GpusegError  # noqa: E402
+from gpuseg.generate import iter_tables  # noqa: E402
+from gpuseg.model import SegmentModel  # noqa: E402
+from gpuseg.pipeline import run  # noqa: E402
+from gpuseg.scoring import ScoreConfig, score  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A log split over six files (six input partitions), with a few dirty rows."""
+    root = tmp_path_factory.mktemp("dask-in")
+    for i, table in enumerate(iter_tables(240_000, 24_000, seed=5, dirty=0.002, block_rows=40_000, workers=1)):
+        pq.write_table(table, root / f"part-{i}.parquet")
+    return root
+
+
+def read_dataset(path, columns=None):
+    return pq.read_table(path, columns=columns).sort_by("customer_id")
+
+
+@pytest.fixture(scope="module")
+def both(client, files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dask-out")
+    single = run(SegmentConfig(inputs=(str(files),), out=out / "single", k=5))
+    report = run_dask(SegmentConfig(inputs=(str(files),), out=out / "dask", k=5), client=client)
+    return single, report, out
+
+
+def test_features_are_identical_to_one_process(both):
+    single, report, out = both
+    a = read_dataset(out / "single" / "features.parquet")
+    b = read_dataset(out / "dask" / "features")
+    assert a.column_names == b.column_names
+    assert a.column("customer_id").equals(b.column("customer_id"))
+    for name in a.column_names[1:]:
+        np.testing.assert_allclose(b.column(name).to_numpy(), a.column(name).to_numpy(), rtol=1e-12, atol=1e-9)
+    assert report["n_customers"] == single.report["n_customers"]
+    assert report["customers_without_purchase"] == single.report["customers_without_purchase"]
+    assert report["rows"] == single.report["rows"]
+
+
+def test_same_seed_same_segments_names_and_model(both):
+    single, report, out = both
+    a = read_dataset(out / "single" / "assignments.parquet")
+    b = read_dataset(out / "dask" / "assignments")
+    np.testing.assert_array_equal(b.column("segment").to_numpy(), a.column("segment").to_numpy())
+    np.testing.assert_allclose(b.column("distance").to_numpy(), a.column("distance").to_numpy(), rtol=1e-9)
+    model = SegmentModel.load(out / "dask" / "model.json")
+    assert model.names() == single.model.names()
+    np.testing.assert_allclose(model.centroids, single.model.centroids, rtol=1e-9, atol=1e-12)
+    assert report["n_iter"] == single.report["n_iter"]
+    assert report["inertia"] == pytest.approx(single.report["inertia"], rel=1e-9)
+    assert report["workers"] == 2 and report["partitions"] >= 2
+    assert set(report["timings"]) >= {"clean", "features", "scale", "fit", "assign", "write", "total"}
+    assert len(list((out / "dask" / "assignments").glob("part-*.parquet"))) == report["partitions"]
+
+
+def test_from_the_same_initial_centroids_identical_labels(client, files, both, tmp_path):
+    single, _, out = both
+    feats = read_dataset(out / "single" / "features.parquet")
+    model = single.model
+    Z = model.scaler.transform(np.stack([feats.column(f).to_numpy().astype(float) for f in model.features], 1))
+    init = Z[np.random.default_rng(0).choice(len(Z), 5, replace=False)]
+    ref = fit_kmeans(Z, 5, init=init)
+    report = run_dask(SegmentConfig(inputs=(str(files),), out=tmp_path / "d", k=5), client=client, init=init)
+    got = read_dataset(tmp_path / "d" / "assignments")
+    ours = np.asarray(ref.labels)
+    # Labels are relabelled by revenue in both; compare the partitions themselves.
+    from sklearn.metrics import adjusted_rand_score
+    assert adjusted_rand_score(ours, got.column("segment").to_numpy()) == 1.0
+    assert report["inertia"] == pytest.approx(ref.inertia, rel=1e-9)
+
+
+def test_score_on_the_cluster_equals_score_in_one_process(client, files, both, tmp_path):
+    _, _, out = both
+    cfg = ScoreConfig(model=out / "single" / "model.json", inputs=(str(files),), out=tmp_path / "one")
+    one = score(cfg)
+    res = score_dask(ScoreConfig(model=out / "single" / "model.json", inputs=(str(files),), out=tmp_path / "many"),
+                     client=client)
+    a = read_dataset(tmp_path / "one" / "assignments.parquet")
+    b = read_dataset(tmp_path / "many" / "assignments")
+    np.testing.assert_array_equal(b.column("segment").to_numpy(), a.column("segment").to_numpy())
+    assert res["drift"]["n_customers"] == one.drift["n_customers"]
+    for x, y in zip(res["drift"]["segments"], one.drift["segments"]):
+        assert x["customers"] == y["customers"]
+        assert x["mean_distance"] == pytest.approx(y["mean_distance"], rel=1e-9)
+
+
+def test_a_worker_killed_mid_run_is_survived_or_reported(client, files, both, tmp_path):
+    single, _, _ = both
+    killed = []
+
+    def kill_one_worker(stage):
+        if stage == "fit" and not killed:
+            victim = sorted(client.scheduler_info()["workers"])[0]
+            pid = client.run(os.getpid, workers=[victim])[victim]
+            os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker; its data is gone
+            killed.append(victim)
+
+    out = tmp_path / "killed"
+    try:
+        report = run_dask(SegmentConfig(inputs=(str(files),), out=out, k=5), client=client, on_stage=kill_one_worker)
+    except GpusegError as exc:  # a clear error, and nothing left behind
+        print(f"worker killed: the run failed cleanly: {exc}")
+        assert "Dask" in str(exc)
+        assert not out.exists()
+        assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    else:  # the scheduler recomputed the lost partitions: the same answer
+        print("worker killed: the run recomputed what it lost and finished")
+        assert killed
+        assert report["inertia"] == pytest.approx(single.report["inertia"], rel=1e-9)
+        a = read_dataset(single.out / "assignments.parquet")
+        b = read_dataset(out / "assignments")
+        np.testing.assert_array_equal(b.column("segment").to_numpy(), a.column("segment").to_numpy())
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_cli_errors(tmp_path, files):
+    runner = CliRunner()
+    result = runner.invoke(app, ["segment", "--scheduler", "local", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "needs INPUT files" in result.output
+    result = runner.invoke(app, ["segment", str(files), "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "cannot reach the Dask scheduler" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_works_when_the_data_is_larger_than_a_workers_memory_limit(tmp_path):
+    # 14M rows: the five input columns take 14e6 x 36 B = 504 MB in memory, more than the
+    # 500 MB each worker may use; Dask spills (and may restart a worker) and the run completes.
+    data = tmp_path / "big"
+    data.mkdir()
+    for i, table in enumerate(iter_tables(14_000_000, 1_400_000, seed=3, block_rows=700_000, workers=2)):
+        pq.write_table(table, data / f"p{i:02d}.parquet")
+    in_memory = sum(pq.read_metadata(f).num_rows for f in data.iterdir()) * 36
+    limit = 500 * 10**6
+    assert in_memory > limit
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
+                                       dashboard_address=None,
+                                       env={"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_TRIM_THRESHOLD_": "65536"})
+    with distributed.Client(cluster) as c:
+        report = run_dask(SegmentConfig(inputs=(str(data),), out=tmp_path / "dask", k=5), client=c)
+    cluster.close()
+    single = run(SegmentConfig(inputs=(str(data),), out=tmp_path / "single", k=5))
+    assert report["n_customers"] == single.report["n_customers"]
+    a = read_dataset(tmp_path / "single" / "assignments.parquet", ["customer_id", "segment"])
+    b = read_dataset(tmp_path / "dask" / "assignments", ["customer_id", "segment"])
+    assert a.column("customer_id").equals(b.column("customer_id"))
+    np.testing.assert_array_equal(b.column("segment").to_numpy(), a.column("segment").to_numpy())
