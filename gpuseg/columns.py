@@ -53,6 +53,17 @@ class ColumnMapping:
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
+    def csv_types(self, text: object, number: object) -> dict[str, object]:
+        """Column types for reading CSV: ids and dates as ``text`` (keeps leading
+        zeros; a bad date is one dropped row, not a failed read), amounts as ``number``."""
+        types = {self.customer: text, self.date: text}
+        if self.invoice:
+            types[self.invoice] = text
+        for col in (self.amount, self.quantity, self.price):
+            if col:
+                types[col] = number
+        return types
+
 
 def resolve_columns(available: Sequence[str],
                     explicit: Mapping[str, str | None] | None = None) -> ColumnMapping:

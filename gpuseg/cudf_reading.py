@@ -31,13 +31,7 @@ def _read(cudf: Any, path: Path, mapping: ColumnMapping) -> Any:
     cols = mapping.needed
     if file_format(path) == "parquet":
         return cudf.read_parquet(str(path), columns=cols)
-    dtypes = {mapping.customer: "str", mapping.date: "str"}
-    if mapping.invoice:
-        dtypes[mapping.invoice] = "str"
-    for c in (mapping.amount, mapping.quantity, mapping.price):
-        if c:
-            dtypes[c] = "float64"
-    return cudf.read_csv(str(path), usecols=cols, dtype=dtypes)
+    return cudf.read_csv(str(path), usecols=cols, dtype=mapping.csv_types("str", "float64"))
 
 
 def _is_string(s: Any) -> bool:

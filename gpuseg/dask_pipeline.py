@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,13 +246,8 @@ def _read(files: list[Path], mapping: ColumnMapping) -> tuple[Any, str]:
     if fmt == "parquet":
         # Arrow-backed columns keep integer ids with gaps as integers (not NaN floats).
         return dd.read_parquet(names, columns=mapping.needed, dtype_backend="pyarrow"), "x.parquet"
-    dtypes = {mapping.customer: "string", mapping.date: "string"}
-    if mapping.invoice:
-        dtypes[mapping.invoice] = "string"
-    for col in (mapping.amount, mapping.quantity, mapping.price):
-        if col:
-            dtypes[col] = "float64"
-    return dd.read_csv(names, usecols=mapping.needed, dtype=dtypes, blocksize="64MB", dtype_backend="pyarrow"), "x.csv"
+    return dd.read_csv(names, usecols=mapping.needed, dtype=mapping.csv_types("string", "float64"), blocksize="64MB",
+                       dtype_backend="pyarrow"), "x.csv"
 
 
 def _combine_stats(stats: list[dict[str, Any]], as_of: dt.date | None) -> tuple[RowCounts, int, bool, Any]:
@@ -322,6 +318,29 @@ def _seed(client: Any, X: DistributedRows, feats: list[Any], k: int, seed: int) 
     return kmeans_plusplus(Z[rows], k, state)
 
 
+@contextmanager
+def _session(scheduler: str, client: Any) -> Iterator[tuple[Any, str]]:
+    """A client (the given one, or a new connection closed afterwards); failures on
+    the cluster come out as one clear error."""
+    own = client is None
+    cluster = None
+    if own:
+        client, cluster, where = connect(scheduler)
+    else:
+        where = str(client.scheduler_info().get("address", "client"))
+    try:
+        yield client, where
+    except GpusegError:
+        raise
+    except Exception as exc:
+        raise _cluster_error(exc) from None
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
 def _cluster_error(exc: BaseException) -> BaseException:
     """A failure on the cluster as one clear line (nothing is written then)."""
     if type(exc).__name__ == "KilledWorker":
@@ -347,24 +366,8 @@ def run_dask(config: SegmentConfig, scheduler: str = "local", init: np.ndarray |
     """
     if not config.inputs:
         raise GpusegError("--scheduler needs INPUT files; the demo data runs in one process")
-    own = client is None
-    cluster = None
-    if own:
-        client, cluster, where = connect(scheduler)
-    else:
-        where = str(getattr(client, "scheduler_info", lambda: {})().get("address", "client"))
-    timer = StageTimer(on_start=on_stage)
-    try:
-        return _run(config, client, where, timer, init)
-    except GpusegError:
-        raise
-    except Exception as exc:
-        raise _cluster_error(exc) from None
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    with _session(scheduler, client) as (client, where):
+        return _run(config, client, where, StageTimer(on_start=on_stage), init)
 
 
 @dataclass
@@ -530,13 +533,7 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
     ``config`` is a :class:`gpuseg.scoring.ScoreConfig`.
     """
     from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping
-    own = client is None
-    cluster = None
-    if own:
-        client, cluster, where = connect(scheduler)
-    else:
-        where = "client"
-    try:
+    with _session(scheduler, client) as (client, where):
         model = SegmentModel.load(config.model)
         files = expand_inputs(config.inputs)
         mapping = _mapping(model, config, read_column_names(files[0]))
@@ -559,12 +556,3 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
             write_json(tmp / DRIFT, drift)
             write_json(tmp / SCORE_REPORT, report)
         return {"drift": drift, "report": report}
-    except GpusegError:
-        raise
-    except Exception as exc:
-        raise _cluster_error(exc) from None
-    finally:
-        if own:
-            client.close()
-            if cluster is not None:
-                cluster.close()

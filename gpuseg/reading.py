@@ -87,18 +87,6 @@ def read_column_names(path: Path) -> list[str]:
         raise _fail(path, exc) from None
 
 
-def _csv_types(mapping: ColumnMapping) -> dict[str, pa.DataType]:
-    # Ids and dates are read as text: ids keep leading zeros and mixed forms,
-    # and a bad date becomes one dropped row instead of a failed read.
-    types: dict[str, pa.DataType] = {mapping.customer: pa.string(), mapping.date: pa.string()}
-    if mapping.invoice:
-        types[mapping.invoice] = pa.string()
-    for col in (mapping.amount, mapping.quantity, mapping.price):
-        if col:
-            types[col] = pa.float64()
-    return types
-
-
 def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
     """Yield the mapped columns of one file as record batches.
 
@@ -129,7 +117,7 @@ def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = No
             for i in range(pf.num_row_groups):
                 yield from pf.read_row_groups([i], columns=columns, use_threads=True).to_batches()
             return
-        convert = pacsv.ConvertOptions(include_columns=columns, column_types=_csv_types(mapping),
+        convert = pacsv.ConvertOptions(include_columns=columns, column_types=mapping.csv_types(pa.string(), pa.float64()),
                                        strings_can_be_null=True)
         read = pacsv.ReadOptions(block_size=min(64 << 20, max(1 << 20, (batch_rows or 1 << 30) * 48)))
         with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
