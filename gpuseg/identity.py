@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy.optimize import linear_sum_assignment
 
 from .errors import GpusegError
 from .model import SegmentModel
@@ -24,6 +23,8 @@ from .scaling import Scaler
 
 def match_reference(reference: SegmentModel, scaler: Scaler, centroids: np.ndarray) -> np.ndarray:
     """For each new segment (rows of ``centroids``, scaled), the reference segment it continues, or -1."""
+    from scipy.optimize import linear_sum_assignment  # heavy; only needed with --reference-model
+
     if tuple(reference.features) != tuple(scaler.features):
         raise GpusegError(f"the reference model uses features {','.join(reference.features)} but this run uses "
                           f"{','.join(scaler.features)}; use the same --features")
