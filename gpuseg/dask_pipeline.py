@@ -49,7 +49,7 @@ from .errors import GpusegError
 from .features import FEATURES, compute_features
 from .model import SegmentModel
 from .naming import RFM, names_from_standings
-from .outputs import MODEL, REPORT, SEGMENTS, staged_output, write_json, write_segments_csv
+from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
 from .reading import expand_inputs, file_format, read_column_names
 from .scaling import SKEW_THRESHOLD, Scaler, signed_log1p
 from .timing import StageTimer
@@ -190,7 +190,7 @@ def _write_part(pdf: Any, Z: np.ndarray, index: int, centers: np.ndarray, rank: 
     seg = rank.astype(np.int32)[labels]
     feats = pa.Table.from_pandas(pdf, preserve_index=False)
     ids = feats.column("customer_id")
-    pq.write_table(pa.table({"customer_id": ids, "segment": seg, "segment_name": pa.array(names).take(pa.array(seg)),
+    pq.write_table(pa.table({"customer_id": ids, "segment": seg, "segment_name": segment_names(seg, names),
                              "distance": np.sqrt(sqdist)}), Path(folder) / "assignments" / f"part-{index:05d}.parquet")
     pq.write_table(feats, Path(folder) / "features" / f"part-{index:05d}.parquet")
     return len(pdf)
@@ -521,7 +521,7 @@ def _score_part(pdf: Any, Z_unused: Any, index: int, model: SegmentModel, folder
     dist = np.sqrt(sqdist)
     ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0)
     pq.write_table(pa.table({"customer_id": ids, "segment": labels.astype(np.int32),
-                             "segment_name": pa.array(model.names()).take(pa.array(labels)), "distance": dist}),
+                             "segment_name": segment_names(labels, model.names()), "distance": dist}),
                    Path(folder) / "assignments" / f"part-{index:05d}.parquet")
     return {"counts": np.bincount(labels, minlength=k), "distance_sums": np.bincount(labels, weights=dist, minlength=k),
             "n": len(pdf)}

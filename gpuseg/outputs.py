@@ -107,3 +107,8 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def segment_names(segment: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+    """The name of each row's segment, dictionary-encoded (one string per segment, not per row)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(segment, dtype=np.int32)), pa.array(names, pa.string()))

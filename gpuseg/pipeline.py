@@ -27,8 +27,8 @@ from .naming import name_segments
 from .generate import demo_table
 from .memory import MemoryPlan, device_free_bytes, plan_fit
 from .model import SegmentModel
-from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_profiles,
-                      staged_output, write_json, write_parquet, write_segments_csv)
+from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_names,
+                      segment_profiles, staged_output, write_json, write_parquet, write_segments_csv)
 from .reading import expand_inputs, iter_batches, read_column_names
 from .scaling import Scaler
 from .timing import StageTimer
@@ -286,7 +286,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
                           "mean_distance": float(distance_np.mean()),
                           "segment_mean_distance": _mean_by(segment_np, distance_np, k_out)})
             write_parquet(tmp / ASSIGNMENTS, {"customer_id": ids, "segment": segment_np,
-                                              "segment_name": pa.array(names).take(pa.array(segment_np)),
+                                              "segment_name": segment_names(segment_np, names),
                                               "distance": distance_np})
             write_parquet(tmp / FEATURES_FILE, {"customer_id": ids, **host})
             write_segments_csv(tmp / SEGMENTS, profiles)

@@ -44,7 +44,7 @@ from .config import SegmentConfig
 from .errors import GpusegError
 from .features import compute_features
 from .model import SegmentModel
-from .outputs import ASSIGNMENTS, staged_output, write_json
+from .outputs import ASSIGNMENTS, segment_names, staged_output, write_json
 from .pipeline import Transfers, prepare
 from .reading import expand_inputs, file_format, iter_batches, read_column_names
 from .timing import StageTimer
@@ -233,17 +233,17 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
 
 
 def _schema(id_type: pa.DataType) -> pa.Schema:
-    return pa.schema([("customer_id", id_type), ("segment", pa.int32()), ("segment_name", pa.string()),
-                      ("distance", pa.float64())])
+    return pa.schema([("customer_id", id_type), ("segment", pa.int32()),
+                      ("segment_name", pa.dictionary(pa.int32(), pa.string())), ("distance", pa.float64())])
 
 
 def _write_assignments(writer: pq.ParquetWriter, model: SegmentModel,
                        chunks: list[tuple[pa.Array, np.ndarray, np.ndarray]]) -> None:
-    names = pa.array(model.names())
+    names = model.names()
     with writer:
         for ids, segment, distance in chunks:
             writer.write_table(pa.table({"customer_id": ids, "segment": pa.array(segment, pa.int32()),
-                                         "segment_name": names.take(pa.array(segment)),
+                                         "segment_name": segment_names(segment, names),
                                          "distance": pa.array(distance, pa.float64())}, schema=writer.schema))
 
 
