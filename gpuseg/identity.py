@@ -18,21 +18,23 @@ import pyarrow.parquet as pq
 
 from .errors import GpusegError
 from .model import SegmentModel
+from .naming import min_cost_assignment
 from .scaling import Scaler
 
 
 def match_reference(reference: SegmentModel, scaler: Scaler, centroids: np.ndarray) -> np.ndarray:
     """For each new segment (rows of ``centroids``, scaled), the reference segment it continues, or -1."""
-    from scipy.optimize import linear_sum_assignment  # heavy; only needed with --reference-model
-
     if tuple(reference.features) != tuple(scaler.features):
         raise GpusegError(f"the reference model uses features {','.join(reference.features)} but this run uses "
                           f"{','.join(scaler.features)}; use the same --features")
     old = scaler.transform(reference.scaler.inverse_transform(reference.centroids))
     cost = ((centroids[:, None, :] - old[None, :, :]) ** 2).sum(axis=2)
-    rows, cols = linear_sum_assignment(cost)
     match = np.full(centroids.shape[0], -1, dtype=np.int64)
-    match[rows] = cols
+    if cost.shape[0] <= cost.shape[1]:
+        match[:] = min_cost_assignment(cost)
+    else:  # more new segments than old: assign the old ones to new rows instead
+        for old_id, new_id in enumerate(min_cost_assignment(cost.T)):
+            match[new_id] = old_id
     return match
 
 

@@ -74,8 +74,6 @@ def name_segments(columns: dict[str, np.ndarray], segment: np.ndarray, k: int) -
 
 def names_from_standings(S: np.ndarray) -> list[str]:
     """Unique names for segments with (k, 3) standings ``S`` (steps 2 and 3 above)."""
-    from scipy.optimize import linear_sum_assignment  # scipy is heavy; only needed here
-
     k = S.shape[0]
     names = list(PROTOTYPES)
     P = np.array([PROTOTYPES[n] for n in names])
@@ -85,11 +83,61 @@ def names_from_standings(S: np.ndarray) -> list[str]:
     cost = ((S[:, None, :] - P[None, :, :]) ** 2).sum(axis=2)
     # Later rounds cost slightly more, so the plain names are used first.
     cost += np.repeat(np.arange(rounds), len(names))[None, :] * 1e-6
-    rows, cols = linear_sum_assignment(cost)
     result = [""] * k
-    for r, c in zip(rows, cols):
+    for r, c in enumerate(min_cost_assignment(cost)):
         result[r] = labels[c]
     return result
+
+
+def min_cost_assignment(cost: np.ndarray) -> list[int]:
+    """Column of each row in the one-to-one assignment of least total cost (rows <= columns).
+
+    The Hungarian algorithm with potentials, O(rows² × columns). It serves the
+    few rows and columns of segment naming without importing SciPy, whose
+    import alone cost half a second of every run.
+    """
+    n, m = cost.shape
+    if n > m:
+        raise ValueError(f"need rows <= columns, got {n} x {m}")
+    inf = float("inf")
+    u = np.zeros(n + 1)
+    v = np.zeros(m + 1)
+    owner = np.zeros(m + 1, dtype=np.int64)  # owner[j]: row (1-based) matched to column j; 0 = free
+    way = np.zeros(m + 1, dtype=np.int64)
+    for i in range(1, n + 1):
+        owner[0] = i
+        j0 = 0
+        minv = np.full(m + 1, inf)
+        used = np.zeros(m + 1, dtype=bool)
+        while True:
+            used[j0] = True
+            i0 = owner[j0]
+            delta, j1 = inf, 0
+            for j in range(1, m + 1):
+                if not used[j]:
+                    cur = cost[i0 - 1, j - 1] - u[i0] - v[j]
+                    if cur < minv[j]:
+                        minv[j], way[j] = cur, j0
+                    if minv[j] < delta:
+                        delta, j1 = minv[j], j
+            for j in range(m + 1):
+                if used[j]:
+                    u[owner[j]] += delta
+                    v[j] -= delta
+                else:
+                    minv[j] -= delta
+            j0 = j1
+            if owner[j0] == 0:
+                break
+        while j0:
+            j1 = way[j0]
+            owner[j0] = owner[j1]
+            j0 = j1
+    col = [0] * n
+    for j in range(1, m + 1):
+        if owner[j]:
+            col[owner[j] - 1] = j - 1
+    return col
 
 
 def describe(standing: Any) -> str:

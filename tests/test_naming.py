@@ -68,3 +68,17 @@ def test_names_do_not_depend_on_segment_ids():
                                             ((-1, 0, -1), "lapsed, occasional, low spend")])
 def test_describe(standing, text):
     assert describe(standing) == text
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 8), (8, 8), (5, 16), (11, 16)])
+def test_min_cost_assignment_matches_scipy(shape):
+    from scipy.optimize import linear_sum_assignment
+
+    from gpuseg.naming import min_cost_assignment
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    for _ in range(20):
+        cost = rng.random(shape) * 10
+        cols = min_cost_assignment(cost)
+        assert len(set(cols)) == shape[0]
+        rows, ref = linear_sum_assignment(cost)
+        assert cost[np.arange(shape[0]), cols].sum() == pytest.approx(cost[rows, ref].sum(), rel=1e-12)
