@@ -7,7 +7,9 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -452,8 +454,28 @@ def bench(
         out_console.print(f"not run: {u['backend']}: {u['reason']}", style="dim", highlight=False, markup=False)
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed large blocks for reuse instead of returning them to the OS.
+
+    A run allocates and frees many arrays of tens to hundreds of MB; with the
+    default thresholds each goes back to the kernel and the next one is
+    faulted in and zeroed afresh, which cost about 0.7 s of system time on
+    10⁷ rows (3.0 s -> 2.3 s wall). Only the CLI process does this: it runs
+    one job and exits; the library leaves the allocator alone.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve large blocks from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not hand the heap top back eagerly
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
     """Console-script entry point."""
+    _keep_freed_memory()
     app()
 
 
