@@ -42,10 +42,7 @@ from .backend import cpu_description
 from .errors import GpusegError
 
 GPUSEG_BACKENDS = ("cpu", "cupy", "cuml")
-PEER_BACKENDS = ("sklearn", "pandas+sklearn", "polars+sklearn")
-E2E_STAGES = ("load", "clean", "features", "scale", "fit", "assign", "write")
 GPU_STAGES = ("features", "scale", "fit", "assign")
-DEFAULT_GRID = {"n": (100_000, 1_000_000, 10_000_000), "d": (3, 8), "k": (5, 16)}
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

@@ -243,11 +243,11 @@ def _present(arr: pa.Array) -> np.ndarray:
     return pc.fill_null(valid, False).to_numpy(zero_copy_only=False)
 
 
-def _unify(parts: list[pa.Array], text_from_csv: bool = False) -> pa.Array:
+def _unify(parts: list[pa.Array], text_to_int: bool = False) -> pa.Array:
     """Concatenate id arrays from several batches or files; mixed types become text.
 
-    With ``text_from_csv`` (all text came from CSV files, where ids are read
-    as text to keep leading zeros) text that is all canonical integers becomes
+    With ``text_to_int`` (the text came from CSV files, where ids are read as
+    text to keep leading zeros) text that is all canonical integers becomes
     int64, as the file would have typed it; text from Parquet stays text.
     """
     types = {p.type for p in parts}
@@ -259,7 +259,7 @@ def _unify(parts: list[pa.Array], text_from_csv: bool = False) -> pa.Array:
     arr = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
     if (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)) and len(arr):
         arr = pc.utf8_trim_whitespace(arr)
-        if text_from_csv and pc.all(pc.match_substring_regex(arr, _INT_TEXT)).as_py():
+        if text_to_int and pc.all(pc.match_substring_regex(arr, _INT_TEXT)).as_py():
             arr = arr.cast(pa.int64())
     return arr
 
@@ -361,7 +361,7 @@ class Cleaner:
         self.max_day: int | None = None
         self.from_csv = True  # every text id came from a CSV file
         self.text_ids_all_int = True  # and every one of them is a canonical integer
-        self._bad_date_example: tuple[Path, object] | None = None
+        self.bad_date_example: tuple[Path, object] | None = None
 
     def batch(self, path: Path, batch: pa.RecordBatch) -> KeptRows | None:
         """Clean one batch; None when it has no rows."""
@@ -387,8 +387,8 @@ class Cleaner:
             late = keep & (day >= self.as_of_day)
             rows.dropped[AFTER_AS_OF] += int(late.sum())
             keep &= ~late
-        if self._bad_date_example is None and bad_date.any():
-            self._bad_date_example = (path, batch.column(mapping.date)[int(np.argmax(bad_date))].as_py())
+        if self.bad_date_example is None and bad_date.any():
+            self.bad_date_example = (path, batch.column(mapping.date)[int(np.argmax(bad_date))].as_py())
         mask = pa.array(keep)
         ids = cust_col.filter(mask)
         if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
@@ -409,7 +409,7 @@ class Cleaner:
         rows = self.rows
         if rows.read == 0:
             raise GpusegError("the input has no data rows")
-        example = self._bad_date_example
+        example = self.bad_date_example
         if example and rows.dropped["unparseable_date"] == rows.read - rows.dropped["missing_customer_id"]:
             path, value = example
             hint = ("give its format with --date-format, e.g. --date-format '%m/%d/%Y %H:%M'"
@@ -438,7 +438,7 @@ def assemble(parts: list[KeptRows], as_of: int, rows: RowCounts, ids_to_int: boo
     """Code the kept rows of some batches into :class:`Transactions`."""
     day_all = np.concatenate([p.day for p in parts]) if parts else np.empty(0, np.int32)
     customer, customer_ids = factorize(_unify([p.ids for p in parts], ids_to_int), sort=True)
-    invoice = _unify([p.invoices for p in parts], text_from_csv=True) if has_invoice else None
+    invoice = _unify([p.invoices for p in parts], text_to_int=True) if has_invoice else None
     order, n_orders = _orders(customer, day_all, invoice)
     amount = np.concatenate([p.amount for p in parts]) if parts else np.empty(0)
     return Transactions(customer=customer, day=day_all, amount=amount, order=order,

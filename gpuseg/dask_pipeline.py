@@ -107,7 +107,7 @@ def _clean_part(pdf: Any, mapping: ColumnMapping, date_format: str | None, as_of
         cols["invoice"] = kept.invoices
     table = pa.table(cols)
     stats = {"rows": cleaner.rows.to_dict(), "max_day": cleaner.max_day, "from_csv": cleaner.from_csv,
-             "text_all_int": cleaner.text_ids_all_int, "bad_date": cleaner._bad_date_example}
+             "text_all_int": cleaner.text_ids_all_int, "bad_date": cleaner.bad_date_example}
     return table.to_pandas(types_mapper=pd.ArrowDtype), stats
 
 
@@ -511,7 +511,7 @@ def _names(sums: list[dict[str, Any]], rfm: dict[str, Any], counts: np.ndarray, 
     return [names_from_standings(S)[int(old)] for old in perm]
 
 
-def _score_part(pdf: Any, Z_unused: Any, index: int, model: SegmentModel, folder: str) -> dict[str, Any]:
+def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str) -> dict[str, Any]:
     """Assign one partition to the model's segments, write it, and return its counts and distances."""
     k = model.k
     if len(pdf) == 0:
@@ -544,7 +544,7 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
         with staged_output(config.out) as tmp:
             with timer.stage("assign"):
                 (tmp / "assignments").mkdir()
-                parts = client.gather(client.map(_score_part, cf.parts, cf.parts, list(range(len(cf.parts))),
+                parts = client.gather(client.map(_score_part, cf.parts, list(range(len(cf.parts))),
                                                  model=model, folder=str(tmp), pure=False))
             counts = sum(p["counts"] for p in parts)
             distance_sums = sum(p["distance_sums"] for p in parts)
