@@ -9,7 +9,7 @@ import pytest
 
 from gpuseg.backend import to_numpy
 from gpuseg.errors import GpusegError
-from gpuseg.scaling import SKEW_THRESHOLD, Scaler, signed_log1p, skewness
+from gpuseg.scaling import SKEW_THRESHOLD, Moments, Scaler, signed_log1p, skewness
 
 
 def test_skewness_worked_by_hand(xp):
@@ -126,3 +126,82 @@ def test_from_dict_rejects_broken_scalers(change):
 def test_from_dict_missing_key():
     with pytest.raises(GpusegError, match="invalid scaler"):
         Scaler.from_dict({"features": ["a"], "log1p": [False], "mean": [0.0]})
+
+
+# -- the scaler from partial moments ------------------------------------------------
+
+def reference_fit(X: np.ndarray) -> tuple[list[bool], list[float], list[float]]:
+    """The rule written out plainly, one column at a time (how Scaler.fit was first written)."""
+    logs, means, scales = [], [], []
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        c = col - col.mean()
+        m2 = (c * c).mean()
+        skew = (c**3).mean() / m2**1.5 if m2 > 0 else 0.0
+        use_log = bool(col.min() >= 0 and skew > SKEW_THRESHOLD)
+        if use_log:
+            col = np.sign(col) * np.log1p(np.abs(col))
+        logs.append(use_log)
+        means.append(col.mean())
+        scales.append(col.std() or 1.0)
+    return logs, means, scales
+
+
+def columns(rng, n):
+    """Skewed, symmetric, negative, left-skewed, integer, constant (exact and inexact) columns."""
+    skewed = rng.lognormal(3, 1.5, n)
+    return np.stack([skewed, rng.normal(50, 5, n), rng.normal(-3, 2, n), skewed.max() - skewed,
+                     rng.poisson(2, n).astype(float), np.full(n, 7.0), np.full(n, 0.1)], axis=1)
+
+
+def test_fit_equals_the_plain_rule(xp, rng):
+    X = columns(rng, 5000)
+    logs, means, scales = reference_fit(X)
+    sc = Scaler.fit(xp.asarray(X), [f"c{j}" for j in range(X.shape[1])])
+    assert list(sc.log1p) == logs == [True, False, False, False, False, False, False]
+    np.testing.assert_allclose(sc.mean[:-1], means[:-1], rtol=1e-12)
+    np.testing.assert_allclose(sc.scale[:-2], scales[:-2], rtol=1e-12)
+    # Constant columns: centred on their value, scale 1. The plain rule's mean of 0.1s
+    # is off by an ulp and its spread is rounding noise (1e-17), not 0.
+    assert sc.mean[-2:] == (7.0, 0.1) and sc.scale[-2:] == (1.0, 1.0)
+    assert scales[-1] < 1e-15
+    np.testing.assert_array_equal(to_numpy(sc.transform(xp.asarray(X)))[:, -2:], 0.0)
+
+
+@pytest.mark.parametrize("cuts", [[2500], [1, 2, 3, 1000, 4999], [0, 0, 1700, 1700, 4000]])
+def test_moments_merged_from_blocks_equal_one_block(xp, rng, cuts):
+    X = columns(rng, 5000)
+    X[3000, 3] = -1.0  # one block holds the negative value of a non-negative-looking column
+    names = [f"c{j}" for j in range(X.shape[1])]
+    blocks = np.split(X, cuts)  # empty, one-row and unequal blocks
+    merged = sum((Moments.of(xp.asarray(b)) for b in blocks), Moments.empty(X.shape[1]))
+    whole = Moments.of(xp.asarray(X))
+    assert merged.n == whole.n == 5000
+    for field in ("mean", "m2", "m3", "m2_log"):
+        np.testing.assert_allclose(getattr(merged, field), getattr(whole, field), rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(merged.min, whole.min)
+    assert np.isnan(merged.mean_log[2:4]).all()  # negative values: never logged
+    a, b = Scaler.from_moments(merged, names), Scaler.fit(xp.asarray(X), names)
+    assert a.log1p == b.log1p and a.features == b.features
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-12)
+    np.testing.assert_allclose(a.scale, b.scale, rtol=1e-12)
+
+
+def test_moments_worked_by_hand():
+    # [0, 0, 0, 0, 10] in two blocks: mean 2, m2 = 4·4 + 64 = 80, m3 = 4·(−8) + 512 = 480.
+    m = Moments.of(np.array([[0.0], [0.0]])) + Moments.of(np.array([[0.0], [0.0], [10.0]]))
+    assert m.n == 5 and m.mean[0] == 2.0
+    assert m.m2[0] == pytest.approx(80) and m.m3[0] == pytest.approx(480)
+    assert m.skewness()[0] == pytest.approx(1.5)
+    assert m.mean_log[0] == pytest.approx(np.log(11) / 5)
+    assert (m.min[0], m.max[0]) == (0.0, 10.0)
+    assert Scaler.from_moments(m, ["x"]).log1p == (True,)
+
+
+def test_from_moments_checks_its_input():
+    with pytest.raises(ValueError, match="no rows"):
+        Scaler.from_moments(Moments.empty(2), ["a", "b"])
+    with pytest.raises(ValueError, match="1 feature names for moments of 2 columns"):
+        Scaler.from_moments(Moments.of(np.ones((3, 2))), ["a"])
+    with pytest.raises(ValueError, match="do not merge"):
+        Moments.of(np.ones((3, 2))) + Moments.of(np.ones((3, 1)))
