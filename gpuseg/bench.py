@@ -211,7 +211,7 @@ def worker(backend: str, data: Path, k: int, repeats: int, seed: int, work: Path
     from .peers import run_peer
     for r in range(repeats + 1):
         t0 = time.perf_counter()
-        labels = run_peer(backend, data, work / f"{backend}.parquet", k=k, seed=seed)
+        labels = run_peer(backend, data, work / f"{backend}.parquet", k=k, seed=seed).labels
         wall = time.perf_counter() - t0
         if r:
             _emit({"repeat": r, "wall_s": wall, "timings": {"total": wall}, "peak_host_mib": _peak_host_mib(),
