@@ -6,7 +6,7 @@ The rule, in three steps:
    of every customer's value, then the z-score of the segment's mean
    against all customers. Recency is negated, so that recent is positive.
    A standing of +1 means one standard deviation better than the average
-   customer.
+   customer; a measure without spread gives every segment standing 0.
 2. **Prototypes.** Each name has a typical standing (recency, frequency,
    monetary), listed in :data:`PROTOTYPES`. Champions, for instance, are
    recent, frequent and high-spending; Can't lose spent heavily and often
@@ -14,7 +14,8 @@ The rule, in three steps:
 3. **Matching.** Segments get names by the assignment of segments to
    prototypes with the least total squared distance (Hungarian algorithm),
    so every name is used at most once. With more than eight segments the
-   prototypes repeat with a number ("Loyal 2").
+   prototypes repeat with a number ("Loyal 2"); of the segments matched to
+   one prototype, the closest gets the plain name.
 
 The names depend on the segments' standings only, not on their ids, so they
 are stable when a model is refitted and the segments come out in another
@@ -26,6 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .backend import get_namespace, to_numpy
+from .scaling import signed_log1p
 
 #: (recency, frequency, monetary) standing of each name; +1 is good (recent, often, much).
 PROTOTYPES: dict[str, tuple[float, float, float]] = {
@@ -41,25 +45,75 @@ PROTOTYPES: dict[str, tuple[float, float, float]] = {
 RFM = ("recency_days", "frequency", "monetary")
 
 
-def _signed_log1p(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
+#: A spread of the logged values below this share of their mean's size is rounding
+#: noise (a constant column summed in floating point), not a spread to stand on.
+_NOISE = 1e-12
 
 
-def standings(columns: dict[str, np.ndarray], segment: np.ndarray, k: int) -> np.ndarray:
-    """(k, 3) standings of each segment on recency, frequency, monetary (step 1 above)."""
-    counts = np.bincount(segment, minlength=k)
-    out = np.zeros((k, 3))
-    for j, name in enumerate(RFM):
-        t = _signed_log1p(columns[name].astype(np.float64))
-        std = t.std() or 1.0
-        means = np.bincount(segment, weights=t, minlength=k) / np.maximum(counts, 1)
-        out[:, j] = (means - t.mean()) / std
+def rfm_sums(columns: dict[str, Any], segment: Any, k: int) -> tuple[Any, Any, Any]:
+    """Per-segment sums for step 1, in the namespace of ``segment``; they add up across blocks.
+
+    Parameters
+    ----------
+    columns : dict of name -> array of shape (n,)
+        Needs recency_days, frequency and monetary, in original units.
+    segment : int array of shape (n,)
+        Segment of each customer, in 0..k-1.
+
+    Returns
+    -------
+    counts : int array of shape (k,)
+    sums : float64 array of shape (k, 3)
+        Sum of the signed log1p of recency, frequency and monetary.
+    m2 : float64 array of shape (k, 3)
+        Sum of squared deviations of those from the segment's mean (what
+        the spread over all customers is merged from, without cancellation).
+    """
+    xp = get_namespace(segment)
+    counts = xp.bincount(segment, minlength=k)
+    sums, m2 = [], []
+    for name in RFM:
+        t = signed_log1p(columns[name].astype(xp.float64))
+        s = xp.bincount(segment, weights=t, minlength=k)
+        t -= (s / xp.maximum(counts, 1))[segment]
+        t *= t
+        sums.append(s)
+        m2.append(xp.bincount(segment, weights=t, minlength=k))
+    return counts, xp.stack(sums, axis=1), xp.stack(m2, axis=1)
+
+
+def standings_from_sums(counts: np.ndarray, sums: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    """(k, 3) standings (step 1 above) from the sums of :func:`rfm_sums`, reduced over any blocks.
+
+    A segment's standing is the z-score of its mean against all customers;
+    the mean and spread over all customers are merged from the segments'
+    (Chan et al.). An empty segment stands at the mean of 0; a constant
+    column gives every segment standing 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    sums, m2 = np.asarray(sums, dtype=np.float64), np.asarray(m2, dtype=np.float64)
+    n = max(counts.sum(), 1.0)
+    means = sums / np.maximum(counts, 1)[:, None]
+    mean = sums.sum(axis=0) / n
+    spread = m2.sum(axis=0) + (counts[:, None] * (means - mean) ** 2).sum(axis=0)
+    std = np.sqrt(spread / n)
+    std[std <= _NOISE * np.maximum(np.abs(mean), 1.0)] = np.inf  # no spread: standing 0
+    out = (means - mean) / std
     out[:, 0] *= -1  # fewer days since the last purchase is better
     return out
 
 
-def name_segments(columns: dict[str, np.ndarray], segment: np.ndarray, k: int) -> list[str]:
-    """Unique names for segments 0..k-1 (steps 2 and 3 above).
+def standings(columns: dict[str, Any], segment: Any, k: int) -> np.ndarray:
+    """(k, 3) standings of each segment on recency, frequency, monetary (step 1 above).
+
+    ``columns`` and ``segment`` as for :func:`rfm_sums`, any namespace; the
+    result is on the host.
+    """
+    return standings_from_sums(*(to_numpy(a) for a in rfm_sums(columns, segment, k)))
+
+
+def name_segments(columns: dict[str, Any], segment: Any, k: int) -> list[str]:
+    """Unique names for segments 0..k-1 (steps 1 to 3 above).
 
     Parameters
     ----------
@@ -79,14 +133,21 @@ def names_from_standings(S: np.ndarray) -> list[str]:
     P = np.array([PROTOTYPES[n] for n in names])
     rounds = -(-k // len(names))
     labels = [n if r == 0 else f"{n} {r + 1}" for r in range(rounds) for n in names]
-    P = np.tile(P, (rounds, 1))
-    cost = ((S[:, None, :] - P[None, :, :]) ** 2).sum(axis=2)
+    distance = ((S[:, None, :] - P[None, :, :]) ** 2).sum(axis=2)  # (k, prototypes)
+    cost = np.tile(distance, (1, rounds))
     # Later rounds cost slightly more, so the plain names are used first.
     cost += np.repeat(np.arange(rounds), len(names))[None, :] * 1e-6
-    result = [""] * k
-    for r, c in enumerate(min_cost_assignment(cost)):
-        result[r] = labels[c]
-    return result
+    cols = min_cost_assignment(cost)
+    # Copies of one prototype differ only by that penalty, so which of its segments got
+    # the plain name was an exact tie, settled by rounding (and could differ between two
+    # sums of the same numbers). It goes to the segment closest to the prototype.
+    for p in range(len(names)):
+        rows = [r for r, c in enumerate(cols) if c % len(names) == p]
+        if len(rows) > 1:
+            used = sorted(cols[r] for r in rows)
+            for r, c in zip(sorted(rows, key=lambda r: (distance[r, p], r)), used):
+                cols[r] = c
+    return [labels[c] for c in cols]
 
 
 def min_cost_assignment(cost: np.ndarray) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpuseg.naming import PROTOTYPES, describe, name_segments, standings
+from gpuseg.naming import PROTOTYPES, describe, name_segments, names_from_standings, standings
 
 
 def rfm(recency, frequency, monetary):
@@ -82,3 +82,47 @@ def test_min_cost_assignment_matches_scipy(shape):
         assert len(set(cols)) == shape[0]
         rows, ref = linear_sum_assignment(cost)
         assert cost[np.arange(shape[0]), cols].sum() == pytest.approx(cost[rows, ref].sum(), rel=1e-12)
+
+
+def plain_standings(cols, seg, k):
+    """Step 1 written out plainly on all customers at once."""
+    out = np.zeros((k, 3))
+    counts = np.bincount(seg, minlength=k)
+    for j, name in enumerate(("recency_days", "frequency", "monetary")):
+        t = np.sign(cols[name]) * np.log1p(np.abs(cols[name]))
+        out[:, j] = (np.bincount(seg, t, k) / np.maximum(counts, 1) - t.mean()) / t.std()
+    out[:, 0] *= -1
+    return out
+
+
+def test_standings_from_segment_sums_equal_the_plain_rule(xp, rng):
+    cols = rfm(rng.exponential(60, 5000).round(), rng.poisson(2, 5000) + 1, rng.lognormal(5, 1.2, 5000))
+    seg = rng.integers(0, 6, 5000)
+    seg[seg == 4] = 5  # segment 4 empty
+    got = standings({k: xp.asarray(v) for k, v in cols.items()}, xp.asarray(seg), 6)
+    np.testing.assert_allclose(got, plain_standings(cols, seg, 6), rtol=1e-12, atol=1e-12)
+
+
+def test_a_constant_measure_gives_standing_zero():
+    # 0.1 per customer: its mean is off by an ulp and its spread is rounding noise,
+    # which the plain z-score turns into standings of +-20.
+    rng = np.random.default_rng(3)
+    cols = rfm(rng.uniform(1, 300, 1000), rng.integers(1, 9, 1000), np.full(1000, 0.1))
+    seg = rng.integers(0, 3, 1000)
+    assert np.abs(plain_standings(cols, seg, 3)[:, 2]).max() > 1
+    np.testing.assert_array_equal(standings(cols, seg, 3)[:, 2], 0.0)
+
+
+def test_the_closest_segment_of_a_prototype_gets_the_plain_name():
+    # Nine segments: eight at the prototypes, and a second one near "Lost", farther than the first.
+    S = np.array(list(PROTOTYPES.values()) + [[-1.6, -1.0, -1.0]])
+    S[7] += 0.05
+    names = names_from_standings(S)
+    assert names[:7] == list(PROTOTYPES)[:7]
+    assert (names[7], names[8]) == ("Lost", "Lost 2")
+    S[8] = [-1.5, -1.0, -1.0]  # now the ninth is on the prototype: it takes the plain name
+    assert names_from_standings(S)[7:] == ["Lost 2", "Lost"]
+    # Rounding-sized changes and the order of the segments do not move the names.
+    perm = np.random.default_rng(0).permutation(9)
+    shaken = names_from_standings(S[perm] * (1 + 1e-14))
+    assert [shaken[i] for i in np.argsort(perm)] == names_from_standings(S)
