@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .summary import SegmentSums
+
 ASSIGNMENTS = "assignments.parquet"
 FEATURES_FILE = "features.parquet"
 SEGMENTS = "segments.csv"
@@ -67,24 +69,15 @@ def staged_output(out: Path) -> Iterator[Path]:
     tmp.rmdir()
 
 
-def segment_profiles(segment: np.ndarray, columns: dict[str, np.ndarray], k: int,
+def segment_profiles(segment: Any, columns: dict[str, Any], k: int,
                      names: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per segment: name, size, share, revenue share, mean of each feature."""
-    counts = np.bincount(segment, minlength=k)
-    n = max(int(counts.sum()), 1)
-    money = columns["monetary"]
-    revenue = np.bincount(segment, weights=money, minlength=k)
-    total = float(money.sum())
-    rows = []
-    for s in range(k):
-        row: dict[str, Any] = {"segment": s, "name": names[s] if names else f"Segment {s}",
-                               "n_customers": int(counts[s]), "share": counts[s] / n,
-                               "revenue_share": float(revenue[s] / total) if total else 0.0}
-        for name, values in columns.items():
-            sums = np.bincount(segment, weights=values.astype(np.float64), minlength=k)
-            row[f"mean_{name}"] = float(sums[s] / counts[s]) if counts[s] else float("nan")
-        rows.append(row)
-    return rows
+    """One row per segment: name, size, share, revenue share, mean of each feature.
+
+    ``segment`` (n,) and the (n,) ``columns`` in one namespace; the rule is
+    :meth:`gpuseg.summary.SegmentSums.profiles`, which the Dask path reaches
+    through sums added over partitions.
+    """
+    return SegmentSums.of(segment, columns, k).profiles(names)
 
 
 def write_parquet(path: Path, columns: dict[str, Any]) -> None:
