@@ -172,7 +172,7 @@ def segment(
                 raise GpusegError("--reference-model is not supported with --scheduler yet; run without it")
             with out_console.status("Running on Dask…") if not quiet else _nullcontext() as status:
                 report = run_dask(config, scheduler, on_stage=(lambda name: status.update(
-                    f"{STAGE_LABELS.get(name, name)} on Dask…")) if status is not None else None)
+                    f"{STAGE_LABELS.get(name, name)} on Dask…")) if status is not None else None).report
             if not quiet:
                 out_console.print(f"[bold]{report['n_customers']:,}[/] customers on {escape(report['scheduler'])} "
                                   f"({report['workers']} workers, {report['partitions']} partitions); "
