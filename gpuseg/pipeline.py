@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +15,7 @@ import pyarrow as pa
 from . import __version__
 from .backend import (Backend, argsort_stable, get_namespace, host_to_device, probe_cudf, resolve_backend,
                       to_numpy)
-from .cleaning import Transactions, clean, day_date
+from .cleaning import Cleaner, Transactions, day_date, default_workers
 from .clustering import KMeansFit, fit_kmeans, nearest
 from .columns import resolve_columns
 from .cudf_reading import load_cudf
@@ -29,7 +29,7 @@ from .memory import MemoryPlan, device_free_bytes, plan_fit
 from .model import SegmentModel
 from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_names,
                       segment_profiles, staged_output, write_json, write_parquet, write_segments_csv)
-from .reading import expand_inputs, iter_batches, read_column_names
+from .reading import expand_inputs, iter_readers, read_column_names
 from .scaling import Scaler
 from .timing import StageTimer
 
@@ -89,26 +89,16 @@ class Transfers:
         return out
 
 
-def _timed(batches: Iterator[pa.RecordBatch], timer: StageTimer, progress: Progress) -> Iterator[pa.RecordBatch]:
-    """Charge the time spent producing each batch to the ``load`` stage."""
-    while True:
-        t0 = time.perf_counter()
-        try:
-            batch = next(batches)
-        except StopIteration:
-            timer.add("load", time.perf_counter() - t0)
-            return
-        timer.add("load", time.perf_counter() - t0)
-        progress.rows(batch.num_rows)
-        yield batch
-
-
-def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progress,
-                      cudf_ok: bool = False) -> tuple[Transactions, list[str], dict[str, str | None]]:
+def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progress, xp: Any = np,
+                      cudf_ok: bool = False) -> tuple[Transactions, list[str], dict[str, str | None], int]:
     """Read and clean the inputs (or the demo data); stages ``load`` and ``clean``.
 
-    With ``cudf_ok`` files are read and cleaned on the GPU by cuDF (one
-    ``load`` stage); otherwise on the host with pyarrow.
+    ``load`` decodes batches (Parquet row groups, CSV blocks) on a thread
+    pool of every core and screens their rows as they come, in ``xp`` (on
+    the device for a GPU backend: only text stays on the host); ``clean``
+    then codes customer ids and orders. With ``cudf_ok`` files are read and
+    cleaned by cuDF instead. Returns the transactions, the sources, the
+    column mapping and the bytes copied to the device while cleaning.
     """
     if config.inputs:
         with timer.stage("load"):
@@ -119,20 +109,21 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
         if cudf_ok:
             with timer.stage("load"):
                 tx = load_cudf(files, mapping, config.date_format, config.as_of)
-            return tx, sources, mapping.to_dict()
-        batches = ((f, _timed(iter_batches(f, mapping), timer, progress)) for f in files)
+            return tx, sources, mapping.to_dict(), 0
+        items: Any = ((f, reader) for f in files for reader in iter_readers(f, mapping))
     else:
         with timer.stage("load"):
             table = demo_table(config.demo_customers, seed=0)
         sources = [DEMO_SOURCE]
         mapping = resolve_columns(table.column_names, config.columns)
-        batches = iter([(Path(DEMO_SOURCE), _timed(iter(table.to_batches(1 << 20)), timer, progress))])
-    load_before = timer.seconds.get("load", 0.0)
+        items = ((Path(DEMO_SOURCE), b) for b in table.to_batches(1 << 20))
+    cleaner = Cleaner(mapping, config.date_format, config.as_of, xp=xp, encode_text=True)
+    with timer.stage("load"):
+        parts = list(cleaner.map(items, default_workers(), progress.rows))
+        cleaner.check()
     with timer.stage("clean"):
-        tx = clean(batches, mapping, config.date_format, config.as_of)
-    # Reading happened inside cleaning's loop; move its time back to "load".
-    timer.seconds["clean"] -= timer.seconds["load"] - load_before
-    return tx, sources, mapping.to_dict()
+        tx = cleaner.assemble(parts)
+    return tx, sources, mapping.to_dict(), cleaner.stats.device_bytes
 
 
 def _order_by_revenue(labels: Any, monetary: Any, k: int) -> np.ndarray:
@@ -211,7 +202,13 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
             fallbacks.append(f"cudf: {why}; reading and cleaning on the host with pyarrow")
     timer = StageTimer(sync=backend.synchronize, on_start=progress.stage)
     transfers = Transfers(backend)
-    tx, sources, columns = load_transactions(config, timer, progress, cudf_ok and bool(config.inputs))
+    clean_xp = backend.xp if backend.on_gpu and not cudf_ok else np
+    tx, sources, columns, device_bytes = load_transactions(config, timer, progress, clean_xp,
+                                                           cudf_ok and bool(config.inputs))
+    if device_bytes:
+        transfers.log.append({"what": "decoded batches, cleaned on the device (overlapped with decoding)",
+                              "direction": "host_to_device", "bytes": int(device_bytes),
+                              "seconds": None})
 
     with timer.stage("features"):
         arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -87,6 +87,50 @@ def read_column_names(path: Path) -> list[str]:
         raise _fail(path, exc) from None
 
 
+def _check_columns(path: Path, mapping: ColumnMapping) -> None:
+    names = read_column_names(path)
+    missing = [c for c in mapping.needed if c not in names]
+    if missing:
+        raise GpusegError(f"input file {str(path)!r} lacks column(s) {', '.join(map(repr, missing))}; "
+                          f"its columns are: {', '.join(names)}")
+
+
+def _row_group_reader(path: Path, index: int, columns: list[str]) -> Callable[[], pa.RecordBatch | None]:
+    def read() -> pa.RecordBatch | None:
+        try:
+            # A file handle per call: row groups are decoded on several threads at once.
+            table = pq.ParquetFile(path).read_row_group(index, columns=columns, use_threads=False)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise _fail(path, exc) from None
+        batches = table.combine_chunks().to_batches()
+        return batches[0] if batches else None
+    return read
+
+
+def iter_readers(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch | Callable[[], pa.RecordBatch | None]]:
+    """The mapped columns of one file, as work for a thread pool.
+
+    Parquet: one callable per row group, which decodes it (so that row
+    groups decode on every core); CSV: record batches of 64 MB blocks, parsed
+    by Arrow's own threads as they are taken.
+
+    Raises
+    ------
+    GpusegError
+        When the file cannot be read or lacks a mapped column.
+    """
+    if file_format(path) != "parquet":
+        yield from iter_batches(path, mapping)
+        return
+    _check_columns(path, mapping)
+    try:
+        n = pq.ParquetFile(path).num_row_groups
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise _fail(path, exc) from None
+    for i in range(n):
+        yield _row_group_reader(path, i, mapping.needed)
+
+
 def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
     """Yield the mapped columns of one file as record batches.
 
@@ -99,11 +143,7 @@ def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = No
         When the file cannot be read or lacks a mapped column.
     """
     columns = mapping.needed
-    names = read_column_names(path)
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise GpusegError(f"input file {str(path)!r} lacks column(s) {', '.join(map(repr, missing))}; "
-                          f"its columns are: {', '.join(names)}")
+    _check_columns(path, mapping)
     try:
         if file_format(path) == "parquet":
             # Whole row groups decode faster (columns in parallel) than
