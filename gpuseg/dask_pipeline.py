@@ -3,10 +3,14 @@
 Reading is ``dask.dataframe``; each partition is cleaned by :class:`gpuseg.cleaning.Cleaner`; rows are then
 shuffled on the customer id, so that every customer's rows meet in one
 partition, where :func:`gpuseg.features.compute_features` builds the features
-exactly as in one process. The scaler's statistics are reduced from
-per-partition moments, and the Lloyd iteration runs as per-partition partial
-sums (:func:`gpuseg.clustering.lloyd_partials`) reduced on the client each
-iteration, through the same driver (:func:`gpuseg.clustering.lloyd`). Workers
+exactly as in one process. The scaler is :meth:`gpuseg.scaling.Scaler.from_moments`
+of per-partition :class:`~gpuseg.scaling.Moments`, and the Lloyd iteration runs
+as per-partition partial sums (:func:`gpuseg.clustering.lloyd_partials`)
+reduced on the client each iteration, through the same driver
+(:func:`gpuseg.clustering.lloyd`). Revenue order, names, ``segments.csv``, the
+model's training summary and the report come from per-partition
+:class:`~gpuseg.summary.SegmentSums` added on the client, by the same code as
+in one process. Workers
 write the outputs as Parquet datasets (one file per partition) into a staging
 folder next to ``--out``, which is moved into place only when everything
 succeeded: ``--out`` must be on storage that every worker and the client can
@@ -26,10 +30,12 @@ transaction row, like the single-process pipeline).
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +54,10 @@ from .config import SegmentConfig
 from .errors import GpusegError
 from .features import FEATURES, compute_features
 from .model import SegmentModel
-from .naming import RFM, names_from_standings
 from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
 from .reading import expand_inputs, file_format, read_column_names
-from .scaling import SKEW_THRESHOLD, Scaler, signed_log1p
+from .scaling import Moments, Scaler
+from .summary import SegmentResult, SegmentSums, fit_warnings, run_report, segment_report
 from .timing import StageTimer
 
 #: Customers up to which seeding gathers every scaled row to the client (else a sample of
@@ -132,19 +138,8 @@ def _matrix(pdf: Any, names: tuple[str, ...]) -> np.ndarray:
         np.empty((0, len(names)))
 
 
-def _moments_a(pdf: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    X = _matrix(pdf, names)
-    L = signed_log1p(X)
-    R = signed_log1p(_matrix(pdf, RFM)) if len(pdf) else np.empty((0, 3))
-    return {"n": len(X), "sum": X.sum(axis=0), "min": X.min(axis=0) if len(X) else np.full(len(names), np.inf),
-            "sum_log": L.sum(axis=0), "rfm_sum": R.sum(axis=0), "rfm_sq": (R * R).sum(axis=0)}
-
-
-def _moments_b(pdf: Any, names: tuple[str, ...], mean: np.ndarray, mean_log: np.ndarray) -> dict[str, Any]:
-    X = _matrix(pdf, names)
-    c = X - mean
-    cl = signed_log1p(X) - mean_log
-    return {"m2": (c * c).sum(axis=0), "m3": (c ** 3).sum(axis=0), "m2_log": (cl * cl).sum(axis=0)}
+def _moments(pdf: Any, names: tuple[str, ...]) -> Moments:
+    return Moments.of(_matrix(pdf, names))
 
 
 def _scaled(pdf: Any, scaler: Scaler, shift: np.ndarray) -> np.ndarray:
@@ -168,17 +163,11 @@ def _row(Z: np.ndarray, i: int) -> np.ndarray:
     return Z[i].copy()
 
 
-def _segment_sums(pdf: Any, Z: np.ndarray, centers: np.ndarray) -> dict[str, Any]:
-    """Per-segment counts and feature sums (for the revenue order, names and profiles)."""
-    k = centers.shape[0]
+def _segment_sums(pdf: Any, Z: np.ndarray, centers: np.ndarray) -> SegmentSums:
+    """Per-segment sums of one partition (for the revenue order, names, profiles and distances)."""
     labels, sqdist = _assign_part(Z, centers)
-    sums = {name: np.bincount(labels, weights=pdf[name].to_numpy(dtype=np.float64), minlength=k)
-            for name in FEATURES} if len(pdf) else {name: np.zeros(k) for name in FEATURES}
-    rfm = {name: np.bincount(labels, weights=signed_log1p(pdf[name].to_numpy(dtype=np.float64)), minlength=k)
-           for name in RFM} if len(pdf) else {name: np.zeros(k) for name in RFM}
-    return {"counts": np.bincount(labels, minlength=k), "sums": sums, "rfm_log_sums": rfm,
-            "distance_sum": float(np.sqrt(sqdist).sum()),
-            "distance_sums": np.bincount(labels, weights=np.sqrt(sqdist), minlength=k)}
+    columns = {name: pdf[name].to_numpy(dtype=np.float64) if len(pdf) else np.empty(0) for name in FEATURES}
+    return SegmentSums.of(labels, columns, centers.shape[0], np.sqrt(sqdist))
 
 
 def _write_part(pdf: Any, Z: np.ndarray, index: int, centers: np.ndarray, rank: np.ndarray, names: list[str],
@@ -281,27 +270,13 @@ def _check_rows(rows: RowCounts, bad: Any, mapping: ColumnMapping, date_format: 
         raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
 
 
-def _fit_scaler(client: Any, parts: list[Any], names: tuple[str, ...]) -> tuple[Scaler, int, dict[str, Any]]:
-    """The scaler from per-partition moments (two passes, as Scaler.fit on one array)."""
-    a = client.gather(client.map(_moments_a, parts, names=names, pure=False))
-    n = sum(x["n"] for x in a)
-    mean = sum(x["sum"] for x in a) / n
-    mean_log = sum(x["sum_log"] for x in a) / n
-    low = np.min(np.stack([x["min"] for x in a]), axis=0)
-    b = client.gather(client.map(_moments_b, parts, names=names, mean=mean, mean_log=mean_log, pure=False))
-    m2 = sum(x["m2"] for x in b) / n
-    m3 = sum(x["m3"] for x in b) / n
-    m2_log = sum(x["m2_log"] for x in b) / n
-    logs, means, scales = [], [], []
-    for j in range(len(names)):
-        skew = m3[j] / m2[j] ** 1.5 if m2[j] > 0 else 0.0
-        use_log = bool(low[j] >= 0 and skew > SKEW_THRESHOLD)
-        std = float(np.sqrt(m2_log[j] if use_log else m2[j]))
-        logs.append(use_log)
-        means.append(float(mean_log[j] if use_log else mean[j]))
-        scales.append(std if std > 0 else 1.0)
-    rfm = {"n": n, "mean": sum(x["rfm_sum"] for x in a) / n, "sq": sum(x["rfm_sq"] for x in a) / n}
-    return Scaler(tuple(names), tuple(logs), tuple(means), tuple(scales)), n, rfm
+def _fit_scaler(client: Any, parts: list[Any], names: tuple[str, ...]) -> tuple[Scaler, int]:
+    """The scaler from per-partition moments, and the number of customers."""
+    moments = reduce(operator.add, client.gather(client.map(_moments, parts, names=names, pure=False)),
+                     Moments.empty(len(names)))
+    if moments.n == 0:
+        raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
+    return Scaler.from_moments(moments, names), moments.n
 
 
 def _seed(client: Any, X: DistributedRows, feats: list[Any], k: int, seed: int) -> np.ndarray:
@@ -352,8 +327,11 @@ def _cluster_error(exc: BaseException) -> BaseException:
 
 
 def run_dask(config: SegmentConfig, scheduler: str = "local", init: np.ndarray | None = None,
-             on_stage: Callable[[str], None] | None = None, client: Any = None) -> dict[str, Any]:
-    """Run ``gpuseg segment`` on a Dask cluster; writes ``config.out`` and returns the report.
+             on_stage: Callable[[str], None] | None = None, client: Any = None) -> SegmentResult:
+    """Run ``gpuseg segment`` on a Dask cluster; writes ``config.out``.
+
+    Returns the same :class:`~gpuseg.summary.SegmentResult` as
+    :func:`gpuseg.pipeline.run`.
 
     ``init`` (k × d, in the scaled units) replaces k-means++ seeding; ``client``
     reuses an existing Dask client instead of connecting to ``scheduler``.
@@ -415,15 +393,13 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
     return ClusterFeatures(feats, files, mapping, rows, as_of_day, int(n_without), workers)
 
 
-def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init: np.ndarray | None) -> dict[str, Any]:
+def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init: np.ndarray | None) -> SegmentResult:
     cf = cluster_features(client, config.inputs, config.columns, config.date_format, config.as_of, timer)
     feats, files, mapping, rows, as_of, n_without, workers = (cf.parts, cf.files, cf.mapping, cf.rows, cf.as_of,
                                                               cf.n_without, cf.workers)
 
     with timer.stage("scale"):
-        scaler, n, rfm = _fit_scaler(client, feats, config.features)
-        if n == 0:
-            raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
+        scaler, n = _fit_scaler(client, feats, config.features)
         if config.k > n:
             raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
         scaled = client.map(_scaled, feats, scaler=scaler, shift=np.zeros(len(config.features)), pure=False)
@@ -444,15 +420,13 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
                         engine="dask")
 
     with timer.stage("assign"):
-        sums = client.gather(client.map(_segment_sums, feats, Z, centers=result.centers, pure=False))
         k = config.k
-        counts = sum(s["counts"] for s in sums)
-        totals = {name: sum(s["sums"][name] for s in sums) for name in FEATURES}
-        means = totals["monetary"] / np.maximum(counts, 1)
-        perm = np.argsort(-means, kind="stable")
-        rank = np.empty_like(perm)
-        rank[perm] = np.arange(k)
-        names = _names(sums, rfm, counts, perm)
+        sums = reduce(operator.add, client.gather(client.map(_segment_sums, feats, Z, centers=result.centers,
+                                                             pure=False)))
+        perm = sums.revenue_order()
+        rank = np.argsort(perm)
+        sums = sums.relabel(rank)
+        names = sums.names()
 
     with staged_output(config.out) as tmp:
         with timer.stage("write"):
@@ -463,59 +437,31 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
                                                pure=False))
             if sum(written) != n:
                 raise GpusegError(f"workers wrote {sum(written)} of {n} customers; the run is incomplete")
-            profiles = []
-            for new_id, old in enumerate(perm):
-                c = int(counts[old])
-                row = {"segment": new_id, "name": names[new_id], "n_customers": c, "share": c / n,
-                       "revenue_share": float(totals["monetary"][old] / totals["monetary"].sum())
-                       if totals["monetary"].sum() else 0.0}
-                for name in FEATURES:
-                    row[f"mean_{name}"] = float(totals[name][old] / c) if c else float("nan")
-                profiles.append(row)
+            profiles = sums.profiles(names)
             write_segments_csv(tmp / SEGMENTS, profiles)
-            distance_sums = sum(s["distance_sums"] for s in sums)
-            centroids = (result.centers + shift)[perm]
             model = SegmentModel(
-                features=config.features, scaler=scaler, centroids=centroids, seed=config.seed,
+                features=config.features, scaler=scaler, centroids=(result.centers + shift)[perm], seed=config.seed,
                 as_of=day_date(as_of), backend="cpu", columns=mapping.to_dict(), date_format=config.date_format,
-                version=__version__, segment_names=tuple(names),
-                training={"n_customers": n, "segment_shares": [p["share"] for p in profiles],
-                          "mean_distance": float(sum(s["distance_sum"] for s in sums) / n),
-                          "segment_mean_distance": (distance_sums[perm] / np.maximum(counts[perm], 1)).tolist()})
+                version=__version__, segment_names=tuple(names), training=sums.training())
             model.save(tmp / MODEL)
-        report = {
-            "gpuseg_version": __version__, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "inputs": [str(f) for f in files], "columns": mapping.to_dict(), "date_format": config.date_format,
-            "as_of": day_date(as_of).isoformat(), "backend": "cpu", "device": f"Dask ({where})",
-            "scheduler": where, "workers": workers, "partitions": len(feats), "engine": "dask",
-            "fallbacks": [], "rows": rows.to_dict(), "n_customers": n,
-            "customers_without_purchase": int(n_without), "features": list(config.features), "k": k,
-            "seed": config.seed, "n_iter": fit.n_iter, "inertia": fit.inertia, "converged": fit.converged,
-            "iterations": fit.history, "timings": timer.as_dict(),
-            "outputs": {"assignments": "assignments/ (one Parquet file per partition)",
-                        "features": "features/ (one Parquet file per partition)"},
-        }
+        warnings = fit_warnings(fit, k, config.max_iter)
+        if config.n_init > 1:
+            warnings.append(f"--n-init {config.n_init}: with --scheduler one initialisation runs")
+        report = segment_report(
+            config, fit, inputs=[str(f) for f in files], columns=mapping.to_dict(), as_of=as_of, backend="cpu",
+            device=f"Dask ({where})", fallbacks=[], rows=rows, n_customers=n, customers_without_purchase=n_without,
+            warnings=warnings, timings=timer.as_dict(), n_init=1, scheduler=where, workers=workers,
+            partitions=len(feats),
+            outputs={"assignments": "assignments/ (one Parquet file per partition)",
+                     "features": "features/ (one Parquet file per partition)"})
         write_json(tmp / REPORT, report)
-    return report
+    return SegmentResult(config.out, report, profiles, model)
 
 
-def _names(sums: list[dict[str, Any]], rfm: dict[str, Any], counts: np.ndarray, perm: np.ndarray) -> list[str]:
-    """Names by the rule of :mod:`gpuseg.naming`, from reduced sums, in revenue order."""
-    std = np.sqrt(np.maximum(rfm["sq"] - rfm["mean"] ** 2, 0))
-    std[std == 0] = 1.0
-    S = np.zeros((len(counts), 3))
-    for j, name in enumerate(RFM):
-        seg_mean = sum(s["rfm_log_sums"][name] for s in sums) / np.maximum(counts, 1)
-        S[:, j] = (seg_mean - rfm["mean"][j]) / std[j]
-    S[:, 0] *= -1  # recent is good
-    return [names_from_standings(S)[int(old)] for old in perm]
-
-
-def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str) -> dict[str, Any]:
-    """Assign one partition to the model's segments, write it, and return its counts and distances."""
-    k = model.k
+def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str) -> SegmentSums:
+    """Assign one partition to the model's segments, write it, and return its sums (counts, distances)."""
     if len(pdf) == 0:
-        return {"counts": np.zeros(k, np.int64), "distance_sums": np.zeros(k), "n": 0}
+        return SegmentSums.of(np.empty(0, np.int32), {}, model.k, np.empty(0))
     Z = model.scaler.transform(_matrix(pdf, model.features))
     labels, sqdist = _assign_part(Z, model.centroids)
     dist = np.sqrt(sqdist)
@@ -523,8 +469,7 @@ def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str) -> dict[
     pq.write_table(pa.table({"customer_id": ids, "segment": labels.astype(np.int32),
                              "segment_name": segment_names(labels, model.names()), "distance": dist}),
                    Path(folder) / "assignments" / f"part-{index:05d}.parquet")
-    return {"counts": np.bincount(labels, minlength=k), "distance_sums": np.bincount(labels, weights=dist, minlength=k),
-            "n": len(pdf)}
+    return SegmentSums.of(labels, {}, model.k, dist)
 
 
 def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dict[str, Any]:
@@ -546,13 +491,13 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
                 (tmp / "assignments").mkdir()
                 parts = client.gather(client.map(_score_part, cf.parts, list(range(len(cf.parts))),
                                                  model=model, folder=str(tmp), pure=False))
-            counts = sum(p["counts"] for p in parts)
-            distance_sums = sum(p["distance_sums"] for p in parts)
-            drift = _drift_from_counts(model, counts, distance_sums)
-            report = {"gpuseg_version": __version__, "model": str(config.model), "inputs": [str(f) for f in files],
-                      "columns": mapping.to_dict(), "date_format": date_format, "as_of": day_date(cf.as_of).isoformat(),
-                      "scheduler": where, "workers": cf.workers, "partitions": len(cf.parts), "streamed": False,
-                      "rows": cf.rows.to_dict(), "timings": timer.as_dict()}
+            sums = reduce(operator.add, parts)
+            drift = _drift_from_counts(model, sums.counts, sums.distance_sums)
+            report = run_report(inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format,
+                                as_of=cf.as_of, backend="cpu", device=f"Dask ({where})", fallbacks=[], rows=cf.rows,
+                                timings=timer.as_dict(), model=str(config.model),
+                                model_as_of=model.as_of.isoformat(), scheduler=where, workers=cf.workers,
+                                partitions=len(cf.parts), streamed=False)
             write_json(tmp / DRIFT, drift)
             write_json(tmp / SCORE_REPORT, report)
         return {"drift": drift, "report": report}

@@ -241,10 +241,11 @@ class SegmentSums:
 
     def training(self) -> dict[str, Any]:
         """The model's ``training`` summary, which ``score`` compares new data against."""
+        per_segment = self.mean_distances()  # raises without distances
         n = max(self.n, 1)
         return {"n_customers": self.n, "segment_shares": (self.counts / n).tolist(),
-                "mean_distance": float(self.mean_distances() @ self.counts / n),
-                "segment_mean_distance": self.mean_distances().tolist()}
+                "mean_distance": float(self.distance_sums.sum() / n),
+                "segment_mean_distance": per_segment.tolist()}
 
 
 def fit_warnings(fit: "KMeansFit", k: int, max_iter: int) -> list[str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import numpy as np
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -51,12 +53,13 @@ def read_dataset(path, columns=None):
 def both(client, files, tmp_path_factory):
     out = tmp_path_factory.mktemp("dask-out")
     single = run(SegmentConfig(inputs=(str(files),), out=out / "single", k=5))
-    report = run_dask(SegmentConfig(inputs=(str(files),), out=out / "dask", k=5), client=client)
-    return single, report, out
+    result = run_dask(SegmentConfig(inputs=(str(files),), out=out / "dask", k=5), client=client)
+    return single, result, out
 
 
 def test_features_are_identical_to_one_process(both):
-    single, report, out = both
+    single, result, out = both
+    report = result.report
     a = read_dataset(out / "single" / "features.parquet")
     b = read_dataset(out / "dask" / "features")
     assert a.column_names == b.column_names
@@ -69,7 +72,8 @@ def test_features_are_identical_to_one_process(both):
 
 
 def test_same_seed_same_segments_names_and_model(both):
-    single, report, out = both
+    single, result, out = both
+    report = result.report
     a = read_dataset(out / "single" / "assignments.parquet")
     b = read_dataset(out / "dask" / "assignments")
     np.testing.assert_array_equal(b.column("segment").to_numpy(), a.column("segment").to_numpy())
@@ -84,6 +88,29 @@ def test_same_seed_same_segments_names_and_model(both):
     assert len(list((out / "dask" / "assignments").glob("part-*.parquet"))) == report["partitions"]
 
 
+def test_same_segments_csv_training_summary_and_report_fields(both):
+    single, result, out = both
+    assert type(result).__name__ == type(single).__name__ == "SegmentResult"
+    assert result.out == out / "dask" and result.model.names() == single.model.names()
+    a = pacsv.read_csv(out / "single" / "segments.csv")
+    b = pacsv.read_csv(out / "dask" / "segments.csv")
+    assert a.column_names == b.column_names and a.column("name").equals(b.column("name"))
+    for name in ("segment", "n_customers"):
+        assert a.column(name).equals(b.column(name))
+    for name in a.column_names[3:]:  # sums added over partitions: equal to rounding
+        np.testing.assert_allclose(b.column(name).to_numpy(), a.column(name).to_numpy(), rtol=1e-12)
+    assert [p["name"] for p in result.profiles] == b.column("name").to_pylist()
+    t1, t2 = single.model.training, result.model.training
+    assert t1["n_customers"] == t2["n_customers"] and t1["segment_shares"] == t2["segment_shares"]
+    assert t2["mean_distance"] == pytest.approx(t1["mean_distance"], rel=1e-9)
+    np.testing.assert_allclose(t2["segment_mean_distance"], t1["segment_mean_distance"], rtol=1e-9)
+    on_disk = json.loads((out / "dask" / "report.json").read_text())
+    assert on_disk["scheduler"] == result.report["scheduler"]
+    common = set(single.report) - {"demo", "engine_note", "precision", "memory_plan", "transfers"}
+    assert common <= set(on_disk), common - set(on_disk)
+    assert on_disk["engine"] == "dask" and on_disk["n_init"] == 1 and on_disk["warnings"] == []
+
+
 def test_from_the_same_initial_centroids_identical_labels(client, files, both, tmp_path):
     single, _, out = both
     feats = read_dataset(out / "single" / "features.parquet")
@@ -91,7 +118,7 @@ def test_from_the_same_initial_centroids_identical_labels(client, files, both, t
     Z = model.scaler.transform(np.stack([feats.column(f).to_numpy().astype(float) for f in model.features], 1))
     init = Z[np.random.default_rng(0).choice(len(Z), 5, replace=False)]
     ref = fit_kmeans(Z, 5, init=init)
-    report = run_dask(SegmentConfig(inputs=(str(files),), out=tmp_path / "d", k=5), client=client, init=init)
+    report = run_dask(SegmentConfig(inputs=(str(files),), out=tmp_path / "d", k=5), client=client, init=init).report
     got = read_dataset(tmp_path / "d" / "assignments")
     ours = np.asarray(ref.labels)
     # Labels are relabelled by revenue in both; compare the partitions themselves.
@@ -110,6 +137,7 @@ def test_score_on_the_cluster_equals_score_in_one_process(client, files, both, t
     b = read_dataset(tmp_path / "many" / "assignments")
     np.testing.assert_array_equal(b.column("segment").to_numpy(), a.column("segment").to_numpy())
     assert res["drift"]["n_customers"] == one.drift["n_customers"]
+    assert set(one.report) - {"memory_limit_bytes", "estimated_rows", "estimated_working_bytes"} <= set(res["report"])
     for x, y in zip(res["drift"]["segments"], one.drift["segments"]):
         assert x["customers"] == y["customers"]
         assert x["mean_distance"] == pytest.approx(y["mean_distance"], rel=1e-9)
@@ -128,7 +156,8 @@ def test_a_worker_killed_mid_run_is_survived_or_reported(client, files, both, tm
 
     out = tmp_path / "killed"
     try:
-        report = run_dask(SegmentConfig(inputs=(str(files),), out=out, k=5), client=client, on_stage=kill_one_worker)
+        report = run_dask(SegmentConfig(inputs=(str(files),), out=out, k=5), client=client,
+                          on_stage=kill_one_worker).report
     except GpusegError as exc:  # a clear error, and nothing left behind
         print(f"worker killed: the run failed cleanly: {exc}")
         assert "Dask" in str(exc)
@@ -168,7 +197,7 @@ def test_works_when_the_data_is_larger_than_a_workers_memory_limit(tmp_path):
                                        dashboard_address=None,
                                        env={"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_TRIM_THRESHOLD_": "65536"})
     with distributed.Client(cluster) as c:
-        report = run_dask(SegmentConfig(inputs=(str(data),), out=tmp_path / "dask", k=5), client=c)
+        report = run_dask(SegmentConfig(inputs=(str(data),), out=tmp_path / "dask", k=5), client=c).report
     cluster.close()
     single = run(SegmentConfig(inputs=(str(data),), out=tmp_path / "single", k=5))
     assert report["n_customers"] == single.report["n_customers"]
