@@ -108,6 +108,9 @@ class SegmentSums:
         distance : float array of shape (n,), optional
             Distance of each customer to its segment's centre.
         """
+        if labels.shape[0] == 0:  # an empty partition; CuPy's bincount takes the max of its input
+            labels, distance = np.empty(0, np.int64), None if distance is None else np.empty(0)
+            columns = {name: np.empty(0) for name in columns}
         xp = get_namespace(labels)
         counts = xp.bincount(labels, minlength=k)
         if counts.shape[0] != k:
