@@ -93,6 +93,10 @@ def run_measured(cmd: list[str], timeout: float, cwd: Path | None = None) -> dic
         timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C or a step timeout: the child, in its own session, must not outlive us
+            kill()
+            proc.wait()
+            raise
         finally:
             timer.cancel()
         wall = time.perf_counter() - t0
@@ -149,7 +153,7 @@ def measure(runner: str, path: Path, data: str, work: Path, cores: int, timeout:
         r = run_measured(pinned(peer_cmd(engine, path, data, out), cores), timeout, cwd=work)
         if "error" not in r:
             line = json.loads(r["stdout"].strip().splitlines()[-1])
-            r["import_s"], r["compute_s"] = line["import_s"], line["compute_s"]
+            r["import_s"], r["compute_s"], r["imports"] = line["import_s"], line["compute_s"], line.get("imports")
             r["startup_s"] = r["wall_s"] - r["import_s"] - r["compute_s"]  # interpreter, numpy, the peer module
     del r["stdout"]
     return r
@@ -233,8 +237,11 @@ def check_answers(work: Path, peers: list[str]) -> dict[str, Any]:
         same = bool(np.array_equal(p["customer_id"], feats["customer_id"]))
         entry: dict[str, Any] = {"same_customers": same, "n_customers": len(p["customer_id"])}
         if same:
-            entry["max_abs_diff"] = {c: float(np.abs(p[c].astype(np.float64) - feats[c].astype(np.float64)).max())
-                                     for c in FEATURES}
+            diff = {c: np.abs(p[c].astype(np.float64) - feats[c].astype(np.float64)) for c in FEATURES}
+            entry["max_abs_diff"] = {c: float(d.max()) for c, d in diff.items()}
+            # Sums in another order differ in the last bits; relative to the value that is ~1e-15.
+            entry["max_rel_diff"] = {c: float((d / np.maximum(np.abs(feats[c].astype(np.float64)), 1.0)).max())
+                                     for c, d in diff.items()}
             entry["ari_vs_gpuseg"] = float(adjusted_rand_score(seg["segment"], p["segment"]))
             entry["inertia"] = inertia_of(Z, p["segment"])
             entry["inertia_vs_gpuseg"] = entry["inertia"] / checks["gpuseg"]["inertia"]
@@ -308,8 +315,14 @@ def markdown(cases: list[dict], cores: list[int]) -> str:
         for case in cases:
             for runner, s in case["summary"][key].items():
                 lines.append(f"| {case['data']} | {tag(case['rows'])} | {runner} | {_x(s['wall_s'])} | {_x(s['compute_s'])} |")
-    lines += ["", "| log | rows | peer | same customers | max abs diff (recency, frequency, monetary) | ARI vs gpuseg | "
-              "inertia peer/gpuseg |", "|---|---:|---|---|---|---:|---:|"]
+    lines += ["", "Load average (1 min) before each timed run, from others' work on the machine:"]
+    for case in cases:
+        loads = [r["load_avg_1min_before"] for r in case["runs"] if r["round"] > 0 and "load_avg_1min_before" in r]
+        if loads:
+            lines.append(f"- {case['data']} {tag(case['rows'])}: median {statistics.median(loads):.2f}, "
+                         f"max {max(loads):.2f} on {case.get('cpus', '?')} CPUs")
+    lines += ["", "| log | rows | peer | same customers | max abs diff (recency, frequency, monetary) | "
+              "max rel diff monetary | ARI vs gpuseg | inertia peer/gpuseg |", "|---|---:|---|---|---|---:|---:|---:|"]
     for case in cases:
         for peer, ch in case["checks"].items():
             if peer in ("gpuseg", "n_customers") or not isinstance(ch, dict):
@@ -317,6 +330,7 @@ def markdown(cases: list[dict], cores: list[int]) -> str:
             diff = ch.get("max_abs_diff")
             lines.append(f"| {case['data']} | {tag(case['rows'])} | {peer} | {ch.get('same_customers', ch.get('error'))} | "
                          + (", ".join(f"{diff[c]:.1e}" for c in FEATURES) if diff else "–")
+                         + f" | {_f(ch.get('max_rel_diff', {}).get('monetary'), '.1e')}"
                          + f" | {_f(ch.get('ari_vs_gpuseg'), '.4f')} | {_f(ch.get('inertia_vs_gpuseg'), '.4f')} |")
     return "\n".join(lines)
 
@@ -386,8 +400,9 @@ def main() -> None:
             plan = [(rnd, c, runner) for rnd in range(args.repeats + 1)
                     for c in (cores if rnd else [max(cores)]) for runner in runners]
             for i, (rnd, c, runner) in enumerate(plan):
+                load = os.getloadavg()[0]  # others' work on the machine shows up here
                 r = measure(runner, path, data, work, c, timeout)
-                r.update({"round": rnd, "cores": c, "runner": runner})
+                r.update({"round": rnd, "cores": c, "runner": runner, "load_avg_1min_before": load})
                 runs.append(r)
                 extra = (f" compute {r['compute_s']:.2f} s" if r.get("compute_s") is not None else "") + \
                     (f" import {r['import_s']:.2f} s" if r.get("import_s") is not None else "")
@@ -402,6 +417,7 @@ def main() -> None:
                 checks = check_answers(work, [p for p in runners if p != GPUSEG and "error" not in last[p]])
                 checks.update({p: {"error": "its last run failed"} for p in runners if "error" in last[p]})
             case = {"data": data, "rows": rows, "file": str(path), "timeout_s": timeout, "runners": runners,
+                    "cpus": n_cpus,
                     "runs": runs, "summary": summarise(runs, runners, cores), "checks": checks}
             result["cases"].append(case)
             result["machine"]["load_average_at_end"] = os.getloadavg()

@@ -3,9 +3,9 @@
 gpuseg/peers.py is loaded by its path, not as ``gpuseg.peers``, so the
 process never imports gpuseg (its package import is pyarrow and more): the
 peer's wall clock is what a user's own script would take. Prints one JSON
-line: ``{"peer", "import_s", "compute_s", "n_customers"}``; ``import_s`` is
-the dataframe library and scikit-learn, ``compute_s`` the query, transform,
-fit and write.
+line: ``{"peer", "import_s", "compute_s", "imports", "n_customers"}``;
+``import_s`` is the dataframe library and scikit-learn (``imports``: each),
+``compute_s`` the query, transform, fit and write.
 
 Usage: python benchmarks/peers.py {polars,pandas} INPUT OUT.parquet
            [--columns gpuseg|retail] [--col ROLE=NAME ...] [--k 5] [--seed 0]
@@ -56,7 +56,7 @@ def main() -> None:
     run = peers.run_peer(f"{args.engine}+sklearn", args.input, args.out, k=args.k, seed=args.seed,
                          columns=peers.PeerColumns(**roles))
     print(json.dumps({"peer": f"{args.engine}+sklearn", "import_s": run.import_s, "compute_s": run.compute_s,
-                      "n_customers": int(len(run.labels))}), flush=True)
+                      "imports": run.imports, "n_customers": int(len(run.labels))}), flush=True)
 
 
 if __name__ == "__main__":

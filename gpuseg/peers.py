@@ -32,6 +32,7 @@ are imported only when a peer runs, and timed apart from the compute.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -119,6 +120,7 @@ def _is_csv(path: str) -> bool:
 #: ``engine="in-memory"`` 2.9-3.4 s / 1.5 GiB and 2.6-2.8 s / 1.5 GiB; "auto" picks
 #: streaming for this plan (same times and memory).
 POLARS_ENGINE = "streaming"
+
 
 def polars_query(path: str, columns: PeerColumns | None = None) -> Any:
     """The whole feature computation as one polars LazyFrame.
@@ -219,8 +221,15 @@ def pandas_features(path: str, columns: PeerColumns | None = None) -> tuple[np.n
 PEERS = {"pandas+sklearn": ("pandas", pandas_features), "polars+sklearn": ("polars", polars_features)}
 
 
+#: Peers named here (comma-separated) are reported unavailable, e.g. pandas at 10^8 rows
+#: where a device check has no time for it.
+SKIP_ENV = "GPUSEG_SKIP_PEERS"
+
+
 def why_unavailable(peer: str) -> str | None:
-    """None when the peer's dataframe library imports, else the reason."""
+    """None when the peer's dataframe library imports (and :data:`SKIP_ENV` does not name it), else the reason."""
+    if peer in {p.strip() for p in os.environ.get(SKIP_ENV, "").split(",")}:
+        return f"skipped ({SKIP_ENV}={os.environ[SKIP_ENV]})"
     try:
         __import__(PEERS[peer][0])
     except ImportError as exc:
@@ -232,14 +241,16 @@ def why_unavailable(peer: str) -> str | None:
 class PeerRun:
     """One peer run: labels of shape (n,), int32, in customer id order, and its timings.
 
-    ``import_s`` is the time to import the dataframe library, pyarrow and
-    scikit-learn (near 0 when already imported); ``compute_s`` the query, the
-    transform, the fit and the write.
+    ``imports`` holds the seconds each import took (the dataframe library,
+    pyarrow for pandas, scikit-learn; near 0 when already imported),
+    ``import_s`` their sum; ``compute_s`` is the query, the transform, the fit
+    and the write.
     """
 
     labels: np.ndarray
     import_s: float
     compute_s: float
+    imports: dict[str, float]
 
 
 def run_peer(peer: str, path: str | Path, out: str | Path, k: int = 5, seed: int = 0,
@@ -254,10 +265,12 @@ def run_peer(peer: str, path: str | Path, out: str | Path, k: int = 5, seed: int
         raise ValueError(f"unknown peer {peer!r}; allowed: {', '.join(PEERS)}")
     library, features = PEERS[peer]
     cols = PeerColumns.of(columns)
-    t0 = time.perf_counter()
-    __import__(library)
-    if library == "pandas":
-        import pyarrow  # noqa: F401  (pandas reads and writes Parquet through it)
+    imports = {}
+    # pandas reads and writes Parquet through pyarrow; KMeans is in sklearn.cluster.
+    for module in (library, "pyarrow.parquet", "sklearn.cluster") if library == "pandas" else (library, "sklearn.cluster"):
+        t = time.perf_counter()
+        __import__(module)
+        imports[module] = time.perf_counter() - t
     from sklearn.cluster import KMeans
     t1 = time.perf_counter()
     ids, X = features(str(path), cols)
@@ -271,4 +284,4 @@ def run_peer(peer: str, path: str | Path, out: str | Path, k: int = 5, seed: int
         import pandas as pd
         pd.DataFrame(table).to_parquet(str(out), index=False)
     t2 = time.perf_counter()
-    return PeerRun(labels=labels, import_s=t1 - t0, compute_s=t2 - t1)
+    return PeerRun(labels=labels, import_s=sum(imports.values()), compute_s=t2 - t1, imports=imports)

@@ -166,3 +166,11 @@ def test_columns_from_mapping():
         PeerColumns.of({"client": "c"})
     with pytest.raises(ValueError, match="amount column"):
         PeerColumns(quantity=None)
+
+
+def test_skip_env_marks_a_peer_unavailable(monkeypatch):
+    from gpuseg.peers import SKIP_ENV, why_unavailable
+    monkeypatch.setenv(SKIP_ENV, "pandas+sklearn")
+    assert "skipped" in why_unavailable("pandas+sklearn")
+    if pytest.importorskip("polars"):
+        assert why_unavailable("polars+sklearn") is None
