@@ -20,7 +20,10 @@
 # Every step has its own `timeout`, cut further so the whole run stays within
 # BUDGET_S seconds (default 450); a step cut short keeps what it wrote (the
 # benchmarks rewrite their results as they go; `gpuseg bench` takes the timeout's
-# SIGINT as Ctrl-C and writes what it has).
+# SIGINT as Ctrl-C and writes what it has). At the speeds of device run 4 (cupy 20 s,
+# cpu 36 s, generation 66 s at 10^8) the plan is: phase 1 <= 150 s, pipeline ~100 s,
+# gpuseg bench what is left less 40 s (its 10^8 peers may be cut), Lloyd 40 s. Give
+# the device call timeout_s=600.
 #
 # Polars is not installed on the lent machines: carry its wheels. Once, here:
 #   echo /.whl/ >> .git/info/exclude   # already in .gitignore
@@ -58,12 +61,13 @@ PY=python3
 start=$(date +%s)
 deadline=$(( start + BUDGET_S ))
 stamp() { echo "== $(( $(date +%s) - start ))s: $*"; }
-# cap WANT: WANT seconds, or what is left before the deadline less RESERVE (for the merge at the end).
+# cap WANT [KEEP]: WANT seconds, or what is left before the deadline less RESERVE (the end) and
+# KEEP (for later steps).
 RESERVE=15
-cap() { local left=$(( deadline - $(date +%s) - RESERVE )); echo $(( $1 < left ? $1 : left )); }
-# run_capped WANT CMD...: the command under timeout (SIGINT first, SIGKILL 15 s later); skipped under 20 s left.
+cap() { local left=$(( deadline - $(date +%s) - RESERVE - ${2:-0} )); echo $(( $1 < left ? $1 : left )); }
+# run_capped WANT KEEP CMD...: the command under timeout (SIGINT first, SIGKILL 15 s later); skipped under 20 s.
 run_capped() {
-  local t; t=$(cap "$1"); shift
+  local t; t=$(cap "$1" "$2"); shift 2
   if [ "$t" -lt 20 ]; then echo "skipped (only ${t}s left): $*"; return 124; fi
   timeout -s INT -k 15 "$t" "$@"
   local rc=$?
@@ -112,13 +116,13 @@ if [ "$ROWS" != "0" ]; then
 fi
 
 stamp "GPU tests (-m gpu)"
-run_capped 75 $PY -m pytest -q -p no:cacheprovider -rs -m gpu "$TESTS"
+run_capped 75 0 $PY -m pytest -q -p no:cacheprovider -rs -m gpu "$TESTS"
 echo "pytest -m gpu exit status: $?"
 
 stamp "the other tests (-m 'not gpu')"
 xdist=()
 $PY -c "import xdist" 2>/dev/null && xdist=(-n 8 --dist loadfile)
-run_capped 70 $PY -m pytest -q -p no:cacheprovider -rs -m "not gpu" ${xdist[@]+"${xdist[@]}"} "$TESTS"
+run_capped 60 0 $PY -m pytest -q -p no:cacheprovider -rs -m "not gpu" ${xdist[@]+"${xdist[@]}"} "$TESTS"
 echo "pytest -m 'not gpu' exit status: $?"
 
 if [ -n "$gen_pid" ]; then
@@ -132,10 +136,12 @@ if [ "$ROWS" != "0" ]; then
   stamp "pipeline on $ROWS transactions: $BACKENDS"
   retail=()
   [ "$RETAIL_ROWS" != "0" ] && retail=(--retail-rows "$RETAIL_ROWS")
-  run_capped 200 $PY benchmarks/bench_pipeline_gpu.py --rows "$ROWS" --data "$DATA" --out-dir "$OUT" --backends "$BACKENDS" ${retail[@]+"${retail[@]}"}
+  run_capped 200 0 $PY benchmarks/bench_pipeline_gpu.py --rows "$ROWS" --data "$DATA" --out-dir "$OUT" --backends "$BACKENDS" ${retail[@]+"${retail[@]}"}
   echo "pipeline exit status: $?"
 fi
 
+lloyd_keep=0
+[ "${LLOYD:-1}" != "0" ] && lloyd_keep=40
 if [ -n "$BENCH_SIZES" ]; then
   stamp "gpuseg bench --sizes $BENCH_SIZES --backends $BENCH_BACKENDS"
   mkdir -p "$DATA/bench-cache"
@@ -144,14 +150,15 @@ if [ -n "$BENCH_SIZES" ]; then
     ln -sf "$(realpath "$DATA/gpuseg-$(tag "$ROWS").parquet")" \
       "$DATA/bench-cache/tx-$($PY -c "import sys; print(int(float(sys.argv[1])))" "$ROWS")-seed0.parquet"
   fi
-  run_capped 200 $PY -m gpuseg.cli bench --sizes "$BENCH_SIZES" --backends "$BENCH_BACKENDS" --repeats 1 \
+  # The Lloyd step after it keeps its 40 s; the bench writes its results after every worker.
+  run_capped 200 "$lloyd_keep" $PY -m gpuseg.cli bench --sizes "$BENCH_SIZES" --backends "$BENCH_BACKENDS" --repeats 1 \
     --cache "$DATA/bench-cache" --out "$OUT/bench"
   echo "gpuseg bench exit status: $?"
 fi
 
 if [ "${LLOYD:-1}" != "0" ]; then
   stamp "Lloyd micro-benchmark"
-  run_capped 45 $PY benchmarks/bench_lloyd_gpu.py --quick --out "$DATA/lloyd.json"
+  run_capped 45 0 $PY benchmarks/bench_lloyd_gpu.py --quick --out "$DATA/lloyd.json"
   echo "Lloyd exit status: $?"
   $PY - "$OUT" "$DATA/lloyd.json" <<'PY'
 import json, re, subprocess, sys
