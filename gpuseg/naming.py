@@ -70,10 +70,11 @@ def rfm_sums(columns: dict[str, Any], segment: Any, k: int) -> tuple[Any, Any, A
         the spread over all customers is merged from, without cancellation).
     """
     xp = get_namespace(segment)
+    segment = segment.astype(xp.intp, copy=False)  # NumPy's bincount would cast it on every call
     counts = xp.bincount(segment, minlength=k)
     sums, m2 = [], []
     for name in RFM:
-        t = signed_log1p(columns[name].astype(xp.float64))
+        t = signed_log1p(columns[name].astype(xp.float64, copy=False))
         s = xp.bincount(segment, weights=t, minlength=k)
         t -= (s / xp.maximum(counts, 1))[segment]
         t *= t

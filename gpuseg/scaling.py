@@ -23,7 +23,9 @@ SKEW_THRESHOLD = 1.0
 def signed_log1p(x: Any) -> Any:
     """``sign(x)·log1p(|x|)`` elementwise, in ``x``'s namespace."""
     xp = get_namespace(x)
-    return xp.sign(x) * xp.log1p(xp.abs(x))
+    out = xp.abs(x) if x.dtype.kind == "f" else xp.abs(x.astype(xp.float64))
+    xp.log1p(out, out=out)
+    return xp.copysign(out, x, out=out)  # equal to sign(x)·log1p(|x|), in one buffer
 
 
 def skewness(x: Any) -> float:

@@ -112,17 +112,18 @@ class SegmentSums:
             labels, distance = np.empty(0, np.int64), None if distance is None else np.empty(0)
             columns = {name: np.empty(0) for name in columns}
         xp = get_namespace(labels)
+        labels = labels.astype(xp.intp, copy=False)  # NumPy's bincount would cast it on every call
         counts = xp.bincount(labels, minlength=k)
         if counts.shape[0] != k:
             raise ValueError(f"labels reach {counts.shape[0] - 1}, outside 0..{k - 1}")
         parts = [counts.astype(xp.float64)[:, None]]
-        parts += [xp.bincount(labels, weights=col.astype(xp.float64), minlength=k)[:, None]
+        parts += [xp.bincount(labels, weights=col.astype(xp.float64, copy=False), minlength=k)[:, None]
                   for col in columns.values()]
         named = all(name in columns for name in RFM)
         if named:
             parts += list(rfm_sums(columns, labels, k)[1:])
         if distance is not None:
-            parts.append(xp.bincount(labels, weights=distance.astype(xp.float64), minlength=k)[:, None])
+            parts.append(xp.bincount(labels, weights=distance.astype(xp.float64, copy=False), minlength=k)[:, None])
         table = to_numpy(xp.concatenate(parts, axis=1))  # the one copy back: k rows
         d = len(columns)
         return cls(tuple(columns), table[:, 0].round().astype(np.int64), table[:, 1:1 + d].copy(),
