@@ -46,7 +46,8 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .backend import _import
-from .cleaning import AFTER_AS_OF, Cleaner, KeptRows, RowCounts, assemble, day_date, day_number
+from .cleaning import (AFTER_AS_OF, BatchStats, Cleaner, KeptRows, RowCounts, as_of_of, assemble, check_rows,
+                       day_date, day_number, ids_to_int)
 from .clustering import (KMeansFit, LloydResult, Partials, _reduce, check_random_state, kmeans_plusplus, lloyd,
                          lloyd_partials, nearest)
 from .columns import ColumnMapping, resolve_columns
@@ -98,8 +99,12 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
 # -- tasks that run on the workers (module-level, so they pickle) --------------------
 
 def _clean_part(pdf: Any, mapping: ColumnMapping, date_format: str | None, as_of: dt.date | None,
-                source: str) -> tuple[Any, dict[str, Any]]:
-    """Clean one input partition: the kept rows, and what happened to the others."""
+                source: str) -> tuple[Any, BatchStats]:
+    """Clean one input partition: the kept rows, and what happened to the others.
+
+    ``source`` stands for the partition's file: its suffix says whether text
+    ids came from CSV.
+    """
     import pandas as pd
     cleaner = Cleaner(mapping, date_format, as_of)
     batch = pa.RecordBatch.from_pandas(pdf, preserve_index=False)
@@ -112,12 +117,10 @@ def _clean_part(pdf: Any, mapping: ColumnMapping, date_format: str | None, as_of
     if kept.invoices is not None:
         cols["invoice"] = kept.invoices
     table = pa.table(cols)
-    stats = {"rows": cleaner.rows.to_dict(), "max_day": cleaner.max_day, "from_csv": cleaner.from_csv,
-             "text_all_int": cleaner.text_ids_all_int, "bad_date": cleaner.bad_date_example}
-    return table.to_pandas(types_mapper=pd.ArrowDtype), stats
+    return table.to_pandas(types_mapper=pd.ArrowDtype), cleaner.stats
 
 
-def _features_part(pdf: Any, as_of: int, ids_to_int: bool, has_invoice: bool) -> tuple[Any, int]:
+def _features_part(pdf: Any, as_of: int, text_to_int: bool, has_invoice: bool) -> tuple[Any, int]:
     """Features of the customers of one shuffled partition (all their rows are here)."""
     import pandas as pd
     table = pa.Table.from_pandas(pdf, preserve_index=False)
@@ -126,7 +129,7 @@ def _features_part(pdf: Any, as_of: int, ids_to_int: bool, has_invoice: bool) ->
     kept = KeptRows(ids=table.column("customer").combine_chunks(),
                     invoices=table.column("invoice").combine_chunks() if has_invoice else None,
                     day=table.column("day").to_numpy(), amount=table.column("amount").to_numpy())
-    tx = assemble([kept], as_of, RowCounts(), ids_to_int, has_invoice)
+    tx = assemble([kept], as_of, RowCounts(), text_to_int, has_invoice)
     feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders, tx.as_of)
     ids = tx.customer_ids.take(pa.array(feats.customer))
     out = pa.table({"customer_id": ids, **{name: feats.columns[name] for name in FEATURES}})
@@ -239,35 +242,16 @@ def _read(files: list[Path], mapping: ColumnMapping) -> tuple[Any, str]:
                        dtype_backend="pyarrow"), "x.csv"
 
 
-def _combine_stats(stats: list[dict[str, Any]], as_of: dt.date | None) -> tuple[RowCounts, int, bool, Any]:
-    rows = RowCounts()
+def _combine_stats(stats: list[BatchStats], as_of: dt.date | None, inputs: tuple[str, ...]) -> BatchStats:
+    """The partitions' cleaning stats merged in input order, as one process merges its batches'."""
+    total = BatchStats(RowCounts())
     if as_of is not None:
-        rows.dropped[AFTER_AS_OF] = 0
-    max_day, from_csv, all_int, bad = None, True, True, None
+        total.rows.dropped[AFTER_AS_OF] = 0
     for s in stats:
-        rows.read += s["rows"]["read"]
-        rows.used += s["rows"]["used"]
-        for reason, count in s["rows"]["dropped"].items():
-            rows.dropped[reason] = rows.dropped.get(reason, 0) + count
-        if s["max_day"] is not None:
-            max_day = s["max_day"] if max_day is None else max(max_day, s["max_day"])
-        from_csv &= s["from_csv"]
-        all_int &= s["text_all_int"]
-        bad = bad or s["bad_date"]
-    as_of_day = day_number(as_of) if as_of is not None else (max_day if max_day is not None else 0) + 1
-    return rows, as_of_day, from_csv and all_int, bad
-
-
-def _check_rows(rows: RowCounts, bad: Any, mapping: ColumnMapping, date_format: str | None) -> None:
-    if rows.read == 0:
-        raise GpusegError("the input has no data rows")
-    if bad and rows.dropped["unparseable_date"] == rows.read - rows.dropped["missing_customer_id"]:
-        hint = ("give its format with --date-format" if date_format is None
-                else f"it does not match --date-format {date_format!r}")
-        raise GpusegError(f"no date in column {mapping.date!r} could be parsed (e.g. {bad[1]!r}); {hint}")
-    if rows.used == 0:
-        reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
-        raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
+        total.merge(s)
+    if total.bad_date is not None:  # a partition knows no file name; name what the user gave
+        total.bad_date = (", ".join(inputs), total.bad_date[1])
+    return total
 
 
 def _fit_scaler(client: Any, parts: list[Any], names: tuple[str, ...]) -> tuple[Scaler, int]:
@@ -377,14 +361,16 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
         kept_meta = _clean_part(ddf._meta, mapping, date_format, as_of, source)[0]
         kept = dd.from_delayed([c[0] for c in cleaned], meta=kept_meta)
         kept, *stats = dask.persist(kept, *[c[1] for c in cleaned])
-        rows, as_of_day, ids_to_int, bad = _combine_stats(dask.compute(*stats), as_of)
-        _check_rows(rows, bad, mapping, date_format)
+        total = _combine_stats(dask.compute(*stats), as_of, inputs)
+        check_rows(total, mapping, date_format)
+        rows, as_of_day = total.rows, as_of_of(total, day_number(as_of) if as_of is not None else None)
 
     with timer.stage("features"):
         # Task-based shuffle: its pieces are ordinary (spillable) results, which keeps
         # workers with tight memory limits moving where the p2p shuffle stalled.
         shuffled = kept.shuffle(on="customer", npartitions=max(1, kept.npartitions), shuffle_method="tasks")
-        pairs = [dask.delayed(_features_part, nout=2)(p, as_of_day, ids_to_int, mapping.invoice is not None)
+        text_to_int, has_invoice = ids_to_int(total), mapping.invoice is not None
+        pairs = [dask.delayed(_features_part, nout=2)(p, as_of_day, text_to_int, has_invoice)
                  for p in shuffled.to_delayed()]
         futures = client.compute([p[0] for p in pairs] + [p[1] for p in pairs])  # one pass over each partition
         feats, counts_without = futures[:len(pairs)], futures[len(pairs):]

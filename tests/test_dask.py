@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -171,6 +172,26 @@ def test_a_worker_killed_mid_run_is_survived_or_reported(client, files, both, tm
         b = read_dataset(out / "assignments")
         np.testing.assert_array_equal(b.column("segment").to_numpy(), a.column("segment").to_numpy())
     client.wait_for_workers(2, timeout=60)
+
+
+def test_input_errors_are_the_same_as_in_one_process(client, tmp_path):
+    # One drop accounting (gpuseg.cleaning.check_rows) for both front-ends.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,invoice_date,amount\n1,31/31/2024,5\n2,32/01/2024,3\n,2024-01-05,4\n")
+    dropped = tmp_path / "dropped.csv"
+    dropped.write_text("customer_id,invoice_date,amount\n1,2024-01-02,7\n,2024-01-05,4\n")
+    messages = []
+    for path in (bad, dropped):
+        config = dict(inputs=(str(path),), k=2, as_of=dt.date(2024, 1, 1))
+        with pytest.raises(GpusegError) as one:
+            run(SegmentConfig(out=tmp_path / "one", **config))
+        with pytest.raises(GpusegError) as many:
+            run_dask(SegmentConfig(out=tmp_path / "many", **config), client=client)
+        assert str(many.value) == str(one.value)
+        assert not (tmp_path / "many").exists()
+        messages.append(str(one.value))
+    assert "no date in column 'invoice_date' could be parsed (e.g. '31/31/2024'" in messages[0]
+    assert messages[1] == "no usable rows: all 2 rows were dropped (missing_customer_id: 1, after_as_of: 1)"
 
 
 def test_cli_errors(tmp_path, files):
