@@ -74,6 +74,104 @@ class CustomerFeatures:
         return xp.stack([self.columns[name].astype(xp.float64) for name in names], axis=1)
 
 
+@dataclass
+class LineSums:
+    """Transaction lines summed per order and per customer: all that features need.
+
+    One block of lines (a batch, a Dask partition, a whole log) gives one;
+    the single-process pipeline sums each batch on its own thread and merges
+    the blocks (:func:`gpuseg.ingest.merge`), so the lines are never held
+    all at once.
+
+    Attributes
+    ----------
+    order_customer : int array of shape (n_orders,)
+        The customer of each order.
+    order_net, order_gross : float64 arrays of shape (n_orders,)
+        Net and absolute sums of the order's line amounts.
+    order_day : int32 array of shape (n_orders,)
+        The earliest day among the order's lines.
+    monetary, bought, returned : float64 arrays of shape (n_customers,)
+        Sums of each customer's line amounts: all, positive, and negated negative.
+    """
+
+    order_customer: Any
+    order_net: Any
+    order_gross: Any
+    order_day: Any
+    monetary: Any
+    bought: Any
+    returned: Any
+
+
+def sum_lines(customer: Any, day: Any, amount: Any, order: Any, n_customers: int, n_orders: int) -> LineSums:
+    """Sum coded lines per order and per customer (array-generic).
+
+    Parameters
+    ----------
+    customer : int array of shape (m,)
+        Customer code of each line, in ``0..n_customers-1``.
+    day : int32 array of shape (m,)
+    amount : float64 array of shape (m,)
+    order : int array of shape (m,)
+        Order code of each line, in ``0..n_orders-1``; one customer per order.
+    """
+    xp = get_namespace(customer, day, amount, order)
+    order_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)
+    scatter_min(order_day, order, day)
+    order_customer = xp.empty(n_orders, dtype=customer.dtype)
+    order_customer[order] = customer
+    # One scratch array for the three derived weights, not three temporaries.
+    scratch = xp.abs(amount)
+    order_gross = xp.bincount(order, weights=scratch, minlength=n_orders)
+    xp.maximum(amount, 0.0, out=scratch)
+    bought = xp.bincount(customer, weights=scratch, minlength=n_customers)
+    xp.negative(amount, out=scratch)
+    xp.maximum(scratch, 0.0, out=scratch)
+    returned = xp.bincount(customer, weights=scratch, minlength=n_customers)
+    del scratch
+    return LineSums(order_customer=order_customer,
+                    order_net=xp.bincount(order, weights=amount, minlength=n_orders),
+                    order_gross=order_gross, order_day=order_day,
+                    monetary=xp.bincount(customer, weights=amount, minlength=n_customers),
+                    bought=bought, returned=returned)
+
+
+def features_from_sums(sums: LineSums, n_customers: int, as_of: int) -> CustomerFeatures:
+    """Per-customer features from per-order and per-customer sums (array-generic)."""
+    xp = get_namespace(sums.order_net)
+    # Float sums leave residue: an order fully returned within itself
+    # (0.1 + 0.2 - 0.3) nets 5.6e-17, which is not a purchase.
+    purchase = sums.order_net > _NET_RTOL * sums.order_gross
+    p_customer = sums.order_customer[purchase]
+    p_day = sums.order_day[purchase]
+    frequency = xp.bincount(p_customer, minlength=n_customers)
+    first = xp.full(n_customers, _BIG_DAY, dtype=xp.int32)
+    last = xp.full(n_customers, -_BIG_DAY, dtype=xp.int32)
+    scatter_min(first, p_customer, p_day)
+    scatter_max(last, p_customer, p_day)
+
+    keep = xp.flatnonzero(frequency > 0)
+    freq = frequency[keep].astype(xp.int64)
+    first, last = first[keep], last[keep]
+    tenure = (as_of - first).astype(xp.int32)
+    span = (last - first).astype(xp.float64)
+    mean_gap = xp.where(freq > 1, span / xp.maximum(freq - 1, 1), tenure.astype(xp.float64))
+    money = sums.monetary[keep]
+    columns = {
+        "recency_days": (as_of - last).astype(xp.int32),
+        "tenure_days": tenure,
+        "frequency": freq,
+        "monetary": money,
+        "avg_order_value": money / freq,
+        "mean_days_between_orders": mean_gap,
+        # bought > 0 for every kept customer: a purchase order has a positive line.
+        "return_share": sums.returned[keep] / sums.bought[keep],
+    }
+    return CustomerFeatures(customer=keep, columns=columns,
+                            n_without_purchase=int(n_customers - keep.shape[0]))
+
+
 def compute_features(customer: Any, day: Any, amount: Any, order: Any,
                      n_customers: int, n_orders: int, as_of: int) -> CustomerFeatures:
     """Per-customer features from coded transaction lines.
@@ -96,46 +194,4 @@ def compute_features(customer: Any, day: Any, amount: Any, order: Any,
     -------
     CustomerFeatures
     """
-    xp = get_namespace(customer, day, amount, order)
-    # Orders: net amount, day, and owner.
-    order_net = xp.bincount(order, weights=amount, minlength=n_orders)
-    order_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)
-    scatter_min(order_day, order, day)
-    order_customer = xp.empty(n_orders, dtype=customer.dtype)
-    order_customer[order] = customer
-
-    # Float sums leave residue: an order fully returned within itself
-    # (0.1 + 0.2 - 0.3) nets 5.6e-17, which is not a purchase.
-    order_gross = xp.bincount(order, weights=xp.abs(amount), minlength=n_orders)
-    purchase = order_net > _NET_RTOL * order_gross
-    p_customer = order_customer[purchase]
-    p_day = order_day[purchase]
-    frequency = xp.bincount(p_customer, minlength=n_customers)
-    first = xp.full(n_customers, _BIG_DAY, dtype=xp.int32)
-    last = xp.full(n_customers, -_BIG_DAY, dtype=xp.int32)
-    scatter_min(first, p_customer, p_day)
-    scatter_max(last, p_customer, p_day)
-
-    monetary = xp.bincount(customer, weights=amount, minlength=n_customers)
-    bought = xp.bincount(customer, weights=xp.maximum(amount, 0.0), minlength=n_customers)
-    returned = xp.bincount(customer, weights=xp.maximum(-amount, 0.0), minlength=n_customers)
-
-    keep = xp.flatnonzero(frequency > 0)
-    freq = frequency[keep].astype(xp.int64)
-    first, last = first[keep], last[keep]
-    tenure = (as_of - first).astype(xp.int32)
-    span = (last - first).astype(xp.float64)
-    mean_gap = xp.where(freq > 1, span / xp.maximum(freq - 1, 1), tenure.astype(xp.float64))
-    money = monetary[keep]
-    columns = {
-        "recency_days": (as_of - last).astype(xp.int32),
-        "tenure_days": tenure,
-        "frequency": freq,
-        "monetary": money,
-        "avg_order_value": money / freq,
-        "mean_days_between_orders": mean_gap,
-        # bought > 0 for every kept customer: a purchase order has a positive line.
-        "return_share": returned[keep] / bought[keep],
-    }
-    return CustomerFeatures(customer=keep, columns=columns,
-                            n_without_purchase=int(n_customers - keep.shape[0]))
+    return features_from_sums(sum_lines(customer, day, amount, order, n_customers, n_orders), n_customers, as_of)

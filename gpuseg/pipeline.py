@@ -15,13 +15,15 @@ import pyarrow as pa
 from . import __version__
 from .backend import (Backend, argsort_stable, get_namespace, host_to_device, probe_cudf, resolve_backend,
                       to_numpy)
-from .cleaning import Cleaner, Transactions, day_date, default_workers
+from .cleaning import day_date
+from .coding import default_workers
 from .clustering import KMeansFit, fit_kmeans, nearest
 from .columns import resolve_columns
 from .cudf_reading import load_cudf
 from .config import SegmentConfig
 from .errors import GpusegError
-from .features import CustomerFeatures, compute_features
+from .features import CustomerFeatures, features_from_sums, sum_lines
+from .ingest import Ingested, ingest
 from .identity import match_reference, migration, new_ids
 from .naming import name_segments
 from .generate import demo_table
@@ -90,15 +92,15 @@ class Transfers:
 
 
 def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progress, xp: Any = np,
-                      cudf_ok: bool = False) -> tuple[Transactions, list[str], dict[str, str | None], int]:
-    """Read and clean the inputs (or the demo data); stages ``load`` and ``clean``.
+                      cudf_ok: bool = False) -> tuple[Ingested, list[str], dict[str, str | None]]:
+    """Read, clean and sum the inputs (or the demo data); stages ``load`` and ``clean``.
 
-    ``load`` decodes batches (Parquet row groups, CSV blocks) on a thread
-    pool of every core and screens their rows as they come, in ``xp`` (on
-    the device for a GPU backend: only text stays on the host); ``clean``
-    then codes customer ids and orders. With ``cudf_ok`` files are read and
-    cleaned by cuDF instead. Returns the transactions, the sources, the
-    column mapping and the bytes copied to the device while cleaning.
+    ``load`` runs :func:`gpuseg.ingest.ingest`'s per-batch work on a thread
+    pool of every core: decoding batches (Parquet row groups, CSV blocks),
+    screening their rows, coding and summing them, in ``xp`` (on the device
+    for a GPU backend; only text stays on the host). ``clean`` merges the
+    batches' sums. With ``cudf_ok`` files are read and cleaned by cuDF instead.
+    Returns the merged sums, the sources and the column mapping.
     """
     if config.inputs:
         with timer.stage("load"):
@@ -109,7 +111,9 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
         if cudf_ok:
             with timer.stage("load"):
                 tx = load_cudf(files, mapping, config.date_format, config.as_of)
-            return tx, sources, mapping.to_dict(), 0
+            with timer.stage("clean"):
+                sums = sum_lines(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders)
+            return Ingested(sums, tx.customer_ids, tx.n_orders, tx.as_of, tx.rows), sources, mapping.to_dict()
         items: Any = ((f, reader) for f in files for reader in iter_readers(f, mapping))
     else:
         with timer.stage("load"):
@@ -117,13 +121,8 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
         sources = [DEMO_SOURCE]
         mapping = resolve_columns(table.column_names, config.columns)
         items = ((Path(DEMO_SOURCE), b) for b in table.to_batches(1 << 20))
-    cleaner = Cleaner(mapping, config.date_format, config.as_of, xp=xp, encode_text=True)
-    with timer.stage("load"):
-        parts = list(cleaner.map(items, default_workers(), progress.rows))
-        cleaner.check()
-    with timer.stage("clean"):
-        tx = cleaner.assemble(parts)
-    return tx, sources, mapping.to_dict(), cleaner.stats.device_bytes
+    tx = ingest(items, mapping, config.date_format, config.as_of, xp, default_workers(), progress.rows, timer)
+    return tx, sources, mapping.to_dict()
 
 
 def _order_by_revenue(labels: Any, monetary: Any, k: int) -> np.ndarray:
@@ -176,7 +175,7 @@ class Prepared:
     timer: StageTimer
     transfers: Transfers
     fallbacks: list[str]
-    tx: Transactions
+    tx: Ingested
     sources: list[str]
     columns: dict[str, str | None]
     feats: CustomerFeatures
@@ -203,17 +202,13 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
     timer = StageTimer(sync=backend.synchronize, on_start=progress.stage)
     transfers = Transfers(backend)
     clean_xp = backend.xp if backend.on_gpu and not cudf_ok else np
-    tx, sources, columns, device_bytes = load_transactions(config, timer, progress, clean_xp,
-                                                           cudf_ok and bool(config.inputs))
-    if device_bytes:
-        transfers.log.append({"what": "decoded batches, cleaned on the device (overlapped with decoding)",
-                              "direction": "host_to_device", "bytes": int(device_bytes),
-                              "seconds": None})
+    tx, sources, columns = load_transactions(config, timer, progress, clean_xp, cudf_ok and bool(config.inputs))
+    if tx.device_bytes:
+        transfers.log.append({"what": "decoded batches, cleaned and summed on the device (overlapped with decoding)",
+                              "direction": "host_to_device", "bytes": int(tx.device_bytes), "seconds": None})
 
     with timer.stage("features"):
-        arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]
-        feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
-        del arrays
+        feats = features_from_sums(tx.sums, tx.n_customers, tx.as_of)
     if len(feats) == 0:
         raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
 
@@ -334,7 +329,7 @@ def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids
     return segment, out_centroids, out_names, moves
 
 
-def _report(config: SegmentConfig, backend: Backend, tx: Transactions, feats: CustomerFeatures,
+def _report(config: SegmentConfig, backend: Backend, tx: Ingested, feats: CustomerFeatures,
             km: KMeansFit, fit_warnings: list[str], sources: list[str], columns: dict[str, str | None],
             transfers: Transfers, timer: StageTimer, fallbacks: list[str], plan: MemoryPlan | None,
             precision: str) -> dict[str, Any]:

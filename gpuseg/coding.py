@@ -1,0 +1,426 @@
+"""Coding: ids and orders to dense integer codes, in the array namespace.
+
+Customer ids are coded 0..C-1 in sorted id order; an *order* is an invoice of
+one customer, or one customer-day where a line has no invoice. Integers in a
+dense range are coded by direct indexing (linear time, NumPy or CuPy); other
+numbers by a hash on the host (partitioned by key so that each part fits the
+cache, the parts on a thread pool) or a sort on the device. Text is
+dictionary-encoded per batch on the host (:class:`EncodedText`), short text is
+packed into 64-bit keys, and only integer codes travel to the device.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .backend import get_namespace, to_numpy
+
+_INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
+
+
+def is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+
+def id_present(arr: pa.Array) -> np.ndarray:
+    """Which ids are there: not null, not blank text, not a non-finite float."""
+    if arr.null_count == 0 and (pa.types.is_integer(arr.type) or pa.types.is_decimal(arr.type)):
+        return np.ones(len(arr), dtype=bool)
+    if pa.types.is_dictionary(arr.type):
+        blank = id_present(arr.dictionary)
+        return arr.is_valid().to_numpy(zero_copy_only=False) & blank[pc.fill_null(arr.indices, 0).to_numpy()]
+    valid = arr.is_valid()
+    t = arr.type
+    if is_text(t):
+        valid = pc.and_(valid, pc.not_equal(pc.utf8_trim_whitespace(arr), ""))
+    elif pa.types.is_floating(t):
+        valid = pc.and_(valid, pc.is_finite(arr))
+    return pc.fill_null(valid, False).to_numpy(zero_copy_only=False)
+
+
+def all_int_text(text: pa.Array) -> bool:
+    return bool(pc.all(pc.match_substring_regex(pc.utf8_trim_whitespace(text), _INT_TEXT)).as_py())
+
+
+def _code_dtype(n: int) -> Any:
+    return np.int32 if n < 2**31 else np.int64
+
+
+def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tuple[Any, Any]:
+    """Integer codes and unique values of a numeric array without NaN, in its namespace.
+
+    Integers (or integral floats, as ids with gaps come from pandas) in a
+    dense range are coded by direct indexing, in linear time, in sorted order.
+    Other values: Arrow's hash table on the host (sorted afterwards when
+    ``sort``), a sort on the device. ``owned`` lets the array be overwritten.
+    """
+    xp = get_namespace(values)
+    n = int(values.shape[0])
+    if n == 0:
+        return xp.empty(0, dtype=np.int32), values[:0]
+    if values.dtype.kind in "iu" and values.dtype.itemsize < 8:
+        values, owned = values.astype(xp.int64), True  # room for value - min
+    lo_v, hi_v = values.min(), values.max()
+    lo, hi = float(lo_v), float(hi_v)
+    integral = values.dtype.kind in "iu" or (abs(lo) < 2**52 and abs(hi) < 2**52
+                                            and bool(xp.all(values == xp.floor(values))))
+    if integral and hi - lo + 1 <= max(4 * n, _DENSE_MIN):
+        lo_i, span = int(lo), int(hi - lo) + 1
+        offset = xp.subtract(values, values.dtype.type(lo_i), out=values if owned else None)
+        offset = offset.astype(_code_dtype(span), copy=False)
+        present = xp.zeros(span, dtype=bool)
+        present[offset] = True
+        uniques = xp.flatnonzero(present)
+        rank = xp.cumsum(present, dtype=_code_dtype(int(uniques.shape[0])))
+        rank -= 1
+        return rank[offset], (uniques + lo_i).astype(values.dtype)
+    if xp is np:
+        codes, dictionary = _hash_codes(values)
+        if sort:
+            order = np.argsort(dictionary, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            codes, dictionary = rank[codes], dictionary[order]
+        return codes.astype(_code_dtype(len(dictionary)), copy=False), dictionary
+    uniques, codes = xp.unique(values, return_inverse=True)
+    return codes.reshape(-1).astype(_code_dtype(int(uniques.shape[0])), copy=False), uniques
+
+
+#: Integers spanning at most this many values are coded by direct indexing
+#: (a bool and an int32 per value in the span), even when few are present.
+_DENSE_MIN = 1 << 23
+#: Above this many values a hash table outgrows the caches: partition first.
+_PARTITION_MIN = 1 << 21
+_PARTITION_BITS = 8
+
+
+def _hash_codes(values: np.ndarray, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and uniques of a numeric host array.
+
+    Small arrays: Arrow's hash table (codes in order of first appearance,
+    which keeps later scatters local). Large ones: one hash table over 10⁷
+    distinct keys spends its time in cache misses (12.7 s for 3·10⁷ keys
+    here), and so does one sort (5.7 s); split by the top bits of a
+    multiplicative hash (a counting sort), each part fits the cache and is
+    sorted on a thread pool (NumPy releases the GIL): 1.5 s.
+    """
+    n = len(values)
+    if n < _PARTITION_MIN:
+        enc = pc.dictionary_encode(pa.array(values))
+        return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_numpy(zero_copy_only=False)
+    if values.dtype.kind == "f":
+        values = values + 0.0  # -0.0 and 0.0 are one value, but not one bit pattern
+    bits = values.view(np.uint64) if values.dtype.itemsize == 8 else values.astype(np.uint64)
+    part = ((bits * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - _PARTITION_BITS)).astype(np.uint8)
+    order = np.argsort(part, kind="stable")  # a counting sort for 8-bit keys
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(part, minlength=1 << _PARTITION_BITS))])
+    del part, bits
+    grouped = values[order]
+
+    def encode(i: int) -> tuple[np.ndarray, np.ndarray]:
+        uniques, codes = np.unique(grouped[bounds[i]:bounds[i + 1]], return_inverse=True)
+        return codes, uniques
+
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        parts = list(pool.map(encode, range(len(bounds) - 1)))
+    base = np.concatenate([[0], np.cumsum([len(u) for _, u in parts])])
+    grouped = np.empty(n, dtype=_code_dtype(int(base[-1])))
+    for i, (c, _) in enumerate(parts):
+        np.add(c.reshape(-1), base[i], out=grouped[bounds[i]:bounds[i + 1]], casting="unsafe")
+    codes = np.empty_like(grouped)
+    codes[order] = grouped
+    return codes, np.concatenate([u for _, u in parts])
+
+
+def default_workers() -> int:
+    """Threads for host work: every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _unify(parts: list[pa.Array], text_to_int: bool = False) -> pa.Array:
+    """Concatenate id arrays from several batches or files; mixed types become text.
+
+    With ``text_to_int`` (the text came from CSV files, where ids are read as
+    text to keep leading zeros) text that is all canonical integers becomes
+    int64, as the file would have typed it; text from Parquet stays text.
+    """
+    parts = [p.dictionary_decode() if pa.types.is_dictionary(p.type) else p for p in parts]
+    types = {p.type for p in parts}
+    if len(types) > 1:
+        if all(pa.types.is_integer(t) for t in types):
+            parts = [p.cast(pa.int64()) for p in parts]
+        else:
+            parts = [p.cast(pa.string()) for p in parts]
+    arr = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+    if is_text(arr.type) and len(arr):
+        arr = pc.utf8_trim_whitespace(arr)
+        if text_to_int and pc.all(pc.match_substring_regex(arr, _INT_TEXT)).as_py():
+            arr = arr.cast(pa.int64())
+    return arr
+
+
+def factorize(arr: pa.Array, sort: bool = True) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes and unique values of a null-free Arrow array (host).
+
+    With ``sort``, codes follow the sorted order of the values.
+    """
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        codes, uniques = factorize_values(arr.to_numpy(zero_copy_only=False), sort)
+        return codes, pa.array(uniques, arr.type)
+    enc = pc.dictionary_encode(arr)
+    codes, dictionary = enc.indices.to_numpy(zero_copy_only=False), enc.dictionary
+    if sort and len(dictionary):
+        order = pc.sort_indices(dictionary).to_numpy()
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        codes, dictionary = rank[codes], dictionary.take(pa.array(order))
+    return codes.astype(_code_dtype(len(dictionary)), copy=False), dictionary
+
+
+def _pack_short(text: pa.Array) -> np.ndarray | None:
+    """Text of at most 8 bytes as uint64 keys (bytes big-endian, zero-padded):
+    equal keys for equal text, ordered as the text sorts. None when longer text
+    or a NUL byte (which would make the padding ambiguous) exists.
+
+    Hashing integer keys is several times faster than hashing strings, and
+    invoice and customer ids are almost always this short.
+    """
+    if len(text) == 0 or text.null_count or not pa.types.is_string(text.type):
+        return None
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    lengths = np.diff(offsets)
+    if int(lengths.max()) > 8:
+        return None
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[int(offsets[0]):int(offsets[-1])]
+    if not data.all():
+        return None
+    data = np.concatenate([data, np.zeros(8, np.uint8)])
+    starts = offsets[:-1] - offsets[0]
+    key = np.zeros(len(text), dtype=np.uint64)
+    for j in range(8):  # one byte column at a time: 8 gathers, no (n, 8) temporaries
+        byte = data[starts + j].astype(np.uint64)
+        byte[lengths <= j] = 0
+        key <<= np.uint64(8)
+        key |= byte
+    return key
+
+
+@dataclass
+class EncodedText:
+    """Text ids of one batch, dictionary-encoded in its worker thread.
+
+    The per-batch work (hashing rows, trimming, the integer check, packing
+    short text into integer keys) runs on the thread pool; only the
+    dictionaries, a few per cent of the rows for invoice ids, meet on one
+    thread in :func:`code_ids`.
+    """
+
+    indices: np.ndarray            # int32 entry of each row, -1 where null
+    dictionary: pa.Array           # trimmed text
+    keys: np.ndarray | None        # uint64 key of each entry (see _pack_short); None when some is long
+    all_int: bool                  # every entry is a canonical integer
+
+    @classmethod
+    def encode(cls, text: pa.Array) -> "EncodedText":
+        enc = pc.dictionary_encode(text)
+        dictionary = pc.utf8_trim_whitespace(enc.dictionary)
+        indices = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        all_int = bool(len(dictionary)) and bool(pc.all(pc.match_substring_regex(dictionary, _INT_TEXT)).as_py())
+        return cls(indices, dictionary, _pack_short(dictionary), all_int)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def null_count(self) -> int:
+        return int(np.count_nonzero(self.indices < 0))
+
+    def filter(self, mask: pa.Array) -> "EncodedText":
+        return EncodedText(self.indices[mask.to_numpy(zero_copy_only=False)], self.dictionary, self.keys,
+                           self.all_int)
+
+    def local_codes(self, xp: Any = np) -> tuple[Any, Any]:
+        """Each row's dictionary entry (in ``xp``) and which rows have a non-blank id
+        (None when all do): entries are codes within the batch."""
+        blank = (self.keys == 0) if self.keys is not None else \
+            pc.fill_null(pc.equal(self.dictionary, ""), True).to_numpy(zero_copy_only=False)
+        present = self.indices >= 0
+        if blank.any():
+            present &= ~blank[np.maximum(self.indices, 0)]
+        return xp.asarray(self.indices), None if bool(present.all()) else xp.asarray(present)
+
+    def entries(self) -> "EncodedText":
+        """The dictionary alone (no rows), as a batch's id set for :func:`code_entries`."""
+        return EncodedText(np.empty(0, np.int32), self.dictionary, self.keys, self.all_int)
+
+    def decode(self) -> pa.Array:
+        idx = pa.array(self.indices, mask=self.indices < 0)
+        return self.dictionary.take(idx)
+
+
+def _entry_codes(parts: list[EncodedText], sort: bool, text_to_int: bool,
+                 uniques: bool = True) -> tuple[np.ndarray, pa.Array | int]:
+    """Codes of the dictionary entries of several batches (one after the other), merging
+    equal entries (equal as integers with ``text_to_int``); blank entries get -1.
+    Returns the codes and the unique values (their number, without ``uniques``)."""
+    text = pa.concat_arrays([p.dictionary for p in parts])
+    entry = np.full(len(text), -1, dtype=np.int64)
+    if text_to_int and all(p.all_int or not len(p.dictionary) for p in parts):
+        codes, values = factorize(text.cast(pa.int64()), sort)
+        entry[:] = codes
+        return entry, values if uniques else len(values)
+    if all(p.keys is not None or not len(p.dictionary) for p in parts):
+        keys = np.concatenate([p.keys for p in parts if p.keys is not None] or [np.empty(0, np.uint64)])
+        keep = np.flatnonzero(keys != 0)  # key 0 is the empty text
+        codes, _ = factorize_values(keys[keep], sort, owned=True)
+        entry[keep] = codes
+        n = int(codes.max()) + 1 if len(codes) else 0
+        if not uniques:
+            return entry, n
+        first = np.empty(n, dtype=np.int64)
+        first[codes[::-1]] = keep[::-1]  # the first entry of each code
+        return entry, text.take(pa.array(first))
+    blank = pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
+    keep = np.flatnonzero(~blank)
+    codes, values = factorize(text.take(pa.array(keep)) if len(keep) < len(text) else text, sort)
+    entry[keep] = codes
+    return entry, values if uniques else len(values)
+
+
+def code_entries(parts: list[Any], xp: Any = np, sort: bool = True, text_to_int: bool = False,
+                 uniques: bool = True) -> tuple[Any, pa.Array | int]:
+    """Codes of the entries of several batches' id sets, one after the other.
+
+    Each part is a set of ids of one batch: an :class:`EncodedText` (its
+    dictionary entries) or an Arrow array of numbers. Equal ids get equal
+    codes across batches; blank text gets -1. Returns the codes (in ``xp``)
+    and the unique ids in code order (their number, without ``uniques``).
+    """
+    if parts and all(isinstance(p, EncodedText) for p in parts):
+        entry, values = _entry_codes(parts, sort, text_to_int, uniques)
+        return xp.asarray(entry), values
+    arrays = [p.dictionary if isinstance(p, EncodedText) else p for p in parts]
+    codes, values, _ = code_ids(arrays, xp, sort, text_to_int)
+    return codes, values if uniques else len(values)
+
+
+def n_entries(part: Any) -> int:
+    """How many ids a part given to :func:`code_entries` holds."""
+    return len(part.dictionary) if isinstance(part, EncodedText) else len(part)
+
+
+def code_ids(parts: list[Any], xp: Any = np, sort: bool = True,
+             text_to_int: bool = False) -> tuple[Any, pa.Array, Any]:
+    """Codes of the ids of several batches, their unique values, and which rows have an id.
+
+    ``parts`` are Arrow arrays or, for text, :class:`EncodedText` (encoded in
+    the worker threads); the dictionaries are unified here once, on the host,
+    and only integer codes go to ``xp``'s device. Numbers are coded in ``xp``.
+
+    Returns
+    -------
+    codes : int array of shape (n,) in ``xp``
+        Any value where the row has no id.
+    uniques : pyarrow.Array
+    present : bool array of shape (n,) in ``xp``, or None when every row has an id
+    """
+    if parts and all(isinstance(p, EncodedText) for p in parts):
+        entry, uniques = _entry_codes(parts, sort, text_to_int)
+        starts = np.cumsum([0] + [len(p.dictionary) for p in parts])
+        # Index -1 (a null row) reads the -1 appended to each batch's entries.
+        codes = xp.concatenate([xp.asarray(np.append(entry[starts[i]:starts[i + 1]], -1))[xp.asarray(p.indices)]
+                                for i, p in enumerate(parts)])
+        codes = codes.astype(_code_dtype(len(uniques)), copy=False)
+        present = codes >= 0
+        return codes, uniques, None if bool(present.all()) else present
+    parts = [p.decode() if isinstance(p, EncodedText) else p for p in parts]
+    if parts and all(pa.types.is_integer(p.type) or pa.types.is_floating(p.type) for p in parts) \
+            and len({p.type for p in parts}) == 1:
+        has = np.concatenate([id_present(p) for p in parts])
+        every = bool(has.all())
+        values = np.concatenate([p.to_numpy(zero_copy_only=False) if p.null_count == 0 else
+                                 pc.fill_null(p, 0).to_numpy(zero_copy_only=False) for p in parts])
+        values = xp.asarray(values if every else values[has])
+        codes, uniques = factorize_values(values, sort, owned=True)
+        uniques = pa.array(to_numpy(uniques), parts[0].type)
+        if every:
+            return codes, uniques, None
+        out = xp.full(has.shape[0], -1, dtype=codes.dtype)
+        has_x = xp.asarray(has)
+        out[has_x] = codes
+        return out, uniques, has_x
+    arr = _unify(parts, text_to_int)
+    has = id_present(arr)
+    every = bool(has.all())
+    codes, uniques = factorize(arr if every else arr.filter(pa.array(has)), sort)
+    if every:
+        return xp.asarray(codes), uniques, None
+    out = np.full(len(arr), -1, dtype=codes.dtype)
+    out[has] = codes
+    return xp.asarray(out), uniques, xp.asarray(has)
+
+
+def order_codes(customer: Any, day: Any, invoice: Any | None = None, has_invoice: Any | None = None,
+                n_invoices: int = 0) -> tuple[Any, int]:
+    """Order codes: invoices within customers, customer-days where there is no invoice.
+
+    Parameters
+    ----------
+    customer, day : int arrays of shape (n,), one namespace
+    invoice : int array of shape (n,), optional
+        Invoice codes, dense in ``0..n_invoices-1`` over the rows that have
+        one (any value where ``has_invoice`` is False), as :func:`code_ids` gives.
+    has_invoice : bool array of shape (n,), optional
+        None: every row has an invoice (when ``invoice`` is given).
+
+    Returns
+    -------
+    order : int32 (or int64) array of shape (n,), and the number of orders
+    """
+    xp = get_namespace(customer)
+    n = int(customer.shape[0])
+    if invoice is None:
+        has = xp.zeros(n, dtype=bool)
+    else:
+        has = has_invoice if has_invoice is not None else xp.ones(n, dtype=bool)
+    every = invoice is not None and bool(has.all())
+    parts: list[tuple[Any, Any]] = []  # (codes, rows) per kind of order
+    n_orders = 0
+    if invoice is not None and bool(has.any()):
+        rows = None if every else xp.flatnonzero(has)
+        inv = invoice if every else invoice[rows]
+        cust = customer if every else customer[rows]
+        n_inv = n_invoices
+        owner = xp.empty(n_inv, dtype=cust.dtype)
+        owner[inv] = cust
+        if bool(xp.all(owner[inv] == cust)):  # the usual case: an invoice has one customer
+            codes, n_orders = inv, n_inv
+        else:
+            key = cust.astype(xp.int64) * n_inv + inv
+            codes, uniq = factorize_values(key, sort=False, owned=True)
+            n_orders = int(uniq.shape[0])
+        if every:
+            return codes, n_orders
+        parts.append((codes, rows))
+    rows = xp.flatnonzero(~has)
+    d = day[rows].astype(xp.int64)
+    lo = int(d.min())
+    key = customer[rows].astype(xp.int64) * (int(d.max()) - lo + 1) + (d - lo)
+    codes, uniq = factorize_values(key, sort=False, owned=True)
+    parts.append((codes.astype(xp.int64) + n_orders, rows))
+    n_orders += int(uniq.shape[0])
+    order = xp.empty(n, dtype=_code_dtype(n_orders))
+    for codes, rows in parts:
+        order[rows] = codes
+    return order, n_orders
