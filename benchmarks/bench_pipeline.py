@@ -72,12 +72,26 @@ def tag(rows: int) -> str:
 
 # -- running one child ---------------------------------------------------------------
 
+def busy_cpu_s() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat), None where unreadable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run_measured(cmd: list[str], timeout: float, cwd: Path | None = None) -> dict[str, Any]:
     """Run ``cmd``; wall seconds, peak RSS (MiB) of that child, exit status, stdout, stderr tail.
 
-    The child gets its own session so a timeout kills it and anything it started.
+    ``others_cpu_s`` is the CPU time the rest of the machine used meanwhile (busy
+    time from /proc/stat less the child's own): other people's work that the
+    timing shares the cores with. The child gets its own session so a timeout
+    kills it and anything it started.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        busy0 = busy_cpu_s()
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd, start_new_session=True)
         timed_out = threading.Event()
@@ -100,12 +114,15 @@ def run_measured(cmd: list[str], timeout: float, cwd: Path | None = None) -> dic
         finally:
             timer.cancel()
         wall = time.perf_counter() - t0
+        busy1 = busy_cpu_s()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     result = {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "rc": proc.returncode,
-              "user_s": usage.ru_utime, "sys_s": usage.ru_stime}
+              "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
+              "others_cpu_s": (None if busy0 is None or busy1 is None
+                               else max(0.0, busy1 - busy0 - usage.ru_utime - usage.ru_stime))}
     if timed_out.is_set():
         result["error"] = f"timed out after {timeout:g} s"
     elif proc.returncode != 0:
@@ -315,12 +332,14 @@ def markdown(cases: list[dict], cores: list[int]) -> str:
         for case in cases:
             for runner, s in case["summary"][key].items():
                 lines.append(f"| {case['data']} | {tag(case['rows'])} | {runner} | {_x(s['wall_s'])} | {_x(s['compute_s'])} |")
-    lines += ["", "Load average (1 min) before each timed run, from others' work on the machine:"]
+    lines += ["", "Other work on the machine during the timed runs (CPU seconds used by everything but the "
+              "run, per second of the run's wall clock; 0 = a quiet machine):"]
     for case in cases:
-        loads = [r["load_avg_1min_before"] for r in case["runs"] if r["round"] > 0 and "load_avg_1min_before" in r]
-        if loads:
-            lines.append(f"- {case['data']} {tag(case['rows'])}: median {statistics.median(loads):.2f}, "
-                         f"max {max(loads):.2f} on {case.get('cpus', '?')} CPUs")
+        share = [r["others_cpu_s"] / r["wall_s"] for r in case["runs"]
+                 if r["round"] > 0 and r.get("others_cpu_s") is not None]
+        if share:
+            lines.append(f"- {case['data']} {tag(case['rows'])}: median {statistics.median(share):.2f}, "
+                         f"max {max(share):.2f} of {case.get('cpus', '?')} CPUs")
     lines += ["", "| log | rows | peer | same customers | max abs diff (recency, frequency, monetary) | "
               "max rel diff monetary | ARI vs gpuseg | inertia peer/gpuseg |", "|---|---:|---|---|---|---:|---:|---:|"]
     for case in cases:
