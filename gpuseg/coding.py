@@ -37,12 +37,12 @@ def id_present(arr: pa.Array) -> np.ndarray:
     if pa.types.is_dictionary(arr.type):
         blank = id_present(arr.dictionary)
         return arr.is_valid().to_numpy(zero_copy_only=False) & blank[pc.fill_null(arr.indices, 0).to_numpy()]
-    valid = arr.is_valid()
     t = arr.type
+    if pa.types.is_floating(t):  # nulls come out as NaN
+        return np.isfinite(arr.to_numpy(zero_copy_only=False))
+    valid = arr.is_valid()
     if is_text(t):
         valid = pc.and_(valid, pc.not_equal(pc.utf8_trim_whitespace(arr), ""))
-    elif pa.types.is_floating(t):
-        valid = pc.and_(valid, pc.is_finite(arr))
     return pc.fill_null(valid, False).to_numpy(zero_copy_only=False)
 
 
@@ -79,8 +79,10 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
         present = xp.zeros(span, dtype=bool)
         present[offset] = True
         uniques = xp.flatnonzero(present)
-        rank = xp.cumsum(present, dtype=_code_dtype(int(uniques.shape[0])))
-        rank -= 1
+        del present
+        # Ranks by a scatter of the few present values (a cumsum over the whole span costs more).
+        rank = xp.empty(span, dtype=_code_dtype(int(uniques.shape[0])))
+        rank[uniques] = xp.arange(uniques.shape[0], dtype=rank.dtype)
         return rank[offset], (uniques + lo_i).astype(values.dtype)
     if xp is np:
         codes, dictionary = _hash_codes(values)

@@ -26,6 +26,7 @@ bit-identical.
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +34,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .backend import get_namespace, scatter_min
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import EncodedText, code_entries, code_ids, n_entries, order_codes
+from .coding import EncodedText, all_int_text, code_entries, code_ids, n_entries, order_codes
 from .columns import ColumnMapping
-from .features import _BIG_DAY, LineSums, sum_lines
+from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
 
 
@@ -62,18 +64,95 @@ class BatchSums:
     invoices: Any
     order_invoice: Any
     sums: LineSums
+    buckets: "Buckets | None" = None
+
+
+#: Customers are spread over 2**_BUCKET_BITS buckets by a hash of their id, so
+#: that merging is bucket by bucket: each bucket's customers, with all their
+#: orders, fit the cache and merge on their own thread.
+_BUCKET_BITS = 7
+
+
+@dataclass
+class Buckets:
+    """One batch's customers and orders grouped by the bucket of the customer's id (host only).
+
+    Arrays are in bucket order; bucket ``p`` is ``[cb[p]:cb[p+1]]`` of the
+    customer arrays and ``[ob[p]:ob[p+1]]`` of the order arrays.
+    """
+
+    id_type: pa.DataType
+    ids: Any                 # the customers' ids as read: NumPy array, or Arrow text
+    key: np.ndarray          # int64 identity of each customer's id
+    monetary: np.ndarray
+    bought: np.ndarray
+    returned: np.ndarray
+    cb: np.ndarray
+    order_customer: np.ndarray  # index into this batch's customer arrays
+    has_invoice: np.ndarray
+    invoice_key: np.ndarray  # int64 identity of the order's invoice (any value without one)
+    order_day: np.ndarray
+    order_net: np.ndarray
+    order_gross: np.ndarray
+    ob: np.ndarray
+
+
+def _id_keys(part: Any) -> np.ndarray | None:
+    """An int64 key per id of a batch's id set, equal exactly for equal ids, or None."""
+    if isinstance(part, EncodedText):
+        return None if part.keys is None else part.keys.view(np.int64)
+    values = part.to_numpy(zero_copy_only=False)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
+    values = values + 0.0  # -0.0 and 0.0: one id
+    return values.view(np.int64)
+
+
+def _bucket_of(key: np.ndarray) -> np.ndarray:
+    shift = np.uint64(64 - _BUCKET_BITS)
+    return ((key.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> shift).astype(np.uint8)
+
+
+def _bounds(bucket: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=1 << _BUCKET_BITS))])
+
+
+def _bucketize(batch: BatchSums) -> Buckets | None:
+    """Group a batch's sums by customer bucket, or None when its ids have no exact key."""
+    key = _id_keys(batch.customers)
+    invoice_key = None if batch.invoices is None else _id_keys(batch.invoices)
+    if key is None or (batch.invoices is not None and invoice_key is None):
+        return None
+    sums = batch.sums
+    bucket = _bucket_of(key)
+    cperm = np.argsort(bucket, kind="stable")  # a counting sort for 8-bit keys
+    where = np.empty_like(cperm)
+    where[cperm] = np.arange(len(cperm))
+    order_customer = where[sums.order_customer]
+    operm = np.argsort(bucket[sums.order_customer], kind="stable")
+    has = batch.order_invoice >= 0
+    inv = invoice_key[np.maximum(batch.order_invoice, 0)] if invoice_key is not None else \
+        np.zeros(len(has), np.int64)
+    if isinstance(batch.customers, EncodedText):
+        ids, id_type = batch.customers.dictionary.take(pa.array(cperm)), pa.string()
+    else:
+        ids, id_type = batch.customers.to_numpy(zero_copy_only=False)[cperm], batch.customers.type
+    return Buckets(id_type, ids, key[cperm], sums.monetary[cperm], sums.bought[cperm], sums.returned[cperm],
+                   _bounds(bucket), order_customer[operm], has[operm], inv[operm], sums.order_day[operm],
+                   sums.order_net[operm], sums.order_gross[operm], _bounds(bucket[sums.order_customer]))
 
 
 @dataclass
 class Ingested:
-    """Every batch's sums merged: what features are built from.
+    """Every batch merged: the customers' features and what the report needs.
 
     Attributes
     ----------
-    sums : LineSums
-        Per order (``n_orders``) and per customer (``n_customers``).
+    features : CustomerFeatures
+        ``features.customer`` indexes ``customer_ids``.
     customer_ids : pyarrow.Array
-        Sorted; ``customer_ids[code]`` is the id of customer ``code``.
+        Customer ids in sorted order.
+    n_orders : int
     as_of : int
         The reference day.
     rows : RowCounts
@@ -83,17 +162,13 @@ class Ingested:
         Bytes copied to the device to clean there.
     """
 
-    sums: LineSums
+    features: CustomerFeatures
     customer_ids: pa.Array
     n_orders: int
     as_of: int
     rows: RowCounts
     read_seconds: float = 0.0
     device_bytes: int = 0
-
-    @property
-    def n_customers(self) -> int:
-        return len(self.customer_ids)
 
 
 def _local(ids: Any, xp: Any) -> tuple[Any, Any, int, Any]:
@@ -124,7 +199,10 @@ def sum_batch(kept: KeptRows) -> BatchSums:
         order, n_orders = order_codes(customer, kept.day)
         order_invoice = xp.full(n_orders, -1, dtype=xp.int64)
     sums = sum_lines(customer, kept.day, kept.amount, order, n_customers, n_orders)
-    return BatchSums(customers, invoices, order_invoice, sums)
+    batch = BatchSums(customers, invoices, order_invoice, sums)
+    if xp is np:
+        batch.buckets = _bucketize(batch)
+    return batch
 
 
 def _mapped(codes: Any, sizes: list[int], local: list[Any]) -> Any:
@@ -139,9 +217,9 @@ def _mapped(codes: Any, sizes: list[int], local: list[Any]) -> Any:
     return xp.concatenate(out) if out else xp.empty(0, dtype=xp.int64)
 
 
-def merge(batches: list[BatchSums], ids_to_int: bool) -> tuple[LineSums, pa.Array, int]:
-    """Merge the sums of several batches: returns the sums, the sorted customer ids
-    and the number of orders. ``batches`` is emptied as it is consumed."""
+def _merge_all(batches: list[BatchSums], ids_to_int: bool) -> tuple[LineSums, pa.Array, int]:
+    """Merge the sums of several batches, coding ids and orders across all of them at once
+    (array-generic): returns the sums, the sorted customer ids and the number of orders."""
     xp = get_namespace(batches[0].sums.order_net)
     customer, customer_ids = code_entries([b.customers for b in batches], xp, sort=True, text_to_int=ids_to_int)
     n_customers = len(customer_ids)
@@ -175,10 +253,132 @@ def merge(batches: list[BatchSums], ids_to_int: bool) -> tuple[LineSums, pa.Arra
     return sums, customer_ids, n_orders
 
 
+@dataclass
+class Merged:
+    """Every batch's sums merged: per customer bucket on the host, or all at once."""
+
+    n_orders: int
+    sums: LineSums | None = None            # all at once: per order and per customer
+    customer_ids: pa.Array | None = None    # all at once: the sorted ids the sums' codes index
+    buckets: list[tuple[Any, LineSums]] | None = None  # per bucket: (its customers' ids, its sums)
+    id_type: pa.DataType | None = None
+    ids_to_int: bool = False
+
+    def features(self, as_of: int, workers: int = 1) -> tuple[CustomerFeatures, pa.Array]:
+        """Customer features, and the ids their ``customer`` codes index (sorted)."""
+        if self.buckets is None:
+            return features_from_sums(self.sums, len(self.customer_ids), as_of), self.customer_ids
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(lambda b: _bucket_features(b[0], b[1], as_of), self.buckets))
+        self.buckets = None
+        ids = _cat([ids for ids, _, _ in done])
+        n_customers = sum(n for _, _, n in done)
+        if isinstance(ids, pa.Array):
+            if self.ids_to_int and len(ids) and all_int_text(ids):
+                ids = ids.cast(pa.int64())
+            order = pc.sort_indices(ids).to_numpy()
+            customer_ids = ids.take(pa.array(order))
+        else:
+            order = np.argsort(ids, kind="stable")
+            customer_ids = pa.array(ids[order], self.id_type)
+        columns = {name: np.concatenate([f.columns[name] for _, f, _ in done])[order] for name in done[0][1].columns}
+        return CustomerFeatures(customer=np.arange(len(order)), columns=columns,
+                                n_without_purchase=n_customers - len(order)), customer_ids
+
+
+def _bucket_features(ids: Any, sums: LineSums, as_of: int) -> tuple[Any, CustomerFeatures, int]:
+    n = len(sums.monetary)
+    feats = features_from_sums(sums, n, as_of)
+    kept = ids.take(pa.array(feats.customer)) if isinstance(ids, pa.Array) else ids[feats.customer]
+    return kept, feats, n
+
+
+def merge(batches: list[BatchSums], ids_to_int: bool, workers: int = 1) -> Merged:
+    """Merge the sums of several batches (``batches`` is emptied as it is consumed).
+
+    On the host, when every batch's ids have exact integer keys
+    (:func:`_bucketize`), customers merge bucket by bucket on ``workers``
+    threads; otherwise (long text ids, id types that differ between batches,
+    the device) ids and orders are coded across all batches at once.
+    """
+    if batches and all(b.buckets is not None for b in batches) \
+            and len({b.buckets.id_type for b in batches}) == 1:
+        buckets = [b.buckets for b in batches]
+        batches.clear()
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(lambda p: _merge_bucket(p, buckets), range(1 << _BUCKET_BITS)))
+        return Merged(n_orders=sum(len(sums.order_net) for _, sums in done), buckets=done,
+                      id_type=buckets[0].id_type, ids_to_int=ids_to_int)
+    sums, customer_ids, n_orders = _merge_all(batches, ids_to_int)
+    return Merged(n_orders=n_orders, sums=sums, customer_ids=customer_ids)
+
+
+def _cat(parts: list[Any]) -> Any:
+    if parts and isinstance(parts[0], pa.Array):
+        return pa.concat_arrays(parts)
+    return np.concatenate(parts)
+
+
+def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    uniques, codes = np.unique(values, return_inverse=True)
+    return codes.reshape(-1), len(uniques)
+
+
+def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
+    """One bucket's customers across batches: their ids and their merged sums.
+
+    Sums are added in batch order (bincount adds in array order)."""
+    c_lo = [int(b.cb[p]) for b in buckets]
+    c_hi = [int(b.cb[p + 1]) for b in buckets]
+    o_lo = [int(b.ob[p]) for b in buckets]
+    o_hi = [int(b.ob[p + 1]) for b in buckets]
+    key = np.concatenate([b.key[lo:hi] for b, lo, hi in zip(buckets, c_lo, c_hi)])
+    uniques, first, customer = np.unique(key, return_index=True, return_inverse=True)
+    customer = customer.reshape(-1)
+    n_customers = len(uniques)
+
+    def cat(name: str, lo: list[int], hi: list[int]) -> np.ndarray:
+        return np.concatenate([getattr(b, name)[a:z] for b, a, z in zip(buckets, lo, hi)])
+
+    base = np.cumsum([0] + [z - a for a, z in zip(c_lo, c_hi)])
+    # Each order's customer, as a code of this bucket.
+    order_customer = customer[np.concatenate([b.order_customer[a:z] - lo + off for b, a, z, lo, off in
+                                              zip(buckets, o_lo, o_hi, c_lo, base)])]
+    has = cat("has_invoice", o_lo, o_hi)
+    day = cat("order_day", o_lo, o_hi)
+    order = np.empty(len(has), dtype=np.int64)
+    n_orders = 0
+    if has.any():
+        invoice, n_inv = _dense_codes(cat("invoice_key", o_lo, o_hi)[has])
+        codes, n_orders = _dense_codes(order_customer[has].astype(np.int64) * n_inv + invoice)
+        order[has] = codes
+    if not has.all():
+        d = day[~has].astype(np.int64)
+        lo_day = int(d.min())
+        codes, n = _dense_codes(order_customer[~has].astype(np.int64) * (int(d.max()) - lo_day + 1) + (d - lo_day))
+        order[~has] = codes + n_orders
+        n_orders += n
+    merged_day = np.full(n_orders, _BIG_DAY, dtype=np.int32)
+    np.minimum.at(merged_day, order, day)
+    merged_customer = np.empty(n_orders, dtype=np.int64)
+    merged_customer[order] = order_customer
+    sums = LineSums(order_customer=merged_customer,
+                    order_net=np.bincount(order, weights=cat("order_net", o_lo, o_hi), minlength=n_orders),
+                    order_gross=np.bincount(order, weights=cat("order_gross", o_lo, o_hi), minlength=n_orders),
+                    order_day=merged_day,
+                    monetary=np.bincount(customer, weights=cat("monetary", c_lo, c_hi), minlength=n_customers),
+                    bought=np.bincount(customer, weights=cat("bought", c_lo, c_hi), minlength=n_customers),
+                    returned=np.bincount(customer, weights=cat("returned", c_lo, c_hi), minlength=n_customers))
+    ids = _cat([b.ids[a:z] for b, a, z in zip(buckets, c_lo, c_hi)])
+    ids = ids.take(pa.array(first)) if isinstance(ids, pa.Array) else ids[first]
+    return ids, sums
+
+
 def ingest(items: Iterable[tuple[Path, Any]], mapping: ColumnMapping, date_format: str | None = None,
            as_of: dt.date | None = None, xp: Any = np, workers: int = 1,
            on_rows: Callable[[int], None] | None = None, timer: StageTimer | None = None) -> Ingested:
-    """Read, clean and sum ``items`` on ``workers`` threads (stage ``load``), then merge (``clean``).
+    """Read, clean and sum ``items`` on ``workers`` threads (stage ``load``), merge the
+    batches (``clean``) and build customer features (``features``).
 
     Parameters
     ----------
@@ -198,6 +398,8 @@ def ingest(items: Iterable[tuple[Path, Any]], mapping: ColumnMapping, date_forma
         batches = list(cleaner.map(items, workers, on_rows, then=sum_batch))
         cleaner.check()
     with timer.stage("clean"):
-        sums, customer_ids, n_orders = merge(batches, cleaner.ids_to_int)
-    return Ingested(sums, customer_ids, n_orders, cleaner.as_of, cleaner.rows, cleaner.read_seconds,
+        merged = merge(batches, cleaner.ids_to_int, workers)
+    with timer.stage("features"):
+        features, customer_ids = merged.features(cleaner.as_of, workers)
+    return Ingested(features, customer_ids, merged.n_orders, cleaner.as_of, cleaner.rows, cleaner.read_seconds,
                     cleaner.stats.device_bytes)

@@ -22,7 +22,7 @@ from .columns import resolve_columns
 from .cudf_reading import load_cudf
 from .config import SegmentConfig
 from .errors import GpusegError
-from .features import CustomerFeatures, features_from_sums, sum_lines
+from .features import CustomerFeatures, compute_features
 from .ingest import Ingested, ingest
 from .identity import match_reference, migration, new_ids
 from .naming import name_segments
@@ -111,9 +111,10 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
         if cudf_ok:
             with timer.stage("load"):
                 tx = load_cudf(files, mapping, config.date_format, config.as_of)
-            with timer.stage("clean"):
-                sums = sum_lines(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders)
-            return Ingested(sums, tx.customer_ids, tx.n_orders, tx.as_of, tx.rows), sources, mapping.to_dict()
+            with timer.stage("features"):
+                feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders,
+                                         tx.as_of)
+            return Ingested(feats, tx.customer_ids, tx.n_orders, tx.as_of, tx.rows), sources, mapping.to_dict()
         items: Any = ((f, reader) for f in files for reader in iter_readers(f, mapping))
     else:
         with timer.stage("load"):
@@ -207,8 +208,7 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
         transfers.log.append({"what": "decoded batches, cleaned and summed on the device (overlapped with decoding)",
                               "direction": "host_to_device", "bytes": int(tx.device_bytes), "seconds": None})
 
-    with timer.stage("features"):
-        feats = features_from_sums(tx.sums, tx.n_customers, tx.as_of)
+    feats = tx.features
     if len(feats) == 0:
         raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
 
