@@ -11,7 +11,6 @@ invoice of one customer, or one customer-day when there is no invoice.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .backend import get_namespace, to_numpy
-from .coding import EncodedText, all_int_text, code_ids, default_workers, id_present, is_text, order_codes
+from .coding import EncodedText, all_int_text, code_ids, id_present, is_text, order_codes
 from .columns import ColumnMapping
 from .errors import GpusegError
 from .reading import CSV_SUFFIXES

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .backend import _import
-from .cleaning import AFTER_AS_OF, RowCounts, Transactions, day_number, yyyymmdd_days
+from .cleaning import BatchStats, RowCounts, Transactions, check_rows, day_number, screen, yyyymmdd_days
 from .columns import ColumnMapping
 from .errors import GpusegError
 from .reading import file_format
@@ -100,24 +100,17 @@ def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | 
     df = cudf.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     rows = RowCounts(read=len(df))
     if rows.read == 0:
-        raise GpusegError("the input has no data rows")
+        check_rows(BatchStats(rows), mapping, date_format)  # says: no data rows
     has_cust = _present(cp, df[mapping.customer])
     day, date_ok = _days(cudf, cp, df[mapping.date], date_format)
     amount = _amounts(cp, df, mapping)
-    amount_ok = cp.isfinite(amount)
-    rows.dropped["missing_customer_id"] = int((~has_cust).sum())
-    rows.dropped["unparseable_date"] = int((has_cust & ~date_ok).sum())
-    keep = has_cust & date_ok
-    rows.dropped["bad_amount"] = int((keep & ~amount_ok).sum())
-    keep &= amount_ok
-    if as_of is not None:
-        late = keep & (day >= day_number(as_of))
-        rows.dropped[AFTER_AS_OF] = int(late.sum())
-        keep &= ~late
+    keep, dropped = screen(has_cust, day, date_ok, amount, day_number(as_of) if as_of is not None else None)
+    rows.dropped.update(dropped)
     rows.used = int(keep.sum())
-    if rows.used == 0:
-        reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
-        raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
+    bad = None
+    if dropped["unparseable_date"]:
+        bad = (files[0], df[mapping.date].iloc[int(cp.argmax(has_cust & ~date_ok))])
+    check_rows(BatchStats(rows, bad_date=bad), mapping, date_format)
 
     mask = cudf.Series(keep)
     customer_col = _ids(df[mapping.customer][mask].reset_index(drop=True))

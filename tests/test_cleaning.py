@@ -21,10 +21,21 @@ MAP = ColumnMapping(customer="customer_id", date="date", amount="amount")
 MAP_INV = ColumnMapping(customer="customer_id", date="date", invoice="invoice", amount="amount")
 
 
+_XP = [np]
+
+
+@pytest.fixture(autouse=True)
+def cleaning_namespace(xp):
+    """Every test here runs the rules in NumPy, and in CuPy (``gpu``) where a device exists."""
+    _XP[0] = xp
+    yield
+    _XP[0] = np
+
+
 def run_clean(columns: dict, mapping: ColumnMapping = MAP, **kwargs):
-    """Clean one in-memory file made of ``columns``."""
+    """Clean one in-memory file made of ``columns``, in the namespace of the running test."""
     batch = pa.record_batch(columns)
-    return clean([(Path("mem.csv"), iter([batch]))], mapping, **kwargs)
+    return clean([(Path("mem.csv"), iter([batch]))], mapping, xp=_XP[0], **kwargs)
 
 
 def days(values, fmt=None):
@@ -181,7 +192,7 @@ def test_ids_of_different_types_across_files_become_text():
                                                           "date": ["2024-01-01"] * 2, "amount": [1.0, 1.0]})])),
              (Path("b.csv"), iter([pa.record_batch({"customer_id": ["X9"], "date": ["2024-01-02"],
                                                      "amount": [2.0]})]))]
-    tx = clean(files, MAP)
+    tx = clean(files, MAP, xp=_XP[0])
     assert tx.customer_ids.to_pylist() == ["5", "6", "X9"]
     assert tx.rows.read == 3
 
@@ -289,7 +300,7 @@ def test_no_rows_at_all():
     empty = pa.record_batch({"customer_id": pa.array([], pa.string()), "date": pa.array([], pa.string()),
                              "amount": pa.array([], pa.float64())})
     with pytest.raises(GpusegError, match="no data rows"):
-        clean([(Path("a.csv"), iter([empty]))], MAP)
+        clean([(Path("a.csv"), iter([empty]))], MAP, xp=_XP[0])
     with pytest.raises(GpusegError, match="no data rows"):
         clean([], MAP)
 
@@ -336,6 +347,6 @@ def test_digit_text_ids_from_parquet_stay_text(tmp_path):
     pq.write_table(pa.table({"customer_id": ["123", "45", "123"], "date": ["2024-01-02"] * 3,
                              "amount": [1.0, 2.0, 3.0]}), path)
     mapping = resolve_columns(["customer_id", "date", "amount"])
-    tx = clean([(path, iter_batches(path, mapping))], mapping)
+    tx = clean([(path, iter_batches(path, mapping))], mapping, xp=_XP[0])
     assert tx.customer_ids.type == pa.string()
     assert tx.customer_ids.to_pylist() == ["123", "45"]

@@ -1,0 +1,109 @@
+"""Coding ids and orders: dense and hashed factorization, packed text keys, per-batch dictionaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from gpuseg import coding
+from gpuseg.coding import (EncodedText, _hash_codes, _pack_short, code_entries, code_ids, factorize_values,
+                           order_codes)
+from gpuseg.backend import to_numpy
+
+
+def same_partition(a, b) -> bool:
+    """Whether two code arrays group the elements the same way."""
+    a, b = to_numpy(a), to_numpy(b)
+    pairs = {(x, y) for x, y in zip(a.tolist(), b.tolist())}
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize("values", [[30, 10, 20, 10], [5.0, -2.0, 5.0, 7.0], [2**40, 3, 2**40, -7]])
+def test_factorize_codes_in_sorted_order(xp, values):
+    v = xp.asarray(values)
+    codes, uniques = factorize_values(v)
+    assert to_numpy(uniques).tolist() == sorted(set(values))
+    assert to_numpy(uniques[codes]).tolist() == values
+
+
+def test_factorize_does_not_overflow_small_integer_types(xp):
+    v = xp.asarray(np.array([-128, 127, 0, 127], dtype=np.int8))
+    codes, uniques = factorize_values(v)
+    assert to_numpy(codes).tolist() == [0, 2, 1, 2]
+    assert to_numpy(uniques).tolist() == [-128, 0, 127]
+
+
+def test_factorize_non_integral_floats(xp):
+    v = xp.asarray([0.5, 0.25, 0.5, 1e300])
+    codes, uniques = factorize_values(v)
+    assert to_numpy(uniques).tolist() == [0.25, 0.5, 1e300]
+    assert to_numpy(codes).tolist() == [1, 0, 1, 2]
+
+
+def test_partitioned_hash_equals_one_table(monkeypatch, rng):
+    values = rng.integers(0, 2**62, 50_000).astype(np.uint64)
+    values = np.concatenate([values, values[::3], rng.choice(values, 1000)])
+    monkeypatch.setattr(coding, "_PARTITION_MIN", 1000)
+    codes, uniques = _hash_codes(values, workers=2)
+    assert len(uniques) == len(np.unique(values))
+    assert np.array_equal(uniques[codes], values)
+    floats = np.array([0.0, -0.0, 1.5, 1.5, -3.0] * 400)
+    codes, uniques = _hash_codes(floats, workers=2)
+    assert sorted(uniques.tolist()) == [-3.0, 0.0, 1.5]  # -0.0 and 0.0 are one id
+    assert same_partition(codes, [0, 0, 1, 1, 2] * 400)
+
+
+def test_packed_keys_are_exact_and_keep_text_order():
+    text = pa.array(["b", "ab", "abc", "a", "", "zzzzzzzz", "C2989434", "é", "ab"])
+    keys = _pack_short(text)
+    assert keys[1] == keys[8] and len(set(keys.tolist())) == 8
+    assert np.argsort(keys, kind="stable").tolist() == pc.sort_indices(text).to_numpy().tolist()
+    assert np.argsort(_pack_short(text.slice(2)), kind="stable").tolist() == \
+        pc.sort_indices(text.slice(2)).to_numpy().tolist()
+    assert _pack_short(pa.array(["123456789"])) is None  # longer than 8 bytes
+    assert _pack_short(pa.array(["a\x00"])) is None      # a NUL would be ambiguous with padding
+
+
+def test_text_from_several_batches_trimmed_merged_and_sorted():
+    parts = [EncodedText.encode(pa.array(["b ", "a", None, "b"])), EncodedText.encode(pa.array([" a", "c", "  "]))]
+    codes, uniques, present = code_ids(parts, sort=True)
+    assert uniques.to_pylist() == ["a", "b", "c"]
+    assert to_numpy(present).tolist() == [True, True, False, True, True, True, False]
+    assert to_numpy(codes)[to_numpy(present)].tolist() == [1, 0, 1, 0, 2]
+
+
+def test_long_text_takes_the_string_path():
+    long = ["customer-000000001", "customer-000000002"]
+    parts = [EncodedText.encode(pa.array(long)), EncodedText.encode(pa.array(long[::-1] + [" x "]))]
+    assert parts[0].keys is None
+    codes, uniques, present = code_ids(parts, sort=True)
+    assert uniques.to_pylist() == long + ["x"]
+    assert present is None and to_numpy(codes).tolist() == [0, 1, 1, 0, 2]
+
+
+def test_integer_text_becomes_integers_only_when_asked():
+    parts = [EncodedText.encode(pa.array(["12", " 3"])), EncodedText.encode(pa.array(["7"]))]
+    _, as_text = code_entries(parts, sort=True)
+    codes, as_int = code_entries(parts, sort=True, text_to_int=True)
+    assert as_text.to_pylist() == ["12", "3", "7"]
+    assert as_int.type == pa.int64() and as_int.to_pylist() == [3, 7, 12]
+    assert to_numpy(codes).tolist() == [2, 0, 1]
+
+
+def test_mixed_types_across_batches_become_text():
+    parts = [pa.array([5, 6], pa.int64()), EncodedText.encode(pa.array(["X9", "5"]))]
+    codes, uniques, _ = code_ids(parts, sort=True)
+    assert uniques.to_pylist() == ["5", "6", "X9"]
+    assert to_numpy(codes).tolist() == [0, 1, 2, 0]
+
+
+def test_orders_invoices_shared_by_customers_and_customer_days(xp):
+    customer = xp.asarray([0, 0, 1, 1, 0, 0, 1])
+    day = xp.asarray([10, 11, 10, 10, 12, 12, 12], dtype=xp.int32)
+    invoice = xp.asarray([0, 0, 0, 1, -1, -1, -1])  # invoice 0 is shared by customers 0 and 1
+    has = xp.asarray([True, True, True, True, False, False, False])
+    order, n = order_codes(customer, day, invoice, has, 2)
+    assert n == 5
+    assert same_partition(order, [0, 0, 1, 2, 3, 3, 4])

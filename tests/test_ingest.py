@@ -1,0 +1,144 @@
+"""Ingest: per-batch sums merged across batches give the features of all lines at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gpuseg import ingest as ingest_module
+from gpuseg.backend import to_numpy
+from gpuseg.cleaning import clean
+from gpuseg.columns import ColumnMapping
+from gpuseg.features import compute_features
+from gpuseg.ingest import ingest
+
+MAP = ColumnMapping(customer="customer_id", date="date", invoice="invoice", amount="amount")
+
+
+def messy_batches(rng, n_batches=4, rows=400, text_ids=False, long_text=False):
+    """Batches with every drop reason, returns, invoices shared by two customers,
+    invoices and customers spanning batches, and lines without an invoice."""
+    out = []
+    for b in range(n_batches):
+        cust = rng.integers(0, 60, rows)
+        inv = rng.integers(0, 150, rows)  # the same invoice numbers recur in every batch
+        ids: list = [int(c) for c in cust]
+        if text_ids:
+            pad = "customer-0000" if long_text else ""
+            ids = [f"{' ' if i % 7 == 0 else ''}{pad}{c}" for i, c in enumerate(cust)]
+        invoices: list = [f"{'C' if i % 11 == 0 else ''}{v}" for i, v in enumerate(inv)]
+        days = [(dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat() for d in rng.integers(0, 90, rows)]
+        amount = np.round(rng.normal(20, 30, rows), 2).tolist()
+        for i in range(rows):
+            r = (i * 13 + b) % 50
+            if r == 0:
+                ids[i] = None
+            elif r == 1:
+                days[i] = "2024-02-30"
+            elif r == 2:
+                amount[i] = None
+            elif r == 3:
+                amount[i] = float("inf")
+            elif r in (4, 5):
+                invoices[i] = None
+            elif r == 6:
+                invoices[i] = "  "
+        out.append(pa.record_batch({"customer_id": pa.array(ids, pa.string() if text_ids else pa.int64()),
+                                    "date": days, "invoice": invoices, "amount": amount}))
+    return out
+
+
+def reference(batches, mapping=MAP, as_of=None):
+    tx = clean([(Path("x.parquet"), iter(batches))], mapping, as_of=as_of)
+    feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders, tx.as_of)
+    return tx, feats
+
+
+def assert_same(got, tx, feats):
+    assert got.rows.to_dict() == tx.rows.to_dict()
+    assert got.as_of == tx.as_of
+    assert got.n_orders == tx.n_orders
+    ids = got.customer_ids.take(pa.array(to_numpy(got.features.customer)))
+    assert ids.equals(tx.customer_ids.take(pa.array(to_numpy(feats.customer))))
+    assert got.features.n_without_purchase == feats.n_without_purchase
+    for name, want in feats.columns.items():
+        have, want = to_numpy(got.features.columns[name]), to_numpy(want)
+        if want.dtype.kind in "iu":
+            assert np.array_equal(have, want), name
+        else:  # sums added per batch, then across batches: equal to rounding
+            np.testing.assert_allclose(have, want, rtol=1e-12, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("text_ids", [False, True])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_merged_batches_equal_all_lines_at_once(rng, text_ids, workers):
+    batches = messy_batches(rng, text_ids=text_ids)
+    tx, feats = reference(batches)
+    assert tx.rows.dropped["missing_customer_id"] and tx.rows.dropped["unparseable_date"] and \
+        tx.rows.dropped["bad_amount"]
+    got = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=workers)
+    assert_same(got, tx, feats)
+
+
+def test_all_at_once_merge_equals_bucket_merge(rng, monkeypatch):
+    batches = messy_batches(rng, text_ids=True)
+    tx, feats = reference(batches)
+    bucketed = ingest(((Path("x.parquet"), b) for b in batches), MAP)
+    monkeypatch.setattr(ingest_module, "_bucketize", lambda batch: None)
+    at_once = ingest(((Path("x.parquet"), b) for b in batches), MAP)
+    assert_same(bucketed, tx, feats)
+    assert_same(at_once, tx, feats)
+
+
+def test_long_text_ids_and_as_of(rng):
+    batches = messy_batches(rng, text_ids=True, long_text=True)
+    as_of = dt.date(2024, 3, 1)
+    tx, feats = reference(batches, as_of=as_of)
+    assert tx.rows.dropped["after_as_of"] > 0
+    assert_same(ingest(((Path("x.parquet"), b) for b in batches), MAP, as_of=as_of, workers=2), tx, feats)
+
+
+def test_without_an_invoice_column_orders_are_customer_days(rng):
+    mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    batches = [b.drop_columns(["invoice"]) for b in messy_batches(rng)]
+    tx, feats = reference(batches, mapping)
+    assert_same(ingest(((Path("x.parquet"), b) for b in batches), mapping, workers=2), tx, feats)
+
+
+def test_one_batch_is_bit_identical(rng):
+    batch = pa.concat_batches(messy_batches(rng)) if hasattr(pa, "concat_batches") else \
+        pa.Table.from_batches(messy_batches(rng)).combine_chunks().to_batches()[0]
+    tx, feats = reference([batch])
+    got = ingest([(Path("x.parquet"), batch)], MAP)
+    for name, want in feats.columns.items():
+        assert np.array_equal(got.features.columns[name], want), name
+
+
+def test_csv_integer_text_ids_become_integers(rng):
+    batches = [pa.record_batch({"customer_id": [" 12", "3", "12"], "date": ["2024-01-02"] * 3,
+                                "invoice": ["a", "b", "a"], "amount": [1.0, 2.0, 3.0]}),
+               pa.record_batch({"customer_id": ["7"], "date": ["2024-01-03"], "invoice": ["c"], "amount": [4.0]})]
+    got = ingest(((Path("x.csv"), b) for b in batches), MAP)
+    assert got.customer_ids.type == pa.int64()
+    assert got.customer_ids.to_pylist() == [3, 7, 12]
+    assert to_numpy(got.features.columns["monetary"]).tolist() == [2.0, 4.0, 4.0]
+
+
+@pytest.mark.gpu
+def test_device_cleaning_equals_host_cleaning(rng, cp):
+    """The whole front half on the device: same drop counts, codes and features as on the host."""
+    for text_ids in (False, True):
+        batches = messy_batches(rng, text_ids=text_ids)
+        host = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2)
+        device = ingest(((Path("x.parquet"), b) for b in batches), MAP, xp=cp, workers=2)
+        assert isinstance(device.features.columns["monetary"], cp.ndarray)
+        assert device.rows.to_dict() == host.rows.to_dict()
+        assert device.n_orders == host.n_orders and device.as_of == host.as_of
+        ids = lambda r: r.customer_ids.take(pa.array(to_numpy(r.features.customer)))  # noqa: E731
+        assert ids(device).equals(ids(host))
+        for name, want in host.features.columns.items():
+            np.testing.assert_allclose(to_numpy(device.features.columns[name]), want, rtol=1e-12, atol=1e-9)
