@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,14 +278,18 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
                 training={"n_customers": n, "segment_shares": [p["share"] for p in profiles],
                           "mean_distance": float(distance_np.mean()),
                           "segment_mean_distance": _mean_by(segment_np, distance_np, k_out)})
-            write_parquet(tmp / ASSIGNMENTS, {"customer_id": ids, "segment": segment_np,
-                                              "segment_name": segment_names(segment_np, names),
-                                              "distance": distance_np})
-            write_parquet(tmp / FEATURES_FILE, {"customer_id": ids, **host})
-            write_segments_csv(tmp / SEGMENTS, profiles)
-            if moves:
-                write_segments_csv(tmp / MIGRATION, moves)
-            model.save(tmp / MODEL)
+            # The two large files encode at once (Arrow's writer releases the GIL).
+            with ThreadPoolExecutor(2) as pool:
+                written = [pool.submit(write_parquet, tmp / ASSIGNMENTS,
+                                       {"customer_id": ids, "segment": segment_np,
+                                        "segment_name": segment_names(segment_np, names), "distance": distance_np}),
+                           pool.submit(write_parquet, tmp / FEATURES_FILE, {"customer_id": ids, **host})]
+                write_segments_csv(tmp / SEGMENTS, profiles)
+                if moves:
+                    write_segments_csv(tmp / MIGRATION, moves)
+                model.save(tmp / MODEL)
+                for f in written:
+                    f.result()
         report = _report(config, backend, tx, feats, km, fit_warnings, sources, columns,
                          transfers, timer, fallbacks, plan, precision)
         if config.reference_model is not None:
