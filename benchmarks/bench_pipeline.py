@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -346,6 +347,10 @@ def markdown(cases: list[dict], cores: list[int]) -> str:
         if share:
             lines.append(f"- {case['data']} {tag(case['rows'])}: median {statistics.median(share):.2f}, "
                          f"max {max(share):.2f} of {case.get('cpus', '?')} CPUs")
+        code = case.get("code") or {}
+        if code.get("before") and code.get("before") != code.get("after"):
+            lines.append(f"- {case['data']} {tag(case['rows'])}: the checkout changed during these runs "
+                         f"({code['before']} -> {code['after']}); gpuseg's runs may mix versions")
     lines += ["", "| log | rows | peer | same customers | max abs diff (recency, frequency, monetary) | "
               "max rel diff monetary | ARI vs gpuseg | inertia peer/gpuseg |", "|---|---:|---|---|---|---:|---:|---:|"]
     for case in cases:
@@ -358,6 +363,21 @@ def markdown(cases: list[dict], cores: list[int]) -> str:
                          + f" | {_f(ch.get('max_rel_diff', {}).get('monetary'), '.1e')}"
                          + f" | {_f(ch.get('ari_vs_gpuseg'), '.4f')} | {_f(ch.get('inertia_vs_gpuseg'), '.4f')} |")
     return "\n".join(lines)
+
+
+def code_state() -> dict[str, Any] | None:
+    """The checkout's commit and gpuseg's uncommitted files: what the gpuseg runs ran."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=30).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "gpuseg"], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=30).stdout.splitlines()
+        diff = subprocess.run(["git", "diff", "HEAD", "--", "gpuseg"], cwd=ROOT, capture_output=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "gpuseg_uncommitted": [line[3:] for line in changed],
+            "gpuseg_diff_sha1": hashlib.sha1(diff).hexdigest()[:12] if diff else None}
 
 
 def machine() -> dict[str, Any]:
@@ -429,6 +449,7 @@ def main() -> None:
             if have["pandas"] and (args.pandas == "yes" or (args.pandas == "auto" and rows < 10**8)):
                 runners.append(PANDAS)
             work = Path(tempfile.mkdtemp(prefix=f"bench-{data}-{tag(rows)}-"))
+            code_before = code_state()
             runs: list[dict] = []
             plan = [(rnd, c, runner) for rnd in range(args.repeats + 1)
                     for c in (cores if rnd else [max(cores)]) for runner in runners]
@@ -450,7 +471,7 @@ def main() -> None:
                 checks = check_answers(work, [p for p in runners if p != GPUSEG and "error" not in last[p]])
                 checks.update({p: {"error": "its last run failed"} for p in runners if "error" in last[p]})
             case = {"data": data, "rows": rows, "file": str(path), "timeout_s": timeout, "runners": runners,
-                    "cpus": n_cpus,
+                    "cpus": n_cpus, "code": {"before": code_before, "after": code_state()},
                     "runs": runs, "summary": summarise(runs, runners, cores), "checks": checks}
             result["cases"].append(case)
             result["machine"]["load_average_at_end"] = os.getloadavg()
