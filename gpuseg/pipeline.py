@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
-from .backend import (Backend, argsort_stable, get_namespace, host_to_device, probe_cudf, resolve_backend,
+from .backend import (Backend, get_namespace, host_to_device, probe_cudf, resolve_backend,
                       to_numpy)
 from .cleaning import day_date
 from .coding import default_workers
@@ -26,14 +25,14 @@ from .errors import GpusegError
 from .features import CustomerFeatures, compute_features
 from .ingest import Ingested, ingest
 from .identity import match_reference, migration, new_ids
-from .naming import name_segments
 from .generate import demo_table
 from .memory import MemoryPlan, device_free_bytes, plan_fit
 from .model import SegmentModel
 from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_names,
-                      segment_profiles, staged_output, write_json, write_parquet, write_segments_csv)
+                      staged_output, write_json, write_parquet, write_segments_csv)
 from .reading import expand_inputs, iter_readers, read_column_names
 from .scaling import Scaler
+from .summary import SegmentResult, SegmentSums, fit_warnings, segment_report
 from .timing import StageTimer
 
 DEMO_SOURCE = "<demo>"
@@ -53,16 +52,6 @@ class _Silent:
 
     def rows(self, n: int) -> None:
         pass
-
-
-@dataclass
-class SegmentResult:
-    """What a run produced: the output folder, the report, the segment profiles."""
-
-    out: Path
-    report: dict[str, Any]
-    profiles: list[dict[str, Any]]
-    model: SegmentModel
 
 
 class Transfers:
@@ -127,14 +116,6 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
     return tx, sources, mapping.to_dict()
 
 
-def _order_by_revenue(labels: Any, monetary: Any, k: int) -> np.ndarray:
-    """Permutation putting the segment with the highest mean monetary first."""
-    xp = get_namespace(labels)
-    counts = xp.bincount(labels, minlength=k)
-    means = xp.bincount(labels, weights=monetary, minlength=k) / xp.maximum(counts, 1)
-    return to_numpy(argsort_stable(-means))
-
-
 def resolve_precision(config: SegmentConfig, backend: Backend) -> str:
     """``auto`` is float32 on a GPU (half the bytes per Lloyd pass) and float64 on the CPU."""
     if config.precision != "auto":
@@ -154,13 +135,7 @@ def fit_centroids(Z: Any, config: SegmentConfig, backend: Backend,
         fit = fit_kmeans(Z, config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
                          random_state=config.seed, copy_x=False, engine="streamed" if streamed else "auto",
                          stream_rows=plan.stream_rows if streamed else None)
-    notes = []
-    if not fit.converged:
-        notes.append(f"k-means did not converge within --max-iter {config.max_iter} iterations")
-    if fit.n_distinct < config.k:
-        notes.append(f"only {fit.n_distinct} distinct segments found for --k {config.k} "
-                     "(duplicate feature rows); some segments are empty")
-    return fit, notes
+    return fit, fit_warnings(fit, config.k, config.max_iter)
 
 
 def _plan(Z: Any, config: SegmentConfig, backend: Backend) -> MemoryPlan | None:
@@ -243,41 +218,42 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
         plan = _plan(Z, config, backend)
         if plan is not None and plan.mode == "streamed":
             Z = transfers.to_host("scaled features (streamed fit)", Z)
-        km, fit_warnings = fit_centroids(Z, config, backend, plan)
+        km, notes = fit_centroids(Z, config, backend, plan)
 
     with timer.stage("assign"):
         streamed = plan is not None and plan.mode == "streamed"
         labels, sqdist = nearest(Z, km.centers, engine="streamed" if streamed else "auto",
                                  stream_rows=plan.stream_rows if streamed else None)
         lxp = get_namespace(labels)
-        monetary = feats.columns["monetary"] if lxp is backend.xp else transfers.to_host("monetary", feats.columns["monetary"])
-        perm = _order_by_revenue(labels, monetary, config.k)
-        rank = np.empty_like(perm)
-        rank[perm] = np.arange(config.k)
+        distance = lxp.sqrt(sqdist)
+        # A streamed fit assigns on the host; the sums need the features where the labels are.
+        columns_here = feats.columns if lxp is backend.xp else \
+            {name: transfers.to_host(name, col) for name, col in feats.columns.items()}
+        sums = SegmentSums.of(labels, columns_here, config.k, distance)  # k rows come back
+        perm = sums.revenue_order()
+        rank = np.argsort(perm)
+        sums = sums.relabel(rank)
         labels = lxp.asarray(rank.astype(np.int32))[labels]
         centroids = to_numpy(km.centers).astype(np.float64)[perm]
-        distance = lxp.sqrt(sqdist)
 
     with staged_output(config.out) as tmp:
         with timer.stage("write"):
-            host = {name: transfers.to_host(name, col) for name, col in feats.columns.items()}
+            host = {name: transfers.to_host(name, col) for name, col in columns_here.items()}
             segment_np = transfers.to_host("segment", labels)
             distance_np = transfers.to_host("distance", distance)
             ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
-            names = name_segments(host, segment_np, config.k)
+            names = sums.names()
             moves = None
             if config.reference_model is not None:
                 segment_np, centroids, names, moves = _follow_reference(
                     config.reference_model, scaler, segment_np, centroids, names, ids)
-            k_out = centroids.shape[0]
-            profiles = segment_profiles(segment_np, host, k_out, names)
+                sums = SegmentSums.of(segment_np, host, centroids.shape[0], distance_np)
+            profiles = sums.profiles(names)
             model = SegmentModel(
                 features=config.features, scaler=scaler, centroids=centroids, seed=config.seed,
                 as_of=day_date(tx.as_of), backend=backend.name, columns=columns,
                 date_format=config.date_format, version=__version__, segment_names=tuple(names),
-                training={"n_customers": n, "segment_shares": [p["share"] for p in profiles],
-                          "mean_distance": float(distance_np.mean()),
-                          "segment_mean_distance": _mean_by(segment_np, distance_np, k_out)})
+                training=sums.training())
             # The two large files encode at once (Arrow's writer releases the GIL).
             with ThreadPoolExecutor(2) as pool:
                 written = [pool.submit(write_parquet, tmp / ASSIGNMENTS,
@@ -290,8 +266,12 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
                 model.save(tmp / MODEL)
                 for f in written:
                     f.result()
-        report = _report(config, backend, tx, feats, km, fit_warnings, sources, columns,
-                         transfers, timer, fallbacks, plan, precision)
+        report = segment_report(
+            config, km, inputs=sources, columns=columns, as_of=tx.as_of, backend=backend.name,
+            device=backend.device, fallbacks=fallbacks, rows=tx.rows, n_customers=n,
+            customers_without_purchase=feats.n_without_purchase, warnings=notes, timings=timer.as_dict(),
+            demo=sources == [DEMO_SOURCE], precision=precision, memory_plan=plan.to_dict() if plan else None,
+            transfers=transfers.log)
         if config.reference_model is not None:
             report["reference_model"] = str(config.reference_model)
             report["migration"] = ("written to migration.csv" if moves else
@@ -299,11 +279,6 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
                                    "no assignments.parquet beside the reference model")
         write_json(tmp / REPORT, report)
     return SegmentResult(config.out, report, profiles, model)
-
-
-def _mean_by(segment: np.ndarray, values: np.ndarray, k: int) -> list[float]:
-    counts = np.bincount(segment, minlength=k)
-    return (np.bincount(segment, weights=values, minlength=k) / np.maximum(counts, 1)).tolist()
 
 
 def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids: np.ndarray,
@@ -332,42 +307,6 @@ def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids
     segment = new.astype(np.int32)[segment]
     moves = migration(Path(path).parent, ids, segment, old_names, out_names)
     return segment, out_centroids, out_names, moves
-
-
-def _report(config: SegmentConfig, backend: Backend, tx: Ingested, feats: CustomerFeatures,
-            km: KMeansFit, fit_warnings: list[str], sources: list[str], columns: dict[str, str | None],
-            transfers: Transfers, timer: StageTimer, fallbacks: list[str], plan: MemoryPlan | None,
-            precision: str) -> dict[str, Any]:
-    return {
-        "gpuseg_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": sources,
-        "demo": sources == [DEMO_SOURCE],
-        "columns": columns,
-        "date_format": config.date_format,
-        "as_of": day_date(tx.as_of).isoformat(),
-        "backend": backend.name,
-        "device": backend.device,
-        "fallbacks": fallbacks,
-        "engine": km.engine,
-        "engine_note": km.engine_note,
-        "precision": precision,
-        "memory_plan": plan.to_dict() if plan else None,
-        "transfers": transfers.log,
-        "rows": tx.rows.to_dict(),
-        "n_customers": len(feats),
-        "customers_without_purchase": feats.n_without_purchase,
-        "features": list(config.features),
-        "k": config.k,
-        "n_init": config.n_init,
-        "seed": config.seed,
-        "n_iter": int(km.n_iter),
-        "inertia": float(km.inertia),
-        "converged": bool(km.converged),
-        "warnings": fit_warnings,
-        "iterations": km.history,
-        "timings": timer.as_dict(),
-    }
 
 
 def segment(inputs: str | Sequence[str] = (), **options: Any) -> SegmentResult:

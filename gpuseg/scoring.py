@@ -35,9 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__
 from .backend import resolve_backend, to_numpy
-from .cleaning import Cleaner, KeptRows, assemble, day_date
+from .cleaning import Cleaner, KeptRows, assemble
 from .clustering import nearest
 from .columns import ColumnMapping, resolve_columns
 from .config import SegmentConfig
@@ -47,6 +46,7 @@ from .model import SegmentModel
 from .outputs import ASSIGNMENTS, segment_names, staged_output, write_json
 from .pipeline import Transfers, prepare
 from .reading import expand_inputs, file_format, iter_batches, read_column_names
+from .summary import SegmentSums, run_report
 from .timing import StageTimer
 
 DRIFT = "drift.json"
@@ -142,9 +142,8 @@ def estimate_rows(files: list[Path]) -> int:
 
 
 def _drift(model: SegmentModel, segment: np.ndarray, distance: np.ndarray) -> dict[str, Any]:
-    k = model.k
-    return _drift_from_counts(model, np.bincount(segment, minlength=k),
-                              np.bincount(segment, weights=distance, minlength=k))
+    sums = SegmentSums.of(segment, {}, model.k, distance)
+    return _drift_from_counts(model, sums.counts, sums.distance_sums)
 
 
 def _drift_from_counts(model: SegmentModel, counts: np.ndarray, distance_sums: np.ndarray) -> dict[str, Any]:
@@ -360,14 +359,10 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 def _score_report(config: ScoreConfig, model: SegmentModel, mapping: ColumnMapping, date_format: str | None,
                   rows: Any, as_of: int, timer: StageTimer, backend: Any, streamed: bool, n_parts: int | None,
                   estimate: int, t0: float, files: list[Path]) -> dict[str, Any]:
-    return {
-        "gpuseg_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": str(config.model), "model_as_of": model.as_of.isoformat(),
-        "inputs": [str(f) for f in files], "columns": mapping.to_dict(), "date_format": date_format,
-        "as_of": day_date(as_of).isoformat(), "backend": backend.name, "device": backend.device,
-        "fallbacks": list(backend.fallbacks), "rows": rows.to_dict(),
-        "streamed": streamed, "partitions": n_parts, "memory_limit_bytes": config.memory_limit,
-        "estimated_rows": estimate, "estimated_working_bytes": estimate * BYTES_PER_ROW,
-        "timings": {**timer.as_dict(), "total": round(time.perf_counter() - t0, 6)},
-    }
+    return run_report(
+        inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format, as_of=as_of,
+        backend=backend.name, device=backend.device, fallbacks=backend.fallbacks, rows=rows,
+        timings={**timer.as_dict(), "total": round(time.perf_counter() - t0, 6)},
+        model=str(config.model), model_as_of=model.as_of.isoformat(), streamed=streamed, partitions=n_parts,
+        memory_limit_bytes=config.memory_limit, estimated_rows=estimate,
+        estimated_working_bytes=estimate * BYTES_PER_ROW)
