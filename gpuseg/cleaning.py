@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .backend import get_namespace, to_numpy
-from .coding import EncodedText, all_int_text, code_ids, id_present, is_text, order_codes
+from .coding import EncodedText, all_int_text, code_ids, id_present, is_encoded_text, is_text, order_codes
 from .columns import ColumnMapping
 from .errors import GpusegError
 from .reading import CSV_SUFFIXES
@@ -217,12 +217,15 @@ def line_amounts(batch: pa.RecordBatch, mapping: ColumnMapping) -> np.ndarray:
     return qty * price
 
 
-def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Dictionary-encoded columns (e.g. pandas categoricals) decoded to plain arrays."""
-    if not any(pa.types.is_dictionary(f.type) for f in batch.schema):
+def _plain(batch: pa.RecordBatch, keep: tuple[str | None, ...] = ()) -> pa.RecordBatch:
+    """Dictionary-encoded columns (e.g. pandas categoricals) decoded to plain arrays,
+    except the text columns named in ``keep`` (ids, encoded per batch anyway)."""
+    def decode(name: str, c: pa.Array) -> bool:
+        return pa.types.is_dictionary(c.type) and not (name in keep and is_encoded_text(c.type))
+    if not any(decode(n, c) for n, c in zip(batch.schema.names, batch.columns)):
         return batch
-    return pa.record_batch([c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns],
-                           names=batch.schema.names)
+    return pa.record_batch([c.dictionary_decode() if decode(n, c) else c
+                            for n, c in zip(batch.schema.names, batch.columns)], names=batch.schema.names)
 
 
 def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> None:
@@ -230,7 +233,8 @@ def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> None:
         if column is None:
             continue
         t = batch.schema.field(column).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or is_text(t) or pa.types.is_decimal(t)):
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or is_text(t) or is_encoded_text(t)
+                or pa.types.is_decimal(t)):
             raise GpusegError(f"{role} id column {column!r} has type {t}; allowed: integers or text")
 
 
@@ -328,7 +332,7 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
     stats = BatchStats(RowCounts(read=n, dropped=dict.fromkeys(DROP_REASONS, 0)))
     if as_of_day is not None:
         stats.rows.dropped[AFTER_AS_OF] = 0
-    batch = _plain(batch)
+    batch = _plain(batch, (mapping.customer, mapping.invoice) if encode_text else ())
     _check_ids(batch, mapping)
     cust_col = batch.column(mapping.customer)
     has_cust = id_present(cust_col)
@@ -345,7 +349,7 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
     day, amount = day[keep], amount[keep]
     mask = pa.array(to_numpy(keep))
     ids = cust_col.filter(mask)
-    if is_text(ids.type):
+    if is_text(ids.type) or is_encoded_text(ids.type):
         stats.text_ids = True
         stats.text_from_csv = path.name.lower().endswith(CSV_SUFFIXES)
         if encode_text:
@@ -354,7 +358,7 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
         else:
             stats.text_all_int = all_int_text(ids) if len(ids) else True
     invoices = batch.column(mapping.invoice).filter(mask) if mapping.invoice else None
-    if invoices is not None and encode_text and is_text(invoices.type):
+    if invoices is not None and encode_text and (is_text(invoices.type) or is_encoded_text(invoices.type)):
         invoices = EncodedText.encode(invoices)
     stats.rows.used = int(day.shape[0])
     if stats.rows.used:

@@ -29,6 +29,11 @@ def is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def is_encoded_text(t: pa.DataType) -> bool:
+    """Dictionary-encoded text (Parquet text read as a dictionary, pandas categoricals)."""
+    return pa.types.is_dictionary(t) and is_text(t.value_type)
+
+
 
 def id_present(arr: pa.Array) -> np.ndarray:
     """Which ids are there: not null, not blank text, not a non-finite float."""
@@ -235,9 +240,25 @@ class EncodedText:
 
     @classmethod
     def encode(cls, text: pa.Array) -> "EncodedText":
-        enc = pc.dictionary_encode(text)
-        dictionary = pc.utf8_trim_whitespace(enc.dictionary)
-        indices = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        """Encode text, or re-use the dictionary of text read dictionary-encoded
+        (Parquet stores text ids that way; only the entries some row uses are kept)."""
+        if pa.types.is_dictionary(text.type):
+            indices = pc.fill_null(text.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            used = np.zeros(len(text.dictionary) + 1, dtype=bool)
+            used[indices] = True  # index -1 marks the extra last slot
+            entries = np.flatnonzero(used[:-1])
+            dictionary = text.dictionary if len(entries) == len(text.dictionary) else \
+                text.dictionary.take(pa.array(entries))
+            if len(entries) < len(text.dictionary):
+                rank = np.full(len(text.dictionary) + 1, -1, dtype=np.int64)
+                rank[entries] = np.arange(len(entries))
+                indices = rank[indices]
+            indices = indices.astype(np.int32)
+        else:
+            enc = pc.dictionary_encode(text)
+            dictionary = enc.dictionary
+            indices = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        dictionary = pc.utf8_trim_whitespace(dictionary.cast(pa.string()))
         all_int = bool(len(dictionary)) and bool(pc.all(pc.match_substring_regex(dictionary, _INT_TEXT)).as_py())
         return cls(indices, dictionary, _pack_short(dictionary), all_int)
 
