@@ -6,7 +6,7 @@ dense range are coded by direct indexing (linear time, NumPy or CuPy); other
 numbers by a hash on the host (partitioned by key so that each part fits the
 cache, the parts on a thread pool) or a sort on the device. Text is
 dictionary-encoded per batch on the host (:class:`EncodedText`), short text is
-packed into 64-bit keys, and only integer codes travel to the device.
+turned into fixed-width byte keys, and only integer codes travel to the device.
 """
 
 from __future__ import annotations
@@ -121,15 +121,19 @@ def _hash_codes(values: np.ndarray, workers: int | None = None) -> tuple[np.ndar
     """
     n = len(values)
     if n < _PARTITION_MIN:
+        if values.dtype.kind == "S":
+            uniques, codes = np.unique(values, return_inverse=True)
+            return codes.reshape(-1), uniques
         enc = pc.dictionary_encode(pa.array(values))
         return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_numpy(zero_copy_only=False)
     if values.dtype.kind == "f":
         values = values + 0.0  # -0.0 and 0.0 are one value, but not one bit pattern
-    bits = values.view(np.uint64) if values.dtype.itemsize == 8 else values.astype(np.uint64)
-    part = ((bits * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - _PARTITION_BITS)).astype(np.uint8)
+    if values.dtype.kind not in "fS" and values.dtype.itemsize != 8:
+        values = values.astype(np.int64)
+    part = (key_hash(values) >> np.uint64(64 - _PARTITION_BITS)).astype(np.uint8)
     order = np.argsort(part, kind="stable")  # a counting sort for 8-bit keys
     bounds = np.concatenate([[0], np.cumsum(np.bincount(part, minlength=1 << _PARTITION_BITS))])
-    del part, bits
+    del part
     grouped = values[order]
 
     def encode(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,32 +199,71 @@ def factorize(arr: pa.Array, sort: bool = True) -> tuple[np.ndarray, pa.Array]:
     return codes.astype(_code_dtype(len(dictionary)), copy=False), dictionary
 
 
-def _pack_short(text: pa.Array) -> np.ndarray | None:
-    """Text of at most 8 bytes as uint64 keys (bytes big-endian, zero-padded):
-    equal keys for equal text, ordered as the text sorts. None when longer text
-    or a NUL byte (which would make the padding ambiguous) exists.
+#: Text ids longer than this are hashed as strings (slowly) instead of as byte keys.
+KEY_BYTES_MAX = 64
 
-    Hashing integer keys is several times faster than hashing strings, and
-    invoice and customer ids are almost always this short.
+
+def text_keys(text: pa.Array) -> np.ndarray | None:
+    """Text as fixed-width byte keys (NumPy ``S`` dtype, NUL-padded to a multiple of 8 bytes):
+    equal keys for equal text, ordered as the text sorts, hashed and sorted as
+    numbers. None when some text is longer than :data:`KEY_BYTES_MAX` or holds
+    a NUL byte (which would make the padding ambiguous).
+
+    Factorizing byte keys is several times faster than Arrow's string hash
+    (14.5 s for 2.5·10⁷ distinct invoice ids here), and ids are short.
     """
-    if len(text) == 0 or text.null_count or not pa.types.is_string(text.type):
+    if text.null_count or not pa.types.is_string(text.type):
         return None
+    if len(text) == 0:
+        return np.empty(0, "S8")
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
     lengths = np.diff(offsets)
-    if int(lengths.max()) > 8:
+    longest = int(lengths.max())
+    if longest > KEY_BYTES_MAX:
         return None
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[int(offsets[0]):int(offsets[-1])]
+    width = max(8, -(-longest // 8) * 8)
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[int(offsets[0]):int(offsets[-1])] \
+        if text.buffers()[2] is not None else np.empty(0, np.uint8)
     if not data.all():
         return None
-    data = np.concatenate([data, np.zeros(8, np.uint8)])
+    data = np.concatenate([data, np.zeros(width, np.uint8)])
     starts = offsets[:-1] - offsets[0]
-    key = np.zeros(len(text), dtype=np.uint64)
-    for j in range(8):  # one byte column at a time: 8 gathers, no (n, 8) temporaries
-        byte = data[starts + j].astype(np.uint64)
+    chars = np.zeros((len(text), width), dtype=np.uint8)
+    for j in range(longest):  # one byte column at a time
+        byte = data[starts + j]
         byte[lengths <= j] = 0
-        key <<= np.uint64(8)
-        key |= byte
-    return key
+        chars[:, j] = byte
+    return chars.view(f"S{width}").reshape(-1)
+
+
+def _as_numbers(keys: np.ndarray) -> np.ndarray:
+    """8-byte keys as uint64 in the same order (big-endian), for the numeric paths."""
+    return keys.view(">u8").astype(np.uint64) if keys.dtype.kind == "S" and keys.dtype.itemsize == 8 else keys
+
+
+def key_hash(keys: np.ndarray) -> np.ndarray:
+    """A 64-bit mix of each key (ints, or byte keys of any width: the zero padding adds nothing)."""
+    if keys.dtype.kind == "S":
+        words = np.ascontiguousarray(keys).view(np.uint64).reshape(len(keys), -1)
+        h = np.zeros(len(keys), dtype=np.uint64)
+        for j in range(words.shape[1]):
+            h ^= words[:, j] * np.uint64(0x9E3779B97F4A7C15 + 2 * j)
+        return h * np.uint64(0xBF58476D1CE4E5B9)
+    return keys.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
+def factorize_keys(keys: np.ndarray, sort: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and uniques of host keys: numbers (:func:`factorize_values`) or byte keys."""
+    keys = _as_numbers(keys)
+    if keys.dtype.kind != "S":
+        return factorize_values(keys, sort, owned=True)
+    codes, uniques = _hash_codes(keys)
+    if sort:
+        order = np.argsort(uniques, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        codes, uniques = rank[codes], uniques[order]
+    return codes.astype(_code_dtype(len(uniques)), copy=False), uniques
 
 
 @dataclass
@@ -235,7 +278,7 @@ class EncodedText:
 
     indices: np.ndarray            # int32 entry of each row, -1 where null
     dictionary: pa.Array           # trimmed text
-    keys: np.ndarray | None        # uint64 key of each entry (see _pack_short); None when some is long
+    keys: np.ndarray | None        # byte key of each entry (see text_keys); None when some is long
     all_int: bool                  # every entry is a canonical integer
 
     @classmethod
@@ -260,7 +303,7 @@ class EncodedText:
             indices = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
         dictionary = pc.utf8_trim_whitespace(dictionary.cast(pa.string()))
         all_int = bool(len(dictionary)) and bool(pc.all(pc.match_substring_regex(dictionary, _INT_TEXT)).as_py())
-        return cls(indices, dictionary, _pack_short(dictionary), all_int)
+        return cls(indices, dictionary, text_keys(dictionary), all_int)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -276,7 +319,7 @@ class EncodedText:
     def local_codes(self, xp: Any = np) -> tuple[Any, Any]:
         """Each row's dictionary entry (in ``xp``) and which rows have a non-blank id
         (None when all do): entries are codes within the batch."""
-        blank = (self.keys == 0) if self.keys is not None else \
+        blank = (self.keys == b"") if self.keys is not None else \
             pc.fill_null(pc.equal(self.dictionary, ""), True).to_numpy(zero_copy_only=False)
         present = self.indices >= 0
         if blank.any():
@@ -304,9 +347,9 @@ def _entry_codes(parts: list[EncodedText], sort: bool, text_to_int: bool,
         entry[:] = codes
         return entry, values if uniques else len(values)
     if all(p.keys is not None or not len(p.dictionary) for p in parts):
-        keys = np.concatenate([p.keys for p in parts if p.keys is not None] or [np.empty(0, np.uint64)])
-        keep = np.flatnonzero(keys != 0)  # key 0 is the empty text
-        codes, _ = factorize_values(keys[keep], sort, owned=True)
+        keys = np.concatenate([p.keys for p in parts if p.keys is not None] or [np.empty(0, "S8")])
+        keep = np.flatnonzero(keys != b"")  # the empty text: no id
+        codes, _ = factorize_keys(keys[keep], sort)
         entry[keep] = codes
         n = int(codes.max()) + 1 if len(codes) else 0
         if not uniques:

@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 
 from .backend import get_namespace, scatter_min
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import EncodedText, all_int_text, code_entries, code_ids, n_entries, order_codes
+from .coding import (EncodedText, _as_numbers, all_int_text, code_entries, code_ids, key_hash, n_entries,
+                     order_codes)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
@@ -82,15 +83,16 @@ class Buckets:
     """
 
     id_type: pa.DataType
-    ids: Any                 # the customers' ids as read: NumPy array, or Arrow text
-    key: np.ndarray          # int64 identity of each customer's id
+    invoice_type: pa.DataType | None
+    ids: pa.Array | None     # text ids as read (trimmed); None for numbers, which are their keys
+    key: np.ndarray          # identity of each customer's id (_id_keys)
     monetary: np.ndarray
     bought: np.ndarray
     returned: np.ndarray
     cb: np.ndarray
     order_customer: np.ndarray  # index into this batch's customer arrays
     has_invoice: np.ndarray
-    invoice_key: np.ndarray  # int64 identity of the order's invoice (any value without one)
+    invoice_key: np.ndarray  # identity of the order's invoice, as _id_keys (any value without one)
     order_day: np.ndarray
     order_net: np.ndarray
     order_gross: np.ndarray
@@ -98,9 +100,10 @@ class Buckets:
 
 
 def _id_keys(part: Any) -> np.ndarray | None:
-    """An int64 key per id of a batch's id set, equal exactly for equal ids, or None."""
+    """A key per id of a batch's id set, equal exactly for equal ids (int64, or byte
+    keys for text: :func:`gpuseg.coding.text_keys`), or None when there is none."""
     if isinstance(part, EncodedText):
-        return None if part.keys is None else part.keys.view(np.int64)
+        return part.keys
     values = part.to_numpy(zero_copy_only=False)
     if values.dtype.kind in "iu":
         return values.astype(np.int64, copy=False)
@@ -108,9 +111,17 @@ def _id_keys(part: Any) -> np.ndarray | None:
     return values.view(np.int64)
 
 
+def _part_type(part: Any) -> pa.DataType:
+    return pa.string() if isinstance(part, EncodedText) else part.type
+
+
+def key_values(key: np.ndarray, id_type: pa.DataType) -> np.ndarray:
+    """The numbers that :func:`_id_keys` keyed (floats were keyed by their bits)."""
+    return key.view(np.float64) if pa.types.is_floating(id_type) else key
+
+
 def _bucket_of(key: np.ndarray) -> np.ndarray:
-    shift = np.uint64(64 - _BUCKET_BITS)
-    return ((key.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> shift).astype(np.uint8)
+    return (key_hash(key) >> np.uint64(64 - _BUCKET_BITS)).astype(np.uint8)
 
 
 def _bounds(bucket: np.ndarray) -> np.ndarray:
@@ -131,13 +142,15 @@ def _bucketize(batch: BatchSums) -> Buckets | None:
     order_customer = where[sums.order_customer]
     operm = np.argsort(bucket[sums.order_customer], kind="stable")
     has = batch.order_invoice >= 0
-    inv = invoice_key[np.maximum(batch.order_invoice, 0)] if invoice_key is not None else \
-        np.zeros(len(has), np.int64)
-    if isinstance(batch.customers, EncodedText):
-        ids, id_type = batch.customers.dictionary.take(pa.array(cperm)), pa.string()
-    else:
-        ids, id_type = batch.customers.to_numpy(zero_copy_only=False)[cperm], batch.customers.type
-    return Buckets(id_type, ids, key[cperm], sums.monetary[cperm], sums.bought[cperm], sums.returned[cperm],
+    if invoice_key is None:  # no invoice column
+        inv = np.zeros(len(has), np.int64)
+    elif len(invoice_key):
+        inv = invoice_key[np.maximum(batch.order_invoice, 0)]
+    else:  # no row of the batch has an invoice
+        inv = np.zeros(len(has), invoice_key.dtype)
+    # Numeric ids are their keys; text is kept for the output (keys are padded bytes).
+    ids = batch.customers.dictionary.take(pa.array(cperm)) if isinstance(batch.customers, EncodedText) else None
+    return Buckets(_part_type(batch.customers), None if batch.invoices is None else _part_type(batch.invoices), ids, key[cperm], sums.monetary[cperm], sums.bought[cperm], sums.returned[cperm],
                    _bounds(bucket), order_customer[operm], has[operm], inv[operm], sums.order_day[operm],
                    sums.order_net[operm], sums.order_gross[operm], _bounds(bucket[sums.order_customer]))
 
@@ -200,9 +213,9 @@ def sum_batch(kept: KeptRows) -> BatchSums:
         order_invoice = xp.full(n_orders, -1, dtype=xp.int64)
     sums = sum_lines(customer, kept.day, kept.amount, order, n_customers, n_orders)
     batch = BatchSums(customers, invoices, order_invoice, sums)
-    if xp is np:
-        batch.buckets = _bucketize(batch)
-    return batch
+    buckets = _bucketize(batch) if xp is np else None
+    # Keep one copy: the bucketed arrays hold everything (see _unbucket).
+    return batch if buckets is None else BatchSums(None, None, None, None, buckets)
 
 
 def _mapped(codes: Any, sizes: list[int], local: list[Any]) -> Any:
@@ -302,15 +315,38 @@ def merge(batches: list[BatchSums], ids_to_int: bool, workers: int = 1) -> Merge
     the device) ids and orders are coded across all batches at once.
     """
     if batches and all(b.buckets is not None for b in batches) \
-            and len({b.buckets.id_type for b in batches}) == 1:
+            and len({(b.buckets.id_type, b.buckets.invoice_type) for b in batches}) == 1:
         buckets = [b.buckets for b in batches]
         batches.clear()
         with ThreadPoolExecutor(workers) as pool:
             done = list(pool.map(lambda p: _merge_bucket(p, buckets), range(1 << _BUCKET_BITS)))
         return Merged(n_orders=sum(len(sums.order_net) for _, sums in done), buckets=done,
                       id_type=buckets[0].id_type, ids_to_int=ids_to_int)
+    batches[:] = [_unbucket(b.buckets) if b.buckets is not None else b for b in batches]
     sums, customer_ids, n_orders = _merge_all(batches, ids_to_int)
     return Merged(n_orders=n_orders, sums=sums, customer_ids=customer_ids)
+
+
+def _key_part(key: np.ndarray, id_type: pa.DataType) -> Any:
+    """Unique keys back as a batch's id set for :func:`code_entries`."""
+    if key.dtype.kind == "S":
+        return EncodedText.encode(pa.array([k.decode() for k in key.tolist()], pa.string()))
+    return pa.array(key_values(key, id_type)).cast(id_type)
+
+
+def _unbucket(b: Buckets) -> BatchSums:
+    """A bucketed batch as a plain one, for the all-at-once merge (id types that differ
+    between batches: rare, so this need not be fast)."""
+    customers = EncodedText.encode(b.ids) if b.ids is not None else _key_part(b.key, b.id_type)
+    invoices = None
+    order_invoice = np.full(len(b.has_invoice), -1, dtype=np.int64)
+    if b.invoice_type is not None:
+        uniques, codes = np.unique(b.invoice_key[b.has_invoice], return_inverse=True)
+        order_invoice[b.has_invoice] = codes.reshape(-1)
+        invoices = _key_part(uniques, b.invoice_type)
+    sums = LineSums(order_customer=b.order_customer, order_net=b.order_net, order_gross=b.order_gross,
+                    order_day=b.order_day, monetary=b.monetary, bought=b.bought, returned=b.returned)
+    return BatchSums(customers, invoices, order_invoice, sums)
 
 
 def _cat(parts: list[Any]) -> Any:
@@ -332,7 +368,7 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
     c_hi = [int(b.cb[p + 1]) for b in buckets]
     o_lo = [int(b.ob[p]) for b in buckets]
     o_hi = [int(b.ob[p + 1]) for b in buckets]
-    key = np.concatenate([b.key[lo:hi] for b, lo, hi in zip(buckets, c_lo, c_hi)])
+    key = _as_numbers(np.concatenate([b.key[lo:hi] for b, lo, hi in zip(buckets, c_lo, c_hi)]))
     uniques, first, customer = np.unique(key, return_index=True, return_inverse=True)
     customer = customer.reshape(-1)
     n_customers = len(uniques)
@@ -349,7 +385,7 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
     order = np.empty(len(has), dtype=np.int64)
     n_orders = 0
     if has.any():
-        invoice, n_inv = _dense_codes(cat("invoice_key", o_lo, o_hi)[has])
+        invoice, n_inv = _dense_codes(_as_numbers(cat("invoice_key", o_lo, o_hi)[has]))
         codes, n_orders = _dense_codes(order_customer[has].astype(np.int64) * n_inv + invoice)
         order[has] = codes
     if not has.all():
@@ -369,8 +405,10 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
                     monetary=np.bincount(customer, weights=cat("monetary", c_lo, c_hi), minlength=n_customers),
                     bought=np.bincount(customer, weights=cat("bought", c_lo, c_hi), minlength=n_customers),
                     returned=np.bincount(customer, weights=cat("returned", c_lo, c_hi), minlength=n_customers))
-    ids = _cat([b.ids[a:z] for b, a, z in zip(buckets, c_lo, c_hi)])
-    ids = ids.take(pa.array(first)) if isinstance(ids, pa.Array) else ids[first]
+    if buckets[0].ids is not None:
+        ids = pa.concat_arrays([b.ids[a:z] for b, a, z in zip(buckets, c_lo, c_hi)]).take(pa.array(first))
+    else:
+        ids = key_values(uniques, buckets[0].id_type)
     return ids, sums
 
 

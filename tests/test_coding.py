@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 import pytest
 
 from gpuseg import coding
-from gpuseg.coding import (EncodedText, _hash_codes, _pack_short, code_entries, code_ids, factorize_values,
-                           order_codes)
+from gpuseg.coding import (EncodedText, _as_numbers, _hash_codes, code_entries, code_ids, factorize_keys,
+                           factorize_values, key_hash, order_codes, text_keys)
 from gpuseg.backend import to_numpy
 
 
@@ -55,15 +55,30 @@ def test_partitioned_hash_equals_one_table(monkeypatch, rng):
     assert same_partition(codes, [0, 0, 1, 1, 2] * 400)
 
 
-def test_packed_keys_are_exact_and_keep_text_order():
-    text = pa.array(["b", "ab", "abc", "a", "", "zzzzzzzz", "C2989434", "é", "ab"])
-    keys = _pack_short(text)
-    assert keys[1] == keys[8] and len(set(keys.tolist())) == 8
+def test_byte_keys_are_exact_and_keep_text_order():
+    text = pa.array(["b", "ab", "abc", "a", "", "zzzzzzzz", "C25489434", "é", "ab", "a-uuid-of-36-characters-0123456789ab"])
+    keys = text_keys(text)
+    assert keys.dtype == np.dtype("S40")
+    assert keys[1] == keys[8] and len(set(keys.tolist())) == 9
+    assert keys[4] == b""
     assert np.argsort(keys, kind="stable").tolist() == pc.sort_indices(text).to_numpy().tolist()
-    assert np.argsort(_pack_short(text.slice(2)), kind="stable").tolist() == \
-        pc.sort_indices(text.slice(2)).to_numpy().tolist()
-    assert _pack_short(pa.array(["123456789"])) is None  # longer than 8 bytes
-    assert _pack_short(pa.array(["a\x00"])) is None      # a NUL would be ambiguous with padding
+    short = text_keys(text.slice(0, 6))
+    assert short.dtype == np.dtype("S8")
+    # The hash does not depend on the padding width, so batches of different widths agree.
+    assert np.array_equal(key_hash(short), key_hash(keys[:6]))
+    assert np.argsort(_as_numbers(short), kind="stable").tolist() == \
+        pc.sort_indices(text.slice(0, 6)).to_numpy().tolist()
+    assert text_keys(pa.array(["x" * 65])) is None  # longer than KEY_BYTES_MAX
+    assert text_keys(pa.array(["a\x00"])) is None   # a NUL would be ambiguous with the padding
+
+
+def test_factorize_byte_keys_partitioned(monkeypatch, rng):
+    words = np.array([f"C{v}".encode() for v in rng.integers(0, 10**12, 3000)], dtype="S16")
+    keys = np.concatenate([words, words[::2]])
+    monkeypatch.setattr(coding, "_PARTITION_MIN", 100)
+    codes, uniques = factorize_keys(keys, sort=True)
+    assert uniques.tolist() == sorted(set(keys.tolist()))
+    assert np.array_equal(uniques[codes], keys)
 
 
 def test_text_from_several_batches_trimmed_merged_and_sorted():
@@ -75,7 +90,7 @@ def test_text_from_several_batches_trimmed_merged_and_sorted():
 
 
 def test_long_text_takes_the_string_path():
-    long = ["customer-000000001", "customer-000000002"]
+    long = ["customer-" + "0" * 60 + "1", "customer-" + "0" * 60 + "2"]  # over KEY_BYTES_MAX
     parts = [EncodedText.encode(pa.array(long)), EncodedText.encode(pa.array(long[::-1] + [" x "]))]
     assert parts[0].keys is None
     codes, uniques, present = code_ids(parts, sort=True)

@@ -28,7 +28,7 @@ def messy_batches(rng, n_batches=4, rows=400, text_ids=False, long_text=False):
         inv = rng.integers(0, 150, rows)  # the same invoice numbers recur in every batch
         ids: list = [int(c) for c in cust]
         if text_ids:
-            pad = "customer-0000" if long_text else ""
+            pad = "customer-" + "0" * 60 if long_text else "cust-000"  # over KEY_BYTES_MAX / 9-16 bytes
             ids = [f"{' ' if i % 7 == 0 else ''}{pad}{c}" for i, c in enumerate(cust)]
         invoices: list = [f"{'C' if i % 11 == 0 else ''}{v}" for i, v in enumerate(inv)]
         days = [(dt.date(2024, 1, 1) + dt.timedelta(days=int(d))).isoformat() for d in rng.integers(0, 90, rows)]
@@ -142,3 +142,15 @@ def test_device_cleaning_equals_host_cleaning(rng, cp):
         assert ids(device).equals(ids(host))
         for name, want in host.features.columns.items():
             np.testing.assert_allclose(to_numpy(device.features.columns[name]), want, rtol=1e-12, atol=1e-9)
+
+
+def test_id_types_that_differ_between_batches_become_text(rng):
+    first, second = messy_batches(rng, n_batches=2)
+    columns = {name: second.column(name) for name in second.schema.names}
+    columns["customer_id"] = pa.array([None if v is None else str(v) for v in second.column(0).to_pylist()])
+    columns["invoice"] = pa.array([None if v is None or not v.strip().isdigit() else int(v)
+                                   for v in second.column("invoice").to_pylist()], pa.int64())
+    batches = [first, pa.record_batch(columns)]
+    tx, feats = reference(batches)
+    assert pa.types.is_string(tx.customer_ids.type)
+    assert_same(ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2), tx, feats)
