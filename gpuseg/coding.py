@@ -43,8 +43,8 @@ def id_present(arr: pa.Array) -> np.ndarray:
         blank = id_present(arr.dictionary)
         return arr.is_valid().to_numpy(zero_copy_only=False) & blank[pc.fill_null(arr.indices, 0).to_numpy()]
     t = arr.type
-    if pa.types.is_floating(t):  # nulls come out as NaN
-        return np.isfinite(arr.to_numpy(zero_copy_only=False))
+    if pa.types.is_floating(t):  # null as NaN (filled here: Arrow's own conversion imports pandas)
+        return np.isfinite((pc.fill_null(arr, np.nan) if arr.null_count else arr).to_numpy(zero_copy_only=False))
     valid = arr.is_valid()
     if is_text(t):
         valid = pc.and_(valid, pc.not_equal(pc.utf8_trim_whitespace(arr), ""))
