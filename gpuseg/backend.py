@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -226,6 +227,31 @@ def argsort_stable(a: Any) -> Any:
 
 #: Bytes per pinned staging buffer for host-to-device copies.
 STAGING_BYTES = 64 << 20
+
+_thread_staging = threading.local()
+
+
+def batch_to_device(cp: ModuleType, a: np.ndarray) -> Any:
+    """Copy one batch's host array to the device through this thread's pinned buffer.
+
+    Batches are decoded and copied on several threads at once, so each thread
+    stages through its own pinned buffer and stream (pageable copies ran at
+    about 1.5 GB/s on a lent H200); its copy overlaps the other threads' decoding.
+    """
+    a = np.ascontiguousarray(a)
+    out = cp.empty(a.shape, dtype=a.dtype)
+    if a.nbytes == 0:
+        return out
+    buf = getattr(_thread_staging, "buffer", None)
+    if buf is None or buf.nbytes < a.nbytes:
+        size = max(a.nbytes, 16 << 20)
+        buf = np.frombuffer(cp.cuda.alloc_pinned_memory(size), dtype=np.uint8, count=size)
+        _thread_staging.buffer, _thread_staging.stream = buf, cp.cuda.Stream(non_blocking=True)
+    staged = buf[:a.nbytes].view(a.dtype).reshape(a.shape)
+    staged[...] = a
+    out.set(staged, stream=_thread_staging.stream)
+    _thread_staging.stream.synchronize()  # the buffer is reused by this thread's next copy
+    return out
 
 
 def host_to_device(cp: ModuleType, a: np.ndarray) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .backend import get_namespace, to_numpy
+from .backend import batch_to_device, get_namespace, to_numpy
 from .coding import EncodedText, all_int_text, code_ids, id_present, is_encoded_text, is_text, order_codes
 from .columns import ColumnMapping
 from .errors import GpusegError
@@ -340,7 +340,7 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
     amount = line_amounts(batch, mapping)
     if xp is not np:  # the rest of the rules run where the features will be built
         stats.device_bytes = sum(a.nbytes for a in (has_cust, day, date_ok, amount))
-        has_cust, day, date_ok, amount = (xp.asarray(a) for a in (has_cust, day, date_ok, amount))
+        has_cust, day, date_ok, amount = (batch_to_device(xp, a) for a in (has_cust, day, date_ok, amount))
     keep, dropped = screen(has_cust, day, date_ok, amount, as_of_day)
     stats.rows.dropped.update(dropped)
     if dropped["unparseable_date"]:

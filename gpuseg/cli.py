@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,8 @@ err_console = Console(stderr=True)
 
 EXIT_BAD_INPUT = 2
 
-STAGE_LABELS = {"load": "Reading input", "clean": "Cleaning rows", "features": "Building features",
+STAGE_LABELS = {"load": "Reading, cleaning and summing batches", "clean": "Merging batches",
+                "features": "Building features",
                 "scale": "Scaling features", "fit": "Fitting k-means", "assign": "Assigning segments",
                 "write": "Writing outputs"}
 
@@ -470,7 +472,14 @@ def _keep_freed_memory() -> None:
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve large blocks from the heap
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not hand the heap top back eagerly
     except (OSError, AttributeError):
-        pass
+        return
+    # Arrow's own pool (mimalloc) hands decoded row groups' pages back and faults
+    # them in again for the next: 6 s of system time on 10⁸ rows, 3.8 s through
+    # glibc with the thresholds above (24.7 s -> 22.9 s wall). A pool the user
+    # chose is left alone.
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        import pyarrow as pa
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def main() -> None:
