@@ -12,6 +12,7 @@ turned into fixed-width byte keys, and only integer codes travel to the device.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -81,12 +82,17 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
         lo_i, span = int(lo), int(hi - lo) + 1
         offset = xp.subtract(values, values.dtype.type(lo_i), out=values if owned else None)
         offset = offset.astype(_code_dtype(span), copy=False)
-        present = xp.zeros(span, dtype=bool)
-        present[offset] = True
-        uniques = xp.flatnonzero(present)
-        del present
+        present, rank = _dense_scratch(xp, span)
+        try:
+            present[offset] = True
+            uniques = xp.flatnonzero(present)
+            present[uniques] = False  # clean again for the next call
+        except BaseException:
+            present[:] = False
+            raise
         # Ranks by a scatter of the few present values (a cumsum over the whole span costs more).
-        rank = xp.empty(span, dtype=_code_dtype(int(uniques.shape[0])))
+        dtype = _code_dtype(int(uniques.shape[0]))
+        rank = rank.view(dtype) if rank.dtype == dtype else xp.empty(span, dtype=dtype)
         rank[uniques] = xp.arange(uniques.shape[0], dtype=rank.dtype)
         return rank[offset], (uniques + lo_i).astype(values.dtype)
     if xp is np:
@@ -157,6 +163,21 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+_scratch = threading.local()
+
+
+def _dense_scratch(xp: Any, span: int) -> tuple[Any, Any]:
+    """A zeroed bool array and an int32 array of at least ``span`` entries, kept per
+    thread on the host: every batch codes its ids over the whole id range, and
+    fresh arrays of that size cost their page faults each time."""
+    if xp is not np:
+        return xp.zeros(span, dtype=bool), xp.empty(span, dtype=np.int32)
+    present = getattr(_scratch, "present", None)
+    if present is None or len(present) < span:
+        _scratch.present, _scratch.rank = np.zeros(span, dtype=bool), np.empty(span, dtype=np.int32)
+    return _scratch.present[:span], _scratch.rank[:span]
 
 
 def _unify(parts: list[pa.Array], text_to_int: bool = False) -> pa.Array:

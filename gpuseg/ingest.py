@@ -369,7 +369,9 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
     o_lo = [int(b.ob[p]) for b in buckets]
     o_hi = [int(b.ob[p + 1]) for b in buckets]
     key = _as_numbers(np.concatenate([b.key[lo:hi] for b, lo, hi in zip(buckets, c_lo, c_hi)]))
-    uniques, first, customer = np.unique(key, return_index=True, return_inverse=True)
+    text = buckets[0].ids is not None
+    # The first index (a slower, stable sort) is needed only to find text ids; numbers are their keys.
+    uniques, *first, customer = np.unique(key, return_index=text, return_inverse=True)
     customer = customer.reshape(-1)
     n_customers = len(uniques)
 
@@ -405,8 +407,8 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
                     monetary=np.bincount(customer, weights=cat("monetary", c_lo, c_hi), minlength=n_customers),
                     bought=np.bincount(customer, weights=cat("bought", c_lo, c_hi), minlength=n_customers),
                     returned=np.bincount(customer, weights=cat("returned", c_lo, c_hi), minlength=n_customers))
-    if buckets[0].ids is not None:
-        ids = pa.concat_arrays([b.ids[a:z] for b, a, z in zip(buckets, c_lo, c_hi)]).take(pa.array(first))
+    if text:
+        ids = pa.concat_arrays([b.ids[a:z] for b, a, z in zip(buckets, c_lo, c_hi)]).take(pa.array(first[0]))
     else:
         ids = key_values(uniques, buckets[0].id_type)
     return ids, sums
