@@ -96,13 +96,7 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
         rank[uniques] = xp.arange(uniques.shape[0], dtype=rank.dtype)
         return rank[offset], (uniques + lo_i).astype(values.dtype)
     if xp is np:
-        codes, dictionary = _hash_codes(values)
-        if sort:
-            order = np.argsort(dictionary, kind="stable")
-            rank = np.empty_like(order)
-            rank[order] = np.arange(len(order))
-            codes, dictionary = rank[codes], dictionary[order]
-        return codes.astype(_code_dtype(len(dictionary)), copy=False), dictionary
+        return _host_codes(values, sort)
     uniques, codes = xp.unique(values, return_inverse=True)
     return codes.reshape(-1).astype(_code_dtype(int(uniques.shape[0])), copy=False), uniques
 
@@ -278,7 +272,12 @@ def factorize_keys(keys: np.ndarray, sort: bool = True) -> tuple[np.ndarray, np.
     keys = _as_numbers(keys)
     if keys.dtype.kind != "S":
         return factorize_values(keys, sort, owned=True)
-    codes, uniques = _hash_codes(keys)
+    return _host_codes(keys, sort)
+
+
+def _host_codes(values: np.ndarray, sort: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_hash_codes`, with the codes renumbered in sorted order when ``sort``."""
+    codes, uniques = _hash_codes(values)
     if sort:
         order = np.argsort(uniques, kind="stable")
         rank = np.empty_like(order)
