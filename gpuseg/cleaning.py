@@ -205,6 +205,8 @@ def _numeric(arr: pa.Array, column: str) -> np.ndarray:
     t = arr.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
         raise GpusegError(f"column {column!r} has type {t}; amounts, quantities and prices must be numeric")
+    if arr.null_count == 0 and not pa.types.is_decimal(t):  # the usual case: no fill, one NumPy cast
+        return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     return pc.fill_null(arr.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
 
 
@@ -354,9 +356,9 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
         stats.text_from_csv = path.name.lower().endswith(CSV_SUFFIXES)
         if encode_text:
             ids = EncodedText.encode(ids)
-            stats.text_all_int = ids.all_int or not len(ids)
-        else:
-            stats.text_all_int = all_int_text(ids) if len(ids) else True
+        # Only CSV text may become integers (see ids_to_int): only it is checked.
+        if stats.text_from_csv and len(ids):
+            stats.text_all_int = ids.all_int if isinstance(ids, EncodedText) else all_int_text(ids)
     invoices = batch.column(mapping.invoice).filter(mask) if mapping.invoice else None
     if invoices is not None and encode_text and (is_text(invoices.type) or is_encoded_text(invoices.type)):
         invoices = EncodedText.encode(invoices)

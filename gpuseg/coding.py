@@ -299,7 +299,7 @@ class EncodedText:
     indices: np.ndarray            # int32 entry of each row, -1 where null
     dictionary: pa.Array           # trimmed text
     keys: np.ndarray | None        # byte key of each entry (see text_keys); None when some is long
-    all_int: bool                  # every entry is a canonical integer
+    _all_int: bool | None = None   # computed when first asked (see all_int)
 
     @classmethod
     def encode(cls, text: pa.Array) -> "EncodedText":
@@ -322,8 +322,15 @@ class EncodedText:
             dictionary = enc.dictionary
             indices = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
         dictionary = pc.utf8_trim_whitespace(dictionary.cast(pa.string()))
-        all_int = bool(len(dictionary)) and bool(pc.all(pc.match_substring_regex(dictionary, _INT_TEXT)).as_py())
-        return cls(indices, dictionary, text_keys(dictionary), all_int)
+        return cls(indices, dictionary, text_keys(dictionary))
+
+    @property
+    def all_int(self) -> bool:
+        """Whether every entry is a canonical integer (asked only where text may become
+        numbers: CSV customer ids, and invoices merged across batches at once)."""
+        if self._all_int is None:
+            self._all_int = bool(len(self.dictionary)) and all_int_text(self.dictionary)
+        return self._all_int
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -334,7 +341,7 @@ class EncodedText:
 
     def filter(self, mask: pa.Array) -> "EncodedText":
         return EncodedText(self.indices[mask.to_numpy(zero_copy_only=False)], self.dictionary, self.keys,
-                           self.all_int)
+                           self._all_int)
 
     def local_codes(self, xp: Any = np) -> tuple[Any, Any]:
         """Each row's dictionary entry (in ``xp``) and which rows have a non-blank id
@@ -348,7 +355,7 @@ class EncodedText:
 
     def entries(self) -> "EncodedText":
         """The dictionary alone (no rows), as a batch's id set for :func:`code_entries`."""
-        return EncodedText(np.empty(0, np.int32), self.dictionary, self.keys, self.all_int)
+        return EncodedText(np.empty(0, np.int32), self.dictionary, self.keys, self._all_int)
 
     def decode(self) -> pa.Array:
         idx = pa.array(self.indices, mask=self.indices < 0)

@@ -36,10 +36,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .backend import get_namespace, scatter_min
+from .backend import get_namespace, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import (EncodedText, _as_numbers, all_int_text, code_entries, code_ids, key_hash, n_entries,
-                     order_codes)
+from .coding import (EncodedText, _as_numbers, all_int_text, code_entries, code_ids, factorize_values, key_hash,
+                     n_entries, order_codes)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
@@ -195,9 +195,82 @@ def _local(ids: Any, xp: Any) -> tuple[Any, Any, int, Any]:
     return codes, uniques, len(uniques), present
 
 
+def _line_keys(ids: Any, xp: Any) -> Any:
+    """Each line's customer as a number, equal for equal ids within the batch:
+    the dictionary entry of text, the value of a number (kept lines all have one)."""
+    if isinstance(ids, EncodedText):
+        return xp.asarray(ids.indices)
+    return xp.asarray(ids.to_numpy(zero_copy_only=False))
+
+
+def _sum_by_invoice(kept: KeptRows, xp: Any) -> BatchSums | None:
+    """The usual case with fewer passes over the lines: when every invoice of the batch
+    has one customer, lines are summed per order first (order codes are the
+    invoices' own, in appearance order, so the sums stay cache-local) and per
+    customer from the orders. None when an invoice is shared by customers."""
+    invoice, invoices, n_invoices, has = _local(kept.invoices, xp)
+    key = _line_keys(kept.ids, xp)
+    inv_rows, key_rows = (invoice, key) if has is None else (invoice[has], key[has])
+    owner = xp.empty(n_invoices, dtype=key.dtype)
+    owner[inv_rows] = key_rows
+    if not bool(xp.all(owner[inv_rows] == key_rows)):
+        return None
+    order = invoice.astype(xp.int64)
+    owners = [owner]
+    n_orders = n_invoices
+    if has is not None:  # customer-days of the lines without an invoice
+        rows = xp.flatnonzero(~has)
+        cust, _ = factorize_values(key[rows], sort=False)
+        d = kept.day[rows].astype(xp.int64)
+        lo = int(d.min())
+        days, uniq = factorize_values(cust.astype(xp.int64) * (int(d.max()) - lo + 1) + (d - lo), sort=False,
+                                      owned=True)
+        day_owner = xp.empty(int(uniq.shape[0]), dtype=key.dtype)
+        day_owner[days] = key[rows]
+        order[rows] = days + n_invoices
+        owners.append(day_owner)
+        n_orders += int(uniq.shape[0])
+    lines = xp.bincount(order, minlength=n_orders)
+    used = None if bool((lines > 0).all()) else xp.flatnonzero(lines > 0)  # blank invoice entries
+    order_key = xp.concatenate(owners) if len(owners) > 1 else owner
+    order_invoice = xp.where(xp.arange(n_orders) < n_invoices, xp.arange(n_orders), -1)
+    if used is not None:
+        order_key, order_invoice = order_key[used], order_invoice[used]
+    if isinstance(kept.ids, EncodedText):  # entries are the customers' codes already
+        customer, customers, n_customers = order_key.astype(xp.int64), kept.ids.entries(), len(kept.ids.dictionary)
+    else:
+        customer, uniques = factorize_values(order_key, sort=False)
+        customers = pa.array(to_numpy(uniques), kept.ids.type)
+        n_customers = len(customers)
+    # Each line's customer through its order; the customer sums then add the lines in
+    # their own order, as sum_lines does, whatever the codes' numbering (CSV and
+    # Parquet copies of a log give identical sums).
+    if used is None:
+        line_customer = customer[order]
+    else:
+        of_order = xp.empty(n_orders, dtype=customer.dtype)
+        of_order[used] = customer
+        line_customer = of_order[order]
+    sums = sum_lines(line_customer, kept.day, kept.amount, order, n_customers, n_orders)
+    if used is not None:
+        for name in ("order_customer", "order_net", "order_gross", "order_day"):
+            setattr(sums, name, getattr(sums, name)[used])
+    return BatchSums(customers, invoices, order_invoice, sums)
+
+
 def sum_batch(kept: KeptRows) -> BatchSums:
     """Code one batch's kept lines within the batch and sum them per order and per customer."""
     xp = get_namespace(kept.day)
+    batch = _sum_by_invoice(kept, xp) if kept.invoices is not None else None
+    if batch is None:
+        batch = _sum_by_line(kept, xp)
+    buckets = _bucketize(batch) if xp is np else None
+    # Keep one copy: the bucketed arrays hold everything (see _unbucket).
+    return batch if buckets is None else BatchSums(None, None, None, None, buckets)
+
+
+def _sum_by_line(kept: KeptRows, xp: Any) -> BatchSums:
+    """Customers and orders coded per line, then summed per order and per customer."""
     customer, customers, n_customers, _ = _local(kept.ids, xp)
     invoices = None
     if kept.invoices is not None:
@@ -212,10 +285,7 @@ def sum_batch(kept: KeptRows) -> BatchSums:
         order, n_orders = order_codes(customer, kept.day)
         order_invoice = xp.full(n_orders, -1, dtype=xp.int64)
     sums = sum_lines(customer, kept.day, kept.amount, order, n_customers, n_orders)
-    batch = BatchSums(customers, invoices, order_invoice, sums)
-    buckets = _bucketize(batch) if xp is np else None
-    # Keep one copy: the bucketed arrays hold everything (see _unbucket).
-    return batch if buckets is None else BatchSums(None, None, None, None, buckets)
+    return BatchSums(customers, invoices, order_invoice, sums)
 
 
 def _mapped(codes: Any, sizes: list[int], local: list[Any]) -> Any:

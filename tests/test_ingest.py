@@ -19,13 +19,16 @@ from gpuseg.ingest import ingest
 MAP = ColumnMapping(customer="customer_id", date="date", invoice="invoice", amount="amount")
 
 
-def messy_batches(rng, n_batches=4, rows=400, text_ids=False, long_text=False):
-    """Batches with every drop reason, returns, invoices shared by two customers,
-    invoices and customers spanning batches, and lines without an invoice."""
+def messy_batches(rng, n_batches=4, rows=400, text_ids=False, long_text=False, own_invoices=False):
+    """Batches with every drop reason, returns, invoices shared by two customers (unless
+    ``own_invoices``: each invoice has one customer, the usual case), invoices and
+    customers spanning batches, and lines without an invoice."""
     out = []
     for b in range(n_batches):
         cust = rng.integers(0, 60, rows)
         inv = rng.integers(0, 150, rows)  # the same invoice numbers recur in every batch
+        if own_invoices:
+            inv = cust * 1000 + rng.integers(0, 4, rows)
         ids: list = [int(c) for c in cust]
         if text_ids:
             pad = "customer-" + "0" * 60 if long_text else "cust-000"  # over KEY_BYTES_MAX / 9-16 bytes
@@ -73,10 +76,11 @@ def assert_same(got, tx, feats):
             np.testing.assert_allclose(have, want, rtol=1e-12, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("own_invoices", [False, True])
 @pytest.mark.parametrize("text_ids", [False, True])
 @pytest.mark.parametrize("workers", [1, 3])
-def test_merged_batches_equal_all_lines_at_once(rng, text_ids, workers):
-    batches = messy_batches(rng, text_ids=text_ids)
+def test_merged_batches_equal_all_lines_at_once(rng, text_ids, workers, own_invoices):
+    batches = messy_batches(rng, text_ids=text_ids, own_invoices=own_invoices)
     tx, feats = reference(batches)
     assert tx.rows.dropped["missing_customer_id"] and tx.rows.dropped["unparseable_date"] and \
         tx.rows.dropped["bad_amount"]
@@ -84,8 +88,9 @@ def test_merged_batches_equal_all_lines_at_once(rng, text_ids, workers):
     assert_same(got, tx, feats)
 
 
-def test_all_at_once_merge_equals_bucket_merge(rng, monkeypatch):
-    batches = messy_batches(rng, text_ids=True)
+@pytest.mark.parametrize("own_invoices", [False, True])
+def test_all_at_once_merge_equals_bucket_merge(rng, monkeypatch, own_invoices):
+    batches = messy_batches(rng, text_ids=True, own_invoices=own_invoices)
     tx, feats = reference(batches)
     bucketed = ingest(((Path("x.parquet"), b) for b in batches), MAP)
     monkeypatch.setattr(ingest_module, "_bucketize", lambda batch: None)
@@ -131,8 +136,8 @@ def test_csv_integer_text_ids_become_integers(rng):
 @pytest.mark.gpu
 def test_device_cleaning_equals_host_cleaning(rng, cp):
     """The whole front half on the device: same drop counts, codes and features as on the host."""
-    for text_ids in (False, True):
-        batches = messy_batches(rng, text_ids=text_ids)
+    for text_ids, own_invoices in ((False, False), (True, False), (False, True), (True, True)):
+        batches = messy_batches(rng, text_ids=text_ids, own_invoices=own_invoices)
         host = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2)
         device = ingest(((Path("x.parquet"), b) for b in batches), MAP, xp=cp, workers=2)
         assert isinstance(device.features.columns["monetary"], cp.ndarray)
