@@ -251,7 +251,7 @@ def text_keys(text: pa.Array) -> np.ndarray | None:
     return chars.view(f"S{width}").reshape(-1)
 
 
-def _as_numbers(keys: np.ndarray) -> np.ndarray:
+def as_numbers(keys: np.ndarray) -> np.ndarray:
     """8-byte keys as uint64 in the same order (big-endian), for the numeric paths."""
     return keys.view(">u8").astype(np.uint64) if keys.dtype.kind == "S" and keys.dtype.itemsize == 8 else keys
 
@@ -269,7 +269,7 @@ def key_hash(keys: np.ndarray) -> np.ndarray:
 
 def factorize_keys(keys: np.ndarray, sort: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Codes and uniques of host keys: numbers (:func:`factorize_values`) or byte keys."""
-    keys = _as_numbers(keys)
+    keys = as_numbers(keys)
     if keys.dtype.kind != "S":
         return factorize_values(keys, sort, owned=True)
     return _host_codes(keys, sort)

@@ -9,9 +9,12 @@ goes through these steps on a worker thread:
 2. coded within the batch: its customers, invoices and orders (:mod:`gpuseg.coding`);
 3. summed per order and per customer (:func:`gpuseg.features.sum_lines`).
 
-Its lines are then dropped. The sums of all batches are merged on one
-thread: customer ids and invoices are coded once across batches, and the
-partial sums of an order that spans batches are added in batch order.
+Its lines are then dropped. Each batch also groups its customers, with their
+orders, by a hash of the customer id; the batches' buckets then merge on the
+thread pool, each bucket's customers and orders coded across batches and their
+partial sums added in batch order (:func:`merge`). Where ids have no exact
+byte key (text over 64 bytes), id types differ between batches, or the sums
+are on the device, everything is coded across batches at once instead.
 
 Memory holds sums, never all the lines. Sums take about a quarter of the
 lines' room for baskets of four lines. On 10⁸ lines that is the difference
@@ -38,7 +41,7 @@ import pyarrow.compute as pc
 
 from .backend import get_namespace, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import (EncodedText, _as_numbers, all_int_text, code_entries, code_ids, factorize_values, key_hash,
+from .coding import (EncodedText, as_numbers, all_int_text, code_entries, code_ids, factorize_values, key_hash,
                      n_entries, order_codes)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
@@ -438,7 +441,7 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
     c_hi = [int(b.cb[p + 1]) for b in buckets]
     o_lo = [int(b.ob[p]) for b in buckets]
     o_hi = [int(b.ob[p + 1]) for b in buckets]
-    key = _as_numbers(np.concatenate([b.key[lo:hi] for b, lo, hi in zip(buckets, c_lo, c_hi)]))
+    key = as_numbers(np.concatenate([b.key[lo:hi] for b, lo, hi in zip(buckets, c_lo, c_hi)]))
     text = buckets[0].ids is not None
     # The first index (a slower, stable sort) is needed only to find text ids; numbers are their keys.
     uniques, *first, customer = np.unique(key, return_index=text, return_inverse=True)
@@ -457,7 +460,7 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
     order = np.empty(len(has), dtype=np.int64)
     n_orders = 0
     if has.any():
-        invoice, n_inv = _dense_codes(_as_numbers(cat("invoice_key", o_lo, o_hi)[has]))
+        invoice, n_inv = _dense_codes(as_numbers(cat("invoice_key", o_lo, o_hi)[has]))
         codes, n_orders = _dense_codes(order_customer[has].astype(np.int64) * n_inv + invoice)
         order[has] = codes
     if not has.all():

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from gpuseg import coding
-from gpuseg.coding import (EncodedText, _as_numbers, _hash_codes, code_entries, code_ids, factorize_keys,
+from gpuseg.coding import (EncodedText, as_numbers, _hash_codes, code_entries, code_ids, factorize_keys,
                            factorize_values, key_hash, order_codes, text_keys)
 from gpuseg.backend import to_numpy
 
@@ -66,7 +66,7 @@ def test_byte_keys_are_exact_and_keep_text_order():
     assert short.dtype == np.dtype("S8")
     # The hash does not depend on the padding width, so batches of different widths agree.
     assert np.array_equal(key_hash(short), key_hash(keys[:6]))
-    assert np.argsort(_as_numbers(short), kind="stable").tolist() == \
+    assert np.argsort(as_numbers(short), kind="stable").tolist() == \
         pc.sort_indices(text.slice(0, 6)).to_numpy().tolist()
     assert text_keys(pa.array(["x" * 65])) is None  # longer than KEY_BYTES_MAX
     assert text_keys(pa.array(["a\x00"])) is None   # a NUL would be ambiguous with the padding
