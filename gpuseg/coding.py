@@ -335,14 +335,6 @@ class EncodedText:
     def __len__(self) -> int:
         return len(self.indices)
 
-    @property
-    def null_count(self) -> int:
-        return int(np.count_nonzero(self.indices < 0))
-
-    def filter(self, mask: pa.Array) -> "EncodedText":
-        return EncodedText(self.indices[mask.to_numpy(zero_copy_only=False)], self.dictionary, self.keys,
-                           self._all_int)
-
     def local_codes(self, xp: Any = np) -> tuple[Any, Any]:
         """Each row's dictionary entry (in ``xp``) and which rows have a non-blank id
         (None when all do): entries are codes within the batch."""
