@@ -11,7 +11,6 @@ invoice of one customer, or one customer-day when there is no invoice.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,7 +70,6 @@ class Transactions:
     customer_ids: pa.Array
     as_of: int
     rows: RowCounts
-    read_seconds: float = 0.0
 
     @property
     def n_customers(self) -> int:
@@ -302,7 +300,6 @@ class BatchStats:
 
     rows: RowCounts
     max_day: int | None = None
-    text_ids: bool = False          # some kept customer id was text
     text_from_csv: bool = True      # every text id came from a CSV file
     text_all_int: bool = True       # and every one of them is a canonical integer
     bad_date: tuple[Path, object] | None = None  # the first unparseable date seen
@@ -315,7 +312,6 @@ class BatchStats:
             self.rows.dropped[reason] = self.rows.dropped.get(reason, 0) + count
         if other.max_day is not None:
             self.max_day = other.max_day if self.max_day is None else max(self.max_day, other.max_day)
-        self.text_ids |= other.text_ids
         self.text_from_csv &= other.text_from_csv
         self.text_all_int &= other.text_all_int
         self.bad_date = self.bad_date or other.bad_date
@@ -352,7 +348,6 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
     mask = pa.array(to_numpy(keep))
     ids = cust_col.filter(mask)
     if is_text(ids.type) or is_encoded_text(ids.type):
-        stats.text_ids = True
         stats.text_from_csv = path.name.lower().endswith(CSV_SUFFIXES)
         if encode_text:
             ids = EncodedText.encode(ids)
@@ -403,18 +398,16 @@ class Cleaner:
         self.stats = BatchStats(RowCounts())
         if as_of is not None:
             self.stats.rows.dropped[AFTER_AS_OF] = 0
-        self.read_seconds = 0.0  # summed over threads: time spent decoding files
 
     @property
     def rows(self) -> RowCounts:
         return self.stats.rows
 
-    def _clean(self, item: tuple[Path, Any], then: Callable[[KeptRows], Any] | None = None) -> tuple[Any, BatchStats] | None:
+    def _clean(self, item: tuple[Path, Any],
+               then: Callable[[KeptRows], Any] | None = None) -> tuple[Any, BatchStats] | None:
         path, batch = item
         if callable(batch):
-            t0 = time.perf_counter()
             batch = batch()
-            self.read_seconds += time.perf_counter() - t0  # a float add: atomic under the GIL
         if batch is None or batch.num_rows == 0:
             return None
         kept, stats = clean_batch(path, batch, self.mapping, self.date_format, self.as_of_day, self.xp,
@@ -454,13 +447,7 @@ class Cleaner:
 
     def assemble(self, parts: list[KeptRows]) -> Transactions:
         """Code the kept rows (emptying ``parts``) into :class:`Transactions`."""
-        tx = assemble(parts, self.as_of, self.rows, self.ids_to_int, self.mapping.invoice is not None, self.xp)
-        tx.read_seconds = self.read_seconds
-        return tx
-
-    @property
-    def max_day(self) -> int | None:
-        return self.stats.max_day
+        return assemble(parts, self.as_of, self.rows, self.ids_to_int, self.mapping.invoice is not None, self.xp)
 
     @property
     def as_of(self) -> int:

@@ -475,6 +475,8 @@ def order_codes(customer: Any, day: Any, invoice: Any | None = None, has_invoice
     """
     xp = get_namespace(customer)
     n = int(customer.shape[0])
+    if n == 0:
+        return xp.empty(0, dtype=np.int32), 0
     if invoice is None:
         has = xp.zeros(n, dtype=bool)
     else:

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from .backend import get_namespace, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import (EncodedText, as_numbers, all_int_text, code_entries, code_ids, factorize_values, key_hash,
+from .coding import (EncodedText, as_numbers, code_entries, code_ids, factorize_values, key_hash,
                      n_entries, order_codes)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
@@ -153,9 +153,11 @@ def _bucketize(batch: BatchSums) -> Buckets | None:
         inv = np.zeros(len(has), invoice_key.dtype)
     # Numeric ids are their keys; text is kept for the output (keys are padded bytes).
     ids = batch.customers.dictionary.take(pa.array(cperm)) if isinstance(batch.customers, EncodedText) else None
-    return Buckets(_part_type(batch.customers), None if batch.invoices is None else _part_type(batch.invoices), ids, key[cperm], sums.monetary[cperm], sums.bought[cperm], sums.returned[cperm],
-                   _bounds(bucket), order_customer[operm], has[operm], inv[operm], sums.order_day[operm],
-                   sums.order_net[operm], sums.order_gross[operm], _bounds(bucket[sums.order_customer]))
+    invoice_type = None if batch.invoices is None else _part_type(batch.invoices)
+    return Buckets(_part_type(batch.customers), invoice_type, ids, key[cperm], sums.monetary[cperm],
+                   sums.bought[cperm], sums.returned[cperm], _bounds(bucket), order_customer[operm], has[operm],
+                   inv[operm], sums.order_day[operm], sums.order_net[operm], sums.order_gross[operm],
+                   _bounds(bucket[sums.order_customer]))
 
 
 @dataclass
@@ -172,8 +174,6 @@ class Ingested:
     as_of : int
         The reference day.
     rows : RowCounts
-    read_seconds : float
-        Decoding time summed over threads.
     device_bytes : int
         Bytes copied to the device to clean there.
     """
@@ -183,7 +183,6 @@ class Ingested:
     n_orders: int
     as_of: int
     rows: RowCounts
-    read_seconds: float = 0.0
     device_bytes: int = 0
 
 
@@ -360,7 +359,7 @@ class Merged:
         ids = _cat([ids for ids, _, _ in done])
         n_customers = sum(n for _, _, n in done)
         if isinstance(ids, pa.Array):
-            if self.ids_to_int and len(ids) and all_int_text(ids):
+            if self.ids_to_int and len(ids):  # every batch's text was checked: canonical integers
                 ids = ids.cast(pa.int64())
             order = pc.sort_indices(ids).to_numpy()
             customer_ids = ids.take(pa.array(order))
@@ -457,18 +456,11 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
                                               zip(buckets, o_lo, o_hi, c_lo, base)])]
     has = cat("has_invoice", o_lo, o_hi)
     day = cat("order_day", o_lo, o_hi)
-    order = np.empty(len(has), dtype=np.int64)
-    n_orders = 0
+    invoice = np.zeros(len(has), dtype=np.int64)
+    n_inv = 0
     if has.any():
-        invoice, n_inv = _dense_codes(as_numbers(cat("invoice_key", o_lo, o_hi)[has]))
-        codes, n_orders = _dense_codes(order_customer[has].astype(np.int64) * n_inv + invoice)
-        order[has] = codes
-    if not has.all():
-        d = day[~has].astype(np.int64)
-        lo_day = int(d.min())
-        codes, n = _dense_codes(order_customer[~has].astype(np.int64) * (int(d.max()) - lo_day + 1) + (d - lo_day))
-        order[~has] = codes + n_orders
-        n_orders += n
+        invoice[has], n_inv = _dense_codes(as_numbers(cat("invoice_key", o_lo, o_hi)[has]))
+    order, n_orders = order_codes(order_customer, day, invoice, None if has.all() else has, n_inv)
     merged_day = np.full(n_orders, _BIG_DAY, dtype=np.int32)
     np.minimum.at(merged_day, order, day)
     merged_customer = np.empty(n_orders, dtype=np.int64)
@@ -514,5 +506,5 @@ def ingest(items: Iterable[tuple[Path, Any]], mapping: ColumnMapping, date_forma
         merged = merge(batches, cleaner.ids_to_int, workers)
     with timer.stage("features"):
         features, customer_ids = merged.features(cleaner.as_of, workers)
-    return Ingested(features, customer_ids, merged.n_orders, cleaner.as_of, cleaner.rows, cleaner.read_seconds,
+    return Ingested(features, customer_ids, merged.n_orders, cleaner.as_of, cleaner.rows,
                     cleaner.stats.device_bytes)

@@ -128,8 +128,8 @@ def iter_readers(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch 
         return
     _check_columns(path, mapping)
     try:
-        schema = pq.read_schema(path)
-        n = pq.ParquetFile(path).num_row_groups
+        pf = pq.ParquetFile(path)
+        schema, n = pf.schema_arrow, pf.num_row_groups
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
     as_dictionary = [c for c in (mapping.customer, mapping.invoice)

@@ -122,3 +122,10 @@ def test_orders_invoices_shared_by_customers_and_customer_days(xp):
     order, n = order_codes(customer, day, invoice, has, 2)
     assert n == 5
     assert same_partition(order, [0, 0, 1, 2, 3, 3, 4])
+
+
+def test_orders_of_no_lines(xp):
+    empty = xp.asarray([], dtype=xp.int64)
+    order, n = order_codes(empty, empty.astype(xp.int32), empty, None, 0)
+    assert n == 0 and order.shape == (0,)
+    assert order_codes(empty, empty.astype(xp.int32))[1] == 0
