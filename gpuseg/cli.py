@@ -10,13 +10,17 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+# Typer carries its own copy of click; its exceptions are the ones raised here.
+from typer._click import exceptions as click_errors
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -26,8 +30,33 @@ from .config import SegmentConfig, parse_date, parse_features
 from .errors import GpusegError
 from .features import DEFAULT_FEATURES, FEATURES
 
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (``--k abc``, a missing option) as one ``Error:`` line and exit code 2, like library errors."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as exc:
+            out_console.print(exc.ctx.get_help() if exc.ctx else str(exc), markup=False, highlight=False)
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            hint = (f" (see '{exc.ctx.command_path} --help')" if isinstance(exc, click_errors.UsageError) and exc.ctx
+                    else "")
+            message = " ".join(exc.format_message().split())
+            err_console.print(f"[bold red]Error:[/] {escape(message)}{escape(hint)}", highlight=False,
+                              soft_wrap=True)
+            sys.exit(EXIT_BAD_INPUT if isinstance(exc, click_errors.UsageError) else exc.exit_code)
+        except typer.Abort:
+            err_console.print("Aborted.")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="gpuseg",
+    cls=_OneLineErrors,
     help="Customer segmentation from retail transaction logs, on NVIDIA GPUs or the CPU.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -102,7 +131,19 @@ def _main(
                                           help="Show the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does.")] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    # Libraries that set their own loggers' levels (Dask's are INFO) still pass through this one gate.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+
+
+def _quiet() -> None:
+    """``-q``: print only errors. gpuseg's own errors reach the user as ``Error:`` lines, not
+    through logging, so other libraries' log lines and warnings are dropped."""
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.CRITICAL + 1)
+    warnings.simplefilter("ignore")
 
 
 FEATURE_HELP = f"Comma-separated clustering features; any of: {', '.join(FEATURES)}."
@@ -138,7 +179,7 @@ def _columns(customer: str | None, date: str | None, invoice: str | None, amount
 def segment(
     inputs: Inputs = None,
     k: Annotated[int, typer.Option("--k", "-k", help="Number of segments.")] = 5,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("segments"),
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (replaced whole by each run).")] = "segments",
     features: Features = ",".join(DEFAULT_FEATURES),
     backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml.")] = "auto",
     customer_col: CustomerCol = None,
@@ -164,6 +205,8 @@ def segment(
     """
     from .pipeline import run
 
+    if quiet:
+        _quiet()
     with _user_errors():
         config = _segment_config(inputs, out, k, features, backend, customer_col, date_col, invoice_col, amount_col,
                                  quantity_col, price_col, date_format, as_of, max_iter=max_iter, tol=tol,
@@ -232,7 +275,7 @@ def _print_result(result: Any) -> None:
                       f"model.json, report.json", highlight=False)
 
 
-def _segment_config(inputs: list[str] | None, out: Path, k: int, features: str, backend: str,
+def _segment_config(inputs: list[str] | None, out: str, k: int, features: str, backend: str,
                     customer_col: str | None, date_col: str | None, invoice_col: str | None, amount_col: str | None,
                     quantity_col: str | None, price_col: str | None, date_format: str | None, as_of: str | None,
                     **options: Any) -> SegmentConfig:
@@ -247,7 +290,7 @@ def choose_k_command(
     inputs: Inputs = None,
     k_min: Annotated[int, typer.Option(help="Smallest k to try (>= 2).")] = 2,
     k_max: Annotated[int, typer.Option(help="Largest k to try.")] = 12,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for choose_k.json and choose_k.png.")] = Path("segments"),
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder for choose_k.json and choose_k.png (replaced whole).")] = "choose-k",
     sample_size: Annotated[int, typer.Option(help="Customers sampled for the silhouette.")] = 5000,
     runs: Annotated[int, typer.Option(help="Seeds per k, for stability (mean adjusted Rand index).")] = 3,
     features: Features = ",".join(DEFAULT_FEATURES),
@@ -294,7 +337,7 @@ def score(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="CSV or Parquet files, folders or globs to score.",
                                                show_default=False)],
     model: Annotated[Path, typer.Option("--model", "-m", help="model.json written by gpuseg segment.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("scores"),
+    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (replaced whole by each run).")] = "scores",
     backend: Annotated[str, typer.Option(help="auto, cpu, cupy or cuml (nearest centroid runs on cpu or cupy).")] = "auto",
     customer_col: Annotated[Optional[str], typer.Option(help="Customer id column (default: as in the model).", rich_help_panel="Columns")] = None,
     date_col: DateCol = None,
@@ -307,6 +350,7 @@ def score(
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory to stay within, e.g. 4GB; larger inputs are streamed in partitions (default: a quarter of RAM).")] = None,
     partitions: Annotated[Optional[int], typer.Option(help="Stream through this many partitions regardless of size.")] = None,
     scheduler: Scheduler = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
     """Assign new transactions' customers to a saved model's segments, and summarise drift.
 
@@ -316,6 +360,8 @@ def score(
 
     from .scoring import ScoreConfig, parse_memory, score as run_score
 
+    if quiet:
+        _quiet()
     with _user_errors():
         columns = _columns(customer_col, date_col, invoice_col, amount_col, quantity_col, price_col)
         config = ScoreConfig(model=model, inputs=tuple(inputs), out=out, backend=backend, columns=columns,
@@ -324,14 +370,16 @@ def score(
                              **({"memory_limit": parse_memory(memory_limit)} if memory_limit else {}))
         if scheduler:
             from .dask_pipeline import score_dask
-            with out_console.status("Scoring on Dask…"):
+            with out_console.status("Scoring on Dask…") if not quiet else _nullcontext():
                 res = score_dask(config, scheduler)
+            if quiet:
+                return
             out_console.print(f"Scored {res['drift']['n_customers']:,} customers on {escape(res['report']['scheduler'])} "
                               f"({res['report']['workers']} workers); wrote {escape(str(config.out))}/ "
                               "(assignments/ as a Parquet dataset, drift.json, score_report.json)", highlight=False)
             return
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"),
-                      console=out_console, transient=True) as bar:
+                      console=out_console, transient=True, disable=quiet) as bar:
             task = bar.add_task("Scoring", total=None)
 
             def progress(stage: str, done: int, total: int | None) -> None:
@@ -339,6 +387,8 @@ def score(
                 bar.update(task, description=label, completed=done, total=total)
 
             result = run_score(config, progress)
+    if quiet:
+        return
     drift = result.drift
     table = Table(title=f"Scored {drift['n_customers']:,} customers (as of {result.report['as_of']})",
                   title_justify="left")
@@ -361,15 +411,16 @@ def score(
 @app.command()
 def report(
     out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="The --out folder of a gpuseg segment run.")],
+    choose_k: Annotated[Optional[Path], typer.Option("--choose-k", help="The --out folder of a gpuseg choose-k run: add its curves.")] = None,
 ) -> None:
     """Write OUT_DIR/report.html: one self-contained page with the segments, profiles, a projection and timings.
 
-    Example: [bold]gpuseg segment sales.parquet --out segments/ && gpuseg report segments/[/]
+    Example: [bold]gpuseg segment sales.parquet --out segments/ && gpuseg report segments/ --choose-k choose-k/[/]
     """
     from .html_report import write_report
 
     with _user_errors():
-        path = write_report(out_dir)
+        path = write_report(out_dir, choose_k)
     out_console.print(f"Wrote {escape(str(path))}", highlight=False)
 
 
@@ -482,9 +533,19 @@ def _keep_freed_memory() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    SIGTERM (what ``kill``, batch schedulers and container runtimes send)
+    is handled like Ctrl-C: the run stops with exit code 130 and removes its
+    staging and scratch folders on the way out.
+    """
     _keep_freed_memory()
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

@@ -11,6 +11,7 @@ from .backend import BACKEND_CHOICES
 from .columns import ROLES
 from .errors import GpusegError
 from .features import DEFAULT_FEATURES, FEATURES
+from .outputs import check_out
 
 DEMO_CUSTOMERS = 50_000
 PRECISIONS = ("auto", "float32", "float64")
@@ -63,6 +64,7 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
+        check_out(self.out, self.inputs)
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "features", tuple(self.features))
         if self.reference_model is not None:
@@ -93,5 +95,3 @@ class SegmentConfig:
         if self.date_format is not None and "%" not in self.date_format:
             raise GpusegError(f"--date-format {self.date_format!r} has no strptime codes; "
                               "write it like '%m/%d/%Y %H:%M'")
-        if self.out.exists() and not self.out.is_dir():
-            raise GpusegError(f"--out {str(self.out)!r} exists and is not a folder")

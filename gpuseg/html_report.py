@@ -4,7 +4,7 @@ Everything is embedded (figures as base64 PNG, styles inline, no scripts,
 no external references), so the file can be mailed or archived as is.
 Sections: summary, segment sizes and revenue shares, per-segment feature
 profiles, a 2-D projection of a sample of customers coloured by segment, the
-choose-k curves when ``choose_k.json`` is in the folder, and the stage timings.
+choose-k curves of a ``gpuseg choose-k`` run when one is given, and the stage timings.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def _load(out: Path) -> dict[str, Any]:
+def _load(out: Path, choose_k_dir: Path | None = None) -> dict[str, Any]:
     missing = [name for name in NEEDED if not (out / name).exists()]
     if not out.is_dir():
         raise GpusegError(f"{str(out)!r} is not a folder; give the --out folder of a gpuseg segment run")
@@ -57,11 +57,17 @@ def _load(out: Path) -> dict[str, Any]:
         raise GpusegError(f"cannot read the outputs in {str(out)!r}: {type(exc).__name__}: {exc}") from None
     model = SegmentModel.load(out / "model.json")
     choose = None
-    if (out / "choose_k.json").exists():
+    if choose_k_dir is not None:
+        path = choose_k_dir / "choose_k.json" if choose_k_dir.is_dir() else choose_k_dir
         try:
-            choose = json.loads((out / "choose_k.json").read_text())
-        except ValueError:
-            choose = None
+            choose = json.loads(path.read_text(encoding="utf-8"))
+            int(choose["recommended_k"]), list(choose["metrics"])
+        except FileNotFoundError:
+            raise GpusegError(f"--choose-k {str(choose_k_dir)!r} holds no choose_k.json; give the --out folder "
+                              "of a gpuseg choose-k run") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError) as exc:
+            raise GpusegError(f"--choose-k {str(choose_k_dir)!r}: choose_k.json is not a gpuseg choose-k "
+                              f"result ({type(exc).__name__})") from None
     return {"segments": segments, "features": features, "segment": assignments.column("segment").to_numpy(),
             "report": report, "model": model, "choose_k": choose}
 
@@ -214,10 +220,14 @@ def build_html(data: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def write_report(out: str | os.PathLike[str]) -> Path:
-    """Write ``report.html`` into a segment run's output folder; returns its path."""
+def write_report(out: str | os.PathLike[str], choose_k: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``report.html`` into a segment run's output folder; returns its path.
+
+    ``choose_k``: the output folder (or ``choose_k.json``) of a ``gpuseg
+    choose-k`` run, whose curves the page then shows.
+    """
     out = Path(out)
-    page = build_html(_load(out))
+    page = build_html(_load(out, Path(choose_k) if choose_k is not None else None))
     path = out / REPORT_HTML
     tmp = out / f".{REPORT_HTML}.partial"
     tmp.write_text(page, encoding="utf-8")

@@ -161,6 +161,10 @@ def min_cost_assignment(cost: np.ndarray) -> list[int]:
     n, m = cost.shape
     if n > m:
         raise ValueError(f"need rows <= columns, got {n} x {m}")
+    # The search below ends only when some reduced cost reaches the minimum; a NaN
+    # compares false with everything, so it would never end.
+    if not np.isfinite(cost).all():
+        raise ValueError("min_cost_assignment needs finite costs")
     inf = float("inf")
     u = np.zeros(n + 1)
     v = np.zeros(m + 1)

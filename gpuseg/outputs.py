@@ -1,14 +1,17 @@
 """Outputs: assignments, features, segment profiles, model and report.
 
-Everything is written into a temporary folder beside ``--out`` and moved into
-place only when complete, so a failed run leaves nothing behind.
+Everything is written into a staging folder beside ``--out``, which replaces
+``--out`` whole only when complete: a failed run leaves nothing behind, and a
+finished one leaves exactly its own files (see :func:`staged_output`).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .errors import GpusegError
 from .summary import SegmentSums
 
 ASSIGNMENTS = "assignments.parquet"
@@ -30,26 +34,127 @@ REPORT = "report.json"
 MIGRATION = "migration.csv"
 
 
-@contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder; on success its files move into ``out``.
+#: Everything a gpuseg command writes into ``--out`` (Dask writes the two datasets as folders).
+#: A folder holding anything else was not written by gpuseg and is never replaced.
+OUTPUT_NAMES = frozenset({ASSIGNMENTS, FEATURES_FILE, SEGMENTS, MODEL, REPORT, MIGRATION, "report.html",
+                          "drift.json", "score_report.json", "choose_k.json", "choose_k.png",
+                          "assignments", "features"})
 
-    On an exception the temporary folder is removed (and ``out``'s parent, if
-    this call created it), and ``out`` is left as it was.
+
+def owner_tag() -> str:
+    """Host and process id, written into staging names so that a later run can tell a dead run's leftovers."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale(folder: Path, prefix: str, restore: Path | None = None) -> None:
+    """Remove the entries ``prefix + HOST-PID-*`` in ``folder`` left by dead runs on this host.
+
+    A run killed by SIGKILL (or a power cut) cannot clean up after itself;
+    the next run does. Entries of live processes, and of other hosts (a
+    shared filesystem), are left alone. With ``restore``, an entry that
+    holds a previous output set aside during a swap is moved back to
+    ``restore`` when that is missing (the run died between the two renames).
     """
-    out = Path(out)
+    host = socket.gethostname().replace("-", "_")
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        parts = entry.name[len(prefix):].split("-")
+        if len(parts) < 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        if restore is not None and not restore.exists():
+            try:
+                os.replace(entry, restore)
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def check_out(out: Path | str, inputs: tuple[str, ...] = ()) -> Path:
+    """``out`` as an absolute path, if a run may write it; else :class:`GpusegError`.
+
+    The rule: ``--out`` is a folder of its own. It may be new, empty, or a
+    folder that holds only gpuseg outputs (:data:`OUTPUT_NAMES`, from an
+    earlier run, which it then replaces whole). It may not be the current
+    folder or hold it, nor be, hold or lie inside an input folder, nor hold
+    an input file.
+    """
+    text = str(out)
+    if not text.strip():
+        raise GpusegError("--out is empty; give a folder for the outputs, e.g. --out segments")
+    path = Path(os.path.abspath(text))
+    cwd = Path(os.getcwd())
+    if path == cwd or path in cwd.parents:
+        raise GpusegError(f"--out {text!r} is the current folder or holds it; give a folder of its own, "
+                          "e.g. --out segments")
+    for item in inputs:
+        if glob.has_magic(item):
+            fixed = Path(item).parts
+            fixed = fixed[:next(i for i, part in enumerate(fixed) if glob.has_magic(part))]
+            src = Path(os.path.abspath(Path(*fixed))) if fixed else cwd
+        else:
+            src = Path(os.path.abspath(item))
+        if src == path or path in src.parents:
+            raise GpusegError(f"--out {text!r} holds the input {item!r}; give another folder")
+        if src.is_dir() and src in path.parents:
+            raise GpusegError(f"--out {text!r} is inside the input folder {item!r}, where the next run would "
+                              "read the outputs as input; give a folder outside it")
+    if path.exists():
+        if not path.is_dir():
+            raise GpusegError(f"--out {text!r} exists and is not a folder")
+        try:
+            foreign = sorted(p.name for p in path.iterdir() if p.name not in OUTPUT_NAMES)
+        except OSError as exc:
+            raise GpusegError(f"--out {text!r} cannot be read: {exc.strerror}") from None
+        if foreign:
+            raise GpusegError(f"--out {text!r} holds files gpuseg did not write (e.g. {foreign[0]!r}), and a run "
+                              "replaces the whole folder; give a new or empty folder, or an earlier run's --out")
+    return path
+
+
+@contextmanager
+def staged_output(out: Path | str) -> Iterator[Path]:
+    """Yield a fresh staging folder beside ``out``; on success it replaces ``out`` whole.
+
+    ``out`` then holds exactly one run's outputs: the previous folder is
+    renamed aside, the staging folder renamed into place, and the previous
+    one removed (a failure between the renames puts it back). On an
+    exception, SIGINT or SIGTERM (see :func:`gpuseg.cli.main`) the staging
+    folder is removed, and ``out``'s parent if this call created it; ``out``
+    is left as it was. Leftovers of dead runs (SIGKILL) are swept first.
+    ``out`` must pass :func:`check_out`.
+    """
+    out = check_out(out)
     made: list[Path] = []
-    parent = out.absolute().parent
+    parent = out.parent
     while not parent.exists():
         made.append(parent)
         parent = parent.parent
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out.parent, f".{out.name}.partial-")
+    sweep_stale(out.parent, f".{out.name}.old-", restore=out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{owner_tag()}", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output folder should not be
     try:
         yield tmp
+        _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in made:
@@ -58,15 +163,21 @@ def staged_output(out: Path) -> Iterator[Path]:
             except OSError:
                 pass
         raise
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Put the folder ``new`` in the place of ``out`` (which may not exist)."""
     if not out.exists():
-        os.replace(tmp, out)
+        os.replace(new, out)
         return
-    for f in tmp.iterdir():
-        target = out / f.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(f, target)
-    tmp.rmdir()
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{owner_tag()}", dir=out.parent))
+    os.replace(out, old)  # onto an empty folder: allowed, and atomic
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def segment_profiles(segment: Any, columns: dict[str, Any], k: int,
@@ -89,7 +200,21 @@ def write_segments_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    """Strict JSON: a value that is not a finite number (an undefined metric) is written as null."""
+    path.write_text(json.dumps(_finite(obj), indent=2, default=_jsonable, allow_nan=False) + "\n",
+                    encoding="utf-8")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    return obj
 
 
 def _jsonable(obj: Any) -> Any:

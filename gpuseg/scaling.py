@@ -28,6 +28,21 @@ def signed_log1p(x: Any) -> Any:
     return xp.copysign(out, x, out=out)  # equal to sign(x)·log1p(|x|), in one buffer
 
 
+def first_non_finite(X: Any) -> int | None:
+    """Row of the first non-finite value of ``X`` (n, d) or (n,), in any namespace; None when all are finite.
+
+    One reduction where ``X`` lives; only a count and, when there is one, a
+    row index come back to the host.
+    """
+    xp = get_namespace(X)
+    ok = xp.isfinite(X)
+    if ok.ndim > 1:
+        ok = ok.all(axis=1)
+    if int(xp.count_nonzero(ok)) == ok.shape[0]:
+        return None
+    return int(xp.argmin(ok))
+
+
 def skewness(x: Any) -> float:
     """Sample skewness (Fisher-Pearson, biased) of a 1-D array; 0 for a constant."""
     return float(Moments.of(x.reshape(-1, 1)).skewness()[0])
@@ -209,6 +224,10 @@ class Scaler:
                 mean, std = float(moments.mean_log[j]), math.sqrt(float(moments.m2_log[j] / n))
             else:
                 mean, std = float(moments.mean[j]), math.sqrt(float(moments.m2[j] / n))
+            if not (math.isfinite(mean) and math.isfinite(std)):
+                # Finite values whose sums overflow: no standardisation of them is meaningful.
+                raise GpusegError(f"feature {features[j]!r} cannot be scaled: its values are too large "
+                                  f"(their sums pass float64's range, about 1.8e308); check the amount column")
             logs.append(use_log)
             means.append(mean)
             scales.append(std if std > 0 else 1.0)
@@ -249,4 +268,6 @@ class Scaler:
         n = len(sc.features)
         if not (len(sc.log1p) == len(sc.mean) == len(sc.scale) == n) or any(s <= 0 for s in sc.scale):
             raise GpusegError("invalid scaler in model: lengths differ or a scale is not positive")
+        if not all(math.isfinite(v) for v in sc.mean + sc.scale):
+            raise GpusegError("invalid scaler in model: a mean or scale is not finite")
         return sc

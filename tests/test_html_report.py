@@ -23,8 +23,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def out_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "segments"
     run(SegmentConfig(out=out, k=4, demo_customers=3000))
-    choose_k(SegmentConfig(out=out, demo_customers=3000), k_min=2, k_max=5, sample_size=500, runs=2)
-    result = runner.invoke(app, ["report", str(out)])
+    chosen = out.parent / "choose-k"
+    choose_k(SegmentConfig(out=chosen, demo_customers=3000), k_min=2, k_max=5, sample_size=500, runs=2)
+    result = runner.invoke(app, ["report", str(out), "--choose-k", str(chosen)])
     assert result.exit_code == 0, result.output
     return out
 
