@@ -1,9 +1,9 @@
 """Cleaning: parse dates and amounts, drop unusable rows (counted), code ids.
 
 Rows are dropped for the first of these reasons that applies, and counted
-under it: ``missing_customer_id``, ``unparseable_date``, ``bad_amount``
-(missing or not finite), and, when ``as_of`` is given, ``after_as_of``
-(dated on or after it). Returns and cancellations (negative amounts) are
+under it: ``missing_customer_id``, ``unparseable_date``, ``date_out_of_range``
+(before 1900-01-01 or after 2262-04-11), ``bad_amount`` (missing or not
+finite), and, when ``as_of`` is given, ``after_as_of`` (dated on or after it). Returns and cancellations (negative amounts) are
 kept. Customer ids are coded 0..C-1 in sorted id order; an *order* is an
 invoice of one customer, or one customer-day when there is no invoice.
 """
@@ -28,9 +28,14 @@ from .columns import ColumnMapping
 from .errors import GpusegError
 from .reading import CSV_SUFFIXES
 
-DROP_REASONS = ("missing_customer_id", "unparseable_date", "bad_amount")
+DROP_REASONS = ("missing_customer_id", "unparseable_date", "date_out_of_range", "bad_amount")
 AFTER_AS_OF = "after_as_of"
 EPOCH = dt.date(1970, 1, 1)
+#: Dates a transaction may have: from 1900 to the last day that nanosecond timestamps (pandas,
+#: Dask) hold. Others are typos or sentinels (0001-01-01, 9999-12-31) that would make as_of,
+#: and so every recency, meaningless; they are dropped as ``date_out_of_range``.
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2262, 4, 11)
+FIRST_DAY, LAST_DAY = (FIRST_DATE - EPOCH).days, (LAST_DATE - EPOCH).days
 
 
 
@@ -246,7 +251,8 @@ def screen(has_customer: Any, day: Any, date_ok: Any, amount: Any,
 
     The one drop rule of every front-end (single process, streamed scoring,
     Dask, cuDF): a row counts once, under the first of ``missing_customer_id``,
-    ``unparseable_date``, ``bad_amount`` (missing or not finite) and, with
+    ``unparseable_date``, ``date_out_of_range`` (before :data:`FIRST_DATE` or
+    after :data:`LAST_DATE`), ``bad_amount`` (missing or not finite) and, with
     ``as_of_day``, ``after_as_of`` (dated on or after it).
 
     Parameters
@@ -265,10 +271,13 @@ def screen(has_customer: Any, day: Any, date_ok: Any, amount: Any,
     xp = get_namespace(day, amount)
     n = int(day.shape[0])
     keep = has_customer & date_ok
+    in_range = (day >= FIRST_DAY) & (day <= LAST_DAY)
     amount_ok = xp.isfinite(amount)
     dropped = {"missing_customer_id": n - int(xp.count_nonzero(has_customer)),
                "unparseable_date": int(xp.count_nonzero(has_customer & ~date_ok)),
-               "bad_amount": int(xp.count_nonzero(keep & ~amount_ok))}
+               "date_out_of_range": int(xp.count_nonzero(keep & ~in_range))}
+    keep &= in_range
+    dropped["bad_amount"] = int(xp.count_nonzero(keep & ~amount_ok))
     keep &= amount_ok
     if as_of_day is not None:
         late = keep & (day >= as_of_day)

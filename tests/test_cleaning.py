@@ -137,7 +137,8 @@ def test_drop_reasons_counted_once_in_precedence_order():
     })
     # Rows 1-4 lack a customer (row 4 also has a bad date and amount): customer first.
     # Rows 5-6 have a bad date (row 6 also a missing amount): date second.
-    assert tx.rows.dropped == {"missing_customer_id": 4, "unparseable_date": 2, "bad_amount": 2}
+    assert tx.rows.dropped == {"missing_customer_id": 4, "unparseable_date": 2, "date_out_of_range": 0,
+                               "bad_amount": 2}
     assert tx.rows.read == 10 and tx.rows.used == 2
     assert tx.customer_ids.to_pylist() == ["a", "d"]
     assert AFTER_AS_OF not in tx.rows.dropped
@@ -207,7 +208,8 @@ def test_dictionary_encoded_columns_are_read_like_plain_ones():
     tx = run_clean({"customer_id": pa.array(["b", "", "a", "b"]).dictionary_encode(),
                     "date": pa.array(["2024-01-02", "2024-01-01", "2024-01-01", "2024-02-30"]).dictionary_encode(),
                     "amount": [1.0, 2.0, 3.0, 4.0]})
-    assert tx.rows.dropped == {"missing_customer_id": 1, "unparseable_date": 1, "bad_amount": 0}
+    assert tx.rows.dropped == {"missing_customer_id": 1, "unparseable_date": 1, "date_out_of_range": 0,
+                               "bad_amount": 0}
     assert tx.customer_ids.to_pylist() == ["a", "b"]
     assert sorted(tx.day.tolist()) == [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2))]
 
@@ -288,7 +290,8 @@ def test_explicit_as_of_drops_rows_on_or_after_it():
                     "date": ["2024-01-01", "2024-01-09", "2024-01-10", "2024-03-01", "2024-03-01"],
                     "amount": [1.0] * 5}, as_of=dt.date(2024, 1, 10))
     assert tx.as_of == D(dt.date(2024, 1, 10))
-    assert tx.rows.dropped == {"missing_customer_id": 1, "unparseable_date": 0, "bad_amount": 0, "after_as_of": 2}
+    assert tx.rows.dropped == {"missing_customer_id": 1, "unparseable_date": 0, "date_out_of_range": 0,
+                               "bad_amount": 0, "after_as_of": 2}
     assert tx.rows.used == 2
     assert tx.customer_ids.to_pylist() == ["a"]
     assert tx.day.max() < tx.as_of
@@ -350,3 +353,30 @@ def test_digit_text_ids_from_parquet_stay_text(tmp_path):
     tx = clean([(path, iter_batches(path, mapping))], mapping, xp=_XP[0])
     assert tx.customer_ids.type == pa.string()
     assert tx.customer_ids.to_pylist() == ["123", "45"]
+
+
+# -- dates out of range (issue 11) ------------------------------------------------------------
+
+def test_dates_out_of_range_are_dropped_and_counted():
+    # Text, timestamps beyond the nanosecond range, sentinels: each kind, at the edges too.
+    tx = run_clean({"customer_id": ["a", "b", "c", "d", "e", "f", "g"],
+                    "date": ["2024-01-05", "2500-01-01", "9999-12-31", "0001-01-01", "1899-12-31", "1900-01-01",
+                             "2262-04-11"],
+                    "amount": [1.0, 2.0, 3.0, 4.0, 5.0, float("nan"), 7.0]})
+    assert tx.rows.dropped == {"missing_customer_id": 0, "unparseable_date": 0, "date_out_of_range": 4,
+                               "bad_amount": 1}
+    assert tx.customer_ids.to_pylist() == ["a", "g"]
+    assert tx.as_of == D(dt.date(2262, 4, 12))
+
+
+def test_timestamps_and_yyyymmdd_out_of_range():
+    ts = pa.array([dt.datetime(2024, 5, 1), dt.datetime(2600, 1, 1)], pa.timestamp("us"))
+    tx = run_clean({"customer_id": [1, 2], "date": ts, "amount": [1.0, 1.0]})
+    assert tx.rows.dropped["date_out_of_range"] == 1 and tx.as_of == D(dt.date(2024, 5, 2))
+    tx = run_clean({"customer_id": [1, 2], "date": [20240501, 30000101], "amount": [1.0, 1.0]})
+    assert tx.rows.dropped["date_out_of_range"] == 1 and tx.as_of == D(dt.date(2024, 5, 2))
+
+
+def test_only_dates_out_of_range_is_no_usable_rows():
+    with pytest.raises(GpusegError, match="date_out_of_range: 2"):
+        run_clean({"customer_id": ["a", "b"], "date": ["2500-01-01", "9999-12-31"], "amount": [1.0, 2.0]})

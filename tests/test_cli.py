@@ -145,7 +145,8 @@ def test_segment_csv(tmp_path):
     o = check_outputs(out, n_customers=40, k=3)
     rep = o["report"]
     assert rep["rows"] == {"read": len(cols["amount"]), "used": len(cols["amount"]),
-                           "dropped": {"missing_customer_id": 0, "unparseable_date": 0, "bad_amount": 0}}
+                           "dropped": {"missing_customer_id": 0, "unparseable_date": 0,
+                                       "date_out_of_range": 0, "bad_amount": 0}}
     assert rep["customers_without_purchase"] == 0
     assert rep["columns"] == {"customer": "customer_id", "date": "invoice_date", "invoice": "invoice",
                               "amount": "amount", "quantity": None, "price": None}
@@ -223,8 +224,8 @@ def test_dropped_rows_and_as_of_are_reported(tmp_path):
     late = sum(d >= dt.datetime(2024, 12, 1) for d in cols["invoice_date"]) + 1
     rep = read_outputs(tmp_path / "out")["report"]
     assert rep["rows"]["read"] == n + 4
-    assert rep["rows"]["dropped"] == {"missing_customer_id": 1, "unparseable_date": 1, "bad_amount": 1,
-                                      "after_as_of": late}
+    assert rep["rows"]["dropped"] == {"missing_customer_id": 1, "unparseable_date": 1, "date_out_of_range": 0,
+                                      "bad_amount": 1, "after_as_of": late}
     assert rep["as_of"] == "2024-12-01"
     assert "dropped" in result.output and "missing_customer_id 1" in result.output
 
