@@ -1,0 +1,327 @@
+"""The cuDF reader (issue 12): its rules against the CPU path's.
+
+Three layers:
+
+- pure and array-generic parts (the date regex, ``field_days``,
+  ``float_yyyymmdd_days``, the reader's arguments) on NumPy;
+- ``load_cudf`` run on a pandas stand-in whose cuDF behaviour is taken from
+  the 26.10 sources (``tests/cudf_standin.py``), compared with the CPU path;
+- ``gpu`` tests that run the same comparisons with real cuDF on a device.
+  They skip here, and a skip is not a pass: the stand-in is no substitute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cudf_standin
+from gpuseg import cudf_reading
+from gpuseg.cleaning import clean, day_number, parse_days
+from gpuseg.columns import ColumnMapping
+from gpuseg.cudf_reading import (DatePattern, date_pattern, float_yyyymmdd_days, load_cudf, read_options)
+from gpuseg.errors import GpusegError
+from gpuseg.reading import iter_readers
+
+MAP = ColumnMapping(customer="customer_id", date="date", invoice="invoice", amount="amount")
+QP = ColumnMapping(customer="customer_id", date="date", quantity="qty", price="price")
+FORMATS = ["%m/%d/%Y %H:%M", "%d.%m.%y %I:%M %p", "%Y%m%d", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y"]
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    return cudf_standin.install(monkeypatch)
+
+
+def cpu_days(strings, fmt):
+    d, ok = parse_days(pa.array(strings, pa.string()), fmt)
+    return [int(x) if good else None for x, good in zip(d, ok)]
+
+
+def device_days(strings, fmt, cudf=None, xp=np):
+    """The cuDF path's text-date rule on a stand-in Series (or a real cuDF one)."""
+    series = (cudf.Series(strings, dtype="str") if cudf is not None else pd.Series(strings, dtype="str"))
+    d, ok = cudf_reading._text_days(xp, series, fmt)
+    d, ok = (a.get() if hasattr(a, "get") else a for a in (d, ok))
+    return [int(x) if good else None for x, good in zip(d, ok)]
+
+
+# Rows on which a looser or stricter reading of glibc's strptime would differ.
+TRICKY = {
+    "%m/%d/%Y %H:%M": ["12/1/2009 7:45", "12/01/2009 07:45", "12/1/2009  7:45", " 1/ 2/2024 1:05",
+                       "2/30/2024 1:00", "2/29/2024 1:00", "2/29/2023 1:00", "1/2/0000 1:00", "1/5/0000 1:00",
+                       "1/2/24 1:00", "01/02/2024 24:00", "01/02/2024 23:60", "01/02/2024 1:5",
+                       "01/02/2024 1:05x", "+1/02/2024 1:05", "1/2/20245 1:05", "1/2/999 1:05",
+                       "013/02/2024 1:05", "1/2/2024:05", "1/2/202412:05", "1/2/2024\v1:05", "", "x",
+                       "4/31/2024 1:00", "12/31/9999 23:59"],
+    "%d.%m.%y %I:%M %p": ["01.02.24 12:00 am", "01.02.24 13:00 PM", "01.02.24 0:00 PM", "01.02.24 1:00PM",
+                          "01.02.24 1:00 pM", "29.02.23 1:00 AM", "29.02.00 1:00 AM", "1.2.69 1:00 am",
+                          "1.2.68 1:00 am", "1.2.099 1:00 am"],
+    "%Y%m%d": ["202411", "20240101", "2024011", "2024229", "20240229", "20230229", "19991231", "2024 1 5",
+               "99990101", "00010101", "12341"],
+    "%Y-%m-%d %H:%M:%S": ["2024-01-05 00:00:60", "2024-01-05 00:00:61", "2024-01-05 00:00:62",
+                          "2024-01-05 1:2:3", "2024-01-05", "2024-01-05 10:00:00junk", "2024-1-5 1:2:3"],
+    "%d/%m/%Y": ["30/02/2024", "29/02/2024", "31/04/2024", "1/1/2024", "01/13/2024", "00/01/2024"],
+    "%b %d %Y": ["Feb 29 2024", "Feb 30 2024", "feb 01 2024", "Foo 01 2024"],   # parsed on the host
+    None: ["2024-03-05", "2024-03-05T10:20", "2024-03-05 23:59", "2024-03-05x", "2024-02-30", "2023-02-29",
+           "0000-01-01", "0999-12-31", "2024-3-5", "20240229", "20230229", "00000101", "2024-02-29 ",
+           "+2024-02-29", "", "  ", "12/01/2009"],
+}
+
+
+# -- pure parts (NumPy) ---------------------------------------------------------------
+
+def test_date_pattern_covers_the_usual_formats():
+    p = date_pattern("%m/%d/%Y %H:%M")
+    assert p.fields == ("m", "d", "Y", " ", "H", "M")
+    assert p.runs == ((2, (3,), 4),)  # the year may run into the hour when the space is missing
+    assert p.regex.startswith("^(") and p.regex.endswith("$")
+    assert date_pattern("%Y%m%d").runs == ((0, (), 1), (1, (), 2))
+    assert date_pattern("%Y.%m.%d %%").regex.count("\\.") == 2
+
+
+@pytest.mark.parametrize("fmt", ["%b %d %Y", "%B %d, %Y", "%Y-%j", "%d/%m/%Y %d", "%m/%Y", "%-m/%d/%Y",
+                                 "%Y1%m%d", "%d/%m/%Y %", "%d/%m/%Y %z", "%d/%m/%Y %y", "%d·%m·%Y"])
+def test_formats_the_device_cannot_mirror_go_to_the_host(fmt):
+    assert date_pattern(fmt) is None
+
+
+@pytest.mark.parametrize("fmt", list(TRICKY))
+def test_text_dates_follow_the_cpu_path(standin, fmt):
+    assert device_days(TRICKY[fmt], fmt) == cpu_days(TRICKY[fmt], fmt)
+
+
+def test_host_fallback_is_used_only_for_refused_rows(standin, monkeypatch):
+    seen = []
+    host = cudf_reading._host_text_days
+
+    def spy(cp, text, fmt):
+        seen.append(list(text))
+        return host(cp, text, fmt)
+    monkeypatch.setattr(cudf_reading, "_host_text_days", spy)
+    rows = ["12/1/2009 7:45", "2/30/2024 1:00", "12/10/2009 17:45", "", "junk"]
+    assert device_days(rows, "%m/%d/%Y %H:%M") == cpu_days(rows, "%m/%d/%Y %H:%M")
+    assert seen == [["2/30/2024 1:00", "junk"]]
+
+
+_NEAR_DATE = st.lists(st.sampled_from(list("0123456789/.:- ") + ["12", "31", "29", "02", "2024", "1999", "AM",
+                                                                  "pm", "  ", "\t", "00", "60"]),
+                      min_size=1, max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fmt=st.sampled_from(FORMATS + [None]), texts=st.lists(_NEAR_DATE, min_size=1, max_size=20),
+       year=st.integers(1, 9999), month=st.integers(0, 13), day=st.integers(0, 32))
+def test_text_dates_follow_the_cpu_path_on_random_text(fmt, texts, year, month, day):
+    with pytest.MonkeyPatch.context() as mp:
+        cudf_standin.install(mp)
+        real = (f"{month}/{day}/{year} 1:05", f"{day:02d}.{month:02d}.{year % 100:02d} 1:05 PM",
+                f"{year:04d}{month:02d}{day:02d}", f"{year:04d}-{month:02d}-{day:02d} 10:00:00",
+                f"{day}/{month}/{year}", f"{year:04d}-{month:02d}-{day:02d}")
+        rows = texts + list(real)
+        assert device_days(rows, fmt) == cpu_days(rows, fmt)
+
+
+def test_field_days_leaves_short_runs_of_digits_to_the_host():
+    # %Y%m on "202411" read by a regex: Y=2024, m=1, d=1; glibc reads m=11 and fails.
+    p = date_pattern("%Y%m%d")
+    value = {0: np.array([2024, 2024]), 1: np.array([1, 1]), 2: np.array([1, 15])}
+    digits = {0: np.array([4, 4]), 1: np.array([1, 2]), 2: np.array([1, 2])}
+    length = dict(digits)
+    days, ok = cudf_reading.field_days(p, value, digits, length, np.array([True, True]))
+    assert ok.tolist() == [False, True] and days[1] == day_number(dt.date(2024, 1, 15))
+
+
+def test_float_yyyymmdd_days_as_on_the_cpu_path():
+    values = [20240229.0, 20230229.0, 20240101.5, np.nan, np.inf, 19991231.0, 1.0]
+    d, ok = float_yyyymmdd_days(np.array(values))
+    want_d, want_ok = parse_days(pa.array(values, pa.float64()))
+    assert ok.tolist() == want_ok.tolist() == [True, False, False, False, False, True, False]
+    assert d[ok].tolist() == want_d[want_ok].tolist()
+
+
+def test_parquet_is_read_without_pandas_index_and_refuses_missing_columns():
+    reader, kwargs = read_options(Path("x.parquet"), MAP)
+    assert reader == "read_parquet"
+    assert kwargs == {"columns": MAP.needed, "use_pandas_metadata": False, "ignore_missing_columns": False}
+    assert set(kwargs) <= cudf_standin.READ_PARQUET_PARAMS
+    assert read_options(Path("x.csv"), MAP)[0] == "read_csv"
+
+
+# -- load_cudf on the stand-in, against the CPU path --------------------------------
+
+def cpu_clean(files, mapping, fmt=None):
+    return clean(((f, iter_readers(f, mapping)) for f in files), mapping, fmt)
+
+
+def same_partition(a, b) -> bool:
+    pairs = np.unique(np.stack([np.asarray(a), np.asarray(b)]), axis=1).shape[1]
+    return pairs == len(np.unique(a)) == len(np.unique(b))
+
+
+def assert_same(got, want):
+    assert got.rows.to_dict() == want.rows.to_dict()
+    assert got.customer_ids.to_pylist() == want.customer_ids.to_pylist()
+    for name in ("customer", "day"):
+        np.testing.assert_array_equal(np.asarray(getattr(got, name)), np.asarray(getattr(want, name)), err_msg=name)
+    np.testing.assert_allclose(np.asarray(got.amount), np.asarray(want.amount))
+    assert got.n_orders == want.n_orders and same_partition(got.order, want.order)
+    assert got.as_of == want.as_of
+
+
+def messy_frame(n=40) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
+    dates = [f"{m}/{d}/2024 {h}:05" for m, d, h in zip(rng.integers(1, 13, n), rng.integers(1, 29, n),
+                                                        rng.integers(0, 24, n))]
+    dates[3], dates[7], dates[11] = "2/30/2024 1:00", "not a date", "12/1/2009  7:45"
+    cust = [f"{c}" for c in rng.integers(1, 9, n)]
+    cust[5] = None
+    amount = rng.normal(20, 10, n).round(2)
+    amount[9] = np.nan
+    return pd.DataFrame({"customer_id": cust, "date": dates, "invoice": [f"I{i // 3}" for i in range(n)],
+                         "amount": amount})
+
+
+def test_pandas_index_in_parquet_does_not_misalign_masks(tmp_path, standin):
+    df = messy_frame()
+    df["date"] = pd.to_datetime(df["date"], format="%m/%d/%Y %H:%M", errors="coerce").fillna(pd.Timestamp(0))
+    ranged, indexed = tmp_path / "ranged.parquet", tmp_path / "indexed.parquet"
+    df.set_axis(pd.RangeIndex(100, 100 + len(df))).to_parquet(ranged)  # RangeIndex(start=100) in the metadata
+    df.set_axis(pd.Index(np.arange(len(df))[::-1] * 7, name="row")).to_parquet(indexed)
+    for path in (ranged, indexed):
+        assert_same(load_cudf([path], MAP), cpu_clean([path], MAP))
+    _, _, kwargs = standin.calls[-1]
+    assert kwargs["ignore_missing_columns"] is False and kwargs["use_pandas_metadata"] is False
+
+
+def test_a_file_lacking_a_mapped_column_is_refused_as_on_the_cpu(tmp_path, standin):
+    good, bad = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    messy_frame().to_parquet(good)
+    messy_frame().drop(columns="amount").to_parquet(bad)
+    with pytest.raises(GpusegError, match="lacks column") as cpu:
+        cpu_clean([good, bad], MAP)
+    with pytest.raises(GpusegError, match="lacks column") as gpu:
+        load_cudf([good, bad], MAP)
+    assert str(gpu.value) == str(cpu.value)
+
+
+def test_the_reader_itself_refuses_a_missing_column(tmp_path, standin, monkeypatch):
+    # Even past the footer check (a file that changed in between), nulls are not taken for data.
+    path = tmp_path / "a.parquet"
+    messy_frame().drop(columns="amount").to_parquet(path)
+    monkeypatch.setattr(cudf_reading, "_check_columns", lambda path, mapping: None)
+    with pytest.raises(RuntimeError, match="not found"):
+        load_cudf([path], MAP)
+
+
+def test_messy_csv_with_a_date_format(tmp_path, standin):
+    path = tmp_path / "messy.csv"
+    messy_frame().to_csv(path, index=False)
+    fmt = "%m/%d/%Y %H:%M"
+    got, want = load_cudf([path], MAP, fmt), cpu_clean([path], MAP, fmt)
+    assert_same(got, want)
+    assert want.rows.dropped == {"missing_customer_id": 1, "unparseable_date": 2, "date_out_of_range": 0,
+                                 "bad_amount": 1}
+
+
+def test_month_names_are_parsed_on_the_host(tmp_path, standin):
+    path = tmp_path / "names.csv"
+    df = messy_frame()
+    df["date"] = ["Feb 30 2024" if i == 2 else f"Mar {1 + i % 28:02d} 2024" for i in range(len(df))]
+    df.to_csv(path, index=False)
+    assert_same(load_cudf([path], MAP, "%b %d %Y"), cpu_clean([path], MAP, "%b %d %Y"))
+
+
+def test_decimal_amounts_and_floating_yyyymmdd_dates(tmp_path, standin):
+    from decimal import Decimal
+    path = tmp_path / "dec.parquet"
+    table = pa.table({"customer_id": pa.array([1, 2, 2, 3, 4], pa.int64()),
+                      "date": pa.array([20240105.0, 20240230.0, 20240301.0, np.nan, 20241231.0]),
+                      "qty": pa.array([Decimal("2"), Decimal("1"), None, Decimal("3"), Decimal("1")],
+                                      pa.decimal128(9, 0)),
+                      "price": pa.array([Decimal("1.25"), Decimal("3.50"), Decimal("2.00"), Decimal("1.00"),
+                                         Decimal("9.99")], pa.decimal128(9, 2))})
+    pq.write_table(table, path)
+    got, want = load_cudf([path], QP), cpu_clean([path], QP)
+    assert_same(got, want)
+    assert want.rows.dropped == {"missing_customer_id": 0, "unparseable_date": 2, "date_out_of_range": 0,
+                                 "bad_amount": 1}
+
+
+def test_the_bad_date_example_names_its_file(tmp_path, standin):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    pd.DataFrame({"customer_id": [1, 2], "date": ["x", "y"], "amount": [1.0, 2.0]}).to_csv(a, index=False)
+    pd.DataFrame({"customer_id": [1], "date": ["z"], "amount": [1.0]}).to_csv(b, index=False)
+    mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    with pytest.raises(GpusegError, match="'x' in") as err:
+        load_cudf([a, b], mapping)
+    assert str(a) in str(err.value)
+
+
+def test_datetime_columns_give_floor_days(standin):
+    s = pd.Series(pd.to_datetime(["1969-12-31 23:00", "1970-01-01 00:00", "2024-02-29 12:00"]))
+    days, ok = cudf_reading._days(standin, np, s.astype("datetime64[ms]"), None)
+    assert days.tolist() == [-1, 0, day_number(dt.date(2024, 2, 29))] and ok.all()
+
+
+# -- real cuDF on a device (skipped without one; not covered by the stand-in tests) ---------
+
+@pytest.fixture
+def real_cudf(cp):
+    return pytest.importorskip("cudf")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", list(TRICKY))
+def test_cudf_text_dates_follow_the_cpu_path(real_cudf, cp, fmt):
+    assert device_days(TRICKY[fmt], fmt, real_cudf, cp) == cpu_days(TRICKY[fmt], fmt)
+
+
+@pytest.mark.gpu
+def test_cudf_loads_as_the_cpu_path(tmp_path, real_cudf):
+    df = messy_frame(400)
+    fmt = "%m/%d/%Y %H:%M"
+    csv, ranged = tmp_path / "messy.csv", tmp_path / "ranged.parquet"
+    df.to_csv(csv, index=False)
+    assert_same(_to_host(load_cudf([csv], MAP, fmt)), cpu_clean([csv], MAP, fmt))
+    df.set_axis(pd.RangeIndex(100, 100 + len(df))).to_parquet(ranged)
+    assert_same(_to_host(load_cudf([ranged], MAP, fmt)), cpu_clean([ranged], MAP, fmt))
+    assert_same(_to_host(load_cudf([csv, ranged], MAP, fmt)), cpu_clean([csv, ranged], MAP, fmt))
+    iso = tmp_path / "iso.csv"
+    df.assign(date=pd.to_datetime(df["date"], format=fmt, errors="coerce").dt.strftime("%Y-%m-%d %H:%M")
+              ).to_csv(iso, index=False)
+    assert_same(_to_host(load_cudf([iso], MAP)), cpu_clean([iso], MAP))
+
+
+@pytest.mark.gpu
+def test_cudf_refuses_a_missing_column_in_the_reader(tmp_path, real_cudf):
+    path = tmp_path / "a.parquet"
+    messy_frame().drop(columns="amount").to_parquet(path)
+    reader, kwargs = read_options(path, MAP)
+    with pytest.raises(Exception):
+        getattr(real_cudf, reader)(str(path), **kwargs)
+
+
+@pytest.mark.gpu
+def test_cudf_decimal_amounts_and_floating_dates(tmp_path, real_cudf):
+    from decimal import Decimal
+    path = tmp_path / "dec.parquet"
+    pq.write_table(pa.table({"customer_id": [1, 2, 2, 3], "date": [20240105.0, 20240230.0, 20240301.0, None],
+                             "qty": pa.array([Decimal("2"), Decimal("1"), None, Decimal("3")], pa.decimal128(9, 0)),
+                             "price": pa.array([Decimal("1.25")] * 4, pa.decimal128(9, 2))}), path)
+    assert_same(_to_host(load_cudf([path], QP)), cpu_clean([path], QP))
+
+
+def _to_host(tx):
+    for name in ("customer", "day", "amount", "order"):
+        a = getattr(tx, name)
+        setattr(tx, name, a.get() if hasattr(a, "get") else a)
+    return tx
