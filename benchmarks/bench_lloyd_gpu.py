@@ -66,8 +66,8 @@ def main() -> None:
     import cupy as cp
 
     from gpuseg.backend import gpu_description
-    from gpuseg.clustering import ChunkedStep, chunked_step, default_chunk_size
-    from gpuseg.fused_lloyd import FusedStep, padded_width
+    from gpuseg.cluster.fused import FusedStep, padded_width
+    from gpuseg.cluster.steps import ChunkedStep, chunked_step, default_chunk_size
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -84,42 +84,38 @@ def main() -> None:
     rng = cp.random.default_rng(1)
     for n, d, k in shapes:
         ld = padded_width(d, np.float32)
-        X = rng.standard_normal((n, ld), dtype=cp.float32)
-        if ld > d:
-            X[:, d:] = 0
-        C = X[rng.integers(0, n, k)].copy()
+        Xd = rng.standard_normal((n, d), dtype=cp.float32)
+        Cd = Xd[rng.integers(0, n, k)].copy()
         floor_ms = n * ld * 4 / (bw * 1e9) * 1e3
-        fused = FusedStep(d, k, np.float32)
+        fused = FusedStep(Xd, k)  # holds the padded (n, ld) layout: a copy when ld > d
         reps = 20 if n >= 10**8 else 50
-        ms = time_gpu(cp, lambda: fused(X, C), reps)
+        ms = time_gpu(cp, lambda: fused.partials(Cd), reps)
         cases.append({"impl": "fused", "n": n, "d": d, "k": k, "ms_per_iter": ms, "floor_ms": floor_ms,
                       "pct_of_floor": 100 * floor_ms / ms})
         print(f"fused    n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms  (floor {floor_ms:.3f} ms, "
               f"{100 * floor_ms / ms:.0f}%)", flush=True)
         # Variants that change one stage, to place the time (see the kernel's modes).
         for mode, label in ((1, "fused-atomics"), (2, "fused-no-sums")):
-            variant = FusedStep(d, k, np.float32, mode=mode)
-            vms = time_gpu(cp, lambda: variant(X, C), reps)
+            variant = FusedStep(Xd, k, mode=mode)
+            vms = time_gpu(cp, lambda: variant.partials(Cd), reps)
             cases.append({"impl": label, "n": n, "d": d, "k": k, "ms_per_iter": vms, "floor_ms": floor_ms,
                           "pct_of_floor": 100 * floor_ms / vms})
             print(f"{label:14s} n={n:>11,} d={d:>2} k={k:>2}: {vms:8.3f} ms", flush=True)
-        Xd = X[:, :d] if ld > d else X
-        Xd = cp.ascontiguousarray(Xd)
-        generic = ChunkedStep(default_chunk_size(cp, k, d))
-        Cd = cp.ascontiguousarray(C[:, :d])
-        ms = time_gpu(cp, lambda: generic(Xd, Cd, None), 5 if n >= 10**8 else 10)
+            variant = None
+        generic = ChunkedStep(Xd, default_chunk_size(cp, k, d), track_labels=False)
+        ms = time_gpu(cp, lambda: generic.partials(Cd), 5 if n >= 10**8 else 10)
         cases.append({"impl": "generic", "n": n, "d": d, "k": k, "ms_per_iter": ms, "floor_ms": floor_ms,
                       "pct_of_floor": 100 * floor_ms / ms})
         print(f"generic  n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms", flush=True)
-        X = Xd = C = Cd = None  # free before the next shape
+        Xd = Cd = fused = generic = None  # free before the next shape
         cp.get_default_memory_pool().free_all_blocks()
     # The CPU step on this machine's cores, on a shape it can do in seconds.
     n, d, k = 10_000_000, 8, 16
     Xh = np.random.default_rng(2).standard_normal((n, d))
     Ch = Xh[:k].copy()
     with ExitStack() as stack:
-        step = chunked_step(np, k, d, stack)
-        ms = time_cpu(lambda: step(Xh, Ch, None), 3)
+        step = chunked_step(Xh, stack, k, track_labels=False)
+        ms = time_cpu(lambda: step.partials(Ch), 3)
     cases.append({"impl": "cpu", "n": n, "d": d, "k": k, "ms_per_iter": ms, "threads": os.cpu_count()})
     print(f"cpu      n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms  ({os.cpu_count()} threads, float64)", flush=True)
     result = {"device": gpu_description(cp), "bandwidth_gbs": bw, "cupy": cp.__version__,

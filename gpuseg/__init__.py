@@ -16,7 +16,7 @@ from .pipeline import SegmentResult, segment  # noqa: E402
 def __getattr__(name: str):
     # KMeans imports scikit-learn (about a second); load it only when asked for.
     if name == "KMeans":
-        from .estimator import KMeans
+        from .cluster.estimator import KMeans
         return KMeans
     raise AttributeError(f"module 'gpuseg' has no attribute {name!r}")
 

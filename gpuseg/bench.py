@@ -223,7 +223,7 @@ def _sklearn_worker(k: int, repeats: int, seed: int, work: Path, reference: np.n
     import pyarrow.parquet as pq
     from sklearn.cluster import KMeans
 
-    from .clustering import check_random_state, kmeans_plusplus
+    from .cluster.init import check_random_state, kmeans_plusplus
     from .model import SegmentModel
     model = SegmentModel.load(work / "cpu" / "model.json")
     table = pq.read_table(work / "cpu" / "features.parquet", columns=list(model.features))
@@ -232,7 +232,7 @@ def _sklearn_worker(k: int, repeats: int, seed: int, work: Path, reference: np.n
     mean = Z.mean(axis=0)
     # The same draws as the cpu run's k-means++ on the same centred data.
     init = kmeans_plusplus(Z - mean, k, check_random_state(seed)) + mean
-    from .clustering import fit_kmeans
+    from .cluster.fit import fit_kmeans
     for r in range(repeats + 1):
         t0 = time.perf_counter()
         km = KMeans(k, init=init, n_init=1, max_iter=300, tol=1e-4).fit(Z)
@@ -472,7 +472,7 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
     from contextlib import ExitStack
 
     from .backend import probe_cupy
-    from .clustering import ChunkedStep, chunked_step, default_chunk_size
+    from .cluster.steps import ChunkedStep, chunked_step, default_chunk_size
     notify = on_case or (lambda case: None)
     cases: list[dict[str, Any]] = []
     out: dict[str, Any] = {"host_bandwidth_gbs": host_bandwidth_gbs(), "cases": cases, "unavailable": []}
@@ -489,8 +489,8 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
                     X = rng.standard_normal((n, d))
                     C = X[:k].copy()
                     with ExitStack() as stack:
-                        step = chunked_step(np, k, d, stack)
-                        t = _median_time(lambda: step(X, C, None), lambda: None, reps)
+                        step = chunked_step(X, stack, k, track_labels=False)
+                        t = _median_time(lambda: step.partials(C), lambda: None, reps)
                     floor = X.nbytes / (out["host_bandwidth_gbs"] * 1e9)
                     cases.append({"impl": "cpu", "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,
                                   "floor_ms": floor * 1e3, "pct_of_floor": 100 * floor / t})
@@ -498,28 +498,23 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
                     del X
                 if cp is None:
                     continue
-                from .fused_lloyd import FusedStep, padded_width, why_unsupported
+                from .cluster.fused import FusedStep, why_unsupported
                 Xd = cp.random.default_rng(1).standard_normal((n, d), dtype=cp.float32)
                 Cd = Xd[:k].copy()
                 sync = cp.cuda.get_current_stream().synchronize
                 floor = Xd.nbytes / (out["device_bandwidth_gbs"] * 1e9)
                 impls: list[tuple[str, Callable[[], Any]]] = []
                 if why_unsupported(d, k, np.float32) is None:
-                    ld = padded_width(d, np.float32)
-                    Xp = cp.zeros((n, ld), dtype=cp.float32)
-                    Xp[:, :d] = Xd
-                    Cp = cp.zeros((k, ld), dtype=cp.float32)
-                    Cp[:, :d] = Cd
-                    fused = FusedStep(d, k, np.float32)
-                    impls.append(("fused", lambda: fused(Xp, Cp)))
-                generic = ChunkedStep(default_chunk_size(cp, k, d))
-                impls.append(("generic", lambda: generic(Xd, Cd, None)))
+                    fused = FusedStep(Xd, k)
+                    impls.append(("fused", lambda: fused.partials(Cd)))
+                generic = ChunkedStep(Xd, default_chunk_size(cp, k, d), track_labels=False)
+                impls.append(("generic", lambda: generic.partials(Cd)))
                 for name, fn in impls:
                     t = _median_time(fn, sync, reps)
                     cases.append({"impl": name, "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,
                                   "floor_ms": floor * 1e3, "pct_of_floor": 100 * floor / t})
                     notify(cases[-1])
-                Xd = Cd = Xp = Cp = None
+                Xd = Cd = fused = generic = None
                 cp.get_default_memory_pool().free_all_blocks()
     return out
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .clustering import fit_kmeans
+from .cluster.fit import fit_kmeans
 from .config import SegmentConfig
 from .errors import GpusegError
-from .metrics import adjusted_rand, calinski_harabasz, davies_bouldin, silhouette
+from .cluster.metrics import adjusted_rand, calinski_harabasz, davies_bouldin, silhouette
 from .outputs import staged_output, write_json
 from .pipeline import Progress, prepare
 

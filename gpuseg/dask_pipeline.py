@@ -5,9 +5,9 @@ shuffled on the customer id, so that every customer's rows meet in one
 partition, where :func:`gpuseg.features.compute_features` builds the features
 exactly as in one process. The scaler is :meth:`gpuseg.scaling.Scaler.from_moments`
 of per-partition :class:`~gpuseg.scaling.Moments`, and the Lloyd iteration runs
-as per-partition partial sums (:func:`gpuseg.clustering.lloyd_partials`)
+as per-partition partial sums (:func:`gpuseg.cluster.steps.lloyd_partials`)
 reduced on the client each iteration, through the same driver
-(:func:`gpuseg.clustering.lloyd`). Revenue order, names, ``segments.csv``, the
+(:func:`gpuseg.cluster.lloyd.lloyd`) and the same Step contract (:class:`DaskStep`). Revenue order, names, ``segments.csv``, the
 model's training summary and the report come from per-partition
 :class:`~gpuseg.summary.SegmentSums` added on the client, by the same code as
 in one process. Workers
@@ -48,8 +48,11 @@ from . import __version__
 from .backend import _import
 from .cleaning import (AFTER_AS_OF, BatchStats, Cleaner, KeptRows, RowCounts, as_of_of, assemble, check_rows,
                        day_date, day_number, ids_to_int)
-from .clustering import (KMeansFit, LloydResult, Partials, _reduce, check_random_state, kmeans_plusplus, lloyd,
-                         lloyd_partials, nearest)
+from .cluster.contract import Partials, reduce_partials
+from .cluster.fit import KMeansFit, nearest
+from .cluster.init import check_random_state, kmeans_plusplus
+from .cluster.lloyd import LloydResult, lloyd
+from .cluster.steps import lloyd_partials
 from .columns import ColumnMapping, resolve_columns
 from .config import SegmentConfig
 from .errors import GpusegError
@@ -152,7 +155,7 @@ def _scaled(pdf: Any, scaler: Scaler, shift: np.ndarray) -> np.ndarray:
 def _partials(Z: np.ndarray, centers: np.ndarray) -> Partials:
     if len(Z) == 0:
         k, d = centers.shape
-        return Partials(np.zeros((k, d)), np.zeros(k), 0.0, 0)
+        return Partials(np.zeros((k, d)), np.zeros(k), 0.0)
     return lloyd_partials(Z, centers)
 
 
@@ -162,8 +165,8 @@ def _assign_part(Z: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.nda
     return nearest(Z, centers, n_threads=1)
 
 
-def _row(Z: np.ndarray, i: int) -> np.ndarray:
-    return Z[i].copy()
+def _rows(Z: np.ndarray, i: np.ndarray) -> np.ndarray:
+    return Z[i]
 
 
 def _segment_sums(pdf: Any, Z: np.ndarray, centers: np.ndarray) -> SegmentSums:
@@ -190,40 +193,50 @@ def _write_part(pdf: Any, Z: np.ndarray, index: int, centers: np.ndarray, rank: 
 
 # -- the Lloyd step over partitions --------------------------------------------------
 
-class DistributedRows:
-    """Stands in for the (n, d) matrix of scaled features held by the workers."""
+class DaskStep:
+    """The Lloyd :class:`~gpuseg.cluster.contract.Step` over the scaled features held by the
+    workers: partial sums per partition, reduced on the client."""
+
+    name = "dask"
+    xp = np
 
     def __init__(self, client: Any, parts: list[Any], sizes: list[int], d: int):
-        self.client, self.parts, self.sizes = client, parts, sizes
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
-        self.shape = (int(self.offsets[-1]), d)
-        self.dtype = np.dtype(np.float64)
+        self.client, self.parts, self.d = client, parts, d
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        p = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        return self.client.submit(_row, self.parts[p], int(i - self.offsets[p]), pure=False).result()
+    def count(self) -> int:
+        return int(self.offsets[-1])
 
+    def dim(self) -> int:
+        return self.d
 
-class DaskStep:
-    """Lloyd step for :func:`gpuseg.clustering.lloyd`: partial sums per partition, reduced here."""
+    def get_subset(self, indices: np.ndarray | None) -> np.ndarray:
+        """The rows, gathered with one task per partition that holds any of them."""
+        if indices is None:
+            return np.concatenate(self.client.gather(self.parts))
+        indices = np.asarray(indices, dtype=np.int64)
+        part = np.searchsorted(self.offsets, indices, side="right") - 1
+        out = np.empty((len(indices), self.d))
+        wanted = np.unique(part)
+        futures = [self.client.submit(_rows, self.parts[p], indices[part == p] - self.offsets[p], pure=False)
+                   for p in wanted]
+        for p, rows in zip(wanted, self.client.gather(futures)):
+            out[part == p] = rows
+        return out
 
-    tracks_labels = False
-    supports_delta = False
-    name = "dask"
+    def labels(self) -> None:
+        return None
 
-    def __init__(self, client: Any):
-        self.client = client
+    def partials(self, centers: np.ndarray, delta: bool = False) -> Partials:
+        futures = self.client.map(_partials, self.parts, centers=centers, pure=False)
+        return reduce_partials(self.client.gather(futures))
 
-    def __call__(self, X: DistributedRows, centers: np.ndarray, labels: Any = None, delta: bool = False) -> Partials:
-        futures = self.client.map(_partials, X.parts, centers=centers, pure=False)
-        return _reduce(self.client.gather(futures))
-
-    def assign(self, X: DistributedRows, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pairs = self.client.gather(self.client.map(_assign_part, X.parts, centers=centers, pure=False))
+    def assign(self, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pairs = self.client.gather(self.client.map(_assign_part, self.parts, centers=centers, pure=False))
         return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
 
-    def inertia(self, X: DistributedRows, centers: np.ndarray, labels: Any) -> float:
-        return float(self.assign(X, centers)[1].sum())
+    def inertia(self, centers: np.ndarray) -> float:
+        return float(self.assign(centers)[1].sum())
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -263,18 +276,18 @@ def _fit_scaler(client: Any, parts: list[Any], names: tuple[str, ...]) -> tuple[
     return Scaler.from_moments(moments, names), moments.n
 
 
-def _seed(client: Any, X: DistributedRows, feats: list[Any], k: int, seed: int) -> np.ndarray:
+def _seed(client: Any, step: DaskStep, feats: list[Any], k: int, seed: int) -> np.ndarray:
     """k-means++ centres: on every row in customer-id order when they fit, else on a sample."""
     state = check_random_state(seed)
-    n = X.shape[0]
-    Z = np.concatenate(client.gather(X.parts))
+    n = step.count()
     if n <= SEED_ROWS:
+        Z = step.get_subset(None)
         ids = pa.concat_arrays([pa.Table.from_pandas(f[["customer_id"]], preserve_index=False)
                                 .column(0).combine_chunks() for f in client.gather(feats) if len(f)])
         order = np.asarray(pc.sort_indices(ids))
         return kmeans_plusplus(Z[order], k, state)
     rows = np.sort(state.choice(n, size=SEED_ROWS, replace=False))
-    return kmeans_plusplus(Z[rows], k, state)
+    return kmeans_plusplus(step.get_subset(rows), k, state)
 
 
 @contextmanager
@@ -393,14 +406,13 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
         # Centre the data as one process does, for the same distances.
         shift = sum(client.gather(client.map(lambda z: z.sum(axis=0), scaled, pure=False))) / n
         Z = client.map(lambda z, s: z - s, scaled, s=shift, pure=False)
-        X = DistributedRows(client, Z, sizes, len(config.features))
+        step = DaskStep(client, Z, sizes, len(config.features))
 
     with timer.stage("fit"):
         sq = sum(client.gather(client.map(lambda z: float((z * z).sum()), Z, pure=False)))
-        abs_tol = sq / (n * X.shape[1]) * config.tol
-        centers0 = (init - shift) if init is not None else _seed(client, X, feats, config.k, config.seed)
-        step = DaskStep(client)
-        result: LloydResult = lloyd(X, centers0, max_iter=config.max_iter, tol=abs_tol, step=step)
+        abs_tol = sq / (n * step.dim()) * config.tol
+        centers0 = (init - shift) if init is not None else _seed(client, step, feats, config.k, config.seed)
+        result: LloydResult = lloyd(step, centers0, max_iter=config.max_iter, tol=abs_tol)
         fit = KMeansFit(result.centers + shift, result.labels, result.inertia, result.n_iter, result.converged,
                         result.history, int(np.count_nonzero(np.bincount(result.labels, minlength=config.k))),
                         engine="dask")

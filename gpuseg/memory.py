@@ -4,7 +4,7 @@ Before fitting on a GPU, the planner estimates the bytes the fit needs (the
 centred, padded working copy of the data, the k-means++ distance rows, the
 label and distance vectors) against the free device memory. When it does
 not fit, the data stay in host memory and every Lloyd iteration streams them
-through the device in blocks (:class:`gpuseg.clustering.StreamedStep`).
+through the device in blocks (:class:`gpuseg.cluster.steps.StreamedStep`).
 """
 
 from __future__ import annotations

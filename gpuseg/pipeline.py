@@ -17,7 +17,7 @@ from .backend import (Backend, get_namespace, host_to_device, probe_cudf, resolv
                       to_numpy)
 from .cleaning import day_date
 from .coding import default_workers
-from .clustering import KMeansFit, fit_kmeans, nearest
+from .cluster.fit import KMeansFit, fit_kmeans, nearest
 from .columns import resolve_columns
 from .cudf_reading import load_cudf
 from .config import SegmentConfig
@@ -127,7 +127,7 @@ def fit_centroids(Z: Any, config: SegmentConfig, backend: Backend,
                   plan: MemoryPlan | None) -> tuple[KMeansFit, list[str]]:
     """Fit k-means on the scaled matrix with the backend's engine; returns the fit and notes."""
     if backend.name == "cuml":
-        from .cuml_kmeans import fit_cuml
+        from .cluster.cuml import fit_cuml
         fit = fit_cuml(Z, config.k, n_init=config.n_init, max_iter=config.max_iter, tol=config.tol,
                        seed=config.seed)
     else:

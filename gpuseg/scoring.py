@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from .backend import resolve_backend, to_numpy
 from .cleaning import Cleaner, KeptRows, assemble
-from .clustering import nearest
+from .cluster.fit import nearest
 from .columns import ColumnMapping, resolve_columns
 from .config import SegmentConfig
 from .errors import GpusegError

@@ -32,7 +32,7 @@ from .model import SegmentModel
 from .naming import RFM, names_from_standings, rfm_sums, standings_from_sums
 
 if TYPE_CHECKING:
-    from .clustering import KMeansFit
+    from .cluster.fit import KMeansFit
     from .config import SegmentConfig
 
 #: The feature whose per-segment mean orders the segment ids (highest first).

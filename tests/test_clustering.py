@@ -13,8 +13,11 @@ from sklearn.metrics import adjusted_rand_score
 
 from gpuseg.backend import to_numpy
 from gpuseg import KMeans
-from gpuseg.clustering import (ChunkedStep, Partials, fit_kmeans, kmeans_plusplus, lloyd, lloyd_partials, nearest,
-                               tolerance)
+from gpuseg.cluster.contract import Partials
+from gpuseg.cluster.fit import fit_kmeans, nearest
+from gpuseg.cluster.init import kmeans_plusplus
+from gpuseg.cluster.lloyd import lloyd, tolerance
+from gpuseg.cluster.steps import ChunkedStep, lloyd_partials
 
 
 def blobs(rng, n=3000, d=3, k=5, spread=1.0, dtype=np.float64):
@@ -142,21 +145,34 @@ def test_chunk_size_and_threads_do_not_change_the_answer(rng):
         assert km.inertia_ == pytest.approx(base.inertia_, rel=1e-12)
 
 
-class FullSumsOnly(ChunkedStep):
-    """The same step without delta support: it recomputes full sums every time."""
+class Recorded(ChunkedStep):
+    """The same step, recording whether each call returned a delta."""
 
-    supports_delta = False
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deltas = []
 
-    def __call__(self, X, centers, labels, delta=False):
-        assert not delta
-        return super().__call__(X, centers, labels)
+    def partials(self, centers, delta=False):
+        part = super().partials(centers, delta)
+        self.deltas.append(part.delta)
+        return part
+
+
+class FullSumsOnly(Recorded):
+    """The same step, declining deltas: it returns full sums every time."""
+
+    def partials(self, centers, delta=False):
+        return super().partials(centers, delta=False)
 
 
 def test_running_sums_equal_recomputed_sums(rng):
     X = blobs(rng, n=4000, d=3, k=7, spread=3.0)
     init = X[:7].copy()
-    a = lloyd(X, init, tol=0, step=ChunkedStep(512))
-    b = lloyd(X, init, tol=0, step=FullSumsOnly(512))
+    a_step, b_step = Recorded(X, 512), FullSumsOnly(X, 512)
+    a = lloyd(a_step, init, tol=0)
+    b = lloyd(b_step, init, tol=0)
+    assert a_step.deltas[0] is False and all(a_step.deltas[1:]) and len(a_step.deltas) > 2
+    assert not any(b_step.deltas)
     np.testing.assert_array_equal(a.labels, b.labels)
     assert a.n_iter == b.n_iter
     np.testing.assert_allclose(a.centers, b.centers, rtol=1e-12)

@@ -18,7 +18,7 @@ pytest.importorskip("dask.dataframe")
 from typer.testing import CliRunner  # noqa: E402
 
 from gpuseg.cli import app  # noqa: E402
-from gpuseg.clustering import fit_kmeans  # noqa: E402
+from gpuseg.cluster.fit import fit_kmeans  # noqa: E402
 from gpuseg.config import SegmentConfig  # noqa: E402
 from gpuseg.dask_pipeline import run_dask, score_dask  # noqa: E402
 from gpuseg.errors import GpusegError  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 
 from gpuseg.backend import to_numpy
 from gpuseg.cleaning import RowCounts, day_number
-from gpuseg.clustering import KMeansFit
+from gpuseg.cluster.fit import KMeansFit
 from gpuseg.config import SegmentConfig
 from gpuseg.naming import name_segments, standings
 from gpuseg.outputs import segment_profiles

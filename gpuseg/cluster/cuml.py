@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import _import
-from .clustering import KMeansFit
+from ..backend import _import
+from .fit import KMeansFit
 
 
 def fit_cuml(X: Any, n_clusters: int, *, n_init: int, max_iter: int, tol: float, seed: int) -> KMeansFit:

@@ -13,6 +13,30 @@
 // row length, plus ||c||^2. MAXD is a compile-time bound on ld (4, 8, 16 or
 // 32), not the problem size, so the kernels compile once per dtype and bound.
 // Offsets are 64-bit throughout, so n*ld >= 2^31 is safe.
+//
+// Architectures: sm_75 and newer (__match_any_sync needs sm_70). The largest
+// label group of a warp is found with __reduce_max_sync where it exists
+// (sm_80+, GPUSEG_REDUX=1) and with a butterfly of shuffles below (sm_75,
+// GPUSEG_REDUX=0); both give the same integer. The host passes
+// -DGPUSEG_REDUX from the device's compute capability; without it the
+// architecture being compiled decides.
+#ifndef GPUSEG_REDUX
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GPUSEG_REDUX 1
+#else
+#define GPUSEG_REDUX 0
+#endif
+#endif
+
+__device__ __forceinline__ int warp_max(int v) {
+#if GPUSEG_REDUX
+    return (int)__reduce_max_sync(0xffffffffu, (unsigned)v);
+#else
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+#endif
+}
 
 
 template <typename T> struct Vec;
@@ -162,7 +186,7 @@ __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
             const unsigned peers = __match_any_sync(0xffffffffu, label[p]);
             const int leader = __ffs(peers) - 1;
             const int size = __popc(peers);
-            const int max_size = (int)__reduce_max_sync(0xffffffffu, (unsigned)size);
+            const int max_size = warp_max(size);
             T sum[MAXD];
 #pragma unroll
             for (int f = 0; f < MAXD; ++f) sum[f] = x[p][f];

@@ -1,4 +1,4 @@
-"""``gpuseg.KMeans``: the scikit-learn-compatible face of :func:`~gpuseg.clustering.fit_kmeans`.
+"""``gpuseg.KMeans``: the scikit-learn-compatible face of :func:`~gpuseg.cluster.fit.fit_kmeans`.
 
 Kept apart from the numeric core so that the pipeline and the CLI do not
 pay for importing scikit-learn.
@@ -15,8 +15,8 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from .backend import get_namespace
-from .clustering import fit_kmeans, nearest
+from ..backend import get_namespace
+from .fit import fit_kmeans, nearest
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

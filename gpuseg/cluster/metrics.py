@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_namespace
+from ..backend import get_namespace
 
 
 def _cluster_means(X: Any, labels: Any, k: int) -> tuple[Any, Any]:

@@ -1,0 +1,277 @@
+"""The array-generic Lloyd step, and the step that streams host data through a device.
+
+:func:`lloyd_partials` is one step on one block of points, written once
+against the array namespace (NumPy or CuPy). :class:`ChunkedStep` owns an
+(n, d) array and maps that function over row blocks, on a thread pool on the
+CPU; :class:`StreamedStep` owns a host array too large for the device and
+streams it through another step, block by block, every iteration.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..backend import get_namespace, to_numpy
+from .contract import Partials, Step, reduce_partials
+
+#: Above this many clusters, ``argmin`` over the distance rows beats the
+#: branch-free running minimum over columns.
+_RUNNING_MIN_MAX_K = 16
+
+
+def _prepare(centers: Any) -> tuple[Any, Any]:
+    """(-2 Cᵀ, ‖c‖²) for the expansion ‖x−c‖² = ‖x‖² − 2x·c + ‖c‖²."""
+    return -2.0 * centers.T, (centers * centers).sum(axis=1)
+
+
+def _nearest(X: Any, prepared: tuple[Any, Any], xp: Any) -> tuple[Any, Any]:
+    """Nearest centre of each row of ``X``.
+
+    Returns labels (int32) and ``min_j ‖c_j‖² − 2 x·c_j`` (add ‖x‖² for the
+    squared distance). Ties go to the lowest index, as with ``argmin``.
+    """
+    m2ct, csq = prepared
+    D = X @ m2ct
+    k = D.shape[1]
+    if k > _RUNNING_MIN_MAX_K:
+        D += csq
+        labels = xp.argmin(D, axis=1).astype(xp.int32)
+        best = xp.take_along_axis(D, labels[:, None].astype(xp.intp), axis=1)[:, 0]
+        return labels, best
+    # For few clusters a running minimum over columns is several times faster
+    # than argmin over short rows; the label update is arithmetic because
+    # masked copies with random masks are slow on the CPU.
+    best = D[:, 0] + csq[0]
+    labels = xp.zeros(X.shape[0], dtype=xp.int32)
+    for j in range(1, k):
+        dj = D[:, j] + csq[j]
+        closer = dj < best
+        xp.minimum(best, dj, out=best)
+        step = xp.int32(j) - labels
+        step *= closer
+        labels += step
+    return labels, best
+
+
+def _cluster_sums(X: Any, labels: Any, k: int, xp: Any) -> tuple[Any, Any]:
+    labels = labels.astype(xp.intp)  # bincount would convert it once per call
+    counts = xp.bincount(labels, minlength=k).astype(xp.float64)
+    sums = xp.stack([xp.bincount(labels, weights=X[:, f], minlength=k)
+                     for f in range(X.shape[1])], axis=1)
+    return sums, counts
+
+
+def lloyd_partials(X: Any, centers: Any, labels: Any | None = None,
+                   prepared: tuple[Any, Any] | None = None, delta: bool = False,
+                   x_sq: Any | None = None) -> Partials:
+    """One Lloyd step on one block of points.
+
+    Parameters
+    ----------
+    X : array of shape (m, d)
+        A block of points (any namespace; float32 or float64).
+    centers : array of shape (k, d)
+        Current centres, same namespace and dtype as ``X``.
+    labels : int32 array of shape (m,), optional
+        Labels from the previous step, overwritten with the new ones; the
+        number that changed is returned in ``n_changed``.
+    prepared : tuple, optional
+        ``_prepare(centers)``, to share it between blocks.
+    x_sq : scalar, optional
+        Sum of the squared norms of the block's points, when already known.
+    delta : bool
+        With ``labels``: return the *change* in sums and counts caused by the
+        points that changed cluster, instead of the full sums. After the first
+        iterations few points move, so this skips most of the scatter work.
+
+    Returns
+    -------
+    Partials
+        The block's per-cluster sums and counts (or their change), and its
+        inertia against ``centers``.
+    """
+    xp = get_namespace(X)
+    k = centers.shape[0]
+    prepared = _prepare(centers) if prepared is None else prepared
+    new, best = _nearest(X, prepared, xp)
+    if x_sq is None:
+        x_sq = (X * X).sum(dtype=xp.float64)
+    inertia = best.sum(dtype=xp.float64) + x_sq
+    if labels is None:
+        return Partials(*_cluster_sums(X, new, k, xp), inertia)
+    changed = labels != new
+    n_changed = xp.count_nonzero(changed)
+    if delta:
+        idx = xp.flatnonzero(changed)
+        moved = X[idx]
+        sums_in, counts_in = _cluster_sums(moved, new[idx], k, xp)
+        sums_out, counts_out = _cluster_sums(moved, labels[idx], k, xp)
+        sums, counts = sums_in - sums_out, counts_in - counts_out
+    else:
+        sums, counts = _cluster_sums(X, new, k, xp)
+    labels[...] = new
+    return Partials(sums, counts, inertia, n_changed, delta)
+
+
+def default_chunk_size(xp: Any, n_clusters: int, n_features: int) -> int:
+    """Rows per block: cache-sized on the CPU, a few hundred MB on a GPU."""
+    width = max(n_clusters, n_features) + 4
+    if xp is np:
+        return int(min(65536, max(4096, 2**19 // width)))
+    return int(max(2**16, 2**28 // (8 * width)))
+
+
+def blocks(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive row blocks of at most ``chunk_size`` rows."""
+    return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+
+
+class ChunkedStep:
+    """The array-generic Lloyd step over an (n, d) array it holds, in row blocks.
+
+    On the CPU the blocks run on a thread pool (NumPy releases the GIL in
+    the matrix product and the elementwise loops); on a GPU they run in order
+    and bound the size of the distance matrix. It keeps the labels of its
+    last call, so it can return the change of the sums (``delta``) once few
+    points move.
+    """
+
+    name = "generic"
+
+    def __init__(self, X: Any, chunk_size: int, executor: Executor | None = None, track_labels: bool = True):
+        self.X = X
+        self.xp = get_namespace(X)
+        self.chunk_size = chunk_size
+        self.executor = executor
+        self._labels = self.xp.full(X.shape[0], -1, dtype=self.xp.int32) if track_labels else None
+        self._sq: list[Any] | None = None  # Σ‖x‖² per block: the same every iteration
+
+    def count(self) -> int:
+        return int(self.X.shape[0])
+
+    def dim(self) -> int:
+        return int(self.X.shape[1])
+
+    def get_subset(self, indices: np.ndarray | None) -> Any:
+        return self.X if indices is None else self.X[self.xp.asarray(indices)]
+
+    def labels(self) -> Any | None:
+        return self._labels
+
+    def map(self, fn: Callable[[int, int], Any]) -> list[Any]:
+        """``fn(start, stop)`` over the row blocks, on the thread pool when there is one."""
+        bs = blocks(self.count(), self.chunk_size)
+        if self.executor is None or len(bs) == 1:
+            return [fn(s, e) for s, e in bs]
+        return list(self.executor.map(lambda b: fn(*b), bs))
+
+    def partials(self, centers: Any, delta: bool = False) -> Partials:
+        X, prepared = self.X, _prepare(centers)
+        if self._sq is None:
+            f64 = self.xp.float64
+            self._sq = self.map(lambda s, e: (X[s:e] * X[s:e]).sum(dtype=f64))
+        delta = delta and self._labels is not None
+
+        def run(s: int, e: int) -> Partials:
+            lab = None if self._labels is None else self._labels[s:e]
+            return lloyd_partials(X[s:e], centers, lab, prepared, delta, self._sq[s // self.chunk_size])
+
+        return reduce_partials(self.map(run))
+
+    def assign(self, centers: Any) -> tuple[Any, Any]:
+        xp, X = self.xp, self.X
+        prepared = _prepare(centers)
+        labels = xp.empty(X.shape[0], dtype=xp.int32)
+        sqdist = xp.empty(X.shape[0], dtype=xp.float64)
+
+        def run(s: int, e: int) -> None:
+            lab, _ = _nearest(X[s:e], prepared, xp)
+            labels[s:e] = lab
+            # The winner's distance computed directly, free of the expansion's cancellation.
+            diff = X[s:e] - centers[lab]
+            sqdist[s:e] = (diff * diff).sum(axis=1, dtype=xp.float64)
+
+        self.map(run)
+        return labels, sqdist
+
+    def inertia(self, centers: Any) -> float:
+        if self._labels is None:
+            return float(self.assign(centers)[1].sum())
+        X, labels, f64 = self.X, self._labels, self.xp.float64
+
+        def run(s: int, e: int) -> Any:
+            diff = X[s:e] - centers[labels[s:e]]  # computed directly (no expansion)
+            return (diff * diff).sum(dtype=f64)
+
+        return float(sum(self.map(run)))
+
+
+def cpu_pool(stack: ExitStack, n_threads: int | None = None) -> Executor | None:
+    """A thread pool of ``n_threads`` (default every core) that lives as long as
+    ``stack``, with one BLAS thread per worker: the blocks are the parallelism.
+    None for one thread."""
+    n = n_threads or os.cpu_count() or 1
+    stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+    return stack.enter_context(ThreadPoolExecutor(n)) if n > 1 else None
+
+
+def chunked_step(X: Any, stack: ExitStack, n_clusters: int, chunk_size: int | None = None,
+                 n_threads: int | None = None, track_labels: bool = True) -> ChunkedStep:
+    """A :class:`ChunkedStep` over ``X``, with a thread pool on the CPU (see :func:`cpu_pool`)."""
+    xp = get_namespace(X)
+    executor = cpu_pool(stack, n_threads) if xp is np else None
+    return ChunkedStep(X, chunk_size or default_chunk_size(xp, n_clusters, X.shape[1]), executor, track_labels)
+
+
+class StreamedStep:
+    """A Lloyd step over a host array too large for the device.
+
+    Every call copies row blocks of ``X`` (host memory) to ``device`` and
+    runs a step made by ``make_inner(block)`` on each: the same partial
+    sums, reduced on the host. Centres and results are NumPy arrays.
+    """
+
+    xp = np
+
+    def __init__(self, X: np.ndarray, rows: int, device: Any, make_inner: Callable[[Any], Step], name: str):
+        self.X, self.rows, self.device, self.make_inner = X, rows, device, make_inner
+        self.name = f"streamed-{name}"
+
+    def count(self) -> int:
+        return int(self.X.shape[0])
+
+    def dim(self) -> int:
+        return int(self.X.shape[1])
+
+    def get_subset(self, indices: np.ndarray | None) -> np.ndarray:
+        return self.X if indices is None else self.X[indices]
+
+    def labels(self) -> None:
+        return None
+
+    def _inner(self, s: int, e: int) -> Step:
+        return self.make_inner(self.device.asarray(self.X[s:e]))
+
+    def partials(self, centers: Any, delta: bool = False) -> Partials:
+        c = self.device.asarray(centers)
+        total = reduce_partials(self._inner(s, e).partials(c) for s, e in blocks(self.count(), self.rows))
+        return Partials(to_numpy(total.sums), to_numpy(total.counts), float(total.inertia))
+
+    def assign(self, centers: Any) -> tuple[np.ndarray, np.ndarray]:
+        c = self.device.asarray(centers)
+        labels = np.empty(self.count(), dtype=np.int32)
+        sqdist = np.empty(self.count(), dtype=np.float64)
+        for s, e in blocks(self.count(), self.rows):
+            lab, sq = self._inner(s, e).assign(c)
+            labels[s:e], sqdist[s:e] = to_numpy(lab), to_numpy(sq)
+        return labels, sqdist
+
+    def inertia(self, centers: Any) -> float:
+        return float(self.assign(centers)[1].sum())
