@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend import BACKEND_CHOICES
+from .cleaning import FIRST_DATE, LAST_DATE
 from .columns import ROLES
 from .errors import GpusegError
 from .features import DEFAULT_FEATURES, FEATURES
@@ -31,9 +32,19 @@ def parse_features(text: str | None) -> tuple[str, ...]:
 
 def parse_date(text: str, option: str = "--as-of") -> dt.date:
     try:
-        return dt.date.fromisoformat(text.strip())
+        day = dt.date.fromisoformat(text.strip())
     except ValueError:
         raise GpusegError(f"{option} must be a date as YYYY-MM-DD, got {text!r}") from None
+    return check_as_of(day, option)
+
+
+def check_as_of(as_of: dt.date, option: str = "--as-of") -> dt.date:
+    """``as_of`` if it can follow a usable transaction date (:data:`gpuseg.cleaning.FIRST_DATE` ..
+    :data:`~gpuseg.cleaning.LAST_DATE`), else :class:`GpusegError`."""
+    first, last = FIRST_DATE + dt.timedelta(days=1), LAST_DATE + dt.timedelta(days=1)
+    if not isinstance(as_of, dt.date) or not first <= as_of <= last:
+        raise GpusegError(f"{option} {as_of!s} is out of range; allowed: {first} to {last}")
+    return as_of
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class SegmentConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
         check_out(self.out, self.inputs)
+        if self.as_of is not None:
+            check_as_of(self.as_of)
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "features", tuple(self.features))
         if self.reference_model is not None:

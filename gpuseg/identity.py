@@ -56,7 +56,10 @@ def migration(reference_dir: Path, customer_ids: pa.Array, segment: np.ndarray, 
     old = pq.read_table(path, columns=["customer_id", "segment"])
     new = pa.table({"customer_id": customer_ids, "new_segment": pa.array(segment, pa.int32())})
     if old.schema.field("customer_id").type != new.schema.field("customer_id").type:
-        old = old.set_column(0, "customer_id", old.column("customer_id").cast(new.schema.field("customer_id").type))
+        # Ids of different types meet as text, each written as read: the integer 7 is "7",
+        # which the text ids "007" and "0007" are not (casting text to integers made all three 7).
+        old = old.set_column(0, "customer_id", _as_text(old.column("customer_id")))
+        new = new.set_column(0, "customer_id", _as_text(new.column("customer_id")))
     both = new.join(old.rename_columns(["customer_id", "old_segment"]), keys="customer_id", join_type="inner")
     if both.num_rows == 0:
         return []
@@ -70,3 +73,17 @@ def migration(reference_dir: Path, customer_ids: pa.Array, segment: np.ndarray, 
                      "new_segment": int(j), "new_name": new_names[j] if j < len(new_names) else "",
                      "customers": int(table[i, j])})
     return rows
+
+
+def _as_text(ids: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Ids as text: integers in decimal; whole floats as integers (7.0 is "7"); text as is."""
+    t = ids.type
+    if pa.types.is_dictionary(t):
+        ids, t = ids.cast(t.value_type), t.value_type
+    if pa.types.is_floating(t):
+        import pyarrow.compute as pc
+        whole = pc.equal(pc.floor(ids), ids)
+        as_int = pc.if_else(whole, ids, None).cast(pa.int64(), safe=False).cast(pa.large_string())
+        return pc.if_else(whole, as_int, ids.cast(pa.large_string()))
+    return ids.cast(pa.large_string())
+

@@ -88,6 +88,8 @@ class SegmentModel:
             raise GpusegError(f"model file {str(path)!r} does not exist") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise GpusegError(f"model file {str(path)!r} is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise GpusegError(f"model file {str(path)!r} is not a gpuseg model (JSON nested too deeply)") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise GpusegError(f"{str(path)!r} is not a gpuseg model (no \"format\": \"{FORMAT}\")")
         if d.get("format_version") != FORMAT_VERSION:
@@ -116,4 +118,32 @@ class SegmentModel:
         if model.segment_names and len(model.segment_names) != centroids.shape[0]:
             raise GpusegError(f"model file {str(path)!r} is corrupted: {len(model.segment_names)} segment names "
                               f"for {centroids.shape[0]} centroids")
+        problem = _shape_problem(model)
+        if problem:
+            raise GpusegError(f"model file {str(path)!r} is corrupted: {problem}")
         return model
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _shape_problem(model: SegmentModel) -> str | None:
+    """What makes a parsed model unusable (a wrong type or length), or None."""
+    if model.date_format is not None and not isinstance(model.date_format, str):
+        return f"date_format must be text or null, got {model.date_format!r}"
+    bad = [role for role, col in model.columns.items() if col is not None and not isinstance(col, str)]
+    if bad:
+        return f"column of {bad[0]!r} must be text or null"
+    if not all(isinstance(f, str) for f in model.features):
+        return "features must be names"
+    t = model.training
+    for key in ("segment_shares", "segment_mean_distance"):
+        values = t.get(key)
+        if values is not None and (not isinstance(values, list) or len(values) != model.k
+                                   or not all(_number(v) for v in values)):
+            return f"training.{key} must be {model.k} numbers, one per segment"
+    for key in ("mean_distance", "n_customers"):
+        if t.get(key) is not None and not _number(t[key]):
+            return f"training.{key} must be a number"
+    return None

@@ -62,6 +62,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
             if not found:
                 raise GpusegError(f"pattern {text!r} matches no input files ({ALLOWED})")
             files.extend(found)
+        elif path.exists():
+            raise GpusegError(f"input {text!r} is not a regular file or folder (a device, FIFO or socket); "
+                              f"allowed: files ({ALLOWED}), folders of them, or glob patterns")
         else:
             raise GpusegError(f"input {text!r} does not exist")
     return list(dict.fromkeys(files))
