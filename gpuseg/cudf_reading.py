@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .backend import _import, get_namespace
 from .cleaning import (BatchStats, RowCounts, Transactions, _days_in_month, check_rows, day_number,
                        days_from_civil, parse_days, screen, yyyymmdd_days)
@@ -317,6 +315,31 @@ def _ids(s: Any, to_int: bool = True) -> Any:
     return s
 
 
+@dataclass
+class _Decoded:
+    """One file's columns decoded on the device: the ids as read (index reset), the rest as arrays."""
+
+    ids: Any
+    has_customer: Any
+    day: Any
+    date_ok: Any
+    amount: Any
+    bad_date: tuple[Path, object] | None
+
+
+def _decode(cudf: Any, cp: Any, path: Path, df: Any, mapping: ColumnMapping, date_format: str | None) -> _Decoded:
+    # Per file, as the CPU path decodes per batch: files may type a column differently
+    # (text dates in one, timestamps in another; float or decimal amounts).
+    df = df.reset_index(drop=True)
+    has_cust = _present(cp, df[mapping.customer])
+    day, date_ok = _days(cudf, cp, df[mapping.date], date_format)
+    amount = _amounts(cudf, df, mapping)
+    missed = has_cust & ~date_ok
+    bad = (path, df[mapping.date].iloc[int(cp.argmax(missed))]) if bool(missed.any()) else None
+    ids = df[[c for c in (mapping.customer, mapping.invoice) if c]]
+    return _Decoded(ids, has_cust, day, date_ok, amount, bad)
+
+
 def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | None = None,
               as_of: dt.date | None = None) -> Transactions:
     """Read ``files`` with cuDF and clean them on the device.
@@ -330,33 +353,31 @@ def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | 
     """
     cudf, cp = _import("cudf"), _import("cupy")
     frames = [_read(cudf, f, mapping) for f in files]
-    starts = np.cumsum([0] + [len(f) for f in frames])
-    # Masks below are positional (CuPy arrays through .iloc); the reset index
-    # keeps every later Series aligned with them.
-    df = cudf.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    del frames
-    rows = RowCounts(read=len(df))
+    rows = RowCounts(read=sum(len(f) for f in frames))
     if rows.read == 0:
         check_rows(BatchStats(rows), mapping, date_format)  # says: no data rows
-    has_cust = _present(cp, df[mapping.customer])
-    day, date_ok = _days(cudf, cp, df[mapping.date], date_format)
-    amount = _amounts(cudf, df, mapping)
+    parts = []
+    for i, path in enumerate(files):
+        parts.append(_decode(cudf, cp, path, frames[i], mapping, date_format))
+        frames[i] = None
+    has_cust, day, date_ok, amount = (cp.concatenate([getattr(p, a) for p in parts])
+                                      for a in ("has_customer", "day", "date_ok", "amount"))
     keep, dropped = screen(has_cust, day, date_ok, amount, day_number(as_of) if as_of is not None else None)
     rows.dropped.update(dropped)
     rows.used = int(keep.sum())
-    bad = None
-    if dropped["unparseable_date"]:
-        first = int(cp.argmax(has_cust & ~date_ok))
-        bad = (files[int(np.searchsorted(starts, first, side="right")) - 1], df[mapping.date].iloc[first])
+    bad = next((p.bad_date for p in parts if p.bad_date is not None), None)
     check_rows(BatchStats(rows, bad_date=bad), mapping, date_format)
 
+    # Masks are positional (CuPy arrays through .iloc) on frames whose index was reset:
+    # a boolean cudf.Series would align by label.
+    ids = cudf.concat([p.ids for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].ids
+    del parts
+    ids = ids.iloc[keep].reset_index(drop=True)
     from_csv = all(file_format(f) == "csv" for f in files)
-    customer_col = _ids(df[mapping.customer].iloc[keep].reset_index(drop=True), from_csv)
-    codes, uniques = customer_col.factorize(sort=True)
+    codes, uniques = _ids(ids[mapping.customer], from_csv).factorize(sort=True)
     customer = cp.asarray(codes).astype(cp.int32)
     day, amount = day[keep], amount[keep]
-    order, n_orders = _orders(cp, customer, day,
-                              df[mapping.invoice].iloc[keep].reset_index(drop=True) if mapping.invoice else None)
+    order, n_orders = _orders(cp, customer, day, ids[mapping.invoice] if mapping.invoice else None)
     as_of_day = day_number(as_of) if as_of is not None else int(day.max()) + 1
     return Transactions(customer=customer, day=day.astype(cp.int32), amount=amount, order=order,
                         n_orders=n_orders, customer_ids=uniques.to_arrow(), as_of=as_of_day, rows=rows)

@@ -48,7 +48,8 @@ def cpu_days(strings, fmt):
 
 def device_days(strings, fmt, cudf=None, xp=np):
     """The cuDF path's text-date rule on a stand-in Series (or a real cuDF one)."""
-    series = (cudf.Series(strings, dtype="str") if cudf is not None else pd.Series(strings, dtype="str"))
+    series = (cudf.Series.from_arrow(pa.array(strings, pa.string())) if cudf is not None
+              else pd.Series(strings, dtype="str"))
     d, ok = cudf_reading._text_days(xp, series, fmt)
     d, ok = (a.get() if hasattr(a, "get") else a for a in (d, ok))
     return [int(x) if good else None for x, good in zip(d, ok)]
@@ -254,6 +255,21 @@ def test_decimal_amounts_and_floating_yyyymmdd_dates(tmp_path, standin):
     assert_same(got, want)
     assert want.rows.dropped == {"missing_customer_id": 0, "unparseable_date": 2, "date_out_of_range": 0,
                                  "bad_amount": 1}
+
+
+def test_files_that_type_columns_differently(tmp_path, standin):
+    # Text dates and float amounts in a CSV, timestamps and decimals in a Parquet file.
+    from decimal import Decimal
+    a, b = tmp_path / "a.csv", tmp_path / "b.parquet"
+    messy_frame().to_csv(a, index=False)
+    df = messy_frame().iloc[:10]
+    pq.write_table(pa.table({"customer_id": pa.array(df["customer_id"], pa.string()),
+                             "date": pa.array(pd.to_datetime(df["date"], format="%m/%d/%Y %H:%M", errors="coerce")),
+                             "invoice": pa.array(df["invoice"]),
+                             "amount": pa.array([None if np.isnan(x) else Decimal(f"{x:.2f}") for x in df["amount"]],
+                                                pa.decimal128(12, 2))}), b)
+    fmt = "%m/%d/%Y %H:%M"
+    assert_same(load_cudf([a, b], MAP, fmt), cpu_clean([a, b], MAP, fmt))
 
 
 def test_the_bad_date_example_names_its_file(tmp_path, standin):
