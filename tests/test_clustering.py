@@ -324,3 +324,20 @@ def test_streamed_engine_on_numpy_equals_the_in_memory_fit(rng):
 def test_unknown_engine_is_refused(rng):
     with pytest.raises(ValueError, match="engine must be one of auto, generic, fused, streamed"):
         fit_kmeans(blobs(rng, n=50, d=2, k=2), 2, engine="turbo")
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 8, 16, 17, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_is_argmin_with_ties_to_the_lowest_index(xp, k, dtype):
+    from gpuseg.cluster.steps import _nearest, _prepare
+    rng = np.random.default_rng(k)
+    X = rng.integers(-3, 4, (2_000, 3)).astype(dtype)  # small integers: many exact ties
+    C = rng.integers(-3, 4, (k, 3)).astype(dtype)
+    if k > 1:
+        C[k // 2] = C[0]  # two identical centres: every point nearer them ties
+    X, C = xp.asarray(X), xp.asarray(C)
+    labels, best = _nearest(X, _prepare(C), xp)
+    D = to_numpy((C * C).sum(axis=1)[None, :] - 2.0 * (X @ C.T))
+    assert labels.dtype == xp.int32
+    np.testing.assert_array_equal(to_numpy(labels), D.argmin(axis=1))
+    np.testing.assert_array_equal(to_numpy(best), D.min(axis=1))

