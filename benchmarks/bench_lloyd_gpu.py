@@ -1,4 +1,4 @@
-"""Lloyd step micro-benchmark on a GPU: the fused kernel, the array-generic CuPy step, the CPU.
+"""Lloyd step micro-benchmark on a GPU: the fused kernel, the array-generic CuPy step, the CPU, Flash-KMeans.
 
 Times one Lloyd step (the part repeated every iteration: assignment, partial
 sums and their reduction) per implementation and shape, after a warm-up,
@@ -6,7 +6,17 @@ with the device synchronised (CUDA events) before each timer stops; reports
 the median. Beside each GPU time: the bandwidth floor, bytes the step must
 read once over the measured device-to-device copy bandwidth.
 
-Usage: python benchmarks/bench_lloyd_gpu.py --out results.json [--quick]
+``--grid`` then compares one whole iteration (``"timed": "iteration"``) of
+the fused step (the step and the new centres) with one iteration of
+Flash-KMeans (its FlashAssign and sorted centroid update), float32, over
+n ∈ {10⁷, 10⁸} × d ∈ {3, 8, 16, 32} × k ∈ {5, 16, 64}: the same data and
+initial centres, the same number of timed iterations, in the same process.
+Labels of one iteration from those centres are compared; every disagreement
+must be a near-tie (the two centres' squared distances within 1e-5 of the
+norms involved). Cases run until ``--budget-s`` seconds have passed; the
+results file is rewritten after every case, so a run cut short keeps them.
+
+Usage: python benchmarks/bench_lloyd_gpu.py --out results.json [--quick] [--grid] [--budget-s 150]
 """
 
 from __future__ import annotations
@@ -72,7 +82,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="smaller grid, for a second run")
+    ap.add_argument("--grid", action="store_true", help="fused against Flash-KMeans over the issue's grid")
+    ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no case after this many seconds")
     args = ap.parse_args()
+    deadline = time.monotonic() + args.budget_s
 
     bw = bandwidth_gbs(cp)
     print(f"device-to-device copy: {bw:.0f} GB/s", flush=True)
@@ -81,6 +94,12 @@ def main() -> None:
     if args.quick:
         shapes = shapes[:3]
     cases = []
+    result = {"device": gpu_description(cp), "bandwidth_gbs": bw, "cupy": cp.__version__, "cases": cases}
+
+    def write() -> None:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=2)
+
     rng = cp.random.default_rng(1)
     for n, d, k in shapes:
         ld = padded_width(d, np.float32)
@@ -109,6 +128,7 @@ def main() -> None:
         print(f"generic  n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms", flush=True)
         Xd = Cd = fused = generic = None  # free before the next shape
         cp.get_default_memory_pool().free_all_blocks()
+        write()
     # The CPU step on this machine's cores, on a shape it can do in seconds.
     n, d, k = 10_000_000, 8, 16
     Xh = np.random.default_rng(2).standard_normal((n, d))
@@ -118,10 +138,85 @@ def main() -> None:
         ms = time_cpu(lambda: step.partials(Ch), 3)
     cases.append({"impl": "cpu", "n": n, "d": d, "k": k, "ms_per_iter": ms, "threads": os.cpu_count()})
     print(f"cpu      n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms  ({os.cpu_count()} threads, float64)", flush=True)
-    result = {"device": gpu_description(cp), "bandwidth_gbs": bw, "cupy": cp.__version__,
-              "cases": cases}
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
+    Xh = Ch = None
+    write()
+    if args.grid:
+        flash_grid(cp, bw, result, write, deadline)
+
+
+GRID = [(n, d, k) for n in (10_000_000, 100_000_000) for d in (3, 8, 16, 32) for k in (5, 16, 64)]
+
+
+def near_tie_check(cp, X, C, ours, theirs) -> dict:
+    """Rows where two labelings differ, and how many of them are not near-ties."""
+    rows = cp.flatnonzero(ours != theirs)
+    if rows.size == 0:
+        return {"labels_differ": 0, "labels_differ_not_near_tie": 0}
+    x = X[rows].astype(cp.float64)
+    c = C.astype(cp.float64)
+    a, b = ours[rows].astype(cp.int64), theirs[rows].astype(cp.int64)
+    da = ((x - c[a]) ** 2).sum(axis=1)
+    db = ((x - c[b]) ** 2).sum(axis=1)
+    # float32 distances by the expansion carry errors of the order of the norms involved.
+    scale = (x * x).sum(axis=1) + cp.maximum((c[a] ** 2).sum(axis=1), (c[b] ** 2).sum(axis=1))
+    near = cp.abs(da - db) <= 1e-5 * cp.maximum(scale, 1e-12)
+    return {"labels_differ": int(rows.size), "labels_differ_not_near_tie": int((~near).sum())}
+
+
+def flash_grid(cp, bw: float, result: dict, write, deadline: float) -> None:
+    """One iteration of the fused step against one of Flash-KMeans over :data:`GRID`."""
+    from gpuseg.bench import flash_kmeans_iteration, fused_iteration, probe_flash_kmeans
+    from gpuseg.cluster.fused import FusedStep, padded_width
+
+    flash, why = probe_flash_kmeans()
+    result["flash_kmeans"] = {"available": flash is not None, "reason": why}
+    if flash is not None:
+        import importlib.metadata
+
+        import torch
+        import triton
+        result["flash_kmeans"].update(version=importlib.metadata.version("flash-kmeans"), torch=torch.__version__,
+                                      triton=triton.__version__)
+    print(f"flash-kmeans: {'available' if flash is not None else why}", flush=True)
+    cases = result["cases"]
+    rng = cp.random.default_rng(3)
+    # The headline shape first, then the rest in size order.
+    grid = [(100_000_000, 8, 16)] + [g for g in GRID if g != (100_000_000, 8, 16)]
+    for n, d, k in grid:
+        if time.monotonic() > deadline:
+            result.setdefault("grid_not_run", []).append({"n": n, "d": d, "k": k})
+            continue
+        X = rng.standard_normal((n, d), dtype=cp.float32)
+        C = X[rng.integers(0, n, k)].copy()
+        floor_ms = n * padded_width(d, np.float32) * 4 / (bw * 1e9) * 1e3
+        reps = 10 if n >= 10**8 else 20
+        fused = FusedStep(X, k)
+        ms = time_gpu(cp, lambda: fused_iteration(fused, C), reps)
+        cases.append({"impl": "fused", "timed": "iteration", "n": n, "d": d, "k": k, "ms_per_iter": ms,
+                      "floor_ms": floor_ms, "pct_of_floor": 100 * floor_ms / ms})
+        line = f"grid n={n:>11,} d={d:>2} k={k:>2}: fused {ms:8.3f} ms"
+        if flash is not None:
+            try:
+                iterate, labels = flash_kmeans_iteration(flash, X, C)
+                fms = time_gpu(cp, iterate, reps)
+                check = near_tie_check(cp, X, C, fused.assign(C)[0], labels())
+                cases.append({"impl": "flash-kmeans", "timed": "iteration", "n": n, "d": d, "k": k,
+                              "ms_per_iter": fms, "floor_ms": floor_ms, "pct_of_floor": 100 * floor_ms / fms,
+                              "fused_over_flash": ms / fms, **check})
+                line += f", flash-kmeans {fms:8.3f} ms, fused/flash {ms / fms:.2f}, labels differ " \
+                        f"{check['labels_differ']} ({check['labels_differ_not_near_tie']} not near-ties)"
+            except Exception as exc:  # a shape the peer cannot run is recorded, not fatal
+                cases.append({"impl": "flash-kmeans", "timed": "iteration", "n": n, "d": d, "k": k,
+                              "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+                line += f", flash-kmeans failed: {type(exc).__name__}"
+            iterate = labels = None
+        print(line, flush=True)
+        X = C = fused = None
+        cp.get_default_memory_pool().free_all_blocks()
+        if flash is not None:
+            import torch
+            torch.cuda.empty_cache()
+        write()
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .backend import cpu_description
+from .backend import _import, cpu_description
 from .errors import GpusegError
 
 GPUSEG_BACKENDS = ("cpu", "cupy", "cuml")
@@ -460,14 +460,67 @@ def device_bandwidth_gbs(cp: Any, nbytes: int = 2 << 30) -> float:
     return 2 * nbytes / t / 1e9
 
 
+def probe_flash_kmeans() -> tuple[Any, str | None]:
+    """Flash-KMeans' one-iteration function (FlashAssign + sorted centroid update), or None and why not.
+
+    Flash-KMeans (PyPI ``flash-kmeans``) is built on PyTorch and Triton; its
+    package quietly falls back to a plain PyTorch loop when its Triton
+    kernels do not import, so the Triton module is imported directly here.
+    """
+    try:
+        import torch
+        from flash_kmeans.kmeans_triton_impl import _euclid_iter
+    except Exception as exc:  # not installed, or torch/triton missing or broken
+        return None, f"flash-kmeans with its Triton kernels is not importable ({type(exc).__name__}: {exc})"
+    if not torch.cuda.is_available():
+        return None, "flash-kmeans needs a CUDA device visible to PyTorch"
+    return _euclid_iter, None
+
+
+def flash_kmeans_iteration(euclid_iter: Any, X: Any, C: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """One Flash-KMeans iteration over CuPy ``X`` (n, d) from centres ``C`` (k, d), float32.
+
+    The arrays are shared with PyTorch through DLPack (no copy); the squared
+    norms are computed once, untimed, as Flash-KMeans computes them once per fit.
+    Returns ``(iterate, labels)``: ``iterate()`` runs one iteration;
+    ``labels()`` its assignment as a CuPy int32 array.
+    """
+    import torch
+    cp = _import("cupy")
+    x = torch.from_dlpack(X).unsqueeze(0)
+    c = torch.from_dlpack(C).unsqueeze(0).contiguous()
+    x_sq = torch.empty((1, x.shape[1]), device=x.device, dtype=x.dtype)
+    for s in range(0, x.shape[1], 1 << 20):  # in chunks: no (n, d) temporary
+        x_sq[:, s:s + (1 << 20)] = (x[:, s:s + (1 << 20)] ** 2).sum(dim=-1)
+
+    def iterate() -> Any:
+        return euclid_iter(x, x_sq, c)
+
+    def labels() -> Any:
+        return cp.from_dlpack(iterate()[2][0].contiguous()).astype(cp.int32)
+
+    return iterate, labels
+
+
+def fused_iteration(step: Any, C: Any) -> Any:
+    """One Lloyd iteration of the fused step: the step, then the new centres (as the driver moves them)."""
+    xp = step.xp
+    part = step.partials(C)
+    counts = part.counts[:, None]
+    return xp.where(counts > 0, part.sums / xp.maximum(counts, 1), C).astype(C.dtype)
+
+
 def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...], reps: int = 5,
                      on_case: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Time one Lloyd step over the grid of n, d, k for each implementation available.
+    """Time one Lloyd iteration over the grid of n, d, k for each implementation available.
 
-    Implementations: ``cpu`` (NumPy, float64, all cores), ``fused`` and
-    ``generic`` (CuPy, float32) when a GPU is there. Each case reports the
-    median time and the bandwidth floor: the bytes the step must read once
-    over the measured copy bandwidth of its memory.
+    Implementations: ``cpu`` (NumPy, float64, all cores: the step), ``fused``
+    (the fused kernel and the centre update: one iteration) and ``generic``
+    (the array-generic CuPy step) in float32 when a GPU is there, and
+    ``flash-kmeans`` (one iteration of Flash-KMeans, from the same data and
+    centres) when it is importable. Each case reports the median time and
+    the bandwidth floor: the bytes the step must read once over the measured
+    copy bandwidth of its memory.
     """
     from contextlib import ExitStack
 
@@ -479,8 +532,12 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
     cp, why = probe_cupy() if any(b != "cpu" for b in backends) else (None, None)
     if cp is None and why:
         out["unavailable"].append({"backend": "cupy (fused, generic)", "reason": why})
+    flash = None
     if cp is not None:
         out["device_bandwidth_gbs"] = device_bandwidth_gbs(cp)
+        flash, why_not = probe_flash_kmeans()
+        if flash is None:
+            out["unavailable"].append({"backend": "flash-kmeans", "reason": why_not})
     rng = np.random.default_rng(0)
     for n in grid["n"]:
         for d in grid["d"]:
@@ -501,20 +558,37 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
                 from .cluster.fused import FusedStep, why_unsupported
                 Xd = cp.random.default_rng(1).standard_normal((n, d), dtype=cp.float32)
                 Cd = Xd[:k].copy()
-                sync = cp.cuda.get_current_stream().synchronize
+
+                def sync() -> None:
+                    cp.cuda.Device().synchronize()  # every stream: PyTorch's too
+
                 floor = Xd.nbytes / (out["device_bandwidth_gbs"] * 1e9)
                 impls: list[tuple[str, Callable[[], Any]]] = []
                 if why_unsupported(d, k, np.float32) is None:
                     fused = FusedStep(Xd, k)
-                    impls.append(("fused", lambda: fused.partials(Cd)))
+                    impls.append(("fused", lambda: fused_iteration(fused, Cd)))
                 generic = ChunkedStep(Xd, default_chunk_size(cp, k, d), track_labels=False)
                 impls.append(("generic", lambda: generic.partials(Cd)))
+                if flash is not None:
+                    try:
+                        flash_iter, _ = flash_kmeans_iteration(flash, Xd, Cd)
+                        impls.append(("flash-kmeans", flash_iter))
+                    except Exception as exc:
+                        out["unavailable"].append({"backend": f"flash-kmeans at n={n}, d={d}, k={k}",
+                                                   "reason": f"{type(exc).__name__}: {exc}"})
                 for name, fn in impls:
-                    t = _median_time(fn, sync, reps)
+                    try:
+                        t = _median_time(fn, sync, reps)
+                    except Exception as exc:  # a peer that fails on a shape is reported, not fatal
+                        if name != "flash-kmeans":
+                            raise
+                        out["unavailable"].append({"backend": f"flash-kmeans at n={n}, d={d}, k={k}",
+                                                   "reason": f"{type(exc).__name__}: {exc}"})
+                        continue
                     cases.append({"impl": name, "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,
                                   "floor_ms": floor * 1e3, "pct_of_floor": 100 * floor / t})
                     notify(cases[-1])
-                Xd = Cd = fused = generic = None
+                Xd = Cd = fused = generic = impls = None
                 cp.get_default_memory_pool().free_all_blocks()
     return out
 

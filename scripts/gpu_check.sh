@@ -13,7 +13,10 @@
 #       skipped for time) -> $OUT/bench/bench.{json,md,png}; its 10^8 log is the one
 #       above (linked into its cache), so it differs from bench's own logs in having
 #       no dirty rows;
-#     - the Lloyd micro-benchmark (--quick) -> $OUT/gpu-<device>.json.
+#     - the Lloyd micro-benchmark (--quick), then (--grid, issue 10) one iteration of the
+#       fused step against one of Flash-KMeans over n in {1e7,1e8} x d in {3,8,16,32} x
+#       k in {5,16,64}, same data and centres, labels compared -> $OUT/gpu-<device>.json
+#       (cases "impl": "fused" and "impl": "flash-kmeans", "timed": "iteration").
 #   Everything printed goes to $OUT/check.log as well (at most 8 files come back
 #   from $OUT: this script writes 6).
 #
@@ -22,8 +25,9 @@
 # benchmarks rewrite their results as they go; `gpuseg bench` takes the timeout's
 # SIGINT as Ctrl-C and writes what it has). At the speeds of device run 4 (cupy 20 s,
 # cpu 36 s, generation 66 s at 10^8) the plan is: phase 1 <= 150 s, pipeline ~100 s,
-# gpuseg bench what is left less 40 s (its 10^8 peers may be cut), Lloyd 40 s. Give
-# the device call timeout_s=600.
+# gpuseg bench what is left less LLOYD_S (its 10^8 runs may be cut), Lloyd + the
+# Flash-KMeans grid LLOYD_S = 150 s (the grid starts no case after its budget and keeps
+# the cases it finished; the headline shape runs first). Give the device call timeout_s=600.
 #
 # Polars is not installed on the lent machines: carry its wheels. Once, here:
 #   echo /.whl/ >> .git/info/exclude   # already in .gitignore
@@ -31,13 +35,17 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl/ polars==2.1.0 polars-runtime-32==2.1.0
 #   (plainly `pip download polars polars-runtime-32 --no-deps -d .whl/` on an x86-64 Linux
-#   machine; about 55 MB, so the rest of the tree must stay under ~9 MB). The device call
-#   must carry it: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600).
-# Without .whl/ the polars peer is left out (and says so).
+#   machine; about 55 MB, so the rest of the tree must stay under ~9 MB). Flash-KMeans
+#   (issue 10; pure Python on PyTorch and Triton, which the lent machines have, plus tqdm,
+#   which its Triton module imports):
+#   python3 -m pip download --no-deps -d .whl/ flash-kmeans==0.3.1 tqdm   (about 120 kB)
+#   The device call must carry it: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600).
+# Without .whl/ the polars and Flash-KMeans peers are left out (and say so).
 #
 # Knobs (environment): OUT (default benchmarks/results), BUDGET_S (450), ROWS (1e8;
 # 0 skips the pipeline benchmark), RETAIL_ROWS (0; e.g. 2e7 adds the retail log),
-# BENCH_SIZES (1e6,1e7,1e8; empty skips gpuseg bench), LLOYD (1; 0 skips it),
+# BENCH_SIZES (1e6,1e7,1e8; empty skips gpuseg bench), LLOYD (1; 0 skips it), LLOYD_S (150:
+# the Lloyd benchmark and the Flash-KMeans grid), GRID (1; 0 skips the grid),
 # TESTS (tests), DATA (/tmp/gpuseg-bench: generated logs and run outputs), BACKENDS
 # (cupy,cpu,polars: the pipeline benchmark's runners) and BENCH_BACKENDS (cpu,cupy). A dry
 # run without a GPU: ROWS=2e5 BENCH_SIZES=1e4 BACKENDS=cpu,polars BENCH_BACKENDS=cpu LLOYD=0
@@ -79,16 +87,16 @@ tag() { $PY -c "import sys; sys.path.insert(0, 'benchmarks'); from bench_pipelin
 stamp "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
 nproc
-if ls .whl/polars-*.whl >/dev/null 2>&1; then
+if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="/tmp/site:$PYTHONPATH" || echo "!! could not install the carried polars wheels"
+    && export PYTHONPATH="/tmp/site:$PYTHONPATH" || echo "!! could not install the carried wheels"
 else
-  echo "no .whl/ carried: the polars peer runs only if polars is installed"
+  echo "no .whl/ carried: the polars and Flash-KMeans peers run only if they are installed"
 fi
 $PY -c "
 import sys
 print(sys.version.split()[0])
-for m in ('numpy', 'cupy', 'pyarrow', 'sklearn', 'polars', 'pandas'):
+for m in ('numpy', 'cupy', 'pyarrow', 'sklearn', 'polars', 'pandas', 'torch', 'triton', 'flash_kmeans'):
     try:
         print(m, __import__(m).__version__)
     except Exception as exc:
@@ -140,8 +148,9 @@ if [ "$ROWS" != "0" ]; then
   echo "pipeline exit status: $?"
 fi
 
+LLOYD_S=${LLOYD_S:-150}
 lloyd_keep=0
-[ "${LLOYD:-1}" != "0" ] && lloyd_keep=40
+[ "${LLOYD:-1}" != "0" ] && lloyd_keep=$LLOYD_S
 if [ -n "$BENCH_SIZES" ]; then
   stamp "gpuseg bench --sizes $BENCH_SIZES --backends $BENCH_BACKENDS"
   mkdir -p "$DATA/bench-cache"
@@ -150,15 +159,19 @@ if [ -n "$BENCH_SIZES" ]; then
     ln -sf "$(realpath "$DATA/gpuseg-$(tag "$ROWS").parquet")" \
       "$DATA/bench-cache/tx-$($PY -c "import sys; print(int(float(sys.argv[1])))" "$ROWS")-seed0.parquet"
   fi
-  # The Lloyd step after it keeps its 40 s; the bench writes its results after every worker.
+  # The Lloyd step after it keeps its LLOYD_S; the bench writes its results after every worker.
   run_capped 200 "$lloyd_keep" $PY -m gpuseg.cli bench --sizes "$BENCH_SIZES" --backends "$BENCH_BACKENDS" --repeats 1 \
     --cache "$DATA/bench-cache" --out "$OUT/bench"
   echo "gpuseg bench exit status: $?"
 fi
 
 if [ "${LLOYD:-1}" != "0" ]; then
-  stamp "Lloyd micro-benchmark"
-  run_capped 45 0 $PY benchmarks/bench_lloyd_gpu.py --quick --out "$DATA/lloyd.json"
+  stamp "Lloyd micro-benchmark, then fused against Flash-KMeans"
+  lloyd_cap=$(cap "$LLOYD_S")
+  grid=()
+  # The grid starts no case in the last 30 s of the slot (a 10^8 case takes a few seconds).
+  [ "${GRID:-1}" != "0" ] && grid=(--grid --budget-s $(( lloyd_cap > 60 ? lloyd_cap - 30 : 30 )))
+  run_capped "$LLOYD_S" 0 $PY benchmarks/bench_lloyd_gpu.py --quick ${grid[@]+"${grid[@]}"} --out "$DATA/lloyd.json"
   echo "Lloyd exit status: $?"
   $PY - "$OUT" "$DATA/lloyd.json" <<'PY'
 import json, re, subprocess, sys
@@ -170,12 +183,17 @@ lloyd = json.loads(lloyd_path.read_text())
 device = lloyd.get("device") or subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                                                capture_output=True, text=True).stdout.strip() or "unknown"
 name = re.sub(r"[^a-z0-9]+", "-", device.split("(")[0].strip().lower()).strip("-")
-result = {"device": device, "bandwidth_gbs": lloyd.get("bandwidth_gbs"), "cases": lloyd.get("cases", [])}
+result = {"device": device, **{k: v for k, v in lloyd.items() if k != "device"}}
 (out / f"gpu-{name}.json").write_text(json.dumps(result, indent=2))
 print(f"wrote {out}/gpu-{name}.json")
 for c in result["cases"]:
-    print(f"{c['impl']:8s} n={c['n']:>11,} d={c['d']:>2} k={c['k']:>2} {c['ms_per_iter']:9.3f} ms/iter"
-          + (f"  {c['pct_of_floor']:.0f}% of floor" if 'pct_of_floor' in c else ""))
+    if "ms_per_iter" not in c:
+        print(f"{c['impl']:12s} n={c['n']:>11,} d={c['d']:>2} k={c['k']:>2} failed: {c.get('error')}")
+        continue
+    print(f"{c['impl']:12s} n={c['n']:>11,} d={c['d']:>2} k={c['k']:>2} {c['ms_per_iter']:9.3f} ms/"
+          + c.get("timed", "step") + (f"  {c['pct_of_floor']:.0f}% of floor" if 'pct_of_floor' in c else "")
+          + (f"  fused/flash {c['fused_over_flash']:.2f}, labels differ {c['labels_differ']} "
+             f"({c['labels_differ_not_near_tie']} not near-ties)" if 'fused_over_flash' in c else ""))
 PY
 fi
 

@@ -150,3 +150,46 @@ def test_parse_sizes_and_summarise_units():
     rec = {(r["stage"]): r for r in summarise(runs)}
     assert rec["end_to_end"]["median_s"] == 2.0 and rec["end_to_end"]["n"] == 3
     assert rec["features_to_assign"]["median_s"] == pytest.approx(0.3 + 1.0)
+
+
+def test_one_iteration_timed_for_the_peer_comparison_is_one_lloyd_iteration(rng):
+    # bench's fused_iteration (the step, then the new centres) moves the centres as the driver does.
+    from gpuseg.cluster.lloyd import lloyd
+    from gpuseg.cluster.steps import ChunkedStep
+    X = rng.normal(size=(3_000, 3))
+    C = X[:4].copy()
+    C[3] = 1e6  # attracts nothing: keeps its place in an iteration without relocation
+    X[0] = 50.0
+    got = bench.fused_iteration(ChunkedStep(X, 512, track_labels=False), C)
+    want = lloyd(ChunkedStep(X, 512, track_labels=False), C[:3], max_iter=1).centers
+    np.testing.assert_allclose(got[:3], want, rtol=1e-12)
+    np.testing.assert_array_equal(got[3], C[3])
+
+
+def test_flash_kmeans_peer_says_why_it_is_missing():
+    fn, why = bench.probe_flash_kmeans()
+    try:
+        import torch  # noqa: F401
+        import flash_kmeans.kmeans_triton_impl  # noqa: F401
+    except Exception:
+        assert fn is None and why.startswith("flash-kmeans with its Triton kernels is not importable")
+    else:
+        assert fn is not None or "CUDA device" in why
+
+
+@pytest.mark.gpu
+def test_kernel_mode_on_a_gpu_times_fused_generic_and_flash_kmeans_when_there(cp):
+    r = bench.run_kernel_bench({"n": (20_011,), "d": (3,), "k": (5,)}, ("cupy",), reps=2)
+    impls = [c["impl"] for c in r["cases"]]
+    assert impls[:2] == ["fused", "generic"]
+    flash, why = bench.probe_flash_kmeans()
+    if flash is None:
+        assert any(u["backend"] == "flash-kmeans" and u["reason"] == why for u in r["unavailable"])
+    else:
+        assert impls[2:] == ["flash-kmeans"], r["unavailable"]
+        # The peer assigns as gpuseg does, from the same data and centres (float32: near-ties may differ).
+        X = cp.random.default_rng(1).standard_normal((20_011, 3), dtype=cp.float32)
+        from gpuseg.cluster.fused import FusedStep
+        _, labels = bench.flash_kmeans_iteration(flash, X, X[:5].copy())
+        ours = FusedStep(X, 5).assign(X[:5].copy())[0]
+        assert float((labels() == ours).mean()) > 0.999
