@@ -25,7 +25,7 @@ from .config import SegmentConfig
 from .errors import GpusegError
 from .cluster.metrics import adjusted_rand, calinski_harabasz, davies_bouldin, silhouette
 from .outputs import staged_output, write_json
-from .pipeline import Progress, prepare
+from .pipeline import Progress, prepare, refuse_empty_segments
 
 MIN_STABILITY = 0.8
 RESULT = "choose_k.json"
@@ -123,6 +123,11 @@ def choose_k(config: SegmentConfig, k_min: int = 2, k_max: int = 12, sample_size
             fits = [fit_kmeans(p.Z, k, random_state=config.seed + r, max_iter=config.max_iter, tol=config.tol)
                     for r in range(runs)]
             first = fits[0]
+            # Fewer distinct customers than k: no k from here on has a meaning.
+            if first.n_distinct < k_min:
+                raise GpusegError(f"the {n} customers have only {first.n_distinct} distinct value(s) of "
+                                  f"{','.join(config.features)}; choose-k needs at least --k-min {k_min}")
+            refuse_empty_segments(first.n_distinct, k, n, config.features, "--k-max")
             stability = (sum(adjusted_rand(a.labels, b.labels) for a, b in combinations(fits, 2))
                          / (runs * (runs - 1) / 2)) if runs > 1 else None
             metrics.append(KMetrics(k=k, inertia=first.inertia,

@@ -261,8 +261,8 @@ def _print_result(result: Any) -> None:
     for p in result.profiles:
         table.add_row(str(p["segment"]), escape(p["name"]), f"{p['n_customers']:,}", f"{p['share']:.1%}",
                       f"{p['revenue_share']:.1%}",
-                      f"{p['mean_recency_days']:.0f}", f"{p['mean_frequency']:.1f}", f"{p['mean_monetary']:,.0f}",
-                      f"{p['mean_avg_order_value']:,.1f}")
+                      _fmt(p['mean_recency_days'], ".0f"), _fmt(p['mean_frequency'], ".1f"),
+                      _fmt(p['mean_monetary'], ",.0f"), _fmt(p['mean_avg_order_value'], ",.1f"))
     out_console.print(table)
 
     timings = Table(title="Stage timings (s)", title_justify="left")
@@ -273,6 +273,11 @@ def _print_result(result: Any) -> None:
     out_console.print(timings)
     out_console.print(f"Wrote {escape(str(result.out))}/: assignments.parquet, features.parquet, segments.csv, "
                       f"model.json, report.json", highlight=False)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """A number as ``spec``; an empty segment's missing mean as a dash."""
+    return "–" if value is None else format(value, spec)
 
 
 def _segment_config(inputs: list[str] | None, out: str, k: int, features: str, backend: str,
@@ -346,7 +351,7 @@ def score(
     quantity_col: QuantityCol = None,
     price_col: PriceCol = None,
     date_format: DateFormat = None,
-    as_of: AsOf = None,
+    as_of: Annotated[Optional[str], typer.Option(help="Reference day YYYY-MM-DD, or 'model' for the model's own (default: the day after the last row).")] = None,
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory to stay within, e.g. 4GB; larger inputs are streamed in partitions (default: a quarter of RAM).")] = None,
     partitions: Annotated[Optional[int], typer.Option(help="Stream through this many partitions regardless of size.")] = None,
     scheduler: Scheduler = None,
@@ -365,8 +370,9 @@ def score(
     with _user_errors():
         columns = _columns(customer_col, date_col, invoice_col, amount_col, quantity_col, price_col)
         config = ScoreConfig(model=model, inputs=tuple(inputs), out=out, backend=backend, columns=columns,
-                             date_format=date_format, as_of=parse_date(as_of) if as_of else None,
-                             partitions=partitions,
+                             date_format=date_format,
+                             as_of=parse_date(as_of) if as_of and as_of.strip() != "model" else None,
+                             as_of_from_model=bool(as_of) and as_of.strip() == "model", partitions=partitions,
                              **({"memory_limit": parse_memory(memory_limit)} if memory_limit else {}))
         if scheduler:
             from .dask_pipeline import score_dask

@@ -30,8 +30,10 @@ transaction row, like the single-process pipeline).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import operator
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,10 +93,15 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
                 return distributed.Client(cluster), cluster, "LocalCUDACluster"
         except ImportError:
             pass
-        cluster = distributed.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True)
+        # Workers' own logs (a task's error, shutdown chatter) stay quiet: gpuseg reports errors itself.
+        cluster = distributed.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                           silence_logs=logging.CRITICAL)
         return distributed.Client(cluster), cluster, "LocalCluster"
     try:
         return distributed.Client(scheduler, timeout="10s"), None, scheduler
+    except (ValueError, TypeError) as exc:
+        raise GpusegError(f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); allowed: an "
+                          "address such as tcp://host:8786, or 'local'") from None
     except (OSError, TimeoutError) as exc:
         raise GpusegError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
 
@@ -134,6 +141,8 @@ def _features_part(pdf: Any, as_of: int, text_to_int: bool, has_invoice: bool) -
                     day=table.column("day").to_numpy(), amount=table.column("amount").to_numpy())
     tx = assemble([kept], as_of, RowCounts(), text_to_int, has_invoice)
     feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders, tx.as_of)
+    from .pipeline import refuse_non_finite  # the same rule as in one process
+    refuse_non_finite(feats, tx.customer_ids)
     ids = tx.customer_ids.take(pa.array(feats.customer))
     out = pa.table({"customer_id": ids, **{name: feats.columns[name] for name in FEATURES}})
     return out.to_pandas(types_mapper=pd.ArrowDtype), feats.n_without_purchase
@@ -367,6 +376,9 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
     mapping = resolve_columns(read_column_names(files[0]), columns)
     workers = len(client.scheduler_info().get("workers", {}))
 
+    # Delayed tasks over a dask-expr frame (a function with two results per partition) make Dask
+    # note that it materialises the graph: a note for Dask's developers, not for gpuseg's users.
+    warnings.filterwarnings("ignore", message="Computing mixed collections", category=UserWarning)
     with timer.stage("clean"):
         ddf, source = _read(files, mapping)
         cleaned = [dask.delayed(_clean_part, nout=2)(p, mapping, date_format, as_of, source)
@@ -416,6 +428,8 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
         fit = KMeansFit(result.centers + shift, result.labels, result.inertia, result.n_iter, result.converged,
                         result.history, int(np.count_nonzero(np.bincount(result.labels, minlength=config.k))),
                         engine="dask")
+        from .pipeline import refuse_empty_segments  # the same rule as in one process
+        refuse_empty_segments(fit.n_distinct, config.k, n, config.features)
 
     with timer.stage("assign"):
         k = config.k
@@ -442,13 +456,13 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
                 as_of=day_date(as_of), backend="cpu", columns=mapping.to_dict(), date_format=config.date_format,
                 version=__version__, segment_names=tuple(names), training=sums.training())
             model.save(tmp / MODEL)
-        warnings = fit_warnings(fit, k, config.max_iter)
+        notes = fit_warnings(fit, k, config.max_iter)
         if config.n_init > 1:
-            warnings.append(f"--n-init {config.n_init}: with --scheduler one initialisation runs")
+            notes.append(f"--n-init {config.n_init}: with --scheduler one initialisation runs")
         report = segment_report(
             config, fit, inputs=[str(f) for f in files], columns=mapping.to_dict(), as_of=as_of, backend="cpu",
             device=f"Dask ({where})", fallbacks=[], rows=rows, n_customers=n, customers_without_purchase=n_without,
-            warnings=warnings, timings=timer.as_dict(), n_init=1, scheduler=where, workers=workers,
+            warnings=notes, timings=timer.as_dict(), n_init=1, scheduler=where, workers=workers,
             partitions=len(feats),
             outputs={"assignments": "assignments/ (one Parquet file per partition)",
                      "features": "features/ (one Parquet file per partition)"})
@@ -475,9 +489,10 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
 
     ``config`` is a :class:`gpuseg.scoring.ScoreConfig`.
     """
-    from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping
+    from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping, with_model_as_of
     with _session(scheduler, client) as (client, where):
         model = SegmentModel.load(config.model)
+        config = with_model_as_of(config, model)
         files = expand_inputs(config.inputs)
         mapping = _mapping(model, config, read_column_names(files[0]))
         date_format = config.date_format if config.date_format is not None else model.date_format

@@ -38,6 +38,11 @@ def _figure_png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    """A mean as ``spec``; an empty segment has none."""
+    return "–" if value is None else format(value, spec)
+
+
 def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
@@ -199,8 +204,8 @@ def build_html(data: dict[str, Any]) -> str:
         reading = describe(S[i]) if S is not None else ""
         parts.append(f"<tr><td>{s['segment']}</td><td class='l'>{esc(str(s['name']))}</td><td class='l'>{esc(reading)}</td>"
                      f"<td>{s['n_customers']:,}</td><td>{s['share']:.1%}</td><td>{s['revenue_share']:.1%}</td>"
-                     f"<td>{s['mean_recency_days']:.0f}</td><td>{s['mean_frequency']:.1f}</td>"
-                     f"<td>{s['mean_monetary']:,.0f}</td></tr>")
+                     f"<td>{_fmt(s['mean_recency_days'], '.0f')}</td><td>{_fmt(s['mean_frequency'], '.1f')}</td>"
+                     f"<td>{_fmt(s['mean_monetary'], ',.0f')}</td></tr>")
     parts.append("</table></section>")
     parts += ["<section><h2>Feature profiles</h2><p class='muted'>Each cell: the segment's mean of the feature "
               "(signed log1p) as a z-score against all customers.</p>",

@@ -31,7 +31,7 @@ from .model import SegmentModel
 from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_names,
                       staged_output, write_json, write_parquet, write_segments_csv)
 from .reading import expand_inputs, iter_readers, read_column_names
-from .scaling import Scaler
+from .scaling import Scaler, first_non_finite
 from .summary import SegmentResult, SegmentSums, fit_warnings, segment_report
 from .timing import StageTimer
 
@@ -144,6 +144,48 @@ def _plan(Z: Any, config: SegmentConfig, backend: Backend) -> MemoryPlan | None:
     return plan_fit(Z.shape[0], Z.shape[1], config.k, Z.dtype, device_free_bytes(backend.xp))
 
 
+def refuse_non_finite(feats: CustomerFeatures, customer_ids: pa.Array) -> None:
+    """Stop on a customer with a non-finite feature, naming the customer.
+
+    Every line amount is finite (the drop rule), so a non-finite feature is a
+    sum past float64's range: a corrupt amount column, which dropping the
+    customer would hide. Every front-end calls this before scaling.
+    """
+    for name, col in feats.columns.items():
+        row = first_non_finite(col)
+        if row is not None:
+            xp = get_namespace(col)
+            n_bad = int(col.shape[0] - xp.count_nonzero(xp.isfinite(col)))
+            who = customer_ids[int(feats.customer[row])].as_py()
+            raise GpusegError(
+                f"customer {who!r} has a {name} of {float(col[row])} ({n_bad} customer(s) in all): their line "
+                "amounts sum past float64's range (about 1.8e308); fix or remove those rows, every feature "
+                "must be finite")
+
+
+def refuse_non_finite_scaled(Z: Any, feats: CustomerFeatures, customer_ids: pa.Array, names: Any,
+                             precision: str) -> None:
+    """Stop when a finite feature scales past the range of ``precision`` (a model's scaler on far-off data)."""
+    row = first_non_finite(Z)
+    if row is not None:
+        who = customer_ids[int(feats.customer[row])].as_py()
+        raise GpusegError(f"customer {who!r}'s features ({', '.join(names)}) scale to values beyond {precision}'s "
+                          "range; the data is far outside what the scaler was fitted on")
+
+
+def refuse_empty_segments(n_distinct: int, k: int, n: int, features: Any, option: str = "--k") -> None:
+    """Stop when k-means could fill fewer than ``k`` segments.
+
+    Lloyd's iteration moves an empty cluster onto a far point, so a segment
+    stays empty only when the customers have fewer than ``k`` distinct
+    feature rows (identical customers); an empty segment has no profile.
+    """
+    if n_distinct < k:
+        raise GpusegError(f"{option} {k}: the {n} customers have only {n_distinct} distinct value(s) of "
+                          f"{','.join(features)}, so {k - n_distinct} segment(s) would be empty; "
+                          f"allowed: {option} <= {n_distinct}")
+
+
 @dataclass
 class Prepared:
     """Everything up to the scaled feature matrix: shared by segment, choose-k and score."""
@@ -187,6 +229,7 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
     feats = tx.features
     if len(feats) == 0:
         raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
+    refuse_non_finite(feats, tx.customer_ids)
 
     precision = resolve_precision(config, backend)
     with timer.stage("scale"):
@@ -195,6 +238,7 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
         scaler = scaler if scaler is not None else Scaler.fit(X, names)
         Z = scaler.transform(X).astype(precision, copy=False)
         del X
+        refuse_non_finite_scaled(Z, feats, tx.customer_ids, names, precision)
     return Prepared(backend, timer, transfers, fallbacks, tx, sources, columns, feats, scaler, Z, precision)
 
 
@@ -219,6 +263,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
         if plan is not None and plan.mode == "streamed":
             Z = transfers.to_host("scaled features (streamed fit)", Z)
         km, notes = fit_centroids(Z, config, backend, plan)
+        refuse_empty_segments(km.n_distinct, config.k, n, config.features)
 
     with timer.stage("assign"):
         streamed = plan is not None and plan.mode == "streamed"

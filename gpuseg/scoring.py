@@ -4,8 +4,10 @@ Scoring cleans and builds features exactly as ``segment`` does (the model's
 column mapping and date format unless overridden; as_of from the new data
 unless ``--as-of``), transforms them with the model's scaler and assigns
 each customer to the nearest of the model's centroids on the chosen backend.
-Scoring the training data with its own model and as_of reproduces the
-training assignments exactly.
+Scoring the training data with its own model reproduces the training
+assignments exactly when as_of is the same: by default when the model took
+its as_of from the data, and with ``--as-of model`` (the model's as_of) when
+it was trained with ``--as-of``. New data is scored as of its own last day.
 
 **Bounded memory.** When the input's rows times :data:`BYTES_PER_ROW` exceed
 ``memory_limit``, scoring streams: pass 1 reads the files batch by batch (a
@@ -26,7 +28,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,12 @@ from .backend import resolve_backend, to_numpy
 from .cleaning import Cleaner, KeptRows, assemble
 from .cluster.fit import nearest
 from .columns import ColumnMapping, resolve_columns
-from .config import SegmentConfig
+from .config import SegmentConfig, check_as_of
 from .errors import GpusegError
 from .features import compute_features
 from .model import SegmentModel
-from .outputs import ASSIGNMENTS, segment_names, staged_output, write_json
-from .pipeline import Transfers, prepare
+from .outputs import ASSIGNMENTS, check_out, owner_tag, segment_names, staged_output, sweep_stale, write_json
+from .pipeline import Transfers, prepare, refuse_non_finite, refuse_non_finite_scaled
 from .reading import expand_inputs, file_format, iter_batches, read_column_names
 from .summary import SegmentSums, run_report
 from .timing import StageTimer
@@ -72,9 +74,12 @@ def parse_memory(text: str) -> int:
         value = float(num)
     except ValueError:
         value = -1
-    if unit not in units or value <= 0:
+    if unit not in units or not 0 < value < float("inf"):
         raise GpusegError(f"--memory-limit must be a size such as 2GB or 512MiB, got {text!r}")
-    return int(value * units[unit])
+    size = value * units.get(unit, 1)
+    if size >= 2**63:
+        raise GpusegError(f"--memory-limit {text!r} is too large; allowed: up to 8 EiB")
+    return max(int(size), 1)
 
 
 def default_memory_limit() -> int:
@@ -96,10 +101,17 @@ class ScoreConfig:
     as_of: dt.date | None = None
     memory_limit: int = field(default_factory=default_memory_limit)
     partitions: int | None = None  # force streaming with this many partitions
+    as_of_from_model: bool = False  # --as-of model: the model's as_of, not the data's
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise GpusegError("score needs INPUT files: the new transactions to score")
+        check_out(self.out, tuple(str(i) for i in self.inputs))
+        if self.as_of is not None:
+            check_as_of(self.as_of)
+        if self.as_of_from_model and self.as_of is not None:
+            raise GpusegError("give --as-of a date or 'model', not both")
+        object.__setattr__(self, "out", Path(self.out))
         if self.partitions is not None and self.partitions < 1:
             raise GpusegError(f"--partitions must be >= 1, got {self.partitions}")
 
@@ -203,6 +215,7 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
     """
     notify = on_progress or (lambda stage, done, total: None)
     model = SegmentModel.load(config.model)
+    config = with_model_as_of(config, model)
     files = expand_inputs(config.inputs)
     mapping = _mapping(model, config, read_column_names(files[0]))
     date_format = config.date_format if config.date_format is not None else model.date_format
@@ -229,6 +242,13 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
             write_json(tmp / SCORE_REPORT, report)
         return ScoreResult(config.out, drift, report)
     return _score_streamed(config, model, files, mapping, date_format, estimate, notify, t0)
+
+
+def with_model_as_of(config: ScoreConfig, model: SegmentModel) -> ScoreConfig:
+    """``config`` with the model's as_of when it asks for it (``--as-of model``)."""
+    if not config.as_of_from_model:
+        return config
+    return replace(config, as_of=model.as_of, as_of_from_model=False)
 
 
 def _schema(id_type: pa.DataType) -> pa.Schema:
@@ -273,7 +293,9 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
     n_parts = config.partitions or partitions_for(estimate, config.memory_limit)
     cleaner = Cleaner(mapping, date_format, config.as_of)
     segments_all, distance_all = [], []
-    with tempfile.TemporaryDirectory(prefix="gpuseg-score-") as scratch:
+    # Named by host and process, so that a later run removes what a killed one left.
+    sweep_stale(Path(tempfile.gettempdir()), "gpuseg-score-")
+    with tempfile.TemporaryDirectory(prefix=f"gpuseg-score-{owner_tag()}") as scratch:
         scratch = Path(scratch)
         # Arrow IPC streams: written as they come, no encoding buffers per open file.
         writers: dict[int, Any] = {}
@@ -324,7 +346,9 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                 arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]
                 feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
                 if len(feats):
+                    refuse_non_finite(feats, tx.customer_ids)
                     Z = model.scaler.transform(feats.matrix(model.features))
+                    refuse_non_finite_scaled(Z, feats, tx.customer_ids, model.features, "float64")
                     segment, distance = _assign_columns(model, Z, backend.xp)
                     ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
                     id_type = id_type or ids.type

@@ -221,7 +221,7 @@ class SegmentSums:
         Each row has segment, name (``Segment i`` without ``names``),
         n_customers, share (of customers), revenue_share (of the summed
         monetary; 0 when that is 0) and ``mean_<column>`` for every summed
-        column (NaN for an empty segment).
+        column (None for an empty segment).
         """
         n = max(self.n, 1)
         revenue = self._column(REVENUE)
@@ -233,7 +233,8 @@ class SegmentSums:
                                    "n_customers": int(self.counts[s]), "share": float(self.counts[s] / n),
                                    "revenue_share": float(revenue[s] / total) if total else 0.0}
             for j, name in enumerate(self.columns):
-                row[f"mean_{name}"] = float(means[s, j])
+                # An empty segment (a reference segment no customer joined) has no mean: null, not NaN.
+                row[f"mean_{name}"] = float(means[s, j]) if self.counts[s] else None
             rows.append(row)
         return rows
 

@@ -1,0 +1,454 @@
+"""Hostile input (issue 11): every class gets a result or one ``Error:`` line with exit code 2,
+never a traceback, a hang, NaN or Infinity in a JSON output, or stale and misplaced files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from gpuseg.cli import app
+from gpuseg.model import SegmentModel
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def refused(result, *fragments):
+    """One ``Error:`` line naming the problem, exit code 2, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def log(path: Path, n_customers: int = 30, ids=None, extra: list[tuple] = (), seed: int = 0) -> Path:
+    """A small CSV log: 1-4 invoices per customer over 2024; ``extra`` rows (customer, date, invoice, amount)."""
+    rng = np.random.default_rng(seed)
+    ids = list(range(1, n_customers + 1)) if ids is None else ids
+    rows = []
+    for i, cid in enumerate(ids):
+        for j in range(int(rng.integers(1, 5))):
+            day = dt.date(2024, 1, 1) + dt.timedelta(days=int(rng.integers(0, 330)))
+            rows.append((cid, day.isoformat(), f"I{i}-{j}", float(rng.integers(1, 100) * (1 + i % 5))))
+    rows += list(extra)
+    cols = list(zip(*rows))
+    pacsv.write_csv(pa.table({"customer_id": pa.array(cols[0]), "invoice_date": pa.array(cols[1]),
+                              "invoice": pa.array(cols[2]), "amount": pa.array(cols[3], pa.float64())}), path)
+    return path
+
+
+def no_leftovers(folder: Path) -> None:
+    assert not [p.name for p in folder.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def strict_json(path: Path):
+    def refuse(token):
+        raise AssertionError(f"{path.name} holds {token}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# -- 1. sums past float64's range ------------------------------------------------------
+
+@pytest.fixture
+def overflow_log(tmp_path):
+    # Every line is finite; customer 99's two lines sum past 1.8e308.
+    return log(tmp_path / "overflow.csv", extra=[(99, "2024-03-01", "X1", 1e308), (99, "2024-03-02", "X2", 1e308)])
+
+
+def test_segment_refuses_a_customer_whose_sum_overflows(overflow_log, tmp_path):
+    line = refused(invoke("segment", overflow_log, "--k", 3, "--out", tmp_path / "out"), "customer 99", "monetary")
+    assert "finite" in line
+    assert not (tmp_path / "out").exists()
+    no_leftovers(tmp_path)
+
+
+def test_choose_k_refuses_it_too(overflow_log, tmp_path):
+    refused(invoke("choose-k", overflow_log, "--k-min", 2, "--k-max", 3, "--out", tmp_path / "ck"), "customer 99")
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_score_refuses_it_in_memory_and_streamed(overflow_log, tmp_path, streamed):
+    ok(invoke("segment", log(tmp_path / "train.csv"), "--k", 3, "--out", tmp_path / "seg", "-q"))
+    args = ["--partitions", 2] if streamed else []
+    refused(invoke("score", overflow_log, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc",
+                   *args), "customer 99")
+    assert not (tmp_path / "sc").exists()
+
+
+def test_json_outputs_are_strict_even_for_undefined_values(tmp_path):
+    from gpuseg.outputs import write_json
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [np.float64("-inf"), 1.5], "c": np.array([np.inf])})
+    assert strict_json(tmp_path / "x.json") == {"a": None, "b": [None, 1.5], "c": [None]}
+
+
+def test_choose_k_json_is_strict(tmp_path):
+    ok(invoke("choose-k", log(tmp_path / "a.csv", 60), "--k-min", 2, "--k-max", 3, "--runs", 2,
+              "--out", tmp_path / "ck"))
+    result = strict_json(tmp_path / "ck" / "choose_k.json")
+    assert result["recommended_k"] in (2, 3)
+
+
+# -- 3. --out holds exactly one run's outputs ------------------------------------------
+
+def test_a_rerun_replaces_the_whole_folder(tmp_path):
+    data = log(tmp_path / "a.csv")
+    out = tmp_path / "seg"
+    ok(invoke("segment", data, "--k", 3, "--out", out, "-q"))
+    ok(invoke("report", out))
+    (out / "migration.csv").write_text("old_segment\n0\n")  # as a reference run would have left
+    ok(invoke("segment", data, "--k", 2, "--out", out, "-q"))
+    assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "features.parquet", "model.json",
+                                                      "report.json", "segments.csv"]
+    assert SegmentModel.load(out / "model.json").k == 2
+    no_leftovers(tmp_path)
+
+
+def test_a_folder_with_other_files_is_never_replaced(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    refused(invoke("segment", log(tmp_path / "a.csv"), "--out", out), "notes.txt", "did not write")
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_failed_swap_puts_the_previous_outputs_back(tmp_path, monkeypatch):
+    from gpuseg import outputs
+    out = tmp_path / "seg"
+    ok(invoke("segment", log(tmp_path / "a.csv"), "--k", 3, "--out", out, "-q"))
+    before = (out / "assignments.parquet").read_bytes()
+    real = os.replace
+
+    def fail_second(src, dst):
+        if ".partial-" in str(src):
+            raise OSError(28, "No space left on device", str(dst))
+        return real(src, dst)
+    monkeypatch.setattr(outputs.os, "replace", fail_second)
+    refused(invoke("segment", log(tmp_path / "b.csv", seed=1), "--k", 2, "--out", out), "No space left")
+    assert (out / "assignments.parquet").read_bytes() == before
+    no_leftovers(tmp_path)
+
+
+# -- 4. signals and dead runs -------------------------------------------------------------
+
+def test_sigterm_removes_the_staging_folder(tmp_path):
+    # The CLI's handler, then SIGTERM inside a staged write: the folder must go, the run must stop.
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+from gpuseg.cli import _terminate
+from gpuseg.outputs import staged_output
+signal.signal(signal.SIGTERM, _terminate)
+try:
+    with staged_output(Path({str(tmp_path / 'out')!r})) as tmp:
+        (tmp / "report.json").write_text("{{}}")
+        os.kill(os.getpid(), signal.SIGTERM)
+        import time; time.sleep(5)
+except KeyboardInterrupt:
+    sys.exit(130)
+sys.exit(0)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert not (tmp_path / "out").exists()
+    no_leftovers(tmp_path)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
+    from gpuseg.outputs import owner_tag
+    host = owner_tag().split("-")[0]
+    dead = tmp_path / f".seg.partial-{host}-{_dead_pid()}-abc"
+    live = tmp_path / f".seg.partial-{host}-{os.getpid()}-abc"
+    other_host = tmp_path / f".seg.partial-elsewhere-{_dead_pid()}-abc"
+    for p in (dead, live, other_host):
+        p.mkdir()
+        (p / "assignments.parquet").write_bytes(b"x" * 100)
+    ok(invoke("segment", log(tmp_path / "a.csv"), "--k", 2, "--out", tmp_path / "seg", "-q"))
+    assert not dead.exists()
+    assert live.exists() and other_host.exists()
+
+
+def test_outputs_set_aside_by_a_dead_run_come_back(tmp_path):
+    # Killed between the two renames of a swap: --out is missing, the previous outputs are set aside.
+    from gpuseg.outputs import owner_tag, sweep_stale
+    host = owner_tag().split("-")[0]
+    aside = tmp_path / f".seg.old-{host}-{_dead_pid()}-abc"
+    aside.mkdir()
+    (aside / "model.json").write_text("{}")
+    sweep_stale(tmp_path, ".seg.old-", restore=tmp_path / "seg")
+    assert (tmp_path / "seg" / "model.json").exists() and not aside.exists()
+
+
+def test_streamed_score_scratch_of_a_dead_run_is_swept(tmp_path, monkeypatch):
+    import tempfile
+    from gpuseg.outputs import owner_tag
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    host = owner_tag().split("-")[0]
+    stale = scratch_root / f"gpuseg-score-{host}-{_dead_pid()}-xyz"
+    stale.mkdir()
+    data = log(tmp_path / "a.csv")
+    ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "seg", "-q"))
+    ok(invoke("score", data, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc", "--partitions",
+              2, "-q"))
+    assert list(scratch_root.iterdir()) == []
+
+
+# -- 5. --out in the wrong place ---------------------------------------------------------
+
+def test_out_may_not_be_an_input_folder_or_inside_one(tmp_path, monkeypatch):
+    folder = tmp_path / "sales"
+    folder.mkdir()
+    log(folder / "jan.csv")
+    refused(invoke("segment", folder, "--out", folder), "holds the input")
+    refused(invoke("segment", folder, "--out", folder / "segments"), "inside the input folder")
+    refused(invoke("score", folder, "--model", tmp_path / "m.json", "--out", folder), "holds the input")
+    assert sorted(p.name for p in folder.iterdir()) == ["jan.csv"]
+
+
+@pytest.mark.parametrize("out", ["", " ", "."])
+def test_out_may_not_be_empty_or_the_current_folder(tmp_path, monkeypatch, out):
+    data = log(tmp_path / "a.csv")
+    monkeypatch.chdir(tmp_path)
+    refused(invoke("segment", data, "--out", out), "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+
+
+# -- 10. noise ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["segment", "--k", "abc"], "'--k'"),
+    (["score", "x.csv"], "'--model'"),
+    (["segment", "--no-such-option"], "--no-such-option"),
+    (["choose-k", "--k-min", "2.5"], "'--k-min'"),
+])
+def test_a_bad_option_value_is_one_error_line(args, fragment):
+    refused(runner.invoke(app, args), fragment)
+
+
+def test_score_has_quiet(tmp_path):
+    data = log(tmp_path / "a.csv")
+    ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "seg", "-q"))
+    result = ok(invoke("score", data, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc", "-q"))
+    assert result.output == ""
+    assert pq.read_table(tmp_path / "sc" / "assignments.parquet").num_rows == 30
+
+
+# -- 2. migration when id types differ ---------------------------------------------------
+
+def test_migration_matches_ids_as_written_when_types_differ(tmp_path):
+    # January's ids are text ("0007" keeps the column text); February's are integers.
+    jan = log(tmp_path / "jan.csv", ids=["0007", "007"] + [str(i) for i in range(1, 31)])
+    feb = log(tmp_path / "feb.csv", ids=list(range(1, 31)), seed=1)
+    ok(invoke("segment", jan, "--k", 3, "--out", tmp_path / "jan", "-q"))
+    assert pq.read_schema(tmp_path / "jan" / "assignments.parquet").field("customer_id").type == pa.string()
+    ok(invoke("segment", feb, "--k", 3, "--out", tmp_path / "feb", "-q",
+              "--reference-model", tmp_path / "jan" / "model.json"))
+    moves = pacsv.read_csv(tmp_path / "feb" / "migration.csv")
+    # 1..30 are in both runs, once each; "0007" and "007" are other customers than 7.
+    assert sum(moves.column("customers").to_pylist()) == 30
+    old = dict(zip(*pq.read_table(tmp_path / "jan" / "assignments.parquet").select(["customer_id", "segment"])
+                   .to_pydict().values()))
+    new = dict(zip(*pq.read_table(tmp_path / "feb" / "assignments.parquet").select(["customer_id", "segment"])
+                   .to_pydict().values()))
+    want = {}
+    for cid in range(1, 31):
+        key = (old[str(cid)], new[cid])
+        want[key] = want.get(key, 0) + 1
+    got = {(o, n): c for o, n, c in zip(moves.column("old_segment").to_pylist(),
+                                        moves.column("new_segment").to_pylist(),
+                                        moves.column("customers").to_pylist())}
+    assert got == want
+
+
+def test_migration_ids_as_text():
+    from gpuseg.identity import _as_text
+    assert _as_text(pa.array([7, -3])).to_pylist() == ["7", "-3"]
+    assert _as_text(pa.array([7.0, 2.5])).to_pylist() == ["7", "2.5"]
+    assert _as_text(pa.array(["007", "7"])).to_pylist() == ["007", "7"]
+
+
+# -- 6. inputs that used to end in a traceback --------------------------------------------
+
+@pytest.fixture
+def trained(tmp_path):
+    data = log(tmp_path / "train.csv")
+    ok(invoke("segment", data, "--k", 3, "--out", tmp_path / "seg", "-q"))
+    return data, tmp_path / "seg" / "model.json"
+
+
+def _edited_model(path: Path, tmp_path: Path, edit) -> Path:
+    d = json.loads(path.read_text())
+    edit(d)
+    out = tmp_path / "edited.json"
+    out.write_text(json.dumps(d))
+    return out
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda d: d.update(date_format=5), "date_format"),
+    (lambda d: d.update(date_format=["%Y"]), "date_format"),
+    (lambda d: d["training"].update(segment_shares=[1.0]), "segment_shares"),
+    (lambda d: d["training"].update(segment_mean_distance="x"), "segment_mean_distance"),
+    (lambda d: d["training"].update(mean_distance=None, n_customers="many"), "n_customers"),
+    (lambda d: d["columns"].update(customer=3), "customer"),
+    (lambda d: d["scaler"].update(mean=[float("nan")] * 3), "not finite"),
+])
+def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
+    data, model = trained
+    bad = _edited_model(model, tmp_path, edit)
+    refused(invoke("score", data, "--model", bad, "--out", tmp_path / "sc"), "corrupted" if "finite" not in fragment
+            else "scaler", fragment)
+    assert not (tmp_path / "sc").exists()
+
+
+def test_deeply_nested_json_as_model_or_reference(trained, tmp_path):
+    data, _ = trained
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    refused(invoke("score", data, "--model", deep, "--out", tmp_path / "sc"), "nested")
+    refused(invoke("segment", data, "--out", tmp_path / "seg2", "--reference-model", deep), "nested")
+
+
+def test_a_date_beyond_9999_as_of(tmp_path):
+    # 9999-12-31 would make as_of 10000-01-01; it is dropped as out of range instead.
+    data = log(tmp_path / "a.csv", extra=[(5, "9999-12-31", "Z", 10.0), (6, "2500-06-01", "Y", 10.0)])
+    ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "seg", "-q"))
+    rep = json.loads((tmp_path / "seg" / "report.json").read_text())
+    assert rep["rows"]["dropped"]["date_out_of_range"] == 2
+    assert rep["as_of"] < "2025-01-01"
+    refused(invoke("segment", data, "--as-of", "9999-12-31", "--out", tmp_path / "x"), "--as-of", "2262-04-12")
+
+
+def test_scheduler_that_is_not_an_address(tmp_path):
+    pytest.importorskip("distributed")
+    refused(invoke("segment", log(tmp_path / "a.csv"), "--out", tmp_path / "seg", "--scheduler", "foo:bar:baz"),
+            "not a Dask scheduler address", "tcp://")
+
+
+@pytest.mark.parametrize("limit", ["1e400GB", "1e30TB", "inf", "nan", "-1GB", "0"])
+def test_memory_limit_out_of_range(trained, tmp_path, limit):
+    data, model = trained
+    refused(invoke("score", data, "--model", model, "--out", tmp_path / "sc", "--memory-limit", limit),
+            "--memory-limit")
+
+
+def test_devices_and_fifos_are_not_missing_files(tmp_path):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    refused(invoke("segment", fifo, "--out", tmp_path / "seg"), "not a regular file")
+    if Path("/dev/zero").exists():
+        refused(invoke("segment", "/dev/zero", "--out", tmp_path / "seg"), "not a regular file")
+    refused(invoke("segment", tmp_path / "nope.csv", "--out", tmp_path / "seg"), "does not exist")
+
+
+# -- 7. score's as_of promise ----------------------------------------------------------------
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_scoring_the_training_data_as_of_the_model_reproduces_it(tmp_path, streamed):
+    data = log(tmp_path / "a.csv", 40)
+    ok(invoke("segment", data, "--k", 3, "--as-of", "2024-08-01", "--out", tmp_path / "seg", "-q"))
+    train = pq.read_table(tmp_path / "seg" / "assignments.parquet")
+    args = ["--partitions", 3] if streamed else []
+    ok(invoke("score", data, "--model", tmp_path / "seg" / "model.json", "--as-of", "model",
+              "--out", tmp_path / "sc", "-q", *args))
+    scored = pq.read_table(tmp_path / "sc" / "assignments.parquet").sort_by("customer_id")
+    assert scored["customer_id"].equals(train["customer_id"])
+    assert scored["segment"].to_pylist() == train["segment"].to_pylist()
+    assert json.loads((tmp_path / "sc" / "score_report.json").read_text())["as_of"] == "2024-08-01"
+    # The data's own as_of is a later day: that is scoring as of another day, which the README says.
+    ok(invoke("score", data, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc2", "-q"))
+    assert json.loads((tmp_path / "sc2" / "score_report.json").read_text())["as_of"] > "2024-08-01"
+
+
+def test_as_of_model_and_a_date_are_exclusive():
+    from gpuseg.errors import GpusegError
+    from gpuseg.scoring import ScoreConfig
+    with pytest.raises(GpusegError, match="not both"):
+        ScoreConfig(model=Path("m.json"), inputs=("a.csv",), out=Path("sc"), as_of=dt.date(2024, 1, 1),
+                    as_of_from_model=True)
+
+
+# -- 9. identical customers ------------------------------------------------------------------
+
+@pytest.fixture
+def identical(tmp_path):
+    rows = [(c, "2024-03-01", f"I{c}", 10.0) for c in range(10)] + [(c, "2024-05-01", f"J{c}", 4.0) for c in range(5)]
+    return log(tmp_path / "same.csv", ids=[], extra=rows)  # two kinds of customer, five of each
+
+
+def test_more_segments_than_distinct_customers_is_refused(identical, tmp_path):
+    ok(invoke("segment", identical, "--k", 2, "--out", tmp_path / "two", "-q"))
+    segments = pacsv.read_csv(tmp_path / "two" / "segments.csv").to_pylist()
+    assert [s["n_customers"] for s in segments] == [5, 5]
+    refused(invoke("segment", identical, "--k", 3, "--out", tmp_path / "three"), "--k 3", "only 2 distinct",
+            "allowed: --k <= 2")
+    assert not (tmp_path / "three").exists()
+    refused(invoke("choose-k", identical, "--k-min", 2, "--k-max", 4, "--out", tmp_path / "ck"),
+            "allowed: --k-max <= 2")
+
+
+def test_all_identical_customers_in_choose_k(tmp_path):
+    data = log(tmp_path / "same.csv", ids=[], extra=[(c, "2024-03-01", f"I{c}", 10.0) for c in range(10)])
+    refused(invoke("choose-k", data, "--k-min", 2, "--k-max", 3, "--out", tmp_path / "ck"), "only 1 distinct")
+
+
+def test_an_empty_segment_has_no_means_not_nan():
+    from gpuseg.summary import SegmentSums
+    sums = SegmentSums.of(np.array([0, 0, 2]), {"recency_days": np.array([1.0, 2.0, 3.0]),
+                                                "frequency": np.array([1.0, 1.0, 2.0]),
+                                                "monetary": np.array([5.0, 6.0, 7.0])}, 3)
+    rows = sums.profiles()
+    assert rows[1]["n_customers"] == 0 and rows[1]["mean_monetary"] is None
+    assert rows[0]["mean_monetary"] == 5.5
+
+
+# -- 10. noise on Dask, and the Dask path keeps the same rules --------------------------------
+
+def test_dask_quiet_prints_nothing(tmp_path):
+    pytest.importorskip("distributed")
+    data = log(tmp_path / "a.csv")
+    proc = subprocess.run([sys.executable, "-m", "gpuseg.cli", "segment", str(data), "--k", "2", "--out",
+                           str(tmp_path / "seg"), "--scheduler", "local", "-q"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+    assert (tmp_path / "seg" / "model.json").exists()
+
+
+def test_dask_refuses_an_overflowing_customer(overflow_log, tmp_path):
+    pytest.importorskip("distributed")
+    refused(invoke("segment", overflow_log, "--k", 3, "--out", tmp_path / "out", "--scheduler", "local", "-q"),
+            "customer 99")
+    assert not (tmp_path / "out").exists()
+    no_leftovers(tmp_path)
