@@ -94,14 +94,24 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}.")
 
     def _validate_data(self, X: Any, reset: bool) -> Any:
+        # scikit-learn's own wording for each refusal, which its estimator checks look for.
+        if hasattr(X, "tocsr"):  # SciPy and CuPy sparse matrices and arrays
+            raise TypeError("Sparse data was passed for KMeans, but dense data is required: sparse input is not "
+                            "supported. Use X.toarray() to convert to a dense array.")
         xp = get_namespace(X)
         X = xp.asarray(X)
+        if X.dtype.kind == "c":
+            raise ValueError("Complex data not supported.")
         if X.dtype not in (xp.float32, xp.float64):
             X = X.astype(xp.float64)
         if X.ndim != 2:
-            raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}.")
-        if X.shape[0] == 0 or X.shape[1] == 0:
-            raise ValueError(f"Found array with shape {X.shape}; at least one sample and one feature are required.")
+            raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}. Reshape your data either "
+                             "using array.reshape(-1, 1) if your data has a single feature or "
+                             "array.reshape(1, -1) if it contains a single sample.")
+        if X.shape[0] == 0:
+            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
+        if X.shape[1] == 0:
+            raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
         if not bool(xp.isfinite(X).all()):
             raise ValueError("Input X contains NaN or infinity.")
         if reset:

@@ -1,0 +1,51 @@
+"""``gpuseg.KMeans`` against scikit-learn's estimator checks: no failure beyond scikit-learn's own KMeans."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.utils.estimator_checks import check_estimator
+
+from gpuseg.cluster.estimator import KMeans
+
+
+def _failed(estimator) -> dict[str, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(estimator, on_fail=None)
+    return {r["check_name"]: str(r["exception"]).splitlines()[0] if str(r["exception"]) else ""
+            for r in results if r["status"] == "failed"}
+
+
+@pytest.mark.slow
+def test_no_estimator_check_fails_that_sklearns_kmeans_passes():
+    ours = _failed(KMeans(n_clusters=3, random_state=0))
+    theirs = _failed(SKKMeans(n_clusters=3, random_state=0))
+    assert {name: why for name, why in ours.items() if name not in theirs} == {}
+
+
+@pytest.mark.parametrize("X, error, message", [
+    (np.ones((4, 2)) + 1j, ValueError, "Complex data not supported"),
+    (np.empty((0, 3)), ValueError, r"0 sample\(s\) \(shape=\(0, 3\)\) while a minimum of 1 is required"),
+    (np.empty((5, 0)), ValueError, r"0 feature\(s\) \(shape=\(5, 0\)\) while a minimum of 1 is required"),
+])
+def test_refusals_in_sklearns_words(X, error, message):
+    with pytest.raises(error, match=message):
+        KMeans(2).fit(X)
+
+
+def test_sparse_input_is_refused_as_such():
+    sparse = pytest.importorskip("scipy.sparse")
+    X = sparse.random(20, 3, density=0.5, format="csr", random_state=0)
+    for matrix in (X, sparse.csr_array(X)):
+        with pytest.raises(TypeError, match="sparse input is not supported"):
+            KMeans(2).fit(matrix)
+
+
+def test_predict_on_1d_input_says_reshape():
+    km = KMeans(2, random_state=0).fit(np.arange(20.0).reshape(10, 2))
+    with pytest.raises(ValueError, match="Reshape your data"):
+        km.predict(np.arange(2.0))
