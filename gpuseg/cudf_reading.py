@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .backend import _import, get_namespace
 from .cleaning import (BatchStats, RowCounts, Transactions, _days_in_month, check_rows, day_number,
                        days_from_civil, parse_days, screen, yyyymmdd_days)
@@ -250,7 +252,8 @@ def _format_text_days(cp: Any, text: Any, pattern: DatePattern) -> tuple[Any, An
         if f in _NUMBER_FIELDS:
             number = col.str.strip()
             value[g], digits[g] = _ints(number), _lengths(number)
-    matched = groups[0].notna().values
+    first_number = next(g for g, f in enumerate(pattern.fields) if f in _NUMBER_FIELDS)
+    matched = groups[first_number].notna().values  # a white-space group may match nothing
     return field_days(pattern, value, digits, length, matched)
 
 
@@ -279,11 +282,17 @@ def _text_days(cp: Any, s: Any, date_format: str | None) -> tuple[Any, Any]:
     return days, ok
 
 
+_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+
+
 def _days(cudf: Any, cp: Any, s: Any, date_format: str | None) -> tuple[Any, Any]:
     kind = s.dtype.kind
     if kind == "M":
-        seconds = s.astype("datetime64[s]").astype("int64").fillna(0).values
-        return cp.floor_divide(seconds, 86400).astype(cp.int32), s.notna().values
+        # The stored count in the column's own unit, floored to days here: no unit cast
+        # whose rounding of times before 1970 would need checking.
+        unit = getattr(s.dtype, "unit", None) or np.datetime_data(s.dtype)[0]
+        raw = s.astype("int64").fillna(0).values
+        return cp.floor_divide(raw, _PER_DAY[unit]).astype(cp.int32), s.notna().values
     if kind in "iu":
         return yyyymmdd_days(s.fillna(0).values, s.notna().values)
     if kind == "f":

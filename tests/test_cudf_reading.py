@@ -282,10 +282,17 @@ def test_the_bad_date_example_names_its_file(tmp_path, standin):
     assert str(a) in str(err.value)
 
 
-def test_datetime_columns_give_floor_days(standin):
-    s = pd.Series(pd.to_datetime(["1969-12-31 23:00", "1970-01-01 00:00", "2024-02-29 12:00"]))
-    days, ok = cudf_reading._days(standin, np, s.astype("datetime64[ms]"), None)
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_datetime_columns_give_floor_days(standin, unit):
+    # (cuDF keeps a null timestamp's int64 as null, filled with 0; pandas refuses NaT there.)
+    s = pd.Series(pd.to_datetime(["1969-12-31 23:59:59", "1970-01-01 00:00:00", "2024-02-29 12:00:00"]))
+    days, ok = cudf_reading._days(standin, np, s.astype(f"datetime64[{unit}]"), None)
     assert days.tolist() == [-1, 0, day_number(dt.date(2024, 2, 29))] and ok.all()
+
+
+def test_a_format_opening_with_white_space(standin):
+    rows = ["  1/2/2024", "1/2/2024", "x"]
+    assert device_days(rows, " %m/%d/%Y") == cpu_days(rows, " %m/%d/%Y")
 
 
 # -- real cuDF on a device (skipped without one; not covered by the stand-in tests) ---------
