@@ -47,6 +47,7 @@ from .features import compute_features
 from .model import SegmentModel
 from .outputs import ASSIGNMENTS, check_out, owner_tag, segment_names, staged_output, sweep_stale, write_json
 from .pipeline import Transfers, prepare, refuse_non_finite, refuse_non_finite_scaled
+from .scaling import first_non_finite
 from .reading import expand_inputs, file_format, iter_batches, read_column_names
 from .summary import SegmentSums, run_report
 from .timing import StageTimer
@@ -188,6 +189,16 @@ def _assign_columns(model: SegmentModel, Z: Any, backend_xp: Any) -> tuple[np.nd
     return to_numpy(labels).astype(np.int32), np.sqrt(to_numpy(sqdist))
 
 
+def _refuse_unmeasurable(distance: np.ndarray, ids: pa.Array) -> None:
+    """Stop when a customer's distance overflows: finite scaled features far beyond the
+    training data (a feature the model does not log, at 1e155 and more) square past float64."""
+    row = first_non_finite(distance)
+    if row is not None:
+        raise GpusegError(f"customer {ids[row].as_py()!r} is too far from every segment to measure (its "
+                          "distance overflows float64): its features are far outside what the model was "
+                          "trained on; check the amount column")
+
+
 def _hash_partition(ids: pa.Array, parts: int) -> np.ndarray:
     """Partition of each id, the same for the same id in any batch or run."""
     t = ids.type
@@ -230,6 +241,7 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
         with p.timer.stage("assign"):
             segment, distance = _assign_columns(model, p.Z, p.backend.xp)
         ids = p.tx.customer_ids.take(pa.array(p.transfers.to_host("customer", p.feats.customer)))
+        _refuse_unmeasurable(distance, ids)
         rows, as_of, timer, backend = p.tx.rows, p.tx.as_of, p.timer, p.backend
         n_parts = None
         with staged_output(config.out) as tmp:
@@ -351,6 +363,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                     refuse_non_finite_scaled(Z, feats, tx.customer_ids, model.features, "float64")
                     segment, distance = _assign_columns(model, Z, backend.xp)
                     ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
+                    _refuse_unmeasurable(distance, ids)
                     id_type = id_type or ids.type
                     outs.append((ids.cast(id_type) if ids.type != id_type else ids, segment, distance))
                     segments_all.append(segment)

@@ -105,13 +105,6 @@ def test_json_outputs_are_strict_even_for_undefined_values(tmp_path):
     assert strict_json(tmp_path / "x.json") == {"a": None, "b": [None, 1.5], "c": [None]}
 
 
-def test_choose_k_json_is_strict(tmp_path):
-    ok(invoke("choose-k", log(tmp_path / "a.csv", 60), "--k-min", 2, "--k-max", 3, "--runs", 2,
-              "--out", tmp_path / "ck"))
-    result = strict_json(tmp_path / "ck" / "choose_k.json")
-    assert result["recommended_k"] in (2, 3)
-
-
 # -- 3. --out holds exactly one run's outputs ------------------------------------------
 
 def test_a_rerun_replaces_the_whole_folder(tmp_path):
@@ -452,3 +445,17 @@ def test_dask_refuses_an_overflowing_customer(overflow_log, tmp_path):
             "customer 99")
     assert not (tmp_path / "out").exists()
     no_leftovers(tmp_path)
+
+
+def test_score_refuses_a_customer_too_far_to_measure(tmp_path):
+    # monetary is not skewed in training, so the model does not log it; a finite 1e300 then
+    # scales to about 1e298, whose square overflows: the distance would be inf.
+    train = log(tmp_path / "train.csv", ids=[], extra=[(c, f"2024-0{1 + c % 9}-1{c % 10}", f"I{c}", 10.0 + c)
+                                                       for c in range(40)])
+    ok(invoke("segment", train, "--k", 2, "--out", tmp_path / "seg", "-q"))
+    assert not SegmentModel.load(tmp_path / "seg" / "model.json").scaler.log1p[2]
+    new = log(tmp_path / "new.csv", ids=[], extra=[(1, "2024-05-01", "A", 20.0), (2, "2024-05-02", "B", 1e300)])
+    for args in ([], ["--partitions", 2]):
+        refused(invoke("score", new, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc", *args),
+                "customer 2", "too far")
+        assert not (tmp_path / "sc").exists()
