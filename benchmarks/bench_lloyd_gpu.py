@@ -114,8 +114,14 @@ def main() -> None:
         print(f"fused    n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms  (floor {floor_ms:.3f} ms, "
               f"{100 * floor_ms / ms:.0f}%)", flush=True)
         # Variants that change one stage, to place the time (see the kernel's modes).
-        for mode, label in ((1, "fused-atomics"), (2, "fused-no-sums")):
-            variant = FusedStep(Xd, k, mode=mode)
+        variants = [({"mode": 1}, "fused-atomics"), ({"mode": 2}, "fused-no-sums")]
+        if n >= 10**8:
+            # At the headline shape: the sm_75 (shuffle) variant on this device, and the block size,
+            # which sets how many float64 partials are written and reduced (for tuning, not defaults).
+            variants += [({"variant": "shuffle"}, "fused-shuffle")]
+            variants += [({"points_per_block": p}, f"fused-ppb-{p}") for p in (2048, 4096, 16384, 32768)]
+        for options, label in variants:
+            variant = FusedStep(Xd, k, **options)
             vms = time_gpu(cp, lambda: variant.partials(Cd), reps)
             cases.append({"impl": label, "n": n, "d": d, "k": k, "ms_per_iter": vms, "floor_ms": floor_ms,
                           "pct_of_floor": 100 * floor_ms / vms})

@@ -326,18 +326,19 @@ def test_unknown_engine_is_refused(rng):
         fit_kmeans(blobs(rng, n=50, d=2, k=2), 2, engine="turbo")
 
 
-@pytest.mark.parametrize("k", [1, 2, 5, 8, 16, 17, 40])
+@pytest.mark.parametrize("n, k", [(2_000, 1), (2_000, 2), (2_000, 5), (2_000, 8), (2_000, 16), (2_000, 17),
+                                  (2_000, 40), (40_003, 7), (40_003, 130)])  # past one cache-sized piece; k >= 128
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nearest_is_argmin_with_ties_to_the_lowest_index(xp, k, dtype):
+def test_nearest_is_argmin_with_ties_to_the_lowest_index(xp, n, k, dtype):
     from gpuseg.cluster.steps import _nearest, _prepare
     rng = np.random.default_rng(k)
-    X = rng.integers(-3, 4, (2_000, 3)).astype(dtype)  # small integers: many exact ties
+    X = rng.integers(-3, 4, (n, 3)).astype(dtype)  # small integers: many exact ties
     C = rng.integers(-3, 4, (k, 3)).astype(dtype)
     if k > 1:
         C[k // 2] = C[0]  # two identical centres: every point nearer them ties
     X, C = xp.asarray(X), xp.asarray(C)
     labels, best = _nearest(X, _prepare(C), xp)
     D = to_numpy((C * C).sum(axis=1)[None, :] - 2.0 * (X @ C.T))
-    assert labels.dtype == xp.int32
+    assert labels.dtype == xp.int32 and best.dtype == dtype
     np.testing.assert_array_equal(to_numpy(labels), D.argmin(axis=1))
     np.testing.assert_array_equal(to_numpy(best), D.min(axis=1))
