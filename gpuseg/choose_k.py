@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 from .cluster.fit import fit_kmeans
-from .config import SegmentConfig
+from .config import SEED_MAX, SegmentConfig
 from .errors import GpusegError
 from .cluster.metrics import adjusted_rand, calinski_harabasz, davies_bouldin, silhouette
 from .outputs import staged_output, write_json
@@ -111,6 +111,9 @@ def choose_k(config: SegmentConfig, k_min: int = 2, k_max: int = 12, sample_size
             raise GpusegError(f"{name} must be an integer >= {low}, got {value!r}")
     if k_max < k_min:
         raise GpusegError(f"--k-max ({k_max}) must be >= --k-min ({k_min})")
+    if config.seed + runs - 1 > SEED_MAX:  # run r uses seed + r
+        raise GpusegError(f"--seed {config.seed} with --runs {runs} passes the largest seed, {SEED_MAX}; "
+                          f"allowed: --seed <= {SEED_MAX - runs + 1}")
     p = prepare(config, progress)
     n = len(p.feats)
     if k_max >= n:

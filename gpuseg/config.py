@@ -18,9 +18,15 @@ DEMO_CUSTOMERS = 50_000
 PRECISIONS = ("auto", "float32", "float64")
 
 
-def _int(name: str, value: object, low: int) -> None:
+#: Seeds are NumPy's legacy seeds (scikit-learn's k-means++ draws): 32 bits.
+SEED_MAX = 2**32 - 1
+
+
+def _int(name: str, value: object, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise GpusegError(f"{name} must be an integer >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise GpusegError(f"{name} must be an integer from {low} to {high}, got {value!r}")
 
 
 def parse_features(text: str | None) -> tuple[str, ...]:
@@ -87,7 +93,7 @@ class SegmentConfig:
         _int("--k", self.k, 1)
         _int("--max-iter", self.max_iter, 1)
         _int("--n-init", self.n_init, 1)
-        _int("--seed", self.seed, 0)
+        _int("--seed", self.seed, 0, SEED_MAX)
         _int("demo_customers", self.demo_customers, 1)
         if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise GpusegError(f"--tol must be a number >= 0, got {self.tol!r}")

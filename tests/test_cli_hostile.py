@@ -459,3 +459,11 @@ def test_score_refuses_a_customer_too_far_to_measure(tmp_path):
         refused(invoke("score", new, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc", *args),
                 "customer 2", "too far")
         assert not (tmp_path / "sc").exists()
+
+
+@pytest.mark.parametrize("command, args, fragment", [
+    ("segment", ["--seed", "4294967296"], "from 0 to 4294967295"),
+    ("choose-k", ["--seed", "4294967295", "--runs", "3"], "allowed: --seed <= 4294967293"),
+])
+def test_seeds_beyond_32_bits(tmp_path, command, args, fragment):
+    refused(invoke(command, log(tmp_path / "a.csv"), "--out", tmp_path / "o", *args), fragment)
