@@ -53,7 +53,12 @@ def migration(reference_dir: Path, customer_ids: pa.Array, segment: np.ndarray, 
     path = Path(reference_dir) / "assignments.parquet"
     if not path.exists():
         return None
-    old = pq.read_table(path, columns=["customer_id", "segment"])
+    try:
+        old = pq.read_table(path, columns=["customer_id", "segment"])
+    except (pa.ArrowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GpusegError(f"cannot read the reference run's {str(path)!r} for migration.csv ({first}); it must be "
+                          "the assignments.parquet that gpuseg segment wrote beside the reference model") from None
     new = pa.table({"customer_id": customer_ids, "new_segment": pa.array(segment, pa.int32())})
     if old.schema.field("customer_id").type != new.schema.field("customer_id").type:
         # Ids of different types meet as text, each written as read: the integer 7 is "7",
@@ -63,8 +68,11 @@ def migration(reference_dir: Path, customer_ids: pa.Array, segment: np.ndarray, 
     both = new.join(old.rename_columns(["customer_id", "old_segment"]), keys="customer_id", join_type="inner")
     if both.num_rows == 0:
         return []
-    o = both.column("old_segment").to_numpy()
+    o = both.column("old_segment").to_numpy(zero_copy_only=False)
     n = both.column("new_segment").to_numpy()
+    if o.dtype.kind not in "iu" or o.min() < 0 or o.max() >= len(old_names):
+        raise GpusegError(f"the reference run's {str(path)!r} has segments outside 0..{len(old_names) - 1}, "
+                          "the reference model's; it must be the assignments.parquet written with that model")
     ko, kn = int(o.max()) + 1, int(n.max()) + 1
     table = np.bincount(o.astype(np.int64) * kn + n, minlength=ko * kn).reshape(ko, kn)
     rows = []

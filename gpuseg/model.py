@@ -130,6 +130,9 @@ def _number(v: Any) -> bool:
 
 def _shape_problem(model: SegmentModel) -> str | None:
     """What makes a parsed model unusable (a wrong type or length), or None."""
+    first, last = dt.date(1900, 1, 2), dt.date(2262, 4, 12)  # the days as_of can be (gpuseg.config.check_as_of)
+    if not first <= model.as_of <= last:
+        return f"as_of {model.as_of} is out of range ({first} to {last})"
     if model.date_format is not None and not isinstance(model.date_format, str):
         return f"date_format must be text or null, got {model.date_format!r}"
     bad = [role for role, col in model.columns.items() if col is not None and not isinstance(col, str)]

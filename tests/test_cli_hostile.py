@@ -316,6 +316,7 @@ def _edited_model(path: Path, tmp_path: Path, edit) -> Path:
     (lambda d: d["training"].update(mean_distance=None, n_customers="many"), "n_customers"),
     (lambda d: d["columns"].update(customer=3), "customer"),
     (lambda d: d["scaler"].update(mean=[float("nan")] * 3), "not finite"),
+    (lambda d: d.update(as_of="9999-12-31"), "as_of 9999-12-31 is out of range"),
 ])
 def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
     data, model = trained
@@ -467,3 +468,16 @@ def test_score_refuses_a_customer_too_far_to_measure(tmp_path):
 ])
 def test_seeds_beyond_32_bits(tmp_path, command, args, fragment):
     refused(invoke(command, log(tmp_path / "a.csv"), "--out", tmp_path / "o", *args), fragment)
+
+
+@pytest.mark.parametrize("table", [None, pa.table({"x": [1]}), pa.table({"customer_id": [1, 2], "segment": [0, 7]})])
+def test_a_broken_reference_run_is_one_error(trained, tmp_path, table):
+    data, model = trained
+    target = model.parent / "assignments.parquet"
+    if table is None:
+        target.write_bytes(b"not parquet")
+    else:
+        pq.write_table(table, target)
+    refused(invoke("segment", data, "--k", 3, "--out", tmp_path / "feb", "--reference-model", model),
+            "reference run", "assignments.parquet")
+    assert not (tmp_path / "feb").exists()
