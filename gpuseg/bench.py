@@ -588,8 +588,11 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
                     cases.append({"impl": name, "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,
                                   "floor_ms": floor * 1e3, "pct_of_floor": 100 * floor / t})
                     notify(cases[-1])
-                Xd = Cd = fused = generic = impls = None
+                Xd = Cd = fused = generic = impls = flash_iter = None
                 cp.get_default_memory_pool().free_all_blocks()
+                if flash is not None:
+                    import torch
+                    torch.cuda.empty_cache()  # PyTorch's cache too: the next case's data need the memory
     return out
 
 

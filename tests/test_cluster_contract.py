@@ -30,6 +30,7 @@ def test_every_step_satisfies_the_protocol(rng):
     X = rng.normal(size=(100, 3))
     with ExitStack() as stack:
         steps = [chunked_step(X, stack, 4), make_step(X, 4, "streamed", stack, stream_rows=30, device=np).step]
+        assert isinstance(steps[1], StreamedStep) and steps[1].name == "streamed-generic"
         for step in steps:
             assert isinstance(step, Step), type(step)
             assert step.count() == 100 and step.dim() == 3
