@@ -132,18 +132,28 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does.")] = False,
 ) -> None:
     level = logging.INFO if verbose else logging.WARNING
+    before = set(logging.root.handlers)
     logging.basicConfig(level=level, format="%(name)s: %(message)s")
-    # Libraries that set their own loggers' levels (Dask's are INFO) still pass through this one gate.
-    for handler in logging.getLogger().handlers:
+    # Libraries that set their own loggers' levels (Dask's are INFO) still pass through the handler.
+    for handler in set(logging.root.handlers) - before:
         handler.setLevel(level)
 
 
-def _quiet() -> None:
-    """``-q``: print only errors. gpuseg's own errors reach the user as ``Error:`` lines, not
-    through logging, so other libraries' log lines and warnings are dropped."""
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(logging.CRITICAL + 1)
-    warnings.simplefilter("ignore")
+@contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """``-q``: print only errors, for the duration of one command. gpuseg's own errors reach the
+    user as ``Error:`` lines, not through logging, so log records and warnings are dropped."""
+    if not quiet:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
 
 
 FEATURE_HELP = f"Comma-separated clustering features; any of: {', '.join(FEATURES)}."
@@ -205,9 +215,7 @@ def segment(
     """
     from .pipeline import run
 
-    if quiet:
-        _quiet()
-    with _user_errors():
+    with _silenced(quiet), _user_errors():
         config = _segment_config(inputs, out, k, features, backend, customer_col, date_col, invoice_col, amount_col,
                                  quantity_col, price_col, date_format, as_of, max_iter=max_iter, tol=tol,
                                  n_init=n_init, seed=seed, precision=precision, reference_model=reference_model)
@@ -365,9 +373,7 @@ def score(
 
     from .scoring import ScoreConfig, parse_memory, score as run_score
 
-    if quiet:
-        _quiet()
-    with _user_errors():
+    with _silenced(quiet), _user_errors():
         columns = _columns(customer_col, date_col, invoice_col, amount_col, quantity_col, price_col)
         config = ScoreConfig(model=model, inputs=tuple(inputs), out=out, backend=backend, columns=columns,
                              date_format=date_format,

@@ -89,13 +89,14 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
             from .backend import probe_cupy
             cp, _ = probe_cupy()
             if cp is not None:
-                cluster = _import("dask_cuda").LocalCUDACluster()
+                cluster = _import("dask_cuda").LocalCUDACluster(silence_logs=logging.CRITICAL, dashboard_address=":0")
                 return distributed.Client(cluster), cluster, "LocalCUDACluster"
         except ImportError:
             pass
         # Workers' own logs (a task's error, shutdown chatter) stay quiet: gpuseg reports errors itself.
+        # The dashboard takes any free port: 8787 may be another cluster's, which Dask warns about.
         cluster = distributed.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                           silence_logs=logging.CRITICAL)
+                                           silence_logs=logging.CRITICAL, dashboard_address=":0")
         return distributed.Client(cluster), cluster, "LocalCluster"
     try:
         return distributed.Client(scheduler, timeout="10s"), None, scheduler

@@ -163,14 +163,25 @@ def refuse_non_finite(feats: CustomerFeatures, customer_ids: pa.Array) -> None:
                 "must be finite")
 
 
+#: Largest scaled value whose distances can be measured, per precision: its square, summed
+#: over up to 32 features, stays below the type's range.
+MEASURABLE = {"float64": 1e150, "float32": 1e18}
+
+
 def refuse_non_finite_scaled(Z: Any, feats: CustomerFeatures, customer_ids: pa.Array, names: Any,
                              precision: str) -> None:
-    """Stop when a finite feature scales past the range of ``precision`` (a model's scaler on far-off data)."""
-    row = first_non_finite(Z)
-    if row is not None:
+    """Stop when a finite feature scales to a value whose distances overflow, or past the range of
+    ``precision``: a model's scaler on data far beyond what it was fitted on."""
+    xp = get_namespace(Z)
+    bad = ~(xp.abs(Z) <= MEASURABLE[str(Z.dtype)])  # NaN and inf too
+    if bad.ndim > 1:
+        bad = bad.any(axis=1)
+    if int(xp.count_nonzero(bad)):
+        row = int(xp.argmax(bad))
         who = customer_ids[int(feats.customer[row])].as_py()
-        raise GpusegError(f"customer {who!r}'s features ({', '.join(names)}) scale to values beyond {precision}'s "
-                          "range; the data is far outside what the scaler was fitted on")
+        raise GpusegError(f"customer {who!r} is too far from every segment to measure: its features "
+                          f"({', '.join(names)}) scale to values beyond {precision}'s range for distances, far "
+                          "outside what the scaler was fitted on; check the amount column")
 
 
 def refuse_empty_segments(n_distinct: int, k: int, n: int, features: Any, option: str = "--k") -> None:

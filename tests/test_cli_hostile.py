@@ -429,15 +429,22 @@ def test_an_empty_segment_has_no_means_not_nan():
 
 # -- 10. noise on Dask, and the Dask path keeps the same rules --------------------------------
 
-def test_dask_quiet_prints_nothing(tmp_path):
+@pytest.mark.slow
+def test_dask_quiet_prints_nothing_and_plain_prints_no_dask_logs(tmp_path):
     pytest.importorskip("distributed")
     data = log(tmp_path / "a.csv")
-    proc = subprocess.run([sys.executable, "-m", "gpuseg.cli", "segment", str(data), "--k", "2", "--out",
-                           str(tmp_path / "seg"), "--scheduler", "local", "-q"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "" and proc.stderr == ""
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "gpuseg.cli", "segment", str(data), "--k", "2", "--out",
+                               str(tmp_path / "seg"), "--scheduler", "local", *extra],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    quiet = run("-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "" and quiet.stderr == ""
     assert (tmp_path / "seg" / "model.json").exists()
+    plain = run()
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stderr == "" and "distributed" not in plain.stdout and "30 customers" in plain.stdout
 
 
 def test_dask_refuses_an_overflowing_customer(overflow_log, tmp_path):
