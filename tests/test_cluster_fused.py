@@ -335,3 +335,148 @@ def test_compile_failure_on_the_device_falls_back(cp, monkeypatch):
     finally:
         monkeypatch.undo()
         fused._module.cache_clear()
+
+
+# -- the fused step's host side, on a stand-in device ------------------------------------
+# A NumPy stand-in for CuPy whose "kernels" compute what lloyd.cu computes, from the same
+# launch arguments: the Python layer (padding, launch arguments, partials, relocation, the
+# engine, streaming, variant choice) runs on the CPU, not only on a lent GPU.
+
+class _Kernel:
+    def __init__(self, name, calls):
+        self.name, self.calls = name, calls
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        assert block == (fused.BLOCK,) and 0 < shared_mem <= fused.SMEM_LIMIT
+        if self.name.startswith("lloyd_step"):
+            X, n, d, ld, cm2, csq, k, copies, per_block, mode, partials = args
+            n, d, ld, k, per_block = int(n), int(d), int(ld), int(k), int(per_block)
+            assert grid[0] == -(-n // per_block) and partials.shape == (grid[0], k * (d + 1) + 1)
+            assert int(copies) >= 1 and int(mode) == 0
+        else:
+            X, n, ld, cm2, csq, k, labels, sqdist = args
+            n, ld, k = int(n), int(ld), int(k)
+        self.calls.append((self.name, n))
+        assert X.shape == (n, ld) and X.flags.c_contiguous and cm2.shape[0] == k and cm2.flags.c_contiguous
+        x = X.astype(np.float64)
+        c = cm2[:, :ld].astype(np.float64)
+        lab = (csq[None, :] + x @ c.T).argmin(axis=1)
+        dist = ((x + 0.5 * c[lab]) ** 2).sum(axis=1)  # cm2 holds -2 * centre
+        if not self.name.startswith("lloyd_step"):
+            labels[:], sqdist[:] = lab, dist
+            return
+        for b in range(grid[0]):
+            s, e = b * per_block, min(n, (b + 1) * per_block)
+            acc = np.zeros((k, d + 1))
+            for f in range(d):
+                acc[:, f] = np.bincount(lab[s:e], weights=x[s:e, f], minlength=k)
+            acc[:, d] = np.bincount(lab[s:e], minlength=k)
+            partials[b] = np.concatenate([acc.ravel(), [dist[s:e].sum()]])
+
+
+class _Device:
+    compute_capability = "90"
+    id = 0
+    attributes = {"MultiProcessorCount": 3}
+
+    def synchronize(self):
+        pass
+
+
+class _Module:
+    compiled = []
+    calls = []
+
+    def __init__(self, code, options):
+        assert code == kernel_source()
+        _Module.compiled.append(options)
+
+    def get_function(self, name):
+        return _Kernel(name, _Module.calls)
+
+
+class _StandIn:
+    """The parts of CuPy the fused step uses, over NumPy."""
+
+    RawModule = _Module
+
+    def __init__(self):
+        self.cuda = type("cuda", (), {"Device": _Device})
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    device = _StandIn()
+    fused._module.cache_clear()
+    _Module.compiled.clear()
+    _Module.calls.clear()
+    monkeypatch.setattr(fused, "_import", lambda name: device if name == "cupy" else None)
+    monkeypatch.setattr(engine_module, "_on_device", lambda xp: True)
+    yield device
+    fused._module.cache_clear()  # the stand-in's module must not reach a real device's tests
+
+
+def _blobs(n=6_000, d=3, k=5, dtype=np.float64, seed=4):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 8, (k, d))
+    return (centres[rng.integers(0, k, n)] + rng.normal(0, 1, (n, d))).astype(dtype)
+
+
+@pytest.mark.parametrize("d", [3, 4, 9])
+def test_stand_in_fused_fit_equals_the_generic_fit(stand_in, d):
+    X = _blobs(d=d)
+    init = X[:5].copy()
+    init[4] = 1e3  # attracts nothing: relocated through get_subset on the first iteration
+    got = fit_kmeans(X, 5, init=init, tol=1e-6, engine="fused")
+    want = fit_kmeans(X, 5, init=init, tol=1e-6, engine="generic")
+    assert got.engine == "fused" and got.engine_note is None
+    assert ("lloyd_step_f64_d" + str(fused._bound(padded_width(d, np.float64))), 512) in _Module.calls  # probed
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.n_iter == want.n_iter
+    assert got.inertia == pytest.approx(want.inertia, rel=1e-9)
+    np.testing.assert_allclose(got.centers, want.centers, rtol=1e-9, atol=1e-9)
+    assert got.centers.shape == (5, d)
+
+
+def test_stand_in_step_keeps_its_layout_to_itself(stand_in):
+    from gpuseg.cluster.fused import FusedStep
+    X = _blobs(n=1_001, d=3, dtype=np.float32)
+    step = FusedStep(X, 4)
+    assert step.Xp.shape == (1_001, 4) and not step.Xp[:, 3].any() and step.X is X
+    assert step.count() == 1_001 and step.dim() == 3
+    np.testing.assert_array_equal(step.get_subset(np.array([7, 2])), X[[7, 2]])
+    part = step.partials(X[:4])
+    assert part.sums.shape == (4, 3) and part.counts.sum() == 1_001 and part.n_changed is None
+    ref = lloyd_partials(X.astype(np.float64), X[:4].astype(np.float64))
+    np.testing.assert_allclose(part.sums, ref.sums, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cc, redux", [("75", 0), ("86", 1), ("90", 1)])
+def test_stand_in_compiles_the_variant_of_the_device(stand_in, monkeypatch, cc, redux):
+    from gpuseg.cluster.fused import FusedStep
+    monkeypatch.setattr(_Device, "compute_capability", cc)
+    step = FusedStep(_blobs(n=100), 3)
+    assert step.variant == ("redux" if redux else "shuffle")
+    assert _Module.compiled == [("-std=c++17", f"-DGPUSEG_REDUX={redux}")]
+
+
+def test_stand_in_streamed_fused_equals_in_memory(stand_in):
+    X = _blobs(n=5_000)
+    init = X[:5].copy()
+    got = fit_kmeans(X, 5, init=init, tol=1e-6, engine="streamed", stream_rows=1_300, device=stand_in)
+    want = fit_kmeans(X, 5, init=init, tol=1e-6, engine="generic")
+    assert got.engine == "streamed-fused"
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.n_iter == want.n_iter
+    labels, _ = nearest(X, want.centers, engine="streamed", stream_rows=1_300, device=stand_in)
+    np.testing.assert_array_equal(labels, want.labels)
+
+
+def test_stand_in_kmeans_plus_plus_seeds_from_the_step(stand_in):
+    X = _blobs(n=3_000)
+    got = fit_kmeans(X, 5, random_state=0, engine="fused")
+    want = fit_kmeans(X, 5, random_state=0, engine="generic")
+    np.testing.assert_array_equal(got.labels, want.labels)
