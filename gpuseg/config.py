@@ -81,7 +81,7 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
-        check_out(self.out, self.inputs)
+        check_out(self.out, self.inputs, {"--reference-model": self.reference_model})
         if self.as_of is not None:
             check_as_of(self.as_of)
         object.__setattr__(self, "out", Path(self.out))

@@ -85,14 +85,15 @@ def sweep_stale(folder: Path, prefix: str, restore: Path | None = None) -> None:
         shutil.rmtree(entry, ignore_errors=True)
 
 
-def check_out(out: Path | str, inputs: tuple[str, ...] = ()) -> Path:
+def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, Path | None] | None = None) -> Path:
     """``out`` as an absolute path, if a run may write it; else :class:`GpusegError`.
 
     The rule: ``--out`` is a folder of its own. It may be new, empty, or a
     folder that holds only gpuseg outputs (:data:`OUTPUT_NAMES`, from an
     earlier run, which it then replaces whole). It may not be the current
     folder or hold it, nor be, hold or lie inside an input folder, nor hold
-    an input file.
+    an input file, nor hold a model the run reads (``models``: option ->
+    path, e.g. ``{"--model": ...}``), which replacing it would destroy.
     """
     text = str(out)
     if not text.strip():
@@ -114,6 +115,10 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = ()) -> Path:
         if src.is_dir() and src in path.parents:
             raise GpusegError(f"--out {text!r} is inside the input folder {item!r}, where the next run would "
                               "read the outputs as input; give a folder outside it")
+    for option, model in (models or {}).items():
+        if model is not None and path in Path(os.path.abspath(model)).parents:
+            raise GpusegError(f"--out {text!r} holds the {option} {str(model)!r}, which this run would replace; "
+                              "give another folder")
     if path.exists():
         if not path.is_dir():
             raise GpusegError(f"--out {text!r} exists and is not a folder")

@@ -107,7 +107,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise GpusegError("score needs INPUT files: the new transactions to score")
-        check_out(self.out, tuple(str(i) for i in self.inputs))
+        check_out(self.out, tuple(str(i) for i in self.inputs), {"--model": Path(self.model)})
         if self.as_of is not None:
             check_as_of(self.as_of)
         if self.as_of_from_model and self.as_of is not None:

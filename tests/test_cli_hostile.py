@@ -488,3 +488,11 @@ def test_a_broken_reference_run_is_one_error(trained, tmp_path, table):
     refused(invoke("segment", data, "--k", 3, "--out", tmp_path / "feb", "--reference-model", model),
             "reference run", "assignments.parquet")
     assert not (tmp_path / "feb").exists()
+
+
+def test_out_may_not_hold_the_model_the_run_reads(trained, tmp_path):
+    data, model = trained
+    refused(invoke("score", data, "--model", model, "--out", model.parent), "holds the --model")
+    refused(invoke("segment", data, "--out", model.parent, "--reference-model", model),
+            "holds the --reference-model")
+    assert SegmentModel.load(model).k == 3
