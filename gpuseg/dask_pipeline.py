@@ -457,7 +457,8 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
                 as_of=day_date(as_of), backend="cpu", columns=mapping.to_dict(), date_format=config.date_format,
                 version=__version__, segment_names=tuple(names), training=sums.training())
             model.save(tmp / MODEL)
-        notes = fit_warnings(fit, k, config.max_iter)
+        from .pipeline import date_warnings
+        notes = fit_warnings(fit, k, config.max_iter) + date_warnings(as_of, config.as_of)
         if config.n_init > 1:
             notes.append(f"--n-init {config.n_init}: with --scheduler one initialisation runs")
         report = segment_report(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
@@ -184,6 +185,16 @@ def refuse_non_finite_scaled(Z: Any, feats: CustomerFeatures, customer_ids: pa.A
                           "outside what the scaler was fitted on; check the amount column")
 
 
+def date_warnings(as_of: int, given: dt.date | None, today: dt.date | None = None) -> list[str]:
+    """A note when as_of, taken from the data, lies in the future: a date typo (2206 for 2026)
+    inside the accepted range would otherwise make every recency silently wrong."""
+    today = today or dt.date.today()
+    if given is not None or day_date(as_of) <= today + dt.timedelta(days=1):
+        return []
+    return [f"the latest date used, {day_date(as_of - 1)}, is after today ({today}); every recency counts from "
+            "it: check the date column, or give --as-of"]
+
+
 def refuse_empty_segments(n_distinct: int, k: int, n: int, features: Any, option: str = "--k") -> None:
     """Stop when k-means could fill fewer than ``k`` segments.
 
@@ -274,6 +285,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
         if plan is not None and plan.mode == "streamed":
             Z = transfers.to_host("scaled features (streamed fit)", Z)
         km, notes = fit_centroids(Z, config, backend, plan)
+        notes += date_warnings(tx.as_of, config.as_of)
         refuse_empty_segments(km.n_distinct, config.k, n, config.features)
 
     with timer.stage("assign"):

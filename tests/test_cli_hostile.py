@@ -496,3 +496,16 @@ def test_out_may_not_hold_the_model_the_run_reads(trained, tmp_path):
     refused(invoke("segment", data, "--out", model.parent, "--reference-model", model),
             "holds the --reference-model")
     assert SegmentModel.load(model).k == 3
+
+
+def test_a_future_date_inside_the_range_is_reported(tmp_path):
+    # 2206 for 2026 is a possible date, so it is kept; as_of then lies in the future, which is said.
+    data = log(tmp_path / "a.csv", extra=[(7, "2206-05-01", "T", 10.0)])
+    result = ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "seg"))
+    rep = json.loads((tmp_path / "seg" / "report.json").read_text())
+    assert any("2206-05-01" in w and "after today" in w for w in rep["warnings"])
+    assert "2206-05-01" in result.output
+    ok(invoke("segment", log(tmp_path / "b.csv"), "--k", 2, "--out", tmp_path / "seg2", "-q"))
+    assert not json.loads((tmp_path / "seg2" / "report.json").read_text())["warnings"]
+    ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "seg3", "-q", "--as-of", "2230-01-01"))
+    assert not json.loads((tmp_path / "seg3" / "report.json").read_text())["warnings"]
