@@ -317,19 +317,22 @@ def choose_k_command(
     date_format: DateFormat = None,
     as_of: AsOf = None,
     seed: Annotated[int, typer.Option(help="First random seed.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
     """Score k = k-min..k-max (inertia, silhouette, Calinski-Harabasz, Davies-Bouldin, stability) and recommend one.
 
-    Example: [bold]gpuseg choose-k sales.parquet --k-min 2 --k-max 10 --out segments/[/]
+    Example: [bold]gpuseg choose-k sales.parquet --k-min 2 --k-max 10 --out choose-k/[/]
     """
     from .choose_k import choose_k
 
-    with _user_errors():
+    with _silenced(quiet), _user_errors():
         config = _segment_config(inputs, out, k_min, features, backend, customer_col, date_col, invoice_col,
                                  amount_col, quantity_col, price_col, date_format, as_of, seed=seed)
-        with out_console.status("Starting…") as status:
+        with out_console.status("Starting…") if not quiet else _nullcontext() as status:
             result = choose_k(config, k_min=k_min, k_max=k_max, sample_size=sample_size, runs=runs,
-                              progress=_StatusProgress(status))
+                              progress=_StatusProgress(status) if status is not None else None)
+    if quiet:
+        return
     table = Table(title=f"Choosing k ({result['n_customers']:,} customers)", title_justify="left")
     for col in ("k", "inertia", "silhouette", "Calinski-Harabasz", "Davies-Bouldin", "stability"):
         table.add_column(col, justify="right")

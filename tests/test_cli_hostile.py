@@ -249,12 +249,15 @@ def test_a_bad_option_value_is_one_error_line(args, fragment):
     refused(runner.invoke(app, args), fragment)
 
 
-def test_score_has_quiet(tmp_path):
+def test_score_and_choose_k_have_quiet(tmp_path):
     data = log(tmp_path / "a.csv")
     ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "seg", "-q"))
     result = ok(invoke("score", data, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc", "-q"))
     assert result.output == ""
     assert pq.read_table(tmp_path / "sc" / "assignments.parquet").num_rows == 30
+    result = ok(invoke("choose-k", data, "--k-min", 2, "--k-max", 3, "--out", tmp_path / "ck", "-q"))
+    assert result.output == ""
+    assert json.loads((tmp_path / "ck" / "choose_k.json").read_text())["recommended_k"] in (2, 3)
 
 
 # -- 2. migration when id types differ ---------------------------------------------------
