@@ -13,8 +13,10 @@ n ∈ {10⁷, 10⁸} × d ∈ {3, 8, 16, 32} × k ∈ {5, 16, 64}: the same data
 initial centres, the same number of timed iterations, in the same process.
 Labels of one iteration from those centres are compared; every disagreement
 must be a near-tie (the two centres' squared distances within 1e-5 of the
-norms involved). Cases run until ``--budget-s`` seconds have passed; the
-results file is rewritten after every case, so a run cut short keeps them.
+norms involved). The staged candidate kernel is timed beside the fused step
+(``"impl": "fused-staged"``) wherever its rows fit the shared memory. Cases
+run until ``--budget-s`` seconds have passed; the results file is rewritten
+after every case, so a run cut short keeps them.
 
 Usage: python benchmarks/bench_lloyd_gpu.py --out results.json [--quick] [--grid] [--budget-s 150]
 """
@@ -114,14 +116,19 @@ def main() -> None:
         print(f"fused    n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms  (floor {floor_ms:.3f} ms, "
               f"{100 * floor_ms / ms:.0f}%)", flush=True)
         # Variants that change one stage, to place the time (see the kernel's modes).
-        variants = [({"mode": 1}, "fused-atomics"), ({"mode": 2}, "fused-no-sums")]
+        variants = [({"mode": 1}, "fused-atomics"), ({"mode": 2}, "fused-no-sums"),
+                    ({"staged": True}, "fused-staged")]  # the candidate (FusedStep's staged kernel)
         if n >= 10**8:
             # At the headline shape: the sm_75 (shuffle) variant on this device, and the block size,
             # which sets how many float64 partials are written and reduced (for tuning, not defaults).
             variants += [({"variant": "shuffle"}, "fused-shuffle")]
             variants += [({"points_per_block": p}, f"fused-ppb-{p}") for p in (2048, 4096, 16384, 32768)]
         for options, label in variants:
-            variant = FusedStep(Xd, k, **options)
+            try:
+                variant = FusedStep(Xd, k, **options)
+            except ValueError as exc:  # the staged candidate where its rows do not fit
+                print(f"{label:14s} n={n:>11,} d={d:>2} k={k:>2}: not run ({exc})", flush=True)
+                continue
             vms = time_gpu(cp, lambda: variant.partials(Cd), reps)
             cases.append({"impl": label, "n": n, "d": d, "k": k, "ms_per_iter": vms, "floor_ms": floor_ms,
                           "pct_of_floor": 100 * floor_ms / vms})
@@ -201,6 +208,16 @@ def flash_grid(cp, bw: float, result: dict, write, deadline: float) -> None:
         cases.append({"impl": "fused", "timed": "iteration", "n": n, "d": d, "k": k, "ms_per_iter": ms,
                       "floor_ms": floor_ms, "pct_of_floor": 100 * floor_ms / ms})
         line = f"grid n={n:>11,} d={d:>2} k={k:>2}: fused {ms:8.3f} ms"
+        try:  # the staged candidate, where its rows fit
+            staged = FusedStep(X, k, staged=True)
+        except ValueError:
+            staged = None
+        if staged is not None:
+            sms = time_gpu(cp, lambda: fused_iteration(staged, C), reps)
+            cases.append({"impl": "fused-staged", "timed": "iteration", "n": n, "d": d, "k": k, "ms_per_iter": sms,
+                          "floor_ms": floor_ms, "pct_of_floor": 100 * floor_ms / sms})
+            line += f", staged {sms:8.3f} ms"
+            staged = None
         if flash is not None:
             try:
                 iterate, labels = flash_kmeans_iteration(flash, X, C)

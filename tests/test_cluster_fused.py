@@ -48,6 +48,7 @@ def test_kernel_source_compiles_for_every_architecture(tmp_path, arch):
     for dtype in ("f32", "f64"):
         for maxd in MAXD_BOUNDS:
             assert f".entry lloyd_step_{dtype}_d{maxd}(" in ptx
+            assert f".entry lloyd_step_staged_{dtype}_d{maxd}(" in ptx
             assert f".entry assign_{dtype}_d{maxd}(" in ptx
     # sm_80+ keeps the single-instruction warp reduction; sm_75 has none and uses shuffles.
     assert ("redux.sync" in ptx) == (variant == "redux")
@@ -480,3 +481,39 @@ def test_stand_in_kmeans_plus_plus_seeds_from_the_step(stand_in):
     got = fit_kmeans(X, 5, random_state=0, engine="fused")
     want = fit_kmeans(X, 5, random_state=0, engine="generic")
     np.testing.assert_array_equal(got.labels, want.labels)
+
+
+def test_stand_in_staged_candidate_is_chosen_only_when_asked(stand_in):
+    from gpuseg.cluster.fused import FusedStep
+    X = _blobs(n=4_000)
+    default, staged = FusedStep(X, 5), FusedStep(X, 5, staged=True)
+    assert staged.smem_step > default.smem_step
+    part = staged.partials(X[:5])
+    assert _Module.calls[-1] == ("lloyd_step_staged_f64_d4", 4_000)
+    ref = default.partials(X[:5])
+    np.testing.assert_allclose(part.sums, ref.sums, rtol=1e-12)
+    fit = fit_kmeans(X, 5, init=X[:5].copy(), engine="fused")
+    assert all(name != "lloyd_step_staged_f64_d4" for name, _ in _Module.calls[-3:])  # the engine keeps the default
+    assert fit.engine == "fused"
+    with pytest.raises(ValueError, match="staged kernel's rows do not fit"):
+        FusedStep(_blobs(n=100, d=32, k=3), 64, staged=True)
+    with pytest.raises(ValueError, match="no per-value atomic mode"):
+        FusedStep(X, 5, staged=True, mode=1)
+
+
+@gpu
+@pytest.mark.parametrize("n, d, k, dtype", [(10_007, 3, 5, np.float32), (100_003, 8, 16, np.float32),
+                                            (20_011, 8, 64, np.float32), (70_001, 16, 33, np.float32),
+                                            (30_001, 16, 20, np.float64)])  # the last: shared atomics
+def test_staged_candidate_matches_the_default_kernel(cp, n, d, k, dtype):
+    rng = np.random.default_rng([n, d, k, 2])
+    X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
+    C = X[rng.choice(n, k, replace=False)].copy()
+    default, staged = _fused(X, k), _fused(X, k, staged=True)
+    if dtype == np.float64 and d == 16:
+        assert staged.copies < 8  # not every warp has its own copy here
+    a, b = default.partials(C), staged.partials(C)
+    np.testing.assert_array_equal(to_numpy(a.counts), to_numpy(b.counts))
+    np.testing.assert_allclose(to_numpy(b.sums), to_numpy(a.sums), rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-3 if dtype == np.float32 else 1e-9)
+    assert float(b.inertia) == pytest.approx(float(a.inertia), rel=1e-9)

@@ -133,12 +133,17 @@ class FusedStep:
         2 no sums (assignment only): the last two exist for benchmarks.
     variant : str, optional
         ``redux`` or ``shuffle``; by default :func:`kernel_variant` of the device.
+    staged : bool
+        A candidate (not the default, not yet measured): the staged kernel, which
+        sums each label's points in the same order as mode 0 but reads the peers'
+        points from shared memory with vector loads instead of shuffles. Raises
+        ValueError where its staging rows do not fit the shared memory.
     """
 
     name = "fused"
 
     def __init__(self, X: Any, n_clusters: int, *, points_per_block: int | None = None, mode: int = 0,
-                 variant: str | None = None):
+                 variant: str | None = None, staged: bool = False):
         n, d = X.shape
         dt = np.dtype(X.dtype)
         reason = why_unsupported(d, n_clusters, dt)
@@ -155,14 +160,20 @@ class FusedStep:
         self.variant = variant or kernel_variant(int(dev.compute_capability))
         module = _module(dev.id, self.variant)
         suffix = f"{_NAME[dt]}_d{self.maxd}"
-        self._step = module.get_function(f"lloyd_step_{suffix}")
+        self.staged = staged
+        if staged and mode == 1:
+            raise ValueError("the staged kernel has no per-value atomic mode (mode=1)")
+        self._step = module.get_function(f"lloyd_step_{'staged_' if staged else ''}{suffix}")
         self._assign = module.get_function(f"assign_{suffix}")
         k = n_clusters
         # As many private accumulator copies (one per warp at most) as fit.
         per_copy = k * (d + 1) * dt.itemsize
-        fixed = _smem(k, d, self.maxd, dt.itemsize, 0)
+        stage = BLOCK * (self.maxd + _VECTOR[dt]) * dt.itemsize if staged else 0  # one row per thread
+        fixed = _smem(k, d, self.maxd, dt.itemsize, 0) + stage
+        if staged and fixed + per_copy > SMEM_LIMIT:
+            raise ValueError(f"the staged kernel's rows do not fit the shared memory with k={k}, d={d} ({dt})")
         self.copies = int(max(1, min(BLOCK // 32, (SMEM_LIMIT - fixed) // per_copy)))
-        self.smem_step = _smem(k, d, self.maxd, dt.itemsize, self.copies)
+        self.smem_step = _smem(k, d, self.maxd, dt.itemsize, self.copies) + stage
         self.smem_assign = (k * self.maxd + k) * dt.itemsize
         self.n_sm = dev.attributes["MultiProcessorCount"]
         self._check(self.Xp)

@@ -118,9 +118,16 @@ __device__ __forceinline__ T sqdist_to(const T (&x)[MAXD], const T* __restrict__
 //      its own copy, atomics otherwise);
 //   1: one shared-memory atomic per point and feature (for comparison);
 //   2: no accumulation, assignment and inertia only (for comparison).
+// The staged kernels (STAGED, a candidate, chosen by the host only when asked
+// for) aggregate as mode 0 in the same order, but each lane first stores its
+// point in the warp's rows of shared memory and the leaders read their peers
+// back with vector loads instead of one shuffle per value and round.
 //
 // Shared memory: [cm2: k*MAXD T][csq: k T][acc: copies*k*(d+1) T][red: blockDim double]
-template <typename T, int MAXD>
+// (staged: [cm2][csq][acc][stage: blockDim rows of MAXD + W T][red]).
+template <typename T, int MAXD> struct StageRow { static constexpr int value = MAXD + Vec<T>::width; };
+
+template <typename T, int MAXD, bool STAGED = false>
 __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
                            const T* __restrict__ cm2_g, const T* __restrict__ csq_g, int k,
                            int copies, long long points_per_block, int mode, double* __restrict__ partials) {
@@ -132,6 +139,11 @@ __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
     const int acc_len = copies * k * stride;
     double* red = reinterpret_cast<double*>(
         smem + ((((size_t)(k * MAXD + k + acc_len) * sizeof(T)) + 15) & ~(size_t)15));
+    T* stage = nullptr;
+    if constexpr (STAGED) {
+        stage = reinterpret_cast<T*>(red);
+        red = reinterpret_cast<double*>(stage + (size_t)blockDim.x * StageRow<T, MAXD>::value);
+    }
 
     load_centres<T, MAXD>(cm2_g, csq_g, k, cm2, csq);
     for (int e = threadIdx.x; e < acc_len; e += blockDim.x) acc[e] = T(0);
@@ -173,6 +185,54 @@ __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
         if (mode == 2) continue;
 #pragma unroll
         for (int p = 0; p < P; ++p) {
+            if constexpr (STAGED) {
+                typedef typename Vec<T>::type V;
+                constexpr int W = Vec<T>::width;
+                constexpr int SROW = StageRow<T, MAXD>::value;
+                T* rows = stage + (size_t)(warp * 32) * SROW;
+                V* own = reinterpret_cast<V*>(rows + lane * SROW);
+#pragma unroll
+                for (int v = 0; v < MAXD / W; ++v) {
+                    V q;
+                    T* e = reinterpret_cast<T*>(&q);
+#pragma unroll
+                    for (int w = 0; w < W; ++w) e[w] = x[p][v * W + w];
+                    own[v] = q;
+                }
+                __syncwarp();
+                const unsigned peers = __match_any_sync(0xffffffffu, label[p]);
+                if (valid[p] && lane == __ffs(peers) - 1) {
+                    T sum[MAXD];
+#pragma unroll
+                    for (int f = 0; f < MAXD; ++f) sum[f] = x[p][f];
+                    // The peers in ascending lane order, as mode 0 adds them.
+                    for (unsigned rest = peers & (peers - 1); rest; rest &= rest - 1) {
+                        const V* row = reinterpret_cast<const V*>(rows + (__ffs(rest) - 1) * SROW);
+#pragma unroll
+                        for (int v = 0; v < MAXD / W; ++v) {
+                            const V q = row[v];
+                            const T* e = reinterpret_cast<const T*>(&q);
+#pragma unroll
+                            for (int w = 0; w < W; ++w) sum[v * W + w] += e[w];
+                        }
+                    }
+                    T* s = mine + label[p] * stride;
+                    const int size = __popc(peers);
+                    if (private_copy) {
+#pragma unroll
+                        for (int f = 0; f < MAXD; ++f)
+                            if (f < d) s[f] += sum[f];
+                        s[d] += T(size);
+                    } else {
+#pragma unroll
+                        for (int f = 0; f < MAXD; ++f)
+                            if (f < d) atomicAdd(s + f, sum[f]);
+                        atomicAdd(s + d, T(size));
+                    }
+                }
+                __syncwarp();  // the rows are rewritten for the next point
+                continue;
+            }
             if (mode == 1) {
                 if (valid[p]) {
                     T* s = mine + label[p] * stride;
@@ -275,6 +335,13 @@ __device__ void assign(const T* __restrict__ X, long long n, int ld,
                                 const T* csq, int k, int copies, long long points_per_block,       \
                                 int mode, double* partials) {                                      \
         lloyd_step<T, MAXD>(X, n, d, ld, cm2, csq, k, copies, points_per_block, mode, partials);   \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                              \
+    lloyd_step_staged_##NAME##_d##MAXD(const T* X, long long n, int d, int ld, const T* cm2,       \
+                                       const T* csq, int k, int copies, long long points_per_block,\
+                                       int mode, double* partials) {                               \
+        lloyd_step<T, MAXD, true>(X, n, d, ld, cm2, csq, k, copies, points_per_block, mode,        \
+                                  partials);                                                       \
     }                                                                                              \
     extern "C" __global__ void __launch_bounds__(256)                                              \
     assign_##NAME##_d##MAXD(const T* X, long long n, int ld, const T* cm2, const T* csq, int k,    \
