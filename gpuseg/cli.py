@@ -14,7 +14,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -223,7 +223,7 @@ def segment(
             from .dask_pipeline import run_dask
             if config.reference_model is not None:
                 raise GpusegError("--reference-model is not supported with --scheduler yet; run without it")
-            with out_console.status("Running on Dask…") if not quiet else _nullcontext() as status:
+            with out_console.status("Running on Dask…") if not quiet else nullcontext() as status:
                 report = run_dask(config, scheduler, on_stage=(lambda name: status.update(
                     f"{STAGE_LABELS.get(name, name)} on Dask…")) if status is not None else None).report
             if not quiet:
@@ -235,15 +235,10 @@ def segment(
         if not config.inputs and not quiet:
             out_console.print(f"No INPUT given: running on the built-in demo data "
                               f"({config.demo_customers:,} customers, seed 0).")
-        with out_console.status("Starting…", spinner="dots") if not quiet else _nullcontext() as status:
+        with out_console.status("Starting…", spinner="dots") if not quiet else nullcontext() as status:
             result = run(config, _StatusProgress(status) if status is not None else None)
     if not quiet:
         _print_result(result)
-
-
-@contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield None
 
 
 def _print_result(result: Any) -> None:
@@ -328,7 +323,7 @@ def choose_k_command(
     with _silenced(quiet), _user_errors():
         config = _segment_config(inputs, out, k_min, features, backend, customer_col, date_col, invoice_col,
                                  amount_col, quantity_col, price_col, date_format, as_of, seed=seed)
-        with out_console.status("Starting…") if not quiet else _nullcontext() as status:
+        with out_console.status("Starting…") if not quiet else nullcontext() as status:
             result = choose_k(config, k_min=k_min, k_max=k_max, sample_size=sample_size, runs=runs,
                               progress=_StatusProgress(status) if status is not None else None)
     if quiet:
@@ -385,7 +380,7 @@ def score(
                              **({"memory_limit": parse_memory(memory_limit)} if memory_limit else {}))
         if scheduler:
             from .dask_pipeline import score_dask
-            with out_console.status("Scoring on Dask…") if not quiet else _nullcontext():
+            with out_console.status("Scoring on Dask…") if not quiet else nullcontext():
                 res = score_dask(config, scheduler)
             if quiet:
                 return
