@@ -38,7 +38,9 @@ MIGRATION = "migration.csv"
 #: A folder holding anything else was not written by gpuseg and is never replaced.
 OUTPUT_NAMES = frozenset({ASSIGNMENTS, FEATURES_FILE, SEGMENTS, MODEL, REPORT, MIGRATION, "report.html",
                           "drift.json", "score_report.json", "choose_k.json", "choose_k.png",
-                          "assignments", "features"})
+                          "assignments", "features",
+                          ".report.html.partial",  # left by a `gpuseg report` that was killed
+                          ".DS_Store", "Thumbs.db"})  # what file browsers leave in a folder they showed
 
 
 def owner_tag() -> str:

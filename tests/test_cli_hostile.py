@@ -113,6 +113,7 @@ def test_a_rerun_replaces_the_whole_folder(tmp_path):
     ok(invoke("segment", data, "--k", 3, "--out", out, "-q"))
     ok(invoke("report", out))
     (out / "migration.csv").write_text("old_segment\n0\n")  # as a reference run would have left
+    (out / ".DS_Store").write_bytes(b"\0")  # a file browser showed the folder
     ok(invoke("segment", data, "--k", 2, "--out", out, "-q"))
     assert sorted(p.name for p in out.iterdir()) == ["assignments.parquet", "features.parquet", "model.json",
                                                       "report.json", "segments.csv"]
