@@ -32,7 +32,7 @@ from .model import SegmentModel
 from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_names,
                       staged_output, write_json, write_parquet, write_segments_csv)
 from .reading import expand_inputs, iter_readers, read_column_names
-from .scaling import Scaler, first_non_finite
+from .scaling import Moments, Scaler, first_non_finite
 from .summary import SegmentResult, SegmentSums, fit_warnings, segment_report
 from .timing import StageTimer
 
@@ -256,10 +256,12 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
     precision = resolve_precision(config, backend)
     with timer.stage("scale"):
         names = scaler.features if scaler is not None else config.features
-        X = feats.matrix(names)
-        scaler = scaler if scaler is not None else Scaler.fit(X, names)
-        Z = scaler.transform(X).astype(precision, copy=False)
-        del X
+        # Column by column, on every core: no (n, d) float64 copy of the features is made.
+        cols = [feats.columns[name] for name in names]
+        workers = default_workers()
+        scaler = scaler if scaler is not None else Scaler.from_moments(Moments.of_columns(cols, workers), names)
+        Z = scaler.transform_columns(cols, precision, workers)
+        del cols
         refuse_non_finite_scaled(Z, feats, tx.customer_ids, names, precision)
     return Prepared(backend, timer, transfers, fallbacks, tx, sources, columns, feats, scaler, Z, precision)
 
@@ -309,7 +311,9 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             host = {name: transfers.to_host(name, col) for name, col in columns_here.items()}
             segment_np = transfers.to_host("segment", labels)
             distance_np = transfers.to_host("distance", distance)
-            ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
+            # feats.customer picks increasing codes: as many as there are ids means all, in order.
+            ids = tx.customer_ids if len(feats) == len(tx.customer_ids) else \
+                tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
             names = sums.names()
             moves = None
             if config.reference_model is not None:

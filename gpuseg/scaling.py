@@ -9,6 +9,8 @@ so a negative value met at scoring time stays finite.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,30 @@ def first_non_finite(X: Any) -> int | None:
 def skewness(x: Any) -> float:
     """Sample skewness (Fisher-Pearson, biased) of a 1-D array; 0 for a constant."""
     return float(Moments.of(x.reshape(-1, 1)).skewness()[0])
+
+
+def _column_moments(col: Any, xp: Any) -> Any:
+    """(7,) array: mean, m2, m3, min, max, mean of log1p, m2 of log1p of one column (see Moments)."""
+    n = col.shape[0]
+    col = xp.ascontiguousarray(col, dtype=xp.float64)  # one gather, then every pass runs at unit stride
+    low, high = col.min(), col.max()
+    mean = col.sum() / n
+    c = col - mean
+    c2 = c * c
+    m2 = c2.sum()
+    c2 *= c
+    m3 = c2.sum()
+    del c, c2
+    if float(low) >= 0:  # log1p equals the signed log1p here, without the sign and abs passes
+        lg = xp.log1p(col)
+        mean_log = lg.sum() / n
+        lg -= mean_log
+        lg *= lg
+        m2_log = lg.sum()
+        del lg
+    else:
+        mean_log = m2_log = xp.asarray(np.nan)
+    return xp.stack([mean, m2, m3, low, high, mean_log, m2_log])
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,38 +119,31 @@ class Moments:
 
     @classmethod
     def of(cls, X: Any) -> "Moments":
-        """Moments of the rows of ``X``, shape (n, d), any namespace; results on the host.
-
-        Columns are reduced one at a time, each with NumPy's pairwise
-        summation (a reduction over axis 0 of a C-ordered matrix adds row
-        after row instead, less accurately).
-        """
+        """Moments of the rows of ``X``, shape (n, d), any namespace; results on the host."""
         n, d = X.shape
         if n == 0:
             return cls.empty(d)
-        xp = get_namespace(X)
-        X = X.astype(xp.float64, copy=False)
-        per_column = []
-        for j in range(d):
-            col = xp.ascontiguousarray(X[:, j])  # one gather, then every pass runs at unit stride
-            low, high = col.min(), col.max()
-            mean = col.sum() / n
-            c = col - mean
-            c2 = c * c
-            m2 = c2.sum()
-            c2 *= c
-            m3 = c2.sum()
-            del c, c2
-            if float(low) >= 0:  # log1p equals the signed log1p here, without the sign and abs passes
-                lg = xp.log1p(col)
-                mean_log = lg.sum() / n
-                lg -= mean_log
-                lg *= lg
-                m2_log = lg.sum()
-                del lg
-            else:
-                mean_log = m2_log = xp.asarray(np.nan)
-            per_column.append(xp.stack([mean, m2, m3, low, high, mean_log, m2_log]))
+        return cls.of_columns([X[:, j] for j in range(d)])
+
+    @classmethod
+    def of_columns(cls, columns: Sequence[Any], workers: int = 1) -> "Moments":
+        """Moments of columns of equal length (1-D, any numeric dtype, one namespace), as
+        the rows they form; results on the host.
+
+        Each column is reduced on its own, with NumPy's pairwise summation (a
+        reduction over axis 0 of a C-ordered matrix adds row after row instead,
+        less accurately), on ``workers`` threads on the host (NumPy releases
+        the GIL).
+        """
+        n = int(columns[0].shape[0]) if columns else 0
+        if n == 0:
+            return cls.empty(len(columns))
+        xp = get_namespace(*columns)
+        if xp is np and workers > 1 and len(columns) > 1:
+            with ThreadPoolExecutor(min(workers, len(columns))) as pool:
+                per_column = list(pool.map(lambda c: _column_moments(c, xp), columns))
+        else:
+            per_column = [_column_moments(c, xp) for c in columns]
         v = to_numpy(xp.stack(per_column, axis=1))  # one copy back from the device
         return cls(n, *(v[i].copy() for i in range(7)))
 
@@ -235,13 +254,39 @@ class Scaler:
 
     def transform(self, X: Any) -> Any:
         """Scaled copy of ``X`` (n, d) in its namespace and dtype."""
-        xp = get_namespace(X)
-        out = xp.array(X, copy=True)
-        for j, use_log in enumerate(self.log1p):
-            if use_log:
-                out[:, j] = signed_log1p(out[:, j])
-        out -= xp.asarray(self.mean, dtype=out.dtype)
-        out /= xp.asarray(self.scale, dtype=out.dtype)
+        return self.transform_columns([X[:, j] for j in range(X.shape[1])], X.dtype)
+
+    def transform_columns(self, columns: Sequence[Any], dtype: Any = None, workers: int = 1) -> Any:
+        """The scaled matrix of ``columns`` (one 1-D array per feature, in ``features``
+        order), shape (n, d), in their namespace.
+
+        Each column is transformed at unit stride in ``work`` precision (the
+        columns' common float type, float64 for integers) and stored once
+        into its column of the C-ordered result of ``dtype`` (default: the
+        work precision); on the host, columns run on ``workers`` threads.
+        """
+        if len(columns) != len(self.features):
+            raise ValueError(f"{len(columns)} columns for a scaler of {len(self.features)} features")
+        xp = get_namespace(*columns)
+        n = int(columns[0].shape[0])
+        work = xp.result_type(*[c.dtype for c in columns], xp.float32) if \
+            all(c.dtype.kind == "f" for c in columns) else xp.float64
+        out = xp.empty((n, len(columns)), dtype=dtype or work)
+
+        def one(j: int) -> None:
+            col = xp.array(columns[j], dtype=work, copy=True)
+            if self.log1p[j]:
+                col = signed_log1p(col)
+            col -= xp.asarray(self.mean[j], dtype=work)
+            col /= xp.asarray(self.scale[j], dtype=work)
+            out[:, j] = col
+
+        if xp is np and workers > 1 and len(columns) > 1:
+            with ThreadPoolExecutor(min(workers, len(columns))) as pool:
+                list(pool.map(one, range(len(columns))))
+        else:
+            for j in range(len(columns)):
+                one(j)
         return out
 
     def inverse_transform(self, Z: Any) -> Any:
