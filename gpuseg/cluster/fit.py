@@ -67,7 +67,7 @@ def fit_kmeans(X: Any, n_clusters: int, *, init: str | Any = "k-means++", n_init
                 if init_array is not None:
                     centers = init_array - mean
                 elif init == "k-means++":
-                    centers = _seed(eng, n_clusters, random_state)
+                    centers = _seed(eng, n_clusters, random_state, n_threads)
                 else:  # random rows, as scikit-learn's init="random"
                     centers = step.get_subset(random_state.permutation(step.count())[:n_clusters]).copy()
                 run = lloyd(step, step.xp.asarray(centers), max_iter=max_iter, tol=abs_tol)
@@ -87,7 +87,7 @@ def fit_kmeans(X: Any, n_clusters: int, *, init: str | Any = "k-means++", n_init
                      n_distinct, name, note)
 
 
-def _seed(eng: Engine, k: int, random_state: np.random.RandomState) -> Any:
+def _seed(eng: Engine, k: int, random_state: np.random.RandomState, n_threads: int | None = None) -> Any:
     """k-means++ seeds from the step's points, or from a random sample of
     ``eng.seed_rows`` of them (a streamed step seeds on the device)."""
     step = eng.step
@@ -96,7 +96,7 @@ def _seed(eng: Engine, k: int, random_state: np.random.RandomState) -> Any:
     if eng.seed_rows is not None and n > eng.seed_rows:
         rows = np.sort(random_state.choice(n, size=eng.seed_rows, replace=False))
     on = eng.seed_xp if eng.seed_xp is not None else step.xp
-    centers = kmeans_plusplus(on.asarray(step.get_subset(rows)), k, random_state)
+    centers = kmeans_plusplus(on.asarray(step.get_subset(rows)), k, random_state, n_threads=n_threads)
     if on is step.xp:
         return centers
     return to_numpy(centers) if step.xp is np else step.xp.asarray(centers)
