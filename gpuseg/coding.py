@@ -120,14 +120,14 @@ def _hash_codes(values: np.ndarray, workers: int | None = None) -> tuple[np.ndar
     sorted on a thread pool (NumPy releases the GIL): 1.5 s.
     """
     n = len(values)
+    if values.dtype.kind == "f":
+        values = values + 0.0  # -0.0 and 0.0 are one value, but not one bit pattern
     if n < _PARTITION_MIN:
         if values.dtype.kind == "S":
             uniques, codes = np.unique(values, return_inverse=True)
             return codes.reshape(-1), uniques
         enc = pc.dictionary_encode(pa.array(values))
         return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_numpy(zero_copy_only=False)
-    if values.dtype.kind == "f":
-        values = values + 0.0  # -0.0 and 0.0 are one value, but not one bit pattern
     if values.dtype.kind not in "fS" and values.dtype.itemsize != 8:
         values = values.astype(np.int64)
     part = (key_hash(values) >> np.uint64(64 - _PARTITION_BITS)).astype(np.uint8)

@@ -55,6 +55,13 @@ def test_partitioned_hash_equals_one_table(monkeypatch, rng):
     assert same_partition(codes, [0, 0, 1, 1, 2] * 400)
 
 
+def test_small_hash_treats_negative_zero_as_zero():
+    """Below the partition size too (Arrow's table, which keys floats by their bits)."""
+    codes, uniques = _hash_codes(np.array([0.0, -0.0, 1.5, -0.0, 2.5]))
+    assert uniques.tolist() == [0.0, 1.5, 2.5]
+    assert codes.tolist() == [0, 0, 1, 0, 2]
+
+
 def test_byte_keys_are_exact_and_keep_text_order():
     text = pa.array(["b", "ab", "abc", "a", "", "zzzzzzzz", "C25489434", "é", "ab", "a-uuid-of-36-characters-0123456789ab"])
     keys = text_keys(text)
