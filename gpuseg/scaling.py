@@ -37,6 +37,12 @@ def first_non_finite(X: Any) -> int | None:
     row index come back to the host.
     """
     xp = get_namespace(X)
+    if X.dtype.kind != "f":
+        return None
+    # One pass for the usual answer: a NaN or an infinity makes the sum non-finite (finite
+    # values whose sum overflows only send the search below).
+    if bool(xp.isfinite(X.sum())):
+        return None
     ok = xp.isfinite(X)
     if ok.ndim > 1:
         ok = ok.all(axis=1)

@@ -245,3 +245,12 @@ def test_transform_columns_checks_the_number_of_columns(rng):
     sc = Scaler.fit(rng.normal(size=(50, 2)), ["a", "b"])
     with pytest.raises(ValueError, match="3 columns for a scaler of 2 features"):
         sc.transform_columns([np.zeros(5)] * 3)
+
+
+def test_first_non_finite_finds_the_row_even_when_the_sum_overflows(xp):
+    from gpuseg.scaling import first_non_finite
+    assert first_non_finite(xp.asarray([[1.0, 2.0], [3.0, 4.0]])) is None
+    assert first_non_finite(xp.asarray([1.7e308, 1.7e308])) is None  # finite values, infinite sum
+    assert first_non_finite(xp.asarray([[1.0, 2.0], [3.0, np.nan], [np.inf, 0.0]])) == 1
+    assert first_non_finite(xp.asarray([1.7e308, 1.7e308, -np.inf])) == 2
+    assert first_non_finite(xp.asarray([1, 2, 3])) is None
