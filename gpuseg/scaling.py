@@ -41,8 +41,9 @@ def first_non_finite(X: Any) -> int | None:
         return None
     # One pass for the usual answer: a NaN or an infinity makes the sum non-finite (finite
     # values whose sum overflows only send the search below).
-    if bool(xp.isfinite(X.sum())):
-        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # that is what the sum is for
+        if bool(xp.isfinite(X.sum())):
+            return None
     ok = xp.isfinite(X)
     if ok.ndim > 1:
         ok = ok.all(axis=1)
