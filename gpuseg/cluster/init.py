@@ -57,9 +57,8 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
         # than ``closest``), in the same order of operations as scikit-learn's
         # _euclidean_distances; BLAS gives the same products block by block.
         r_sq = xp.einsum("ij,ij->i", rows, rows)[:, None]
-        out = xp.empty((rows.shape[0], n), dtype=X.dtype)
 
-        def block(lo: int, hi: int) -> None:
+        def block(lo: int, hi: int) -> Any:
             d = rows @ X[lo:hi].T
             d *= -2
             d += r_sq
@@ -67,13 +66,18 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
             xp.maximum(d, 0, out=d)
             if closest is not None:
                 xp.minimum(closest[None, lo:hi], d, out=d)
-            out[:, lo:hi] = d
+            return d
 
         if threads == 1:
-            block(0, n)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda lo: block(lo, min(lo + _SEED_BLOCK, n)), range(0, n, _SEED_BLOCK)))
+            return block(0, n)
+        out = xp.empty((rows.shape[0], n), dtype=X.dtype)
+
+        def into(lo: int) -> None:
+            hi = min(lo + _SEED_BLOCK, n)
+            out[:, lo:hi] = block(lo, hi)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(into, range(0, n, _SEED_BLOCK)))
         return out
 
     centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
