@@ -285,6 +285,47 @@ def _median(records: list[dict[str, Any]], size: int, backend: str, stage: str) 
     return None
 
 
+#: The summary table's columns, in order (bench.md shows them all; the terminal as many as fit).
+SUMMARY_COLUMNS = ("transactions", "backend", "end to end", "features→assign", "fit", "speed-up (e2e)",
+                   "speed-up (fit)", "ARI vs cpu", "peak host MiB", "peak device MiB")
+
+
+def summary_rows(result: dict[str, Any], ranges: bool = True) -> list[dict[str, str]]:
+    """One row per size × backend run: cells keyed by :data:`SUMMARY_COLUMNS`.
+
+    Times are medians, followed by ``(min–max)`` when ``ranges``.
+    """
+    runs = result["runs"]
+    records = result["records"]
+    rows = []
+    for size in result["config"]["sizes"]:
+        for backend in result["backends_run"]:
+            group = [r for r in runs if r["size"] == size and r["backend"] == backend]
+            if not group:
+                continue
+
+            def cell(stage: str) -> str:
+                rec = next((r for r in records if (r["size"], r["backend"], r["stage"]) == (size, backend, stage)), None)
+                if rec is None:
+                    return "–"
+                return f"{rec['median_s']:.3f}" + (f" ({rec['min_s']:.3f}–{rec['max_s']:.3f})" if ranges else "")
+
+            def speedup(stage: str) -> str:
+                base, this = _median(records, size, "cpu", stage), _median(records, size, backend, stage)
+                if backend == "sklearn" and stage == "fit":  # against gpuseg's fit from the same centres
+                    base = _median(records, size, "sklearn", "gpuseg_fit_same_init")
+                return f"{base / this:.2f}×" if base and this else "–"
+
+            aris = [r["ari_vs_cpu"] for r in group if r.get("ari_vs_cpu") is not None]
+            dev = [r["peak_device_mib"] for r in group if r.get("peak_device_mib") is not None]
+            cells = (f"{size:,}", backend, "–" if backend == "sklearn" else cell("end_to_end"),
+                     cell("features_to_assign"), cell("fit"), "–" if backend == "sklearn" else speedup("end_to_end"),
+                     speedup("fit"), f"{min(aris):.4f}" if aris else "–",
+                     f"{max(r['peak_host_mib'] for r in group):.0f}", f"{max(dev):.0f}" if dev else "–")
+            rows.append(dict(zip(SUMMARY_COLUMNS, cells)))
+    return rows
+
+
 def markdown(result: dict[str, Any]) -> str:
     """A table a person can paste into a report: medians (min–max), speed-ups vs cpu, checks."""
     m = result["machine"]
@@ -297,36 +338,8 @@ def markdown(result: dict[str, Any]) -> str:
              "gpuseg's fit stage includes k-means++ seeding; sklearn is scikit-learn's KMeans on the cpu run's "
              "scaled features from the cpu run's initial centres, and its fit speed-up is against gpuseg's fit "
              "from those same centres, timed interleaved in the same process.", ""]
-    runs = result["runs"]
-    records = result["records"]
-    lines += ["| transactions | backend | end to end | features→assign | fit | speed-up (e2e) | speed-up (fit) "
-              "| ARI vs cpu | peak host MiB | peak device MiB |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for size in result["config"]["sizes"]:
-        for backend in result["backends_run"]:
-            group = [r for r in runs if r["size"] == size and r["backend"] == backend]
-            if not group:
-                continue
-
-            def cell(stage: str) -> str:
-                rec = next((r for r in records if (r["size"], r["backend"], r["stage"]) == (size, backend, stage)), None)
-                if rec is None:
-                    return "–"
-                return f"{rec['median_s']:.3f} ({rec['min_s']:.3f}–{rec['max_s']:.3f})"
-
-            def speedup(stage: str) -> str:
-                base, this = _median(records, size, "cpu", stage), _median(records, size, backend, stage)
-                if backend == "sklearn" and stage == "fit":  # against gpuseg's fit from the same centres
-                    base = _median(records, size, "sklearn", "gpuseg_fit_same_init")
-                return f"{base / this:.2f}×" if base and this else "–"
-
-            e2e = "–" if backend == "sklearn" else cell("end_to_end")
-            aris = [r["ari_vs_cpu"] for r in group if r.get("ari_vs_cpu") is not None]
-            dev = [r["peak_device_mib"] for r in group if r.get("peak_device_mib") is not None]
-            lines.append(f"| {size:,} | {backend} | {e2e} | {cell('features_to_assign')} | {cell('fit')} | "
-                         f"{'–' if backend == 'sklearn' else speedup('end_to_end')} | {speedup('fit')} | "
-                         f"{f'{min(aris):.4f}' if aris else '–'} | {max(r['peak_host_mib'] for r in group):.0f} | "
-                         f"{f'{max(dev):.0f}' if dev else '–'} |")
+    lines += ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|---:|---|" + "---:|" * (len(SUMMARY_COLUMNS) - 2)]
+    lines += ["| " + " | ".join(row.values()) + " |" for row in summary_rows(result)]
     if result["unavailable"]:
         lines += ["", "Not run:"]
         lines += [f"- {u['backend']}: {u['reason']}" for u in result["unavailable"]]

@@ -15,15 +15,19 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 # Typer carries its own copy of click; its exceptions are the ones raised here.
 from typer._click import exceptions as click_errors
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .config import SegmentConfig, parse_date, parse_features
@@ -106,6 +110,109 @@ class _StatusProgress:
     def rows(self, n: int) -> None:
         self.n_rows += n
         self.status.update(f"{self.current}… {self.n_rows:,} rows")
+
+
+#: Columns between two table columns: one space of padding, one of the (blank) border.
+_GAP = 2
+
+
+@dataclass(frozen=True)
+class _Col:
+    """A column of a terminal table. ``header`` may hold a line break; only a ``wrap`` column (names)
+    wraps its cells, at spaces. ``drop`` ranks the columns left out, lowest first, when the table
+    does not fit the terminal; ``None`` is always shown."""
+
+    header: str
+    justify: Literal["left", "right"] = "right"
+    wrap: bool = False
+    drop: int | None = None
+
+
+def _needed_width(col: _Col, cells: list[str]) -> int:
+    """Columns the cells need: their widest line, or for a wrapping column its longest word."""
+    lines = [line for text in (col.header, *cells) for line in text.split("\n")]
+    if col.wrap:
+        return max((cell_len(word) for line in lines for word in line.split()), default=1)
+    return max((cell_len(line) for line in lines), default=1)
+
+
+def _print_table(title: str, columns: list[_Col], rows: list[list[str]], *, full: str,
+                 style: list[str | None] | None = None) -> None:
+    """Print ``rows`` as a table that fits the terminal: numbers are never cut and names only wrap.
+
+    The table is borderless, two spaces between columns (``_GAP``). When the columns cannot all fit
+    even with the names wrapped, the droppable ones go, lowest ``drop`` first, and a line says
+    which and that ``full`` has them all.
+    """
+    keep = list(range(len(columns)))
+    needs = [_needed_width(c, [row[i] for row in rows]) for i, c in enumerate(columns)]
+
+    def width(idx: list[int]) -> int:
+        return sum(needs[i] for i in idx) + _GAP * (len(idx) - 1)
+
+    for i in sorted((i for i, c in enumerate(columns) if c.drop is not None), key=lambda i: columns[i].drop):
+        if width(keep) <= out_console.width:
+            break
+        keep.remove(i)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, _GAP - 1, 0, 0), header_style="bold")
+    for i in keep:
+        c = columns[i]
+        table.add_column(c.header, justify=c.justify, no_wrap=not c.wrap, overflow="fold")
+    for n, row in enumerate(rows):
+        table.add_row(*(Text(row[i]) for i in keep), style=style[n] if style else None)
+    out_console.print(table)
+    left_out = [_one_line(columns[i].header) for i in range(len(columns)) if i not in keep]
+    if left_out:
+        out_console.print(f"Not shown at this width: {', '.join(left_out)} (all columns are in {full}).",
+                          style="dim", highlight=False, markup=False)
+
+
+def _one_line(header: str) -> str:
+    """A two-line header on one line: "Calinski-\\nHarabasz" -> "Calinski-Harabasz", "avg\\norder" -> "avg order"."""
+    lines = header.split("\n")
+    return "".join(a + ("" if a.endswith(("-", "→")) else " ") for a in lines[:-1]) + lines[-1]
+
+
+# Per segment; at 80 columns the names wrap. Dropped first when the terminal is narrower: the
+# average order (monetary / frequency), the shares, then the means.
+SEGMENT_COLUMNS = [_Col("seg"), _Col("name", "left", wrap=True), _Col("customers"), _Col("share", drop=1),
+                   _Col("revenue\nshare", drop=2), _Col("recency\n(days)", drop=6), _Col("frequency", drop=5),
+                   _Col("monetary", drop=4), _Col("avg\norder", drop=0)]
+CHOOSE_K_COLUMNS = [_Col("k"), _Col("inertia", drop=0), _Col("silhouette"), _Col("Calinski-\nHarabasz", drop=1),
+                    _Col("Davies-\nBouldin", drop=2), _Col("stability")]
+SCORE_COLUMNS = [_Col("seg"), _Col("name", "left", wrap=True), _Col("customers"), _Col("share"),
+                 _Col("training\nshare", drop=2), _Col("change", drop=3), _Col("mean\ndistance", drop=1),
+                 _Col("training\ndistance", drop=0)]
+
+
+def _print_items(marker: str, items: list[str], style: str | None = None) -> None:
+    """One line per item after ``marker``; an item longer than the terminal wraps under its own start."""
+    for item in items:
+        grid = Table.grid(padding=(0, 1, 0, 0))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row(marker, Text(item), style=style)
+        out_console.print(grid)
+
+
+def _score_progress(quiet: bool) -> Any:
+    """Stage, bar and rows done; the longest stage and 10⁹ rows fit in 80 columns."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=30), TextColumn("{task.completed:,}"),
+                    console=out_console, transient=True, disable=_no_live(quiet))
+
+
+def _generate_progress(quiet: bool) -> Any:
+    from rich.progress import Progress
+
+    return Progress(console=out_console, transient=True, disable=_no_live(quiet))
+
+
+def _no_live(quiet: bool) -> bool:
+    """No bar with -q, nor into a pipe or a file, where a finished transient bar still leaves an empty line."""
+    return quiet or not out_console.is_terminal
 
 
 def _count(text: str) -> int:
@@ -253,27 +360,16 @@ def _print_result(result: Any) -> None:
     out_console.print(f"backend [bold]{rep['backend']}[/] on {escape(rep['device'])}; as of {rep['as_of']}; "
                       f"{rep['n_iter']} iterations, {'converged' if rep['converged'] else 'NOT converged'}",
                       highlight=False)
-    for line in rep["fallbacks"]:
-        out_console.print(f"  fallback: {line}", style="dim", highlight=False, markup=False)
-    for line in rep["warnings"]:
-        out_console.print(f"  warning: {line}", style="yellow", highlight=False, markup=False)
+    _print_items("  fallback:", rep["fallbacks"], style="dim")
+    _print_items("  warning:", rep["warnings"], style="yellow")
 
-    table = Table(title="Segments", title_justify="left")
-    for col in ("segment", "name", "customers", "share", "revenue", "recency (d)", "frequency", "monetary", "avg order"):
-        table.add_column(col, justify="left" if col == "name" else "right")
-    for p in result.profiles:
-        table.add_row(str(p["segment"]), escape(p["name"]), f"{p['n_customers']:,}", f"{p['share']:.1%}",
-                      f"{p['revenue_share']:.1%}",
-                      _fmt(p['mean_recency_days'], ".0f"), _fmt(p['mean_frequency'], ".1f"),
-                      _fmt(p['mean_monetary'], ",.0f"), _fmt(p['mean_avg_order_value'], ",.1f"))
-    out_console.print(table)
-
-    timings = Table(title="Stage timings (s)", title_justify="left")
+    _print_table("Segments", SEGMENT_COLUMNS, [
+        [str(p["segment"]), p["name"], f"{p['n_customers']:,}", f"{p['share']:.1%}", f"{p['revenue_share']:.1%}",
+         _fmt(p["mean_recency_days"], ".0f"), _fmt(p["mean_frequency"], ".1f"), _fmt(p["mean_monetary"], ",.0f"),
+         _fmt(p["mean_avg_order_value"], ",.1f")] for p in result.profiles], full="segments.csv")
     stages = rep["timings"]
-    for name in stages:
-        timings.add_column(name, justify="right")
-    timings.add_row(*(f"{v:.3f}" for v in stages.values()))
-    out_console.print(timings)
+    _print_table("Stage timings (s)", [_Col(name) for name in stages], [[f"{v:.3f}" for v in stages.values()]],
+                 full="report.json")
     out_console.print(f"Wrote {escape(str(result.out))}/: assignments.parquet, features.parquet, segments.csv, "
                       f"model.json, report.json", highlight=False)
 
@@ -328,18 +424,14 @@ def choose_k_command(
                               progress=_StatusProgress(status) if status is not None else None)
     if quiet:
         return
-    table = Table(title=f"Choosing k ({result['n_customers']:,} customers)", title_justify="left")
-    for col in ("k", "inertia", "silhouette", "Calinski-Harabasz", "Davies-Bouldin", "stability"):
-        table.add_column(col, justify="right")
-    for m in result["metrics"]:
-        mark = m["k"] == result["recommended_k"]
-        table.add_row(f"{m['k']}{' ◀' if mark else ''}", f"{m['inertia']:,.1f}", f"{m['silhouette']:.3f}",
-                      f"{m['calinski_harabasz']:,.1f}", f"{m['davies_bouldin']:.3f}",
-                      "–" if m["stability"] is None else f"{m['stability']:.3f}", style="bold" if mark else None)
-    out_console.print(table)
+    _print_table(f"Choosing k ({result['n_customers']:,} customers)", CHOOSE_K_COLUMNS, [
+        [f"{m['k']}{' ◀' if m['k'] == result['recommended_k'] else ''}", f"{m['inertia']:,.1f}",
+         f"{m['silhouette']:.3f}", f"{m['calinski_harabasz']:,.1f}", f"{m['davies_bouldin']:.3f}",
+         "–" if m["stability"] is None else f"{m['stability']:.3f}"] for m in result["metrics"]],
+        full="choose_k.json",
+        style=["bold" if m["k"] == result["recommended_k"] else None for m in result["metrics"]])
     out_console.print(f"Recommended k = [bold]{result['recommended_k']}[/]:", highlight=False)
-    for reason in result["reasons"]:
-        out_console.print(f"  - {escape(reason)}", highlight=False)
+    _print_items("  -", result["reasons"])
     out_console.print(f"Wrote {escape(str(out))}/choose_k.json and choose_k.png", highlight=False)
 
 
@@ -367,8 +459,6 @@ def score(
 
     Example: [bold]gpuseg score new/*.parquet --model segments/model.json --out scores/[/]
     """
-    from rich.progress import BarColumn, Progress, TextColumn
-
     from .scoring import ScoreConfig, parse_memory, score as run_score
 
     with _silenced(quiet), _user_errors():
@@ -388,8 +478,7 @@ def score(
                               f"({res['report']['workers']} workers); wrote {escape(str(config.out))}/ "
                               "(assignments/ as a Parquet dataset, drift.json, score_report.json)", highlight=False)
             return
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"),
-                      console=out_console, transient=True, disable=quiet) as bar:
+        with _score_progress(quiet) as bar:
             task = bar.add_task("Scoring", total=None)
 
             def progress(stage: str, done: int, total: int | None) -> None:
@@ -400,18 +489,16 @@ def score(
     if quiet:
         return
     drift = result.drift
-    table = Table(title=f"Scored {drift['n_customers']:,} customers (as of {result.report['as_of']})",
-                  title_justify="left")
-    for col in ("segment", "name", "customers", "share", "training share", "change", "mean distance", "training"):
-        table.add_column(col, justify="left" if col == "name" else "right")
-    for s in drift["segments"]:
-        def pct(v: float | None) -> str:
-            return "–" if v is None else f"{v:.1%}"
-        table.add_row(str(s["segment"]), escape(s["name"]), f"{s['customers']:,}", pct(s["share"]),
-                      pct(s["training_share"]), "–" if s["share_change"] is None else f"{100 * s['share_change']:+.1f} pt",
-                      "–" if s["mean_distance"] is None else f"{s['mean_distance']:.3f}",
-                      "–" if s["training_mean_distance"] is None else f"{s['training_mean_distance']:.3f}")
-    out_console.print(table)
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1%}"
+
+    def dist(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    _print_table(f"Scored {drift['n_customers']:,} customers (as of {result.report['as_of']})", SCORE_COLUMNS, [
+        [str(s["segment"]), s["name"], f"{s['customers']:,}", pct(s["share"]), pct(s["training_share"]),
+         "–" if s["share_change"] is None else f"{100 * s['share_change']:+.1f} pt", dist(s["mean_distance"]),
+         dist(s["training_mean_distance"])] for s in drift["segments"]], full="drift.json")
     rep = result.report
     out_console.print(f"{'Streamed through ' + str(rep['partitions']) + ' partitions' if rep['streamed'] else 'In memory'}"
                       f"; backend {rep['backend']}; wrote {escape(str(result.out))}/assignments.parquet, drift.json, "
@@ -447,12 +534,10 @@ def generate(
 
     Large logs stream to disk in blocks. Example: [bold]gpuseg generate --transactions 1e7 --customers 1e6 --out tx.parquet[/]
     """
-    from rich.progress import Progress
-
     from .generate import write_log
 
     with _user_errors():
-        with Progress(disable=quiet, console=out_console, transient=True) as bar:
+        with _generate_progress(quiet) as bar:
             task = bar.add_task("Generating", total=transactions)
             n = write_log(out, transactions, customers, seed=seed, dirty=dirty,
                           on_block=lambda rows: bar.advance(task, rows))
@@ -494,7 +579,7 @@ def bench(
             out.mkdir(parents=True, exist_ok=True)
             (out / "bench.json").write_text(_json.dumps(res, indent=2) + "\n")
             (out / "bench.md").write_text(kernel_markdown(res))
-            out_console.print(kernel_markdown(res), highlight=False, soft_wrap=True, markup=False)
+            _print_kernel_bench(res, out)
             return
         config = BenchConfig(out=out, sizes=parse_sizes(sizes), k=k, backends=backend_list, repeats=repeats,
                              **({"cache": cache} if cache else {}))
@@ -512,9 +597,51 @@ def bench(
             except KeyboardInterrupt:
                 err_console.print(f"Interrupted: the runs so far are in {out}/bench.json, bench.md, bench.png")
                 raise typer.Exit(130) from None
-    out_console.print((out / "bench.md").read_text(), highlight=False, soft_wrap=True, markup=False)
+    _print_bench(result, out)
+
+
+# bench.md's columns on the terminal, with the drop rank of those that may go (see _print_table).
+BENCH_COLUMNS = {"transactions": _Col("transactions"), "backend": _Col("backend", "left"),
+                 "end to end": _Col("end to\nend (s)"), "features→assign": _Col("features→\nassign (s)", drop=1),
+                 "fit": _Col("fit (s)"), "speed-up (e2e)": _Col("speed-up\n(e2e)", drop=4),
+                 "speed-up (fit)": _Col("speed-up\n(fit)", drop=5), "ARI vs cpu": _Col("ARI vs\ncpu", drop=3),
+                 "peak host MiB": _Col("peak host\nMiB", drop=2), "peak device MiB": _Col("peak\ndevice MiB", drop=0)}
+KERNEL_COLUMNS = [_Col("impl", "left"), _Col("n"), _Col("d"), _Col("k"), _Col("ms /\niteration"),
+                  _Col("floor\n(ms)"), _Col("% of\nfloor")]
+
+
+def _print_bench(result: dict[str, Any], out: Path) -> None:
+    """The summary of ``bench.md`` in medians; bench.md adds min–max, every column and the method notes."""
+    from .bench import SUMMARY_COLUMNS, summary_rows
+
+    m, cfg = result["machine"], result["config"]
+    gpu = m.get("gpu")
+    out_console.print(f"Machine: {m['cpu']}, {m.get('ram_gib')} GiB RAM"
+                      + (f", {gpu['name']} ({gpu['memory']})" if gpu else ", no GPU") + ".",
+                      highlight=False, markup=False)
+    out_console.print(f"k = {cfg['k']}, {cfg['repeats']} timed runs each after one untimed run; median times in "
+                      "seconds; speed-up = cpu median / backend median.", highlight=False, markup=False)
+    _print_table("Benchmark", [BENCH_COLUMNS[c] for c in SUMMARY_COLUMNS],
+                 [list(row.values()) for row in summary_rows(result, ranges=False)], full=f"{out}/bench.md")
     for u in result["unavailable"]:
         out_console.print(f"not run: {u['backend']}: {u['reason']}", style="dim", highlight=False, markup=False)
+    out_console.print(f"Wrote {out}/bench.json, bench.md (with min–max and notes) and bench.png",
+                      highlight=False, markup=False)
+
+
+def _print_kernel_bench(res: dict[str, Any], out: Path) -> None:
+    m = res["machine"]
+    out_console.print(f"Machine: {m['cpu']}" + (f", {m['gpu']['name']}" if m.get("gpu") else ", no GPU")
+                      + f". Host copy bandwidth {res['host_bandwidth_gbs']:.1f} GB/s"
+                      + (f", device copy bandwidth {res['device_bandwidth_gbs']:.0f} GB/s"
+                         if "device_bandwidth_gbs" in res else "")
+                      + ". Floor = bytes of X read once / bandwidth.", highlight=False, markup=False)
+    _print_table("Lloyd iteration", KERNEL_COLUMNS, [
+        [c["impl"], f"{c['n']:,}", str(c["d"]), str(c["k"]), f"{c['ms_per_iter']:.3f}", f"{c['floor_ms']:.3f}",
+         f"{c['pct_of_floor']:.0f}%"] for c in res["cases"]], full=f"{out}/bench.md")
+    for u in res["unavailable"]:
+        out_console.print(f"not run: {u['backend']}: {u['reason']}", style="dim", highlight=False, markup=False)
+    out_console.print(f"Wrote {out}/bench.json and bench.md", highlight=False, markup=False)
 
 
 def _keep_freed_memory() -> None:

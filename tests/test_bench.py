@@ -74,7 +74,12 @@ def test_markdown_table(small_run):
     assert len(rows) == 2 * len(json.loads((out / "bench.json").read_text())["backends_run"])
     cpu_row = next(line for line in rows if "| cpu |" in line)
     assert "1.00×" in cpu_row and "1.0000" in cpu_row
-    assert "| transactions | backend |" in output  # shown in the terminal too
+    # The terminal shows the medians of the same rows, as many columns as fit.
+    medians = {r["backend"]: r["median_s"] for r in json.loads((out / "bench.json").read_text())["records"]
+               if r["size"] == 3000 and r["stage"] == "end_to_end"}
+    for backend, median in medians.items():
+        line = next(line for line in output.splitlines() if line.split()[:2] == ["3,000", backend])
+        assert f"{median:.3f}" in line.split()
 
 
 def test_png_is_a_real_image(small_run):
