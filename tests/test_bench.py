@@ -25,6 +25,7 @@ def small_run(tmp_path_factory):
     return root / "out", result.output
 
 
+@pytest.mark.slow
 def test_json_schema(small_run):
     out, _ = small_run
     r = json.loads((out / "bench.json").read_text())
@@ -51,6 +52,7 @@ def test_json_schema(small_run):
     assert all(x["ari_vs_cpu"] == pytest.approx(1.0) for x in r["runs"] if x["backend"] == "sklearn")
 
 
+@pytest.mark.slow
 def test_records_are_median_min_max_per_size_backend_stage(small_run):
     out, _ = small_run
     r = json.loads((out / "bench.json").read_text())
@@ -66,6 +68,7 @@ def test_records_are_median_min_max_per_size_backend_stage(small_run):
         assert (size, "sklearn", "fit") in rec and (size, "sklearn", "end_to_end") not in rec
 
 
+@pytest.mark.slow
 def test_markdown_table(small_run):
     out, output = small_run
     md = (out / "bench.md").read_text()
@@ -82,6 +85,7 @@ def test_markdown_table(small_run):
         assert f"{median:.3f}" in line.split()
 
 
+@pytest.mark.slow
 def test_png_is_a_real_image(small_run):
     import matplotlib.image
     out, _ = small_run

@@ -20,7 +20,6 @@ def _failed(estimator) -> dict[str, str]:
             for r in results if r["status"] == "failed"}
 
 
-@pytest.mark.slow
 def test_no_estimator_check_fails_that_sklearns_kmeans_passes():
     ours = _failed(KMeans(n_clusters=3, random_state=0))
     theirs = _failed(SKKMeans(n_clusters=3, random_state=0))

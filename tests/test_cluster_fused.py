@@ -38,6 +38,7 @@ def _nvcc_ptx(tmp_path, arch, *options):
     return proc, (out.read_text() if proc.returncode == 0 else "")
 
 
+@pytest.mark.slow
 @needs_nvcc
 @pytest.mark.parametrize("arch", ARCHS)
 def test_kernel_source_compiles_for_every_architecture(tmp_path, arch):
@@ -54,6 +55,7 @@ def test_kernel_source_compiles_for_every_architecture(tmp_path, arch):
     assert ("redux.sync" in ptx) == (variant == "redux")
 
 
+@pytest.mark.slow
 @needs_nvcc
 @pytest.mark.parametrize("arch", ARCHS)
 def test_kernel_source_compiles_without_options(tmp_path, arch):

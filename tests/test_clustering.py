@@ -134,6 +134,7 @@ def test_delta_partials_equal_the_change_of_the_full_sums(rng):
     assert int(delta.n_changed) == int((nearest(X, C_old)[0] != nearest(X, C_new)[0]).sum())
 
 
+@pytest.mark.slow
 def test_chunk_size_and_threads_do_not_change_the_answer(rng):
     X = blobs(rng, n=5000, d=3, k=6, spread=3.0)
     init = X[:6].copy()

@@ -118,6 +118,7 @@ _NEAR_DATE = st.lists(st.sampled_from(list("0123456789/.:- ") + ["12", "31", "29
                       min_size=1, max_size=12).map("".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(fmt=st.sampled_from(FORMATS + [None]), texts=st.lists(_NEAR_DATE, min_size=1, max_size=20),
        year=st.integers(1, 9999), month=st.integers(0, 13), day=st.integers(0, 32))

@@ -144,6 +144,7 @@ def test_score_on_the_cluster_equals_score_in_one_process(client, files, both, t
         assert x["mean_distance"] == pytest.approx(y["mean_distance"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_is_survived_or_reported(client, files, both, tmp_path):
     single, _, _ = both
     killed = []
@@ -194,6 +195,7 @@ def test_input_errors_are_the_same_as_in_one_process(client, tmp_path):
     assert messages[1] == "no usable rows: all 2 rows were dropped (missing_customer_id: 1, after_as_of: 1)"
 
 
+@pytest.mark.slow
 def test_cli_errors(tmp_path, files):
     runner = CliRunner()
     result = runner.invoke(app, ["segment", "--scheduler", "local", "--out", str(tmp_path / "o")])

@@ -59,3 +59,26 @@ def test_environment_yml_agrees_with_the_extras():
     for req in wanted:
         assert req.name in env, f"{req.name} is missing from environment.yml"
         assert SpecifierSet(env[req.name]) == req.specifier, req.name
+
+
+def quick_start_commands() -> list[str]:
+    """The README's Quick start commands, read as .ci/run reads them: the first fenced block after the heading."""
+    lines = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].splitlines()
+    fences = [i for i, line in enumerate(lines) if line.startswith("```")]
+    return [line for line in lines[fences[0] + 1:fences[1]] if line.strip()]
+
+
+def test_ci_runs_the_slow_tests():
+    # `slow` is for a quick run while developing (pytest -m "not slow"); CI runs the Quick start,
+    # whose pytest must select every test: nothing in it, in addopts or in .ci/run deselects by marker.
+    tests = [c for c in quick_start_commands() if "pytest" in c]
+    assert tests, quick_start_commands()
+    assert all(" -m " not in f" {c} " and "slow" not in c for c in tests), tests
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "-m" not in ini["addopts"].split() and "slow" not in ini["addopts"]
+    assert any(m.startswith("slow:") for m in ini["markers"])
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "PYTEST_ADDOPTS" not in ci and "not slow" not in ci
+    assert "not slow" in (ROOT / "README.md").read_text()  # the fast run is documented
+    marked = sum(p.read_text().count("@pytest.mark.slow") for p in (ROOT / "tests").glob("test_*.py"))
+    assert marked >= 5
