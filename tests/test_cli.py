@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import invoke, ok
 from typer.testing import CliRunner
 
 from gpuseg.cli import app
@@ -19,20 +20,8 @@ from gpuseg.features import DEFAULT_FEATURES, FEATURES
 from gpuseg.model import SegmentModel
 from gpuseg.pipeline import run
 
-runner = CliRunner()
-
 OUTPUT_FILES = ["assignments.parquet", "features.parquet", "model.json", "report.json", "segments.csv"]
 STAGES = {"load", "clean", "features", "scale", "fit", "assign", "write", "total"}
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    assert "Traceback" not in result.output
-    return result
 
 
 # -- input files --------------------------------------------------------------------
