@@ -174,7 +174,11 @@ def refuse_non_finite_scaled(Z: Any, feats: CustomerFeatures, customer_ids: pa.A
     """Stop when a finite feature scales to a value whose distances overflow, or past the range of
     ``precision``: a model's scaler on data far beyond what it was fitted on."""
     xp = get_namespace(Z)
-    bad = ~(xp.abs(Z) <= MEASURABLE[str(Z.dtype)])  # NaN and inf too
+    limit = MEASURABLE[str(Z.dtype)]
+    # Two reductions without temporaries decide the usual case (a NaN makes both comparisons false).
+    if Z.size == 0 or (float(Z.max()) <= limit and float(Z.min()) >= -limit):
+        return
+    bad = ~(xp.abs(Z) <= limit)  # NaN and inf too
     if bad.ndim > 1:
         bad = bad.any(axis=1)
     if int(xp.count_nonzero(bad)):

@@ -82,3 +82,18 @@ def test_streamed_fit_when_the_device_is_too_small(tmp_path, cp, monkeypatch):
     # Streamed k-means++ seeds from a sample, so the optimum may differ a little.
     assert streamed.report["inertia"] == pytest.approx(full.report["inertia"], rel=0.05)
     assert len(assignments(streamed)["segment"]) == full.report["n_customers"]
+
+
+@pytest.mark.parametrize("bad", [1e151, -1e151, np.nan, np.inf])
+def test_scaled_values_beyond_measuring_name_the_customer(xp, bad):
+    """Either sign, NaN and infinity are found (a NaN makes the fast path's max and min undecided)."""
+    import pyarrow as pa
+
+    from gpuseg.features import CustomerFeatures
+    feats = CustomerFeatures(customer=xp.asarray([0, 1, 2]), columns={}, n_without_purchase=0)
+    ids = pa.array(["a", "b", "c"])
+    Z = xp.zeros((3, 2))
+    pipeline.refuse_non_finite_scaled(Z, feats, ids, ["x", "y"], "float64")  # all measurable: no error
+    Z[1, 1] = bad
+    with pytest.raises(GpusegError, match="customer 'b' is too far"):
+        pipeline.refuse_non_finite_scaled(Z, feats, ids, ["x", "y"], "float64")
