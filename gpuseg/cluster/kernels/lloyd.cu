@@ -58,6 +58,24 @@ __device__ __forceinline__ void load_row(const T* __restrict__ X, long long i, i
     }
 }
 
+// A thread's P rows of a block step (row base + p * blockDim.x + threadIdx.x), each
+// loaded when it lies before ``end`` and zeroed (and marked invalid) past it.
+template <typename T, int MAXD, int P>
+__device__ __forceinline__ void load_rows(const T* __restrict__ X, long long base, long long end, int ld,
+                                          T (&x)[P][MAXD], bool (&valid)[P]) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+        const long long i = base + (long long)p * blockDim.x + threadIdx.x;
+        valid[p] = i < end;
+        if (valid[p]) {
+            load_row<T, MAXD>(X, i, ld, x[p]);
+        } else {
+#pragma unroll
+            for (int f = 0; f < MAXD; ++f) x[p][f] = T(0);
+        }
+    }
+}
+
 // Points per thread and pass: each centre read from shared memory serves P
 // points, which cuts shared loads per point P-fold and gives P independent
 // FMA chains (register budget: P*MAXD values).
@@ -164,17 +182,7 @@ __device__ void lloyd_step(const T* __restrict__ X, long long n, int d, int ld,
     for (long long base = begin; base < end; base += (long long)P * blockDim.x) {
         T x[P][MAXD];
         bool valid[P];
-#pragma unroll
-        for (int p = 0; p < P; ++p) {
-            const long long i = base + (long long)p * blockDim.x + threadIdx.x;
-            valid[p] = i < end;
-            if (valid[p]) {
-                load_row<T, MAXD>(X, i, ld, x[p]);
-            } else {
-#pragma unroll
-                for (int f = 0; f < MAXD; ++f) x[p][f] = T(0);
-            }
-        }
+        load_rows<T, MAXD, P>(X, base, end, ld, x, valid);
         int label[P];
         nearest<T, MAXD, P>(x, cm2, csq, k, label);
 #pragma unroll
@@ -306,16 +314,8 @@ __device__ void assign(const T* __restrict__ X, long long n, int ld,
     const long long step = (long long)gridDim.x * blockDim.x * P;
     for (long long base = (long long)blockIdx.x * blockDim.x * P; base < n; base += step) {
         T x[P][MAXD];
-#pragma unroll
-        for (int p = 0; p < P; ++p) {
-            const long long i = base + (long long)p * blockDim.x + threadIdx.x;
-            if (i < n) {
-                load_row<T, MAXD>(X, i, ld, x[p]);
-            } else {
-#pragma unroll
-                for (int f = 0; f < MAXD; ++f) x[p][f] = T(0);
-            }
-        }
+        bool valid[P];
+        load_rows<T, MAXD, P>(X, base, n, ld, x, valid);
         int label[P];
         nearest<T, MAXD, P>(x, cm2, csq, k, label);
 #pragma unroll
