@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 BACKEND_CHOICES = ("auto", "cpu", "cupy", "cuml")
 
 
+def default_workers() -> int:
+    """Threads for host work: every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _import(name: str) -> ModuleType:
     """Import an optional module; tests replace this to simulate failures."""
     return importlib.import_module(name)

@@ -11,7 +11,6 @@ turned into fixed-width byte keys, and only integer codes travel to the device.
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .backend import get_namespace, to_numpy
+from .backend import default_workers, get_namespace, to_numpy
 
 _INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
 
@@ -149,14 +148,6 @@ def _hash_codes(values: np.ndarray, workers: int | None = None) -> tuple[np.ndar
     codes = np.empty_like(grouped)
     codes[order] = grouped
     return codes, np.concatenate([u for _, u in parts])
-
-
-def default_workers() -> int:
-    """Threads for host work: every core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 _scratch = threading.local()

@@ -14,10 +14,9 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
-from .backend import (Backend, get_namespace, host_to_device, probe_cudf, resolve_backend,
+from .backend import (Backend, default_workers, get_namespace, host_to_device, probe_cudf, resolve_backend,
                       to_numpy)
 from .cleaning import day_date
-from .coding import default_workers
 from .cluster.fit import KMeansFit, fit_kmeans, nearest
 from .columns import resolve_columns
 from .cudf_reading import load_cudf

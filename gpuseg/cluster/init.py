@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ..backend import get_namespace
+from ..backend import default_workers, get_namespace
 
 
 def check_random_state(seed: Any) -> np.random.RandomState:
@@ -50,7 +49,7 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
         n_local_trials = 2 + int(math.log(n_clusters))
     x_sq = xp.einsum("ij,ij->i", X, X)
     weights = xp.ones(n, dtype=X.dtype)
-    threads = (n_threads or os.cpu_count() or 1) if xp is np and n > _SEED_BLOCK else 1
+    threads = (n_threads or default_workers()) if xp is np and n > _SEED_BLOCK else 1
 
     def sqdist_to(rows: Any, closest: Any | None = None) -> Any:
         # (t, n) squared distances from the candidate rows to every point (each no more

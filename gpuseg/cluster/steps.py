@@ -9,7 +9,6 @@ streams it through another step, block by block, every iteration.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..backend import get_namespace, to_numpy
+from ..backend import default_workers, get_namespace, to_numpy
 from .contract import Partials, Step, reduce_partials
 
 
@@ -245,7 +244,7 @@ def cpu_pool(stack: ExitStack, n_threads: int | None = None) -> Executor | None:
     """A thread pool of ``n_threads`` (default every core) that lives as long as
     ``stack``, with one BLAS thread per worker: the blocks are the parallelism.
     None for one thread."""
-    n = n_threads or os.cpu_count() or 1
+    n = n_threads or default_workers()
     stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
     return stack.enter_context(ThreadPoolExecutor(n)) if n > 1 else None
 
