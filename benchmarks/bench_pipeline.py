@@ -1,7 +1,8 @@
 """`gpuseg segment --backend cpu` against polars (and pandas) + scikit-learn, on the CPU.
 
-For each log (gpuseg's generator, and benchmarks/retail_log.py's retailer-
-shaped export) and each size, runs interleaved, each as a fresh process:
+For each log (gpuseg's generator, benchmarks/retail_log.py's retailer-shaped
+export, and benchmarks/cdnow_log.py's real CDNOW purchases tiled to size) and
+each size, runs interleaved, each as a fresh process:
 
 - ``gpuseg segment INPUT --backend cpu -q --k 5``;
 - the polars + scikit-learn peer (benchmarks/peers.py: one lazy polars query
@@ -22,7 +23,7 @@ Writes benchmarks/results/cpu-pipeline.json (rewritten after every log, so
 an interrupted run keeps what it measured) and prints markdown tables of the
 medians. Missing logs are generated under benchmarks/data/ first.
 
-Usage: python benchmarks/bench_pipeline.py [--rows 1e7,1e8] [--data gpuseg,retail] [--repeats 3]
+Usage: python benchmarks/bench_pipeline.py [--rows 1e7,1e8] [--data gpuseg,retail,cdnow] [--repeats 3]
            [--cores 1,2] [--pandas auto|yes|no] [--timeout S] [--out benchmarks/results/cpu-pipeline.json]
        python benchmarks/bench_pipeline.py --report benchmarks/results/cpu-pipeline.json   # tables only
 """
@@ -50,8 +51,15 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RETAIL_COLS = ["--customer-col", "Customer ID", "--date-col", "InvoiceDate", "--invoice-col", "Invoice",
-               "--quantity-col", "Quantity", "--price-col", "Price"]
+#: gpuseg's column options, and the peer's (benchmarks/peers.py), for each log.
+COLUMNS = {
+    "gpuseg": ([], ["--columns", "gpuseg"]),
+    "retail": (["--customer-col", "Customer ID", "--date-col", "InvoiceDate", "--invoice-col", "Invoice",
+                "--quantity-col", "Quantity", "--price-col", "Price"], ["--columns", "retail"]),
+    # Real purchases without invoice ids: orders are customer-days; amounts are line totals.
+    "cdnow": (["--customer-col", "customer_id", "--date-col", "date", "--amount-col", "amount"],
+              ["--col", "customer=customer_id", "--col", "date=date", "--col", "invoice=", "--col", "amount=amount"]),
+}
 FEATURES = ("recency_days", "frequency", "monetary")
 GPUSEG, POLARS, PANDAS = "gpuseg --backend cpu", "polars+sklearn", "pandas+sklearn"
 
@@ -145,12 +153,11 @@ def gpuseg_cmd(path: Path, data: str, out: Path) -> list[str]:
     exe = Path(sys.executable).parent / "gpuseg"
     base = [str(exe)] if exe.exists() else [sys.executable, "-m", "gpuseg.cli"]
     return base + ["segment", str(path), "--backend", "cpu", "-q", "--k", "5", "--out", str(out)] + \
-        (RETAIL_COLS if data == "retail" else [])
+        COLUMNS[data][0]
 
 
 def peer_cmd(engine: str, path: Path, data: str, out: Path) -> list[str]:
-    return [sys.executable, str(HERE / "peers.py"), engine, str(path), str(out), "--k", "5",
-            "--columns", "retail" if data == "retail" else "gpuseg"]
+    return [sys.executable, str(HERE / "peers.py"), engine, str(path), str(out), "--k", "5"] + COLUMNS[data][1]
 
 
 def measure(runner: str, path: Path, data: str, work: Path, cores: int, timeout: float) -> dict[str, Any]:
@@ -193,7 +200,7 @@ def ensure_data(data: str, rows: int, folder: Path, timeout: float) -> Path:
                 "generate", "--transactions", str(rows), "--customers", str(rows // 10), "--dirty", "0.001",
                 "--out", str(part), "-q"]
         else:
-            cmd = [sys.executable, str(HERE / "retail_log.py"), "--rows", str(rows), "--out", str(part)]
+            cmd = [sys.executable, str(HERE / f"{data}_log.py"), "--rows", str(rows), "--out", str(part)]
         print(f"generating {path} ...", flush=True)
         r = run_measured(cmd, timeout)
         if "error" in r:
@@ -404,7 +411,8 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", default="1e7", help="sizes, comma-separated, e.g. 1e7,1e8")
-    ap.add_argument("--data", default="gpuseg,retail", help="logs: gpuseg (its generator), retail (retail_log.py)")
+    ap.add_argument("--data", default="gpuseg,retail", help="logs: gpuseg (its generator), retail (retail_log.py), "
+                    "cdnow (real purchases, cdnow_log.py)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up round")
     ap.add_argument("--cores", default=None, help="core counts, e.g. 1,2 (default: all cores only)")
     ap.add_argument("--pandas", choices=["auto", "yes", "no"], default="auto", help="auto: below 1e8 rows")
@@ -422,8 +430,8 @@ def main() -> None:
         return
     rows_list = parse_list(args.rows, int, "--rows")
     datas = parse_list(args.data, str, "--data")
-    if set(datas) - {"gpuseg", "retail"}:
-        raise SystemExit(f"--data takes gpuseg and/or retail, got {args.data!r}")
+    if set(datas) - set(COLUMNS):
+        raise SystemExit(f"--data takes any of {', '.join(COLUMNS)}, got {args.data!r}")
     n_cpus = len(os.sched_getaffinity(0))
     cores = sorted(set(parse_list(args.cores, int, "--cores"))) if args.cores else [n_cpus]
     if any(c < 1 or c > n_cpus for c in cores):

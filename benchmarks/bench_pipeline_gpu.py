@@ -20,11 +20,13 @@ Writes ``OUT_DIR/gpu-pipeline-<device>.json``::
      "ari_gpu_vs_cpu", "inertia", ...}
 
 With ``--retail-rows N`` the same runs on benchmarks/retail_log.py's
-retailer-shaped log of N rows, under "retail". ``--backends cpu,polars``
+retailer-shaped log of N rows, under "retail"; with ``--cdnow-rows N`` on the
+real CDNOW purchases tiled to N rows (benchmarks/cdnow_log.py; it needs the
+Lifetimes wheel or package), under "cdnow". ``--backends cpu,polars``
 leaves the GPU out, so the script can be tried on a machine without one.
 
 Usage: python benchmarks/bench_pipeline_gpu.py [--rows 1e8] [--data /tmp/gpuseg-bench] [--out-dir benchmarks/results]
-           [--backends cupy,cpu,polars] [--repeats 1] [--retail-rows 0] [--timeout 240]
+           [--backends cupy,cpu,polars] [--repeats 1] [--retail-rows 0] [--cdnow-rows 0] [--timeout 240]
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_pipeline import FEATURES, RETAIL_COLS, inertia_of, machine, run_measured, scaled, tag  # noqa: E402
+from bench_pipeline import COLUMNS, FEATURES, inertia_of, machine, run_measured, scaled, tag  # noqa: E402
 
 RUNNERS = {"cupy": "gpuseg-cupy", "cpu": "gpuseg-cpu", "polars": "polars+sklearn"}
 
@@ -69,21 +71,20 @@ def gpuseg_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "gpuseg.cli"]
 
 
-def command(runner: str, path: Path, out: Path, retail: bool) -> list[str]:
+def command(runner: str, path: Path, out: Path, kind: str) -> list[str]:
     if runner in ("cupy", "cpu"):
         return gpuseg_exe() + ["segment", str(path), "--backend", runner, "-q", "--k", "5", "--out", str(out)] + \
-            (RETAIL_COLS if retail else [])
-    return [sys.executable, str(HERE / "peers.py"), "polars", str(path), str(out), "--k", "5",
-            "--columns", "retail" if retail else "gpuseg"]
+            COLUMNS[kind][0]
+    return [sys.executable, str(HERE / "peers.py"), "polars", str(path), str(out), "--k", "5"] + COLUMNS[kind][1]
 
 
-def measure(runner: str, path: Path, work: Path, retail: bool, timeout: float) -> dict[str, Any]:
+def measure(runner: str, path: Path, work: Path, kind: str, timeout: float) -> dict[str, Any]:
     out = work / runner
     if out.is_dir():
         shutil.rmtree(out)
     elif out.exists():
         out.unlink()
-    r = run_measured(command(runner, path, out, retail), timeout, cwd=work)
+    r = run_measured(command(runner, path, out, kind), timeout, cwd=work)
     stdout = r.pop("stdout")
     if "error" in r:
         return r
@@ -111,7 +112,7 @@ def generate(kind: str, rows: int, folder: Path, timeout: float) -> tuple[Path, 
         cmd = gpuseg_exe() + ["generate", "--transactions", str(rows), "--customers", str(max(1, rows // 10)),
                               "--out", str(part), "-q"]
     else:
-        cmd = [sys.executable, str(HERE / "retail_log.py"), "--rows", str(rows), "--out", str(part)]
+        cmd = [sys.executable, str(HERE / f"{kind}_log.py"), "--rows", str(rows), "--out", str(part)]
     t0 = time.perf_counter()
     r = run_measured(cmd, timeout)
     if "error" in r:
@@ -172,16 +173,15 @@ def bench_log(kind: str, rows: int, args: argparse.Namespace, runners: list[str]
     path, gen_s = generate(kind, rows, data, timeout=args.gen_timeout)
     print(f"{kind} log: {path} ({rows:,} rows" + (f", generated in {gen_s:.1f} s)" if gen_s else ", cached)"),
           flush=True)
-    retail = kind == "retail"
     small, _ = generate(kind, 10**6, data, timeout=args.gen_timeout)
     for runner in runners:  # untimed: CUDA context, kernel cache, imports
-        r = measure(runner, small, work, retail, args.timeout)
+        r = measure(runner, small, work, kind, args.timeout)
         print(f"warm-up {RUNNERS[runner]:15s} {r['wall_s']:7.2f} s" + (f"  ERROR {r['error']}" if "error" in r else ""),
               flush=True)
     walls: dict[str, list[dict]] = {r: [] for r in runners}
     for rnd in range(1, args.repeats + 1):
         for runner in runners:
-            r = measure(runner, path, work, retail, args.timeout)
+            r = measure(runner, path, work, kind, args.timeout)
             walls[runner].append(r)
             raw.append({"round": rnd, "runner": RUNNERS[runner], **r})
             detail = (f" compute {r['compute_s']:.2f} s import {r['import_s']:.2f} s" if "compute_s" in r
@@ -207,7 +207,7 @@ def bench_log(kind: str, rows: int, args: argparse.Namespace, runners: list[str]
         runs[RUNNERS[runner]] = entry
     result: dict[str, Any] = {"rows": rows, "file": str(path), "generate_s": gen_s,
                               "generator": ("gpuseg generate --transactions {0} --customers {1}" if kind == "gpuseg"
-                                            else "python benchmarks/retail_log.py --rows {0}").format(
+                                            else f"python benchmarks/{kind}_log.py --rows {{0}}").format(
                                   tag(rows), tag(max(1, rows // 10))),
                               "runs": runs}
     result.update(checks(work, runners))
@@ -229,6 +229,7 @@ def main() -> None:
     ap.add_argument("--backends", default="cupy,cpu,polars", help="any of cupy, cpu, polars")
     ap.add_argument("--repeats", type=int, default=1, help="timed rounds (interleaved)")
     ap.add_argument("--retail-rows", type=float, default=0, help="also the retail log of this many rows (0: off)")
+    ap.add_argument("--cdnow-rows", type=float, default=0, help="also the real CDNOW log tiled to this many rows (0: off)")
     ap.add_argument("--timeout", type=float, default=240, help="seconds per run")
     ap.add_argument("--gen-timeout", type=float, default=600, help="seconds to generate one log")
     args = ap.parse_args()
@@ -252,9 +253,10 @@ def main() -> None:
         main_log = bench_log("gpuseg", rows, args, runners, work, result.setdefault("gpuseg_log", {}))
         result.update({key: main_log[key] for key in ("runs", "ari_gpu_vs_cpu", "inertia") if key in main_log})
         out.write_text(json.dumps(result, indent=2))  # kept if the retail part runs out of time
-        if args.retail_rows:
-            bench_log("retail", int(args.retail_rows), args, runners, work, result.setdefault("retail", {}))
-            out.write_text(json.dumps(result, indent=2))
+        for kind, extra in (("retail", args.retail_rows), ("cdnow", args.cdnow_rows)):
+            if extra:
+                bench_log(kind, int(extra), args, runners, work, result.setdefault(kind, {}))
+                out.write_text(json.dumps(result, indent=2))
     except KeyboardInterrupt:  # the step's time limit: keep the runs that finished
         result["interrupted"] = True
         out.write_text(json.dumps(result, indent=2))
@@ -263,7 +265,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    for name, log in [("gpuseg", main_log)] + ([("retail", result["retail"])] if "retail" in result else []):
+    for name, log in [("gpuseg", main_log)] + [(kind, result[kind]) for kind in ("retail", "cdnow") if kind in result]:
         print(f"\n{name} log, {log['rows']:,} rows, {result['cpu_cores']} CPU cores, {device or 'no GPU'}:")
         for runner, run in log["runs"].items():
             if run.get("wall_s") is None:

@@ -8,7 +8,9 @@
 #     - the pipeline benchmark (benchmarks/bench_pipeline_gpu.py): gpuseg segment
 #       --backend cupy, --backend cpu and polars + scikit-learn on 10^8 transactions
 #       of `gpuseg generate --transactions 1e8 --customers 1e7`, each a fresh process,
-#       after one untimed warm-up -> $OUT/gpu-pipeline-<device>.json;
+#       after one untimed warm-up, then the same on the real CDNOW purchases tiled to
+#       10^7 rows (benchmarks/cdnow_log.py, data gpuseg did not generate)
+#       -> $OUT/gpu-pipeline-<device>.json;
 #     - `gpuseg bench --sizes 1e6,1e7,1e8 --backends cpu,cupy` (peers added; pandas
 #       skipped for time) -> $OUT/bench/bench.{json,md,png}; its 10^8 log is the one
 #       above (linked into its cache), so it differs from bench's own logs in having
@@ -39,23 +41,27 @@
 #   (issue 10; pure Python on PyTorch and Triton, which the lent machines have, plus tqdm,
 #   which its Triton module imports):
 #   python3 -m pip download --no-deps -d .whl/ flash-kmeans==0.3.1 tqdm   (about 120 kB)
+#   The real CDNOW log comes from the Lifetimes wheel (0.6 MB; only its data file is read):
+#   python3 -m pip download --no-deps -d .whl/ lifetimes==0.11.3
 #   The device call must carry it: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600).
 # Without .whl/ the polars and Flash-KMeans peers are left out (and say so).
 #
 # Knobs (environment): OUT (default benchmarks/results), BUDGET_S (450), ROWS (1e8;
-# 0 skips the pipeline benchmark), RETAIL_ROWS (0; e.g. 2e7 adds the retail log),
+# 0 skips the pipeline benchmark), RETAIL_ROWS (0; e.g. 2e7 adds the retail log), CDNOW_ROWS
+# (1e7: the real CDNOW log, tiled; 0 skips it),
 # BENCH_SIZES (1e6,1e7,1e8; empty skips gpuseg bench), LLOYD (1; 0 skips it), LLOYD_S (150:
 # the Lloyd benchmark and the Flash-KMeans grid), GRID (1; 0 skips the grid),
 # TESTS (tests), DATA (/tmp/gpuseg-bench: generated logs and run outputs), BACKENDS
 # (cupy,cpu,polars: the pipeline benchmark's runners) and BENCH_BACKENDS (cpu,cupy). A dry
-# run without a GPU: ROWS=2e5 BENCH_SIZES=1e4 BACKENDS=cpu,polars BENCH_BACKENDS=cpu LLOYD=0
-# TESTS=tests/test_peers.py OUT=/tmp/check bash scripts/gpu_check.sh
+# run without a GPU: ROWS=2e5 CDNOW_ROWS=2e5 BENCH_SIZES=1e4 BACKENDS=cpu,polars BENCH_BACKENDS=cpu
+# LLOYD=0 TESTS=tests/test_peers.py OUT=/tmp/check bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
 BUDGET_S=${BUDGET_S:-450}
 ROWS=${ROWS:-1e8}
 RETAIL_ROWS=${RETAIL_ROWS:-0}
+CDNOW_ROWS=${CDNOW_ROWS:-1e7}
 BENCH_SIZES=${BENCH_SIZES-1e6,1e7,1e8}
 DATA=${DATA:-/tmp/gpuseg-bench}
 TESTS=${TESTS:-tests}
@@ -144,6 +150,14 @@ if [ "$ROWS" != "0" ]; then
   stamp "pipeline on $ROWS transactions: $BACKENDS"
   retail=()
   [ "$RETAIL_ROWS" != "0" ] && retail=(--retail-rows "$RETAIL_ROWS")
+  if [ "$CDNOW_ROWS" != "0" ]; then
+    if $PY benchmarks/cdnow_log.py --help >/dev/null 2>&1 && \
+       $PY -c "import sys; sys.path.insert(0, 'benchmarks'); import cdnow_log; cdnow_log.find_source(None)" 2>/dev/null; then
+      retail+=(--cdnow-rows "$CDNOW_ROWS")
+    else
+      echo "no CDNOW log (carry the Lifetimes wheel in .whl/): the real-data runs are left out"
+    fi
+  fi
   run_capped 200 0 $PY benchmarks/bench_pipeline_gpu.py --rows "$ROWS" --data "$DATA" --out-dir "$OUT" --backends "$BACKENDS" ${retail[@]+"${retail[@]}"}
   echo "pipeline exit status: $?"
 fi
