@@ -55,6 +55,31 @@ def test_partitioned_hash_equals_one_table(monkeypatch, rng):
     assert same_partition(codes, [0, 0, 1, 1, 2] * 400)
 
 
+def test_mostly_distinct_judges_by_the_share_of_distinct_values(rng):
+    n = 1 << 20
+    assert coding._mostly_distinct(rng.integers(0, 10 * n, n))      # 95% distinct
+    assert not coding._mostly_distinct(rng.integers(0, n // 10, n))  # 10%
+    # Sorted runs (a log ordered by customer) are sampled at random rows, not in runs.
+    assert not coding._mostly_distinct(np.sort(rng.integers(0, n // 10, n)))
+    assert not coding._mostly_distinct(np.arange(1000))  # too few rows to sample
+
+
+@pytest.mark.parametrize("distinct", [0.05, 0.95])
+def test_hash_codes_by_table_or_by_sort_agree(rng, distinct):
+    """Both ways of coding a batch (Arrow's table, or a sort when most values are distinct)
+    give each row its value back and one code per value."""
+    n = 1 << 17
+    values = rng.integers(0, int(distinct * 3 * n), n) * 7 - 5
+    floats = values.astype(np.float64) / 4
+    floats[:3] = [-0.0, 0.0, -0.0]
+    for v in (values, floats):
+        codes, uniques = _hash_codes(v)
+        assert coding._mostly_distinct(v + 0.0) == (distinct > 0.5)
+        assert len(uniques) == len(np.unique(v))
+        assert np.array_equal(uniques[codes], v)
+    assert codes[0] == codes[1] == codes[2]  # -0.0 and 0.0: one id either way
+
+
 def test_small_hash_treats_negative_zero_as_zero():
     """Below the partition size too (Arrow's table, which keys floats by their bits)."""
     codes, uniques = _hash_codes(np.array([0.0, -0.0, 1.5, -0.0, 2.5]))
