@@ -226,6 +226,18 @@ def scatter_max(a: Any, index: Any, values: Any) -> None:
         np.maximum.at(a, index, values)
 
 
+def bincount(xp: Any, x: Any, weights: Any = None, minlength: int = 0) -> Any:
+    """``xp.bincount(x, weights, minlength)``, an empty ``x`` included.
+
+    CuPy before 14.2 takes the maximum of ``x`` for the length, which fails
+    on no values; then the result is NumPy's: ``minlength`` zeros, int64
+    counts or float64 sums.
+    """
+    if xp is not np and x.shape[0] == 0:
+        return xp.zeros(minlength, dtype=xp.float64 if weights is not None else xp.int64)
+    return xp.bincount(x, weights=weights, minlength=minlength)
+
+
 def argsort_stable(a: Any) -> Any:
     """Stable argsort in ``a``'s namespace (CuPy's sort is always stable)."""
     if is_device_array(a):

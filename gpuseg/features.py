@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import get_namespace, scatter_max, scatter_min
+from .backend import bincount, get_namespace, scatter_max, scatter_min
 
 FEATURES: dict[str, str] = {
     "recency_days": "days from the last purchase order's day to as_of",
@@ -145,7 +145,7 @@ def features_from_sums(sums: LineSums, n_customers: int, as_of: int) -> Customer
     purchase = sums.order_net > _NET_RTOL * sums.order_gross
     p_customer = sums.order_customer[purchase]
     p_day = sums.order_day[purchase]
-    frequency = xp.bincount(p_customer, minlength=n_customers)
+    frequency = bincount(xp, p_customer, minlength=n_customers)  # empty when no order is a purchase
     first = xp.full(n_customers, _BIG_DAY, dtype=xp.int32)
     last = xp.full(n_customers, -_BIG_DAY, dtype=xp.int32)
     scatter_min(first, p_customer, p_day)

@@ -17,7 +17,10 @@ from gpuseg.cluster.contract import Partials
 from gpuseg.cluster.fit import fit_kmeans, nearest
 from gpuseg.cluster.init import kmeans_plusplus
 from gpuseg.cluster.lloyd import lloyd, tolerance
+from gpuseg.cluster import steps as steps_module
 from gpuseg.cluster.steps import ChunkedStep, lloyd_partials
+
+from cupy_like import CUPY_LIKE
 
 
 def blobs(rng, n=3000, d=3, k=5, spread=1.0, dtype=np.float64):
@@ -132,6 +135,22 @@ def test_delta_partials_equal_the_change_of_the_full_sums(rng):
     np.testing.assert_allclose(full_old.sums + delta.sums, full_new.sums, rtol=1e-12, atol=1e-9)
     np.testing.assert_array_equal(full_old.counts + delta.counts, full_new.counts)
     assert int(delta.n_changed) == int((nearest(X, C_old)[0] != nearest(X, C_new)[0]).sum())
+
+
+def test_delta_partials_when_no_point_moves(xp, rng, monkeypatch):
+    # The last iteration of a converging fit: the change is zero, not an error. On CuPy the
+    # array-generic step (engine fallback, d > 32) runs here; CUPY_LIKE stands in for it on
+    # the CPU, where CuPy before 14.2 cannot bincount no values.
+    if xp is np:
+        monkeypatch.setattr(steps_module, "get_namespace", lambda *a: CUPY_LIKE)
+    X = xp.asarray(blobs(rng, n=600, d=3, k=3))
+    C = X[:3].copy()
+    labels = xp.full(X.shape[0], -1, dtype=xp.int32)
+    lloyd_partials(X, C, labels)
+    again = lloyd_partials(X, C, labels, delta=True)
+    assert int(again.n_changed) == 0 and again.delta
+    np.testing.assert_array_equal(to_numpy(again.sums), np.zeros((3, 3)))
+    np.testing.assert_array_equal(to_numpy(again.counts), np.zeros(3))
 
 
 @pytest.mark.slow

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cupy_like import CUPY_LIKE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gpuseg import features as features_module
 from gpuseg.backend import to_numpy
 from gpuseg.features import DEFAULT_FEATURES, FEATURES, compute_features
 
@@ -129,6 +131,22 @@ def test_customers_with_only_returns_or_no_lines_are_counted(xp):
     feats = features_of(lines, xp, n_customers=4, as_of=10)
     assert to_numpy(feats.customer).tolist() == [0]
     assert feats.n_without_purchase == 3
+
+
+def test_no_purchase_order_at_all_leaves_every_customer_out(xp):
+    feats = features_of([(0, 1, -3.0, 0), (1, 2, 4.0, 1), (1, 2, -4.0, 1)], xp, as_of=10)
+    assert len(feats) == 0 and feats.n_without_purchase == 2
+    assert all(col.shape == (0,) for col in feats.columns.values())
+
+
+def test_no_purchase_order_on_a_cupy_like_namespace(monkeypatch):
+    # CuPy before 14.2 cannot bincount no values: the device path must not ask it to.
+    monkeypatch.setattr(features_module, "get_namespace", lambda *a: CUPY_LIKE)
+    feats = features_of([(0, 1, -3.0, 0), (1, 2, 4.0, 1), (1, 2, -4.0, 1)], as_of=10)
+    assert len(feats) == 0 and feats.n_without_purchase == 2
+    got = host(features_of(TOY))
+    for name, want in EXPECTED.items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-15)
 
 
 def test_many_orders_on_one_day(xp):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..backend import default_workers, get_namespace, to_numpy
+from ..backend import bincount, default_workers, get_namespace, to_numpy
 from .contract import Partials, Step, reduce_partials
 
 
@@ -89,9 +89,8 @@ def _nearest_host(X: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> tup
 
 def _cluster_sums(X: Any, labels: Any, k: int, xp: Any) -> tuple[Any, Any]:
     labels = labels.astype(xp.intp)  # bincount would convert it once per call
-    counts = xp.bincount(labels, minlength=k).astype(xp.float64)
-    sums = xp.stack([xp.bincount(labels, weights=X[:, f], minlength=k)
-                     for f in range(X.shape[1])], axis=1)
+    counts = bincount(xp, labels, minlength=k).astype(xp.float64)  # no labels: a delta block where none moved
+    sums = xp.stack([bincount(xp, labels, X[:, f], k) for f in range(X.shape[1])], axis=1)
     return sums, counts
 
 
