@@ -251,6 +251,13 @@ STAGING_BYTES = 64 << 20
 _thread_staging = threading.local()
 
 
+def _after_current_stream(cp: ModuleType, stream: Any) -> None:
+    # ``out`` comes from the current stream's memory pool, which reuses memory freed while
+    # work queued on that stream (on the legacy default stream, any thread's) may still read
+    # it: safe on that stream, not on ours. The copy waits for that work.
+    stream.wait_event(cp.cuda.get_current_stream().record())
+
+
 def batch_to_device(cp: ModuleType, a: np.ndarray) -> Any:
     """Copy one batch's host array to the device through this thread's pinned buffer.
 
@@ -269,6 +276,7 @@ def batch_to_device(cp: ModuleType, a: np.ndarray) -> Any:
         _thread_staging.buffer, _thread_staging.stream = buf, cp.cuda.Stream(non_blocking=True)
     staged = buf[:a.nbytes].view(a.dtype).reshape(a.shape)
     staged[...] = a
+    _after_current_stream(cp, _thread_staging.stream)
     out.set(staged, stream=_thread_staging.stream)
     _thread_staging.stream.synchronize()  # the buffer is reused by this thread's next copy
     return out
@@ -292,6 +300,7 @@ def host_to_device(cp: ModuleType, a: np.ndarray) -> Any:
     size = min(STAGING_BYTES, nbytes)
     buffers = [np.frombuffer(cp.cuda.alloc_pinned_memory(size), dtype=np.uint8, count=size) for _ in range(2)]
     stream = cp.cuda.Stream(non_blocking=True)
+    _after_current_stream(cp, stream)
     done = [None, None]
     for i, off in enumerate(range(0, nbytes, size)):
         b = i % 2

@@ -7,6 +7,7 @@ query raises, as a machine without a driver does.
 
 from __future__ import annotations
 
+import threading
 import types
 
 import numpy as np
@@ -112,3 +113,74 @@ def test_host_to_device_copies_exactly(cp, n, monkeypatch):
     d = backend.host_to_device(cp, a)
     assert d.dtype == a.dtype and d.shape == a.shape
     np.testing.assert_array_equal(cp.asnumpy(d), a)
+
+
+@pytest.mark.gpu
+def test_batch_to_device_copies_exactly_from_several_threads(cp):
+    from concurrent.futures import ThreadPoolExecutor
+    arrays = [np.random.default_rng(i).normal(size=n) for i, n in enumerate([0, 7, 1 << 21, 5 << 20, 3])]
+    arrays += [np.arange(1 << 20, dtype=np.int32), np.ones(1000, dtype=bool)]
+
+    def copy(a):
+        junk = cp.arange(a.size + 1) * 2  # device work queued and freed just before the copy
+        del junk
+        return backend.batch_to_device(cp, a)
+
+    with ThreadPoolExecutor(4) as pool:
+        for a, d in zip(arrays * 3, pool.map(copy, arrays * 3)):
+            assert d.dtype == a.dtype and d.shape == a.shape
+            np.testing.assert_array_equal(cp.asnumpy(d), a)
+
+
+class _StreamLog:
+    """The parts of CuPy that the staged copies use, over NumPy, logging the stream operations."""
+
+    def __init__(self):
+        self.log = []
+        log = self.log
+
+        class Event:
+            def __init__(self, stream):
+                self.stream = stream
+
+            def synchronize(self):
+                log.append(("synchronize", self.stream))
+
+        class Stream:
+            def __init__(self, non_blocking=False, name="copy"):
+                self.name = name
+
+            def record(self):
+                log.append(("record", self.name))
+                return Event(self.name)
+
+            def wait_event(self, event):
+                log.append(("wait", self.name, event.stream))
+
+            def synchronize(self):
+                log.append(("synchronize", self.name))
+
+        class DeviceArray(np.ndarray):
+            def set(self, a, stream=None):
+                log.append(("copy", None if stream is None else stream.name))
+                self[...] = a
+
+        current = Stream(name="current")
+        self.uint8 = np.uint8
+        self.empty = lambda shape, dtype: np.empty(shape, dtype).view(DeviceArray)
+        self.cuda = types.SimpleNamespace(Stream=Stream, get_current_stream=lambda: current,
+                                          alloc_pinned_memory=bytearray)
+
+
+@pytest.mark.parametrize("copy", ["batch_to_device", "host_to_device"])
+def test_staged_copies_wait_for_the_work_queued_on_the_current_stream(monkeypatch, copy):
+    # The copy's target comes from the current stream's memory pool, which hands out memory that
+    # kernels queued there may still read: the copy stream must wait for them before it writes.
+    monkeypatch.setattr(backend, "_thread_staging", threading.local())
+    monkeypatch.setattr(backend, "STAGING_BYTES", 1 << 16)  # host_to_device: several blocks
+    cp = _StreamLog()
+    a = np.random.default_rng(1).normal(size=30_000)
+    d = getattr(backend, copy)(cp, a)
+    np.testing.assert_array_equal(np.asarray(d), a)
+    copies = [i for i, entry in enumerate(cp.log) if entry == ("copy", "copy")]
+    assert copies and cp.log.index(("wait", "copy", "current")) < copies[0]
