@@ -245,8 +245,9 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
             fallbacks.append(f"cudf: {why}; reading and cleaning on the host with pyarrow")
     timer = StageTimer(sync=backend.synchronize, on_start=progress.stage)
     transfers = Transfers(backend)
-    clean_xp = backend.xp if backend.on_gpu and not cudf_ok else np
-    tx, sources, columns = load_transactions(config, timer, progress, clean_xp, cudf_ok and bool(config.inputs))
+    read_cudf = cudf_ok and bool(config.inputs)  # cuDF reads files; the demo data is cleaned like any batch
+    clean_xp = backend.xp if backend.on_gpu and not read_cudf else np
+    tx, sources, columns = load_transactions(config, timer, progress, clean_xp, read_cudf)
     if tx.device_bytes:
         transfers.log.append({"what": "decoded batches, cleaned and summed on the device (overlapped with decoding)",
                               "direction": "host_to_device", "bytes": int(tx.device_bytes), "seconds": None})

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from gpuseg import pipeline
-from gpuseg.backend import probe_cudf
+from gpuseg.backend import Backend, probe_cudf
 from gpuseg.config import SegmentConfig
 from gpuseg.errors import GpusegError
 from gpuseg.memory import fit_bytes
@@ -41,6 +41,30 @@ def test_float32_on_the_cpu_is_close_to_float64(tmp_path):
     a = assignments(run(tmp_path, "f64", backend="cpu"))
     b = assignments(run(tmp_path, "f32", backend="cpu", precision="float32"))
     assert adjusted_rand_score(a["segment"], b["segment"]) > 0.99
+
+
+class _Loaded(Exception):
+    pass
+
+
+@pytest.mark.parametrize("inputs, cleaned_on_device", [((), True), (("tx.parquet",), False)])
+def test_with_cudf_only_files_are_read_by_it_and_the_demo_is_cleaned_on_the_device(
+        tmp_path, monkeypatch, inputs, cleaned_on_device):
+    # With cuDF installed, the demo data (no files for cuDF to read) was cleaned on the host, so
+    # its features, and the fit, stayed on the CPU under --backend cupy.
+    device_xp = object()
+    monkeypatch.setattr(pipeline, "resolve_backend", lambda name: Backend("cupy", device_xp, "a GPU"))
+    monkeypatch.setattr(pipeline, "probe_cudf", lambda: (object(), None))
+    seen = {}
+
+    def load(config, timer, progress, xp=np, cudf_ok=False):
+        seen.update(xp=xp, cudf_ok=cudf_ok)
+        raise _Loaded
+
+    monkeypatch.setattr(pipeline, "load_transactions", load)
+    with pytest.raises(_Loaded):
+        pipeline.prepare(SegmentConfig(inputs=inputs, out=tmp_path / "out"))
+    assert seen == {"xp": device_xp if cleaned_on_device else np, "cudf_ok": not cleaned_on_device}
 
 
 @pytest.mark.gpu
