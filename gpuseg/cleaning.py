@@ -233,7 +233,9 @@ def _plain(batch: pa.RecordBatch, keep: tuple[str | None, ...] = ()) -> pa.Recor
                             for n, c in zip(batch.schema.names, batch.columns)], names=batch.schema.names)
 
 
-def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> None:
+def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> pa.RecordBatch:
+    """Refuse id columns of other types; decimal ids (a database's NUMBER(10)) become
+    int64 where every value is a whole number in range, otherwise their text."""
     for role, column in (("customer", mapping.customer), ("invoice", mapping.invoice)):
         if column is None:
             continue
@@ -241,6 +243,15 @@ def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> None:
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or is_text(t) or is_encoded_text(t)
                 or pa.types.is_decimal(t)):
             raise GpusegError(f"{role} id column {column!r} has type {t}; allowed: integers or text")
+        if pa.types.is_decimal(t):
+            ids = batch.column(column)
+            try:
+                ids = pc.cast(ids, pa.int64())  # a safe cast: refuses fractions and overflow
+            except pa.ArrowInvalid:
+                ids = pc.cast(ids, pa.string())
+            i = batch.schema.get_field_index(column)
+            batch = batch.set_column(i, pa.field(column, ids.type), ids)
+    return batch
 
 
 # -- drop accounting (array namespace: NumPy or CuPy) ---------------------------------------
@@ -340,7 +351,7 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
     if as_of_day is not None:
         stats.rows.dropped[AFTER_AS_OF] = 0
     batch = _plain(batch, (mapping.customer, mapping.invoice) if encode_text else ())
-    _check_ids(batch, mapping)
+    batch = _check_ids(batch, mapping)
     cust_col = batch.column(mapping.customer)
     has_cust = id_present(cust_col)
     day, date_ok = parse_days(batch.column(mapping.date), date_format, mapping.date)

@@ -159,3 +159,33 @@ def test_id_types_that_differ_between_batches_become_text(rng):
     tx, feats = reference(batches)
     assert pa.types.is_string(tx.customer_ids.type)
     assert_same(ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2), tx, feats)
+
+
+def test_decimal_ids_are_whole_numbers_or_their_text(rng):
+    """A database's NUMBER(10) ids arrive as decimals: whole ones become integers, others
+    their text; both merge across batches like ids of those types (they crashed the merge)."""
+    import decimal
+
+    whole, fractional = messy_batches(rng, n_batches=2)
+
+    def as_decimal(batch, scale, bump):
+        cols = {name: batch.column(name) for name in batch.schema.names}
+        cols["customer_id"] = pa.array([None if v is None else decimal.Decimal(v) + bump
+                                        for v in batch.column("customer_id").to_pylist()], pa.decimal128(12, scale))
+        return pa.record_batch(cols)
+
+    as_int = [as_decimal(whole, 0, 0), as_decimal(fractional, 2, 0)]  # 7.00 is 7
+    got = ingest(((Path("x.parquet"), b) for b in as_int), MAP, workers=2)
+    assert got.customer_ids.type == pa.int64()
+    assert_same(got, *reference([whole, fractional]))
+    half = as_decimal(fractional, 1, decimal.Decimal("0.5"))  # 7.5: not a whole number, so its text
+    got = ingest(((Path("x.parquet"), b) for b in [as_int[0], half]), MAP, workers=2)
+    assert pa.types.is_string(got.customer_ids.type)
+
+    def as_text(batch, suffix):
+        cols = {name: batch.column(name) for name in batch.schema.names}
+        cols["customer_id"] = pa.array([None if v is None else f"{v}{suffix}"
+                                        for v in batch.column("customer_id").to_pylist()], pa.string())
+        return pa.record_batch(cols)
+
+    assert_same(got, *reference([as_text(whole, ""), as_text(fractional, ".5")]))
