@@ -78,28 +78,34 @@ _BUCKET_BITS = 7
 
 
 @dataclass
-class Buckets:
-    """One batch's customers and orders grouped by the bucket of the customer's id (host only).
+class Part:
+    """One batch's customers of one bucket, with their orders (host only)."""
 
-    Arrays are in bucket order; bucket ``p`` is ``[cb[p]:cb[p+1]]`` of the
-    customer arrays and ``[ob[p]:ob[p+1]]`` of the order arrays.
-    """
-
-    id_type: pa.DataType
-    invoice_type: pa.DataType | None
     ids: pa.Array | None     # text ids as read (trimmed); None for numbers, which are their keys
     key: np.ndarray          # identity of each customer's id (_id_keys)
     monetary: np.ndarray
     bought: np.ndarray
     returned: np.ndarray
-    cb: np.ndarray
-    order_customer: np.ndarray  # index into this batch's customer arrays
-    has_invoice: np.ndarray
-    invoice_key: np.ndarray  # identity of the order's invoice, as _id_keys (any value without one)
+    order_customer: np.ndarray  # int32 index into this part's customer arrays
     order_day: np.ndarray
     order_net: np.ndarray
     order_gross: np.ndarray
-    ob: np.ndarray
+    invoice_key: np.ndarray | None  # identity of the order's invoice (_id_keys); None: no invoice column
+    has_invoice: np.ndarray | None  # None: every order has an invoice (or none, without the column)
+
+
+@dataclass
+class Buckets:
+    """One batch's customers and orders grouped by the bucket of the customer's id (host only).
+
+    ``parts[p]`` is bucket ``p``, its own arrays, so that merging frees each
+    bucket's as it goes: the merged sums take the batches' room instead of
+    adding to it (on a log of one-line orders they are as large).
+    """
+
+    id_type: pa.DataType
+    invoice_type: pa.DataType | None
+    parts: list[Part | None]
 
 
 def _id_keys(part: Any) -> np.ndarray | None:
@@ -140,24 +146,33 @@ def _bucketize(batch: BatchSums) -> Buckets | None:
     sums = batch.sums
     bucket = _bucket_of(key)
     cperm = np.argsort(bucket, kind="stable")  # a counting sort for 8-bit keys
-    where = np.empty_like(cperm)
-    where[cperm] = np.arange(len(cperm))
-    order_customer = where[sums.order_customer]
-    operm = np.argsort(bucket[sums.order_customer], kind="stable")
-    has = batch.order_invoice >= 0
-    if invoice_key is None:  # no invoice column
-        inv = np.zeros(len(has), np.int64)
-    elif len(invoice_key):
-        inv = invoice_key[np.maximum(batch.order_invoice, 0)]
-    else:  # no row of the batch has an invoice
-        inv = np.zeros(len(has), invoice_key.dtype)
+    cb = _bounds(bucket)
+    # Each order's customer as an index into its bucket's customers.
+    within = np.empty(len(cperm), dtype=np.int32)
+    within[cperm] = np.arange(len(cperm), dtype=np.int32) - np.repeat(cb[:-1], np.diff(cb)).astype(np.int32)
+    order_bucket = bucket[sums.order_customer]
+    operm = np.argsort(order_bucket, kind="stable")
+    ob = _bounds(order_bucket)
+    del order_bucket
+    has = inv = None
+    if invoice_key is not None:
+        has = batch.order_invoice >= 0
+        inv = invoice_key[np.maximum(batch.order_invoice, 0)] if len(invoice_key) else \
+            np.zeros(len(has), invoice_key.dtype)  # no row of the batch has an invoice
+        if has.all():
+            has = None
     # Numeric ids are their keys; text is kept for the output (keys are padded bytes).
-    ids = batch.customers.dictionary.take(pa.array(cperm)) if isinstance(batch.customers, EncodedText) else None
+    text = batch.customers.dictionary if isinstance(batch.customers, EncodedText) else None
+    parts: list[Part | None] = []
+    for p in range(1 << _BUCKET_BITS):
+        c, o = cperm[cb[p]:cb[p + 1]], operm[ob[p]:ob[p + 1]]
+        parts.append(Part(
+            ids=None if text is None else text.take(pa.array(c)), key=key[c], monetary=sums.monetary[c],
+            bought=sums.bought[c], returned=sums.returned[c], order_customer=within[sums.order_customer[o]],
+            order_day=sums.order_day[o], order_net=sums.order_net[o], order_gross=sums.order_gross[o],
+            invoice_key=None if inv is None else inv[o], has_invoice=None if has is None else has[o]))
     invoice_type = None if batch.invoices is None else _part_type(batch.invoices)
-    return Buckets(_part_type(batch.customers), invoice_type, ids, key[cperm], sums.monetary[cperm],
-                   sums.bought[cperm], sums.returned[cperm], _bounds(bucket), order_customer[operm], has[operm],
-                   inv[operm], sums.order_day[operm], sums.order_net[operm], sums.order_gross[operm],
-                   _bounds(bucket[sums.order_customer]))
+    return Buckets(_part_type(batch.customers), invoice_type, parts)
 
 
 @dataclass
@@ -353,9 +368,15 @@ class Merged:
         """Customer features, and the ids their ``customer`` codes index (sorted)."""
         if self.buckets is None:
             return features_from_sums(self.sums, len(self.customer_ids), as_of), self.customer_ids
+        buckets, self.buckets = self.buckets, None
+
+        def one(i: int) -> tuple[Any, CustomerFeatures, int]:
+            ids, sums = buckets[i]
+            buckets[i] = None  # each bucket's order sums go as its features are made
+            return _bucket_features(ids, sums, as_of)
+
         with ThreadPoolExecutor(workers) as pool:
-            done = list(pool.map(lambda b: _bucket_features(b[0], b[1], as_of), self.buckets))
-            self.buckets = None
+            done = list(pool.map(one, range(len(buckets))))
             ids = _cat([ids for ids, _, _ in done])
             n_customers = sum(n for _, _, n in done)
             if isinstance(ids, pa.Array):
@@ -414,15 +435,29 @@ def _key_part(key: np.ndarray, id_type: pa.DataType) -> Any:
 def _unbucket(b: Buckets) -> BatchSums:
     """A bucketed batch as a plain one, for the all-at-once merge (id types that differ
     between batches: rare, so this need not be fast)."""
-    customers = EncodedText.encode(b.ids) if b.ids is not None else _key_part(b.key, b.id_type)
+    parts = [part for part in b.parts if part is not None]
+    key = np.concatenate([part.key for part in parts])
+    customers = EncodedText.encode(pa.concat_arrays([part.ids for part in parts])) if parts[0].ids is not None \
+        else _key_part(key, b.id_type)
+    starts = np.cumsum([0] + [len(part.key) for part in parts])
+    order_customer = np.concatenate([part.order_customer.astype(np.int64) + start
+                                     for part, start in zip(parts, starts)])
+    n_orders = len(order_customer)
     invoices = None
-    order_invoice = np.full(len(b.has_invoice), -1, dtype=np.int64)
+    order_invoice = np.full(n_orders, -1, dtype=np.int64)
     if b.invoice_type is not None:
-        uniques, codes = np.unique(b.invoice_key[b.has_invoice], return_inverse=True)
-        order_invoice[b.has_invoice] = codes.reshape(-1)
+        has = np.concatenate([np.ones(len(part.order_day), bool) if part.has_invoice is None else part.has_invoice
+                              for part in parts])
+        uniques, codes = np.unique(np.concatenate([part.invoice_key for part in parts])[has], return_inverse=True)
+        order_invoice[has] = codes.reshape(-1)
         invoices = _key_part(uniques, b.invoice_type)
-    sums = LineSums(order_customer=b.order_customer, order_net=b.order_net, order_gross=b.order_gross,
-                    order_day=b.order_day, monetary=b.monetary, bought=b.bought, returned=b.returned)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    sums = LineSums(order_customer=order_customer, order_net=cat("order_net"), order_gross=cat("order_gross"),
+                    order_day=cat("order_day"), monetary=cat("monetary"), bought=cat("bought"),
+                    returned=cat("returned"))
     return BatchSums(customers, invoices, order_invoice, sums)
 
 
@@ -440,45 +475,49 @@ def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
 def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
     """One bucket's customers across batches: their ids and their merged sums.
 
-    Sums are added in batch order (bincount adds in array order)."""
-    c_lo = [int(b.cb[p]) for b in buckets]
-    c_hi = [int(b.cb[p + 1]) for b in buckets]
-    o_lo = [int(b.ob[p]) for b in buckets]
-    o_hi = [int(b.ob[p + 1]) for b in buckets]
-    key = as_numbers(np.concatenate([b.key[lo:hi] for b, lo, hi in zip(buckets, c_lo, c_hi)]))
-    text = buckets[0].ids is not None
+    Each batch's part of the bucket is let go once read. Sums are added in
+    batch order (bincount adds in array order)."""
+    parts = [b.parts[p] for b in buckets]
+    for b in buckets:
+        b.parts[p] = None
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    key = as_numbers(cat("key"))
+    text = parts[0].ids is not None
     # The first index (a slower, stable sort) is needed only to find text ids; numbers are their keys.
     uniques, *first, customer = np.unique(key, return_index=text, return_inverse=True)
+    del key
     customer = customer.reshape(-1)
     n_customers = len(uniques)
-
-    def cat(name: str, lo: list[int], hi: list[int]) -> np.ndarray:
-        return np.concatenate([getattr(b, name)[a:z] for b, a, z in zip(buckets, lo, hi)])
-
-    base = np.cumsum([0] + [z - a for a, z in zip(c_lo, c_hi)])
+    base = np.cumsum([0] + [len(part.key) for part in parts])
     # Each order's customer, as a code of this bucket.
-    order_customer = customer[np.concatenate([b.order_customer[a:z] - lo + off for b, a, z, lo, off in
-                                              zip(buckets, o_lo, o_hi, c_lo, base)])]
-    has = cat("has_invoice", o_lo, o_hi)
-    day = cat("order_day", o_lo, o_hi)
-    invoice = np.zeros(len(has), dtype=np.int64)
-    n_inv = 0
-    if has.any():
-        invoice[has], n_inv = _dense_codes(as_numbers(cat("invoice_key", o_lo, o_hi)[has]))
-    order, n_orders = order_codes(order_customer, day, invoice, None if has.all() else has, n_inv)
+    order_customer = customer[np.concatenate([part.order_customer + off for part, off in zip(parts, base)])]
+    day = cat("order_day")
+    invoice, has, n_inv = None, None, 0
+    if buckets[0].invoice_type is not None:
+        has = np.concatenate([np.ones(len(part.order_day), bool) if part.has_invoice is None else part.has_invoice
+                              for part in parts])
+        invoice = np.zeros(len(has), dtype=np.int64)
+        if has.any():
+            invoice[has], n_inv = _dense_codes(as_numbers(cat("invoice_key")[has]))
+        if has.all():
+            has = None
+    order, n_orders = order_codes(order_customer, day, invoice, has, n_inv)
     merged_day = np.full(n_orders, _BIG_DAY, dtype=np.int32)
     np.minimum.at(merged_day, order, day)
-    merged_customer = np.empty(n_orders, dtype=np.int64)
+    merged_customer = np.empty(n_orders, dtype=np.int32 if n_customers < 2**31 else np.int64)
     merged_customer[order] = order_customer
     sums = LineSums(order_customer=merged_customer,
-                    order_net=np.bincount(order, weights=cat("order_net", o_lo, o_hi), minlength=n_orders),
-                    order_gross=np.bincount(order, weights=cat("order_gross", o_lo, o_hi), minlength=n_orders),
+                    order_net=np.bincount(order, weights=cat("order_net"), minlength=n_orders),
+                    order_gross=np.bincount(order, weights=cat("order_gross"), minlength=n_orders),
                     order_day=merged_day,
-                    monetary=np.bincount(customer, weights=cat("monetary", c_lo, c_hi), minlength=n_customers),
-                    bought=np.bincount(customer, weights=cat("bought", c_lo, c_hi), minlength=n_customers),
-                    returned=np.bincount(customer, weights=cat("returned", c_lo, c_hi), minlength=n_customers))
+                    monetary=np.bincount(customer, weights=cat("monetary"), minlength=n_customers),
+                    bought=np.bincount(customer, weights=cat("bought"), minlength=n_customers),
+                    returned=np.bincount(customer, weights=cat("returned"), minlength=n_customers))
     if text:
-        ids = pa.concat_arrays([b.ids[a:z] for b, a, z in zip(buckets, c_lo, c_hi)]).take(pa.array(first[0]))
+        ids = pa.concat_arrays([part.ids for part in parts]).take(pa.array(first[0]))
     else:
         ids = key_values(uniques, buckets[0].id_type)
     return ids, sums

@@ -189,3 +189,29 @@ def test_decimal_ids_are_whole_numbers_or_their_text(rng):
         return pa.record_batch(cols)
 
     assert_same(got, *reference([as_text(whole, ""), as_text(fractional, ".5")]))
+
+
+def test_merge_lets_each_bucket_of_each_batch_go(rng):
+    """Bucket by bucket, the batches' sums are let go as they are merged, and the merged sums
+    as their features are made: memory holds about one copy, not the two added."""
+    from gpuseg.cleaning import Cleaner
+    batches = messy_batches(rng, own_invoices=True)
+    cleaner = Cleaner(MAP, encode_text=True)
+    summed = list(cleaner.map(((Path("x.parquet"), b) for b in batches), then=ingest_module.sum_batch))
+    held = [b.buckets for b in summed]
+    assert all(b is not None and any(part is not None for part in b.parts) for b in held)
+    merged = ingest_module.merge(summed, cleaner.ids_to_int, workers=2)
+    assert summed == [] and all(part is None for b in held for part in b.parts)
+    buckets = merged.buckets
+    merged.features(cleaner.as_of, workers=2)
+    assert merged.buckets is None and all(b is None for b in buckets)
+
+
+def test_without_an_invoice_column_no_invoice_is_kept(rng):
+    mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    batch = messy_batches(rng, n_batches=1)[0].drop_columns(["invoice"])
+    from gpuseg.cleaning import clean_batch
+    kept, _ = clean_batch(Path("x.parquet"), batch, mapping, encode_text=True)
+    parts = [p for p in ingest_module.sum_batch(kept).buckets.parts if len(p.key)]
+    assert parts and all(p.invoice_key is None and p.has_invoice is None for p in parts)
+    assert all(p.order_customer.dtype == np.int32 for p in parts)
