@@ -27,6 +27,20 @@ runs):
   column becomes nulls); the file's columns are checked first as on the CPU
   path, and the reader is told not to ignore them.
 - Decimal dtypes report ``kind == 'O'`` (pandas' ``ExtensionDtype``).
+- ``read_parquet`` has no time zones: libcudf's timestamps carry none (it
+  parses Parquet's ``isAdjustedToUTC`` and drops it), and ``_process_metadata``
+  restores only the index, decimal precision and empty object columns. A
+  tz-aware column (stored as UTC instants) comes back naive, in UTC. The zone
+  is read from the file's Arrow schema instead, and days are taken in it, as
+  on the CPU path (:func:`zone_offsets`). cuDF's own ``tz_convert`` is not
+  used: ``DatetimeTZColumn._local_time`` searches its transition table (the
+  file's transitions, then a 400-year rule cycle) as if it were sorted, which
+  the 26.10 sources themselves say can give wrong local times.
+- ``concat`` of an integer and a text column is left to no rule of cuDF's:
+  ids whose types differ between files are made one type first, as the CPU
+  path does (:func:`common_ids`); mixes it cannot format as the CPU path does
+  (floats, decimals) raise :class:`CudfUnsupported`, and the pipeline reads
+  those inputs on the host.
 """
 
 from __future__ import annotations
@@ -38,15 +52,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .backend import _import, get_namespace
-from .cleaning import (BatchStats, RowCounts, Transactions, _days_in_month, check_rows, day_number,
-                       days_from_civil, parse_days, screen, yyyymmdd_days)
+from .cleaning import (FIRST_DAY, LAST_DAY, BatchStats, RowCounts, Transactions, _days_in_month, check_rows,
+                       day_number, days_from_civil, parse_days, screen, yyyymmdd_days)
 from .columns import ColumnMapping
 from .errors import GpusegError
 from .reading import _check_columns, file_format
 
 _INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
+
+
+class CudfUnsupported(NotImplementedError):
+    """An input the cuDF reader cannot read as the CPU path does; the pipeline reads it on the host."""
 
 
 def read_options(path: Path, mapping: ColumnMapping) -> tuple[str, dict[str, Any]]:
@@ -282,17 +303,85 @@ def _text_days(cp: Any, s: Any, date_format: str | None) -> tuple[Any, Any]:
     return days, ok
 
 
-_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_DAY_SECONDS = 86_400
+#: Where offsets are looked up: the accepted dates with two days to spare. A UTC
+#: offset is under a day, so a row outside stays outside the accepted dates.
+_ZONE_WINDOW = ((FIRST_DAY - 2) * _DAY_SECONDS, (LAST_DAY + 2) * _DAY_SECONDS)
+#: Offsets are sampled this often, then each change is found to the second. The
+#: closest two offset changes of any zone in tzdata 2025b are 4 days apart
+#: (Africa/Freetown, 1939), so one step never holds two.
+_ZONE_STEP = 6 * 3600
 
 
-def _days(cudf: Any, cp: Any, s: Any, date_format: str | None) -> tuple[Any, Any]:
+def _utc_offsets(zone: str, seconds: np.ndarray) -> np.ndarray:
+    """UTC offsets (int64 seconds) of ``zone`` at UTC instants ``seconds``, by Arrow's
+    time-zone database: the one the CPU path's cast to days uses."""
+    local = pc.local_timestamp(pa.array(seconds, pa.timestamp("s", zone)))
+    return local.cast(pa.int64()).to_numpy(zero_copy_only=False) - seconds
+
+
+def zone_offsets(zone: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The UTC offsets of ``zone`` between UTC seconds ``lo`` and ``hi``, as a table.
+
+    Returns ``(starts, offsets)``, int64 of shape (m,): ``offsets[i]`` holds from
+    UTC second ``starts[i]`` until ``starts[i + 1]``; ``starts[0]`` is ``lo``
+    (clipped to the accepted dates). Host only; m is the number of offset
+    changes in the span plus one.
+    """
+    lo, hi = (int(np.clip(v, *_ZONE_WINDOW)) for v in (lo, hi))
+    grid = np.append(np.arange(lo, hi, _ZONE_STEP, dtype=np.int64), np.int64(hi))
+    off = _utc_offsets(zone, grid)
+    change = np.flatnonzero(off[1:] != off[:-1])
+    a, b, before = grid[change], grid[change + 1], off[change]
+    while len(a) and int((b - a).max()) > 1:  # b is the first second known to have moved
+        mid = a + (b - a) // 2
+        same = _utc_offsets(zone, mid) == before
+        a, b = np.where(same, mid, a), np.where(same, b, mid)
+    return np.concatenate([grid[:1], b]), np.concatenate([off[:1], _utc_offsets(zone, b)])
+
+
+def local_days(raw: Any, unit: str, valid: Any, zone: str) -> Any:
+    """Calendar days (int32) in ``zone`` of UTC instants ``raw`` (int64 counts of ``unit``).
+
+    Array-generic (NumPy, CuPy): the offset table (:func:`zone_offsets`, a few
+    entries, over the valid rows' span) is built on the host and looked up
+    here. Offsets are whole seconds, so the day is the floor of (the floored
+    second + offset) / 86400: no sum that could pass int64's range.
+    """
+    xp = get_namespace(raw)
+    seconds = xp.floor_divide(raw, _PER_SECOND[unit])
+    if not bool(valid.any()):
+        return xp.zeros(raw.shape[0], dtype=xp.int32)
+    span = seconds[valid]
+    starts, offsets = zone_offsets(zone, int(span.min()), int(span.max()))
+    starts, offsets = xp.asarray(starts), xp.asarray(offsets)
+    at = xp.clip(xp.searchsorted(starts, seconds, side="right") - 1, 0, starts.shape[0] - 1)
+    return xp.floor_divide(seconds + offsets[at], _DAY_SECONDS).astype(xp.int32)
+
+
+def file_zone(path: Path, column: str) -> str | None:
+    """The time zone of a Parquet file's timestamp ``column`` (its Arrow schema), else None."""
+    if file_format(path) != "parquet":
+        return None
+    t = pq.read_schema(path).field(column).type
+    return t.tz if pa.types.is_timestamp(t) else None
+
+
+def _days(cudf: Any, cp: Any, s: Any, date_format: str | None, zone: str | None = None) -> tuple[Any, Any]:
     kind = s.dtype.kind
     if kind == "M":
+        tz = getattr(s.dtype, "tz", None)
+        if tz is not None:  # a tz-aware column, should cuDF give one: its UTC instants and its zone
+            zone, s = str(tz), s.dt.tz_convert(None)
         # The stored count in the column's own unit, floored to days here: no unit cast
         # whose rounding of times before 1970 would need checking.
         unit = getattr(s.dtype, "unit", None) or np.datetime_data(s.dtype)[0]
         raw = s.astype("int64").fillna(0).values
-        return cp.floor_divide(raw, _PER_DAY[unit]).astype(cp.int32), s.notna().values
+        valid = s.notna().values
+        if zone is not None:  # days in the timestamp's own zone, as on the CPU path
+            return local_days(raw, unit, valid, zone), valid
+        return cp.floor_divide(raw, _PER_SECOND[unit] * _DAY_SECONDS).astype(cp.int32), valid
     if kind in "iu":
         return yyyymmdd_days(s.fillna(0).values, s.notna().values)
     if kind == "f":
@@ -324,11 +413,40 @@ def _ids(s: Any, to_int: bool = True) -> Any:
     return s
 
 
+def _id_kind(s: Any) -> str:
+    if _is_string(s):
+        return "text"
+    return "integer" if s.dtype.kind == "i" or str(s.dtype) in ("uint8", "uint16", "uint32") else str(s.dtype)
+
+
+def common_ids(cols: Sequence[Any], role: str) -> list[Any]:
+    """Files' id columns of one role made one type, as the CPU path unifies them
+    (``coding._unify``): integers of any width become int64; integers and text
+    become text (cuDF writes integers as the CPU path does, in canonical decimal).
+
+    Raises
+    ------
+    CudfUnsupported
+        For other mixes (floats, decimals, uint64): the CPU path writes them as
+        Arrow formats them, which cuDF's casts need not match.
+    """
+    if len({str(c.dtype) for c in cols}) <= 1:
+        return list(cols)
+    kinds = {_id_kind(c) for c in cols}
+    if kinds == {"integer"}:
+        return [c.astype("int64") for c in cols]
+    if kinds == {"integer", "text"}:
+        return [c if _is_string(c) else c.astype("str") for c in cols]
+    raise CudfUnsupported(f"{role} ids of types {', '.join(sorted(str(c.dtype) for c in cols))} across files "
+                          "(the CPU path compares them as Arrow's text, which cuDF's casts need not match)")
+
+
 @dataclass
 class _Decoded:
     """One file's columns decoded on the device: the ids as read (index reset), the rest as arrays."""
 
-    ids: Any
+    customer: Any
+    invoice: Any | None
     has_customer: Any
     day: Any
     date_ok: Any
@@ -341,12 +459,16 @@ def _decode(cudf: Any, cp: Any, path: Path, df: Any, mapping: ColumnMapping, dat
     # (text dates in one, timestamps in another; float or decimal amounts).
     df = df.reset_index(drop=True)
     has_cust = _present(cp, df[mapping.customer])
-    day, date_ok = _days(cudf, cp, df[mapping.date], date_format)
+    day, date_ok = _days(cudf, cp, df[mapping.date], date_format, file_zone(path, mapping.date))
     amount = _amounts(cudf, df, mapping)
     missed = has_cust & ~date_ok
     bad = (path, df[mapping.date].iloc[int(cp.argmax(missed))]) if bool(missed.any()) else None
-    ids = df[[c for c in (mapping.customer, mapping.invoice) if c]]
-    return _Decoded(ids, has_cust, day, date_ok, amount, bad)
+    return _Decoded(df[mapping.customer], df[mapping.invoice] if mapping.invoice else None, has_cust, day, date_ok,
+                    amount, bad)
+
+
+def _concat(cudf: Any, cols: list[Any]) -> Any:
+    return cudf.concat(cols, ignore_index=True) if len(cols) > 1 else cols[0]
 
 
 def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | None = None,
@@ -359,6 +481,8 @@ def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | 
     ------
     GpusegError
         As :func:`gpuseg.cleaning.clean`, and when a file lacks a mapped column.
+    CudfUnsupported
+        For an input this reader cannot read as the CPU path does (see :func:`common_ids`).
     """
     cudf, cp = _import("cudf"), _import("cupy")
     frames = [_read(cudf, f, mapping) for f in files]
@@ -377,18 +501,24 @@ def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | 
     bad = next((p.bad_date for p in parts if p.bad_date is not None), None)
     check_rows(BatchStats(rows, bad_date=bad), mapping, date_format)
 
-    # Masks are positional (CuPy arrays through .iloc) on frames whose index was reset:
-    # a boolean cudf.Series would align by label.
-    ids = cudf.concat([p.ids for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].ids
+    # Text ids become integers as on the CPU path: when every file whose ids are text is a
+    # CSV file (CSV ids are read as text, to keep leading zeros) and they are all integers.
+    to_int = all(file_format(f) == "csv" for f, p in zip(files, parts) if _is_string(p.customer))
+    customer = _concat(cudf, common_ids([p.customer for p in parts], "customer"))
+    invoice = _concat(cudf, common_ids([p.invoice for p in parts], "invoice")) if mapping.invoice else None
     del parts
-    ids = ids.iloc[keep].reset_index(drop=True)
-    from_csv = all(file_format(f) == "csv" for f in files)
-    codes, uniques = _ids(ids[mapping.customer], from_csv).factorize(sort=True)
-    customer = cp.asarray(codes).astype(cp.int32)
+    # Masks are positional (CuPy arrays through .iloc) on columns whose index was reset:
+    # a boolean cudf.Series would align by label.
+    customer = customer.iloc[keep].reset_index(drop=True)
+    codes, uniques = _ids(customer, to_int).factorize(sort=True)
+    del customer
+    customer_codes = cp.asarray(codes).astype(cp.int32)
     day, amount = day[keep], amount[keep]
-    order, n_orders = _orders(cp, customer, day, ids[mapping.invoice] if mapping.invoice else None)
+    if invoice is not None:
+        invoice = invoice.iloc[keep].reset_index(drop=True)
+    order, n_orders = _orders(cp, customer_codes, day, invoice)
     as_of_day = day_number(as_of) if as_of is not None else int(day.max()) + 1
-    return Transactions(customer=customer, day=day.astype(cp.int32), amount=amount, order=order,
+    return Transactions(customer=customer_codes, day=day.astype(cp.int32), amount=amount, order=order,
                         n_orders=n_orders, customer_ids=uniques.to_arrow(), as_of=as_of_day, rows=rows)
 
 

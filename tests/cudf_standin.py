@@ -10,6 +10,13 @@ Its behaviour is taken from the cuDF 26.10 sources, not from running cuDF:
   ``use_pandas_metadata=True`` index columns become the index.
 - A boolean ``Series`` indexer aligns by label and raises when labels are
   missing, as cuDF's ``parse_single_row_loc_key`` does (pandas does the same).
+- Timestamps come back without their time zone, as UTC instants: libcudf
+  has no zoned timestamp type and ``read_parquet`` restores none
+  (``_process_metadata``; ``isAdjustedToUTC`` is parsed in
+  ``compact_protocol_reader.cpp`` and used nowhere else).
+- ``concat`` refuses columns of differing types: cuDF 26.10 would pick a
+  common type by ``find_common_type`` (NumPy promotion), which gpuseg does not
+  rely on for ids; it makes them one type first.
 - ``.values`` gives NumPy where cuDF gives CuPy; strings use pandas' ``str``
   dtype, whose ``str()`` is ``"str"`` as in cuDF 26.10.
 
@@ -44,7 +51,11 @@ def _frame(table: pa.Table) -> pd.DataFrame:
         if pa.types.is_decimal(t):  # cuDF keeps decimals, with kind 'O'
             return pd.ArrowDtype(t)
         return None
-    return table.to_pandas(types_mapper=types_mapper, ignore_metadata=True)
+    df = table.to_pandas(types_mapper=types_mapper, ignore_metadata=True)
+    for name in df.columns:
+        if isinstance(df[name].dtype, pd.DatetimeTZDtype):  # no zone in libcudf: UTC instants, naive
+            df[name] = df[name].dt.tz_convert(None)
+    return df
 
 
 def make_cudf() -> types.SimpleNamespace:
@@ -83,8 +94,11 @@ def make_cudf() -> types.SimpleNamespace:
         calls.append(("read_csv", path, {"usecols": usecols, "dtype": dtype}))
         return pd.read_csv(path, usecols=usecols, dtype=dtype, keep_default_na=True)
 
-    def concat(frames, ignore_index=False):
-        return pd.concat(frames, ignore_index=ignore_index)
+    def concat(objs, ignore_index=False):
+        types = {str(o.dtype) for o in objs if isinstance(o, pd.Series)}
+        if len(types) > 1:
+            raise TypeError(f"stand-in concat: columns of types {sorted(types)}; make them one type first")
+        return pd.concat(objs, ignore_index=ignore_index)
 
     api = types.SimpleNamespace(types=types.SimpleNamespace(is_decimal_dtype=_is_decimal_dtype))
     return types.SimpleNamespace(read_parquet=read_parquet, read_csv=read_csv, concat=concat, api=api,

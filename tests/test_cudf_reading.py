@@ -27,7 +27,7 @@ import cudf_standin
 from gpuseg import cudf_reading
 from gpuseg.cleaning import clean, day_number, parse_days
 from gpuseg.columns import ColumnMapping
-from gpuseg.cudf_reading import (DatePattern, date_pattern, float_yyyymmdd_days, load_cudf, read_options)
+from gpuseg.cudf_reading import date_pattern, float_yyyymmdd_days, load_cudf, read_options
 from gpuseg.errors import GpusegError
 from gpuseg.reading import iter_readers
 
@@ -294,6 +294,171 @@ def test_datetime_columns_give_floor_days(standin, unit):
 def test_a_format_opening_with_white_space(standin):
     rows = ["  1/2/2024", "1/2/2024", "x"]
     assert device_days(rows, " %m/%d/%Y") == cpu_days(rows, " %m/%d/%Y")
+
+
+# -- time zones: days in the timestamp's own zone, as on the CPU path ----------------
+
+ZONES = ["America/New_York", "Europe/London", "Europe/Dublin", "Australia/Lord_Howe", "Asia/Kathmandu",
+         "America/St_Johns", "Pacific/Apia", "Africa/Casablanca", "Europe/Amsterdam", "+05:30", "-09:30", "UTC"]
+
+
+def _transitions(zone):
+    """Exact UTC transition seconds from the TZif file (the stdlib's pure-Python zoneinfo)."""
+    try:
+        from zoneinfo._zoneinfo import ZoneInfo as PyZoneInfo
+        return np.array(PyZoneInfo.no_cache(zone)._trans_utc, dtype=np.int64)
+    except (ImportError, AttributeError, KeyError, ValueError):  # a fixed offset, or no such attribute
+        return np.empty(0, dtype=np.int64)
+
+
+def arrow_days(seconds, zone, unit="s"):
+    """The CPU path's days of UTC instants in ``zone``."""
+    scale = cudf_reading._PER_SECOND[unit]
+    d, ok = parse_days(pa.array(np.asarray(seconds) * scale, pa.timestamp(unit, zone)))
+    assert ok.all()
+    return d
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_local_days_follow_arrow_at_every_transition(zone):
+    lo, hi = cudf_reading._ZONE_WINDOW
+    rng = np.random.default_rng(3)
+    t = _transitions(zone)
+    t = t[(t > lo + 1) & (t < hi - 1)]
+    near = (t[:, None] + np.array([-86_401, -3_601, -1, 0, 1, 3_599, 86_399])).ravel()
+    seconds = np.sort(np.concatenate([near, rng.integers(lo, hi, 2000), [lo, hi]]))
+    seconds = seconds[(seconds >= lo) & (seconds <= hi)]
+    days = cudf_reading.local_days(seconds, "s", np.ones(len(seconds), bool), zone)
+    np.testing.assert_array_equal(days, arrow_days(seconds, zone))
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_local_days_in_every_unit_and_at_the_last_nanosecond(unit):
+    # +14:00 on 2262-04-11 23:47:16.854775807, int64's last nanosecond: the offset added
+    # to the count in ns would pass int64's range.
+    per = cudf_reading._PER_SECOND[unit]
+    last = np.iinfo(np.int64).max // 1_000_000_000
+    seconds = np.array([-2_208_988_800, -1, 0, 1_709_251_199, last])
+    raw = seconds * per + (per - 1)  # the last tick of each second
+    if unit == "ns":
+        raw[-1] = np.iinfo(np.int64).max
+    days = cudf_reading.local_days(raw, unit, np.ones(len(raw), bool), "+14:00")
+    want = np.floor_divide(seconds + 14 * 3600, 86_400)
+    np.testing.assert_array_equal(days, want)
+    assert want[-1] == day_number(dt.date(2262, 4, 12))
+
+
+def test_offsets_outside_the_accepted_dates_keep_rows_outside():
+    zone = "America/New_York"
+    lo, hi = cudf_reading._ZONE_WINDOW
+    seconds = np.array([lo - 10 * 86_400, lo - 1, hi + 1, hi + 10 * 86_400, 0])
+    days = cudf_reading.local_days(seconds, "s", np.ones(5, bool), zone)
+    from gpuseg.cleaning import FIRST_DAY, LAST_DAY
+    assert (days[:2] < FIRST_DAY).all() and (days[2:4] > LAST_DAY).all() and days[4] == -1
+
+
+def test_zone_offsets_is_a_short_table():
+    starts, offsets = cudf_reading.zone_offsets("Europe/London", 1_700_000_000, 1_700_000_000 + 365 * 86_400)
+    assert starts[0] == 1_700_000_000 and len(starts) == 3  # one spring, one autumn change
+    assert offsets.tolist() == [0, 3600, 0]
+
+
+def tz_frame(zone, n=48):
+    # Local times either side of midnight, where the UTC day differs from the local one.
+    local = pd.date_range("2024-03-09 22:00", periods=n, freq="37min")
+    cust = [f"C{i % 7}" for i in range(n)]
+    return pd.DataFrame({"customer_id": cust, "date": local.tz_localize(zone, nonexistent="shift_forward"), "invoice": [f"I{i // 2}" for i in
+                                                                                           range(n)],
+                         "amount": np.linspace(-5, 40, n).round(2)})
+
+
+def test_the_standin_reads_zoned_timestamps_as_cudf_does(tmp_path, standin):
+    path = tmp_path / "tz.parquet"
+    tz_frame("Asia/Tokyo").to_parquet(path)
+    got = standin.read_parquet(str(path), **read_options(path, MAP)[1])["date"]
+    assert got.dtype.kind == "M" and getattr(got.dtype, "tz", None) is None  # no zone: UTC instants
+    assert got.iloc[0] == pd.Timestamp("2024-03-09 13:00")
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo", "Australia/Lord_Howe", "+05:30"])
+def test_zoned_timestamps_give_days_in_their_zone(tmp_path, standin, zone):
+    path = tmp_path / "tz.parquet"
+    df = tz_frame(zone)
+    df.to_parquet(path)
+    got, want = load_cudf([path], MAP), cpu_clean([path], MAP)
+    assert_same(got, want)
+    utc_days = (df["date"].dt.tz_convert("UTC").dt.tz_localize(None).values.astype("datetime64[D]")
+                .astype(np.int64))
+    assert (utc_days != np.asarray(want.day)).any()  # the test would see the zone ignored
+
+
+def test_files_in_different_zones_and_naive_timestamps(tmp_path, standin):
+    a, b, c = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"
+    tz_frame("America/Los_Angeles").to_parquet(a)
+    tz_frame("Asia/Kolkata").to_parquet(b)
+    tz_frame("UTC").assign(date=lambda d: d["date"].dt.tz_localize(None)).to_parquet(c)
+    assert_same(load_cudf([a, b, c], MAP), cpu_clean([a, b, c], MAP))
+
+
+def test_a_zoned_column_from_cudf_itself_is_taken_in_its_zone(standin):
+    s = tz_frame("America/New_York")["date"]
+    days, ok = cudf_reading._days(standin, np, s, None)
+    want, want_ok = parse_days(pa.array(s))
+    np.testing.assert_array_equal(days, want)
+    assert ok.all() and want_ok.all()
+
+
+# -- ids typed differently across files, as on the CPU path ---------------------------
+
+def id_file(tmp_path, name, ids, invoices=None):
+    n = len(ids)
+    table = pa.table({"customer_id": ids, "date": [f"2024-01-{1 + i % 9:02d}" for i in range(n)],
+                      "invoice": invoices if invoices is not None else pa.array([f"I{name}{i // 2}" for i in range(n)]),
+                      "amount": [1.0 + i for i in range(n)]})
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        table.to_pandas().to_csv(path, index=False)
+    else:
+        pq.write_table(table, path)
+    return path
+
+
+ID_FILES = {
+    "int.parquet": pa.array([12, 7, 3, 12], pa.int64()),
+    "int32.parquet": pa.array([12, 5, 5, 40], pa.int32()),
+    "text.parquet": pa.array(["12", "007", " 3", "x"]),
+    "int.csv": pa.array(["12", "7", " 5", "12"]),
+    "text.csv": pa.array(["12", "007", "5", "y"]),
+}
+
+
+@pytest.mark.parametrize("names, kind", [
+    (["int.parquet", "text.parquet"], pa.string()),   # integers compared as text
+    (["int.parquet", "int.csv"], pa.int64()),          # CSV text that is all integers: integers
+    (["int.parquet", "text.csv"], pa.string()),
+    (["text.parquet", "int.csv"], pa.string()),        # Parquet text stays text
+    (["int32.parquet", "int.parquet", "int.csv"], pa.int64()),
+    (["int.csv", "text.csv"], pa.string()),
+])
+def test_ids_typed_differently_across_files(tmp_path, standin, names, kind):
+    files = [id_file(tmp_path, n, ID_FILES[n]) for n in names]
+    got, want = load_cudf(files, MAP), cpu_clean(files, MAP)
+    assert want.customer_ids.type == kind
+    assert_same(got, want)
+
+
+def test_invoices_typed_differently_across_files(tmp_path, standin):
+    a = id_file(tmp_path, "a.parquet", pa.array(["1", "2", "3", "4"]), pa.array([10, 10, 11, 12], pa.int64()))
+    b = id_file(tmp_path, "b.csv", pa.array(["1", "2", "2", "4"]), pa.array(["10", "10", "13", "012"]))
+    assert_same(load_cudf([a, b], MAP), cpu_clean([a, b], MAP))
+
+
+@pytest.mark.parametrize("other", ["int.parquet", "int.csv"])
+def test_float_ids_mixed_with_others_are_left_to_the_host(tmp_path, standin, other):
+    floats = id_file(tmp_path, "float.parquet", pa.array([12.0, 7.5, 3.0, 12.0]))
+    files = [floats, id_file(tmp_path, other, ID_FILES[other])]
+    with pytest.raises(cudf_reading.CudfUnsupported, match=r"customer ids of types .*float64.* across files"):
+        load_cudf(files, MAP)
 
 
 # -- real cuDF on a device (skipped without one; not covered by the stand-in tests) ---------
