@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
@@ -14,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
-from .backend import (Backend, default_workers, get_namespace, host_to_device, probe_cudf, resolve_backend,
-                      to_numpy)
+from .backend import (Backend, _short, default_workers, get_namespace, host_to_device, probe_cudf,
+                      resolve_backend, to_numpy)
 from .cleaning import day_date
 from .cluster.fit import KMeansFit, fit_kmeans, nearest
-from .columns import resolve_columns
+from .columns import ColumnMapping, resolve_columns
 from .cudf_reading import load_cudf
 from .config import SegmentConfig
 from .errors import GpusegError
@@ -36,6 +37,7 @@ from .summary import SegmentResult, SegmentSums, fit_warnings, segment_report
 from .timing import StageTimer
 
 DEMO_SOURCE = "<demo>"
+log = logging.getLogger(__name__)
 
 
 class Progress(Protocol):
@@ -82,15 +84,19 @@ class Transfers:
 
 
 def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progress, xp: Any = np,
-                      cudf_ok: bool = False) -> tuple[Ingested, list[str], dict[str, str | None]]:
+                      cudf_ok: bool = False, fallbacks: list[str] | None = None,
+                      ) -> tuple[Ingested, list[str], dict[str, str | None]]:
     """Read, clean and sum the inputs (or the demo data); stages ``load`` and ``clean``.
 
     ``load`` runs :func:`gpuseg.ingest.ingest`'s per-batch work on a thread
     pool of every core: decoding batches (Parquet row groups, CSV blocks),
     screening their rows, coding and summing them, in ``xp`` (on the device
     for a GPU backend; only text stays on the host). ``clean`` merges the
-    batches' sums. With ``cudf_ok`` files are read and cleaned by cuDF instead.
-    Returns the merged sums, the sources and the column mapping.
+    batches' sums. With ``cudf_ok`` files are read and cleaned by cuDF instead;
+    where cuDF fails on them (other than with a :class:`GpusegError`, bad
+    input, which stops the run) they are read as without it, and the reason is
+    appended to ``fallbacks``. Returns the merged sums, the sources and the
+    column mapping.
     """
     if config.inputs:
         with timer.stage("load"):
@@ -99,12 +105,19 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
         sources = [str(f) for f in files]
         mapping = resolve_columns(names, config.columns)
         if cudf_ok:
-            with timer.stage("load"):
-                tx = load_cudf(files, mapping, config.date_format, config.as_of)
-            with timer.stage("features"):
-                feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders,
-                                         tx.as_of)
-            return Ingested(feats, tx.customer_ids, tx.n_orders, tx.as_of, tx.rows), sources, mapping.to_dict()
+            why = None
+            try:
+                return _load_cudf(files, mapping, config, timer), sources, mapping.to_dict()
+            except GpusegError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any cuDF failure: the host reader has the last word
+                why = _short(exc)
+            # Out of the except block: the exception and its traceback, which hold the failed
+            # attempt's device columns, are released before the host reader starts.
+            line = f"cudf: reading failed ({why}); reading and cleaning on the host with pyarrow"
+            log.warning("%s", line)
+            if fallbacks is not None:
+                fallbacks.append(line)
         items: Any = ((f, reader) for f in files for reader in iter_readers(f, mapping))
     else:
         with timer.stage("load"):
@@ -114,6 +127,27 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
         items = ((Path(DEMO_SOURCE), b) for b in table.to_batches(1 << 20))
     tx = ingest(items, mapping, config.date_format, config.as_of, xp, default_workers(), progress.rows, timer)
     return tx, sources, mapping.to_dict()
+
+
+def _load_cudf(files: list[Path], mapping: ColumnMapping, config: SegmentConfig, timer: StageTimer) -> Ingested:
+    """The inputs read and cleaned by cuDF, and their features (stages ``load`` and ``features``)."""
+    with timer.stage("load"):
+        tx = load_cudf(files, mapping, config.date_format, config.as_of)
+    with timer.stage("features"):
+        feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders, tx.as_of)
+    return Ingested(feats, tx.customer_ids, tx.n_orders, tx.as_of, tx.rows)
+
+
+def use_cudf(config: SegmentConfig, backend: Backend, fallbacks: list[str]) -> bool:
+    """Whether cuDF reads and cleans the inputs: on a GPU backend, for files, when it imports
+    (else the reason is appended to ``fallbacks``)."""
+    if not backend.on_gpu:
+        return False
+    cudf, why = probe_cudf()
+    if cudf is None:
+        fallbacks.append(f"cudf: {why}; reading and cleaning on the host with pyarrow")
+        return False
+    return bool(config.inputs)
 
 
 def resolve_precision(config: SegmentConfig, backend: Backend) -> str:
@@ -237,17 +271,12 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
     progress = progress or _Silent()
     backend = resolve_backend(config.backend)
     fallbacks = list(backend.fallbacks)
-    cudf_ok = False
-    if backend.on_gpu:
-        cudf, why = probe_cudf()
-        cudf_ok = cudf is not None
-        if not cudf_ok:
-            fallbacks.append(f"cudf: {why}; reading and cleaning on the host with pyarrow")
+    cudf_ok = use_cudf(config, backend, fallbacks)
     timer = StageTimer(sync=backend.synchronize, on_start=progress.stage)
     transfers = Transfers(backend)
-    read_cudf = cudf_ok and bool(config.inputs)  # cuDF reads files; the demo data is cleaned like any batch
-    clean_xp = backend.xp if backend.on_gpu and not read_cudf else np
-    tx, sources, columns = load_transactions(config, timer, progress, clean_xp, read_cudf)
+    # cuDF reads files only (use_cudf); the demo data, and files read without cuDF or after it
+    # failed, are cleaned and summed in the backend's namespace, on the device for a GPU backend.
+    tx, sources, columns = load_transactions(config, timer, progress, backend.xp, cudf_ok, fallbacks)
     if tx.device_bytes:
         transfers.log.append({"what": "decoded batches, cleaned and summed on the device (overlapped with decoding)",
                               "direction": "host_to_device", "bytes": int(tx.device_bytes), "seconds": None})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -57,14 +59,15 @@ def test_with_cudf_only_files_are_read_by_it_and_the_demo_is_cleaned_on_the_devi
     monkeypatch.setattr(pipeline, "probe_cudf", lambda: (object(), None))
     seen = {}
 
-    def load(config, timer, progress, xp=np, cudf_ok=False):
+    def load(config, timer, progress, xp=np, cudf_ok=False, fallbacks=None):
         seen.update(xp=xp, cudf_ok=cudf_ok)
         raise _Loaded
 
     monkeypatch.setattr(pipeline, "load_transactions", load)
     with pytest.raises(_Loaded):
         pipeline.prepare(SegmentConfig(inputs=inputs, out=tmp_path / "out"))
-    assert seen == {"xp": device_xp if cleaned_on_device else np, "cudf_ok": not cleaned_on_device}
+    # Files read by cuDF get the device namespace too: a host fallback cleans there (issue 12).
+    assert seen == {"xp": device_xp, "cudf_ok": not cleaned_on_device}
 
 
 @pytest.mark.gpu
@@ -121,3 +124,130 @@ def test_scaled_values_beyond_measuring_name_the_customer(xp, bad):
     Z[1, 1] = bad
     with pytest.raises(GpusegError, match="customer 'b' is too far"):
         pipeline.refuse_non_finite_scaled(Z, feats, ids, ["x", "y"], "float64")
+
+
+# -- the cuDF reader inside the pipeline, on the stand-in (tests/cudf_standin.py) --------------
+# The stand-in runs cudf_reading on pandas and NumPy; it is no substitute for cuDF on a device
+# (tests/test_cudf_reading.py's gpu tests and scripts/gpu_cudf_check.sh are).
+
+def tx_files(tmp_path):
+    """A messy CSV file and a Parquet file of 60 customers."""
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    n = 600
+    df = pd.DataFrame({"customer_id": [f"{c}" for c in rng.integers(1, 61, n)],
+                       "date": [f"2024-{m:02d}-{d:02d}" for m, d in zip(rng.integers(1, 13, n), rng.integers(1, 29, n))],
+                       "invoice": [f"I{i // 3}" for i in range(n)], "amount": rng.normal(30, 20, n).round(2)})
+    df.loc[5, "customer_id"], df.loc[9, "date"], df.loc[11, "amount"] = None, "2024-02-30", np.nan
+    csv, parquet = tmp_path / "a.csv", tmp_path / "b.parquet"
+    df.iloc[:400].to_csv(csv, index=False)
+    df.iloc[400:].assign(date=lambda d: pd.to_datetime(d["date"])).to_parquet(parquet)
+    return [csv, parquet]
+
+
+def run_files(tmp_path, name, files, **options):
+    return pipeline.run(SegmentConfig(inputs=tuple(map(str, files)), out=tmp_path / name, backend="cpu", k=3,
+                                      **options))
+
+
+def outputs(result) -> dict[str, dict]:
+    return {f: pq.read_table(result.out / f).to_pydict() for f in ("features.parquet", "assignments.parquet")}
+
+
+@pytest.fixture
+def cudf_reads(monkeypatch):
+    """cuDF reads the inputs (the stand-in on NumPy), whatever the backend."""
+    import cudf_standin
+
+    standin = cudf_standin.install(monkeypatch)
+    monkeypatch.setattr(pipeline, "use_cudf", lambda config, backend, fallbacks: bool(config.inputs))
+    return standin
+
+
+def test_the_cudf_reader_in_the_pipeline_gives_the_host_results(tmp_path, monkeypatch):
+    files = tx_files(tmp_path)
+    host = run_files(tmp_path, "host", files)
+    import cudf_standin
+    standin = cudf_standin.install(monkeypatch)
+    monkeypatch.setattr(pipeline, "use_cudf", lambda config, backend, fallbacks: True)
+    got = run_files(tmp_path, "cudf", files)
+    assert [c[0] for c in standin.calls] == ["read_csv", "read_parquet"]  # it did read with "cuDF"
+    assert got.report["fallbacks"] == [] and got.report["rows"] == host.report["rows"]
+    a, b = outputs(host), outputs(got)
+    for f in ("assignments.parquet", "features.parquet"):
+        assert a[f]["customer_id"] == b[f]["customer_id"]
+    assert a["assignments.parquet"]["segment"] == b["assignments.parquet"]["segment"]
+    for name, col in a["features.parquet"].items():
+        if name != "customer_id":  # summed per batch on the host, over all lines on the device
+            np.testing.assert_allclose(b["features.parquet"][name], col, rtol=1e-12, err_msg=name)
+
+
+#: What cuDF raises on input it cannot read. pylibcudf's exception_handler.pxd maps libcudf's
+#: exceptions: std::bad_alloc (rmm's out_of_memory) to MemoryError, cudf::data_type_error to
+#: TypeError, std::ios_base::failure to OSError, any other std::exception (cudf::logic_error) to
+#: RuntimeError; cuDF's Python layer raises NotImplementedError.
+CUDF_FAILURES = {
+    "not_implemented": NotImplementedError("cudf does not support this yet"),
+    "libcudf": RuntimeError("CUDF failure at: /cpp/src/io/parquet/reader_impl.cpp:42: Unsupported encoding\n"
+                            "second line"),
+    "memory": MemoryError("std::bad_alloc: out_of_memory: CUDA error at: rmm/cuda_memory_resource.hpp"),
+    "type": TypeError("Unsupported type_id conversion to cudf"),
+    "io": OSError("ios_base::failure: cannot read the file"),
+}
+
+
+@pytest.mark.parametrize("case", list(CUDF_FAILURES))
+@pytest.mark.parametrize("where", ["load_cudf", "reader"])
+def test_a_cudf_failure_falls_back_to_the_host_reader(tmp_path, cudf_reads, monkeypatch, caplog, case, where):
+    files = tx_files(tmp_path)
+    exc = CUDF_FAILURES[case]
+
+    def fail(*args, **kwargs):
+        raise exc
+    if where == "load_cudf":
+        monkeypatch.setattr(pipeline, "load_cudf", fail)
+    else:  # deep inside: the second file's read
+        monkeypatch.setattr(cudf_reads, "read_parquet", fail)
+    with caplog.at_level("WARNING", logger="gpuseg.pipeline"):
+        got = run_files(tmp_path, "fallback", files)
+    line = (f"cudf: reading failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); reading and cleaning on "
+            "the host with pyarrow")
+    assert got.report["fallbacks"] == [line]
+    assert json.loads((got.out / "report.json").read_text())["fallbacks"] == [line]
+    assert [r.getMessage() for r in caplog.records] == [line]
+    monkeypatch.undo()  # the host path alone, for the reference
+    host = run_files(tmp_path, "host", files)
+    assert outputs(got) == outputs(host)
+    assert got.report["rows"] == host.report["rows"] and host.report["fallbacks"] == []
+
+
+def test_bad_input_on_the_cudf_path_is_one_error_not_a_fallback(tmp_path, cudf_reads, caplog):
+    import pandas as pd
+
+    files = tx_files(tmp_path)
+    lacking = tmp_path / "c.parquet"
+    pd.read_parquet(files[1]).drop(columns="amount").to_parquet(lacking)
+    with pytest.raises(GpusegError, match="lacks column") as err:
+        run_files(tmp_path, "bad", files + [lacking])
+    assert "fallback" not in str(err.value) and not (tmp_path / "bad").exists()
+    texty = tmp_path / "d.parquet"
+    pd.read_parquet(files[1]).astype({"amount": "str"}).to_parquet(texty)
+    with pytest.raises(GpusegError, match="amounts, quantities and prices must be numeric"):
+        run_files(tmp_path, "bad", files + [texty])
+    assert not (tmp_path / "bad").exists()
+    assert [r.getMessage() for r in caplog.records if r.name == "gpuseg.pipeline"] == []  # no host attempt
+
+
+def test_ids_the_cudf_reader_leaves_to_the_host(tmp_path, cudf_reads):
+    import pandas as pd
+
+    files = tx_files(tmp_path)
+    floats = tmp_path / "f.parquet"
+    pd.read_parquet(files[1]).astype({"customer_id": "float64"}).to_parquet(floats)
+    got = run_files(tmp_path, "mixed", [files[0], floats])
+    assert len(got.report["fallbacks"]) == 1
+    assert got.report["fallbacks"][0].startswith("cudf: reading failed (CudfUnsupported: customer ids of types ")
+    host = pipeline.run(SegmentConfig(inputs=(str(files[0]), str(floats)), out=tmp_path / "host", backend="cpu",
+                                      k=3))
+    assert outputs(got) == outputs(host)
