@@ -509,6 +509,36 @@ def test_cudf_decimal_amounts_and_floating_dates(tmp_path, real_cudf):
     assert_same(_to_host(load_cudf([path], QP)), cpu_clean([path], QP))
 
 
+def _named_zone_or_offset():
+    """A zone with daylight saving where the machine has a time-zone database, else a fixed offset."""
+    try:
+        pa.array([0], pa.timestamp("s", "America/New_York")).cast(pa.date32())
+        pd.Timestamp(0).tz_localize("America/New_York")
+        return "America/New_York"
+    except Exception:  # noqa: BLE001 - no tz database (tzdata) on the machine
+        return "+05:30"
+
+
+@pytest.mark.gpu
+def test_cudf_zoned_timestamps_give_days_in_their_zone(tmp_path, real_cudf):
+    zone = _named_zone_or_offset()
+    path = tmp_path / "tz.parquet"
+    tz_frame(zone, 400).to_parquet(path)
+    read = real_cudf.read_parquet(str(path), **read_options(path, MAP)[1])["date"]
+    print(f"cudf.read_parquet gives a {zone} timestamp column as {read.dtype}")
+    assert_same(_to_host(load_cudf([path], MAP)), cpu_clean([path], MAP))
+    # The stand-in's premise: no zone, UTC instants (the reader handles a zoned dtype too).
+    assert getattr(read.dtype, "tz", None) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("names", [["int.parquet", "text.parquet"], ["int.parquet", "int.csv"],
+                                   ["int32.parquet", "int.parquet", "int.csv"], ["text.parquet", "int.csv"]])
+def test_cudf_ids_typed_differently_across_files(tmp_path, real_cudf, names):
+    files = [id_file(tmp_path, n, ID_FILES[n]) for n in names]
+    assert_same(_to_host(load_cudf(files, MAP)), cpu_clean(files, MAP))
+
+
 def _to_host(tx):
     for name in ("customer", "day", "amount", "order"):
         a = getattr(tx, name)
