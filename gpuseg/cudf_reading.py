@@ -435,6 +435,8 @@ def common_ids(cols: Sequence[Any], role: str) -> list[Any]:
     kinds = {_id_kind(c) for c in cols}
     if kinds == {"integer"}:
         return [c.astype("int64") for c in cols]
+    if kinds == {"text"}:  # text typed two ways (object and str)
+        return [c.astype("str") for c in cols]
     if kinds == {"integer", "text"}:
         return [c if _is_string(c) else c.astype("str") for c in cols]
     raise CudfUnsupported(f"{role} ids of types {', '.join(sorted(str(c.dtype) for c in cols))} across files "

@@ -453,6 +453,19 @@ def test_invoices_typed_differently_across_files(tmp_path, standin):
     assert_same(load_cudf([a, b], MAP), cpu_clean([a, b], MAP))
 
 
+def test_common_ids_rules():
+    common = cudf_reading.common_ids
+    i32, i64 = pd.Series([1, 2], dtype="int32"), pd.Series([3], dtype="int64")
+    text, obj = pd.Series(["007", "x"], dtype="str"), pd.Series(["a"], dtype=object)
+    assert [str(c.dtype) for c in common([i32, i64], "customer")] == ["int64", "int64"]
+    assert [c.tolist() for c in common([i64, text], "customer")] == [["3"], ["007", "x"]]
+    assert len({str(c.dtype) for c in common([text, obj], "customer")}) == 1
+    assert common([text], "customer")[0] is text
+    for other in (pd.Series([1.5]), pd.Series([1], dtype="uint64")):
+        with pytest.raises(cudf_reading.CudfUnsupported, match="invoice ids of types"):
+            common([i64, other], "invoice")
+
+
 @pytest.mark.parametrize("other", ["int.parquet", "int.csv"])
 def test_float_ids_mixed_with_others_are_left_to_the_host(tmp_path, standin, other):
     floats = id_file(tmp_path, "float.parquet", pa.array([12.0, 7.5, 3.0, 12.0]))
