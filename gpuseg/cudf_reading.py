@@ -484,7 +484,8 @@ def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | 
     GpusegError
         As :func:`gpuseg.cleaning.clean`, and when a file lacks a mapped column.
     CudfUnsupported
-        For an input this reader cannot read as the CPU path does (see :func:`common_ids`).
+        For an input this reader cannot read as the CPU path does: decimal ids, and the
+        mixes of id types :func:`common_ids` refuses.
     """
     cudf, cp = _import("cudf"), _import("cupy")
     frames = [_read(cudf, f, mapping) for f in files]
@@ -506,6 +507,10 @@ def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | 
     # Text ids become integers as on the CPU path: when every file whose ids are text is a
     # CSV file (CSV ids are read as text, to keep leading zeros) and they are all integers.
     to_int = all(file_format(f) == "csv" for f, p in zip(files, parts) if _is_string(p.customer))
+    for role, cols in (("customer", [p.customer for p in parts]), ("invoice", [p.invoice for p in parts])):
+        if any(c is not None and cudf.api.types.is_decimal_dtype(c.dtype) for c in cols):
+            # The CPU path makes them int64 or text batch by batch (cleaning._check_ids).
+            raise CudfUnsupported(f"decimal {role} ids")
     customer = _concat(cudf, common_ids([p.customer for p in parts], "customer"))
     invoice = _concat(cudf, common_ids([p.invoice for p in parts], "invoice")) if mapping.invoice else None
     del parts

@@ -466,6 +466,13 @@ def test_common_ids_rules():
             common([i64, other], "invoice")
 
 
+def test_decimal_ids_are_left_to_the_host(tmp_path, standin):
+    from decimal import Decimal
+    path = id_file(tmp_path, "dec.parquet", pa.array([Decimal(12), Decimal(7), None, Decimal(12)], pa.decimal128(10, 0)))
+    with pytest.raises(cudf_reading.CudfUnsupported, match="decimal customer ids"):
+        load_cudf([path], MAP)
+
+
 @pytest.mark.parametrize("other", ["int.parquet", "int.csv"])
 def test_float_ids_mixed_with_others_are_left_to_the_host(tmp_path, standin, other):
     floats = id_file(tmp_path, "float.parquet", pa.array([12.0, 7.5, 3.0, 12.0]))
