@@ -215,3 +215,18 @@ def test_without_an_invoice_column_no_invoice_is_kept(rng):
     parts = [p for p in ingest_module.sum_batch(kept).buckets.parts if len(p.key)]
     assert parts and all(p.invoice_key is None and p.has_invoice is None for p in parts)
     assert all(p.order_customer.dtype == np.int32 for p in parts)
+
+
+@pytest.mark.parametrize("text_ids", [False, True])
+def test_customers_renumbered_in_bucket_order_keep_every_rows_id(rng, text_ids):
+    from gpuseg.cleaning import clean_batch
+    mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    batch = messy_batches(rng, n_batches=1, rows=3000, text_ids=text_ids)[0].drop_columns(["invoice"])
+    kept, _ = clean_batch(Path("x.parquet"), batch, mapping, encode_text=True)
+    customer, customers, _, _ = ingest_module._local(kept.ids, np)
+    ids = lambda codes, c: (c.dictionary if text_ids else c).take(pa.array(codes))  # noqa: E731
+    before = ids(customer, customers)
+    customer2, customers2 = ingest_module._in_bucket_order(customer, customers)
+    assert ids(customer2, customers2).equals(before)  # every row keeps its id
+    bucket = ingest_module._bucket_of(ingest_module._id_keys(customers2))
+    assert ingest_module._bucket_order(bucket) is None and len(np.unique(bucket)) > 1  # grouped by bucket
