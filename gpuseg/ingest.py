@@ -426,6 +426,11 @@ class Merged:
                     ids = ids.cast(pa.int64())
                 order = pc.sort_indices(ids).to_numpy()
                 customer_ids = ids.take(pa.array(order))
+            elif workers > 1 and all(_ascending(i) for i, _, _ in done):
+                sorted_ids, columns = _merge_runs(done, pool, 4 * workers)
+                return CustomerFeatures(customer=np.arange(len(sorted_ids)), columns=columns,
+                                        n_without_purchase=n_customers - len(sorted_ids)), \
+                    pa.array(sorted_ids, self.id_type)
             else:
                 order = np.argsort(ids, kind="stable")
                 customer_ids = pa.array(ids[order], self.id_type)
@@ -437,6 +442,50 @@ class Merged:
             columns = dict(zip(names, gathered))
         return CustomerFeatures(customer=np.arange(len(order)), columns=columns,
                                 n_without_purchase=n_customers - len(order)), customer_ids
+
+
+def _ascending(ids: np.ndarray) -> bool:
+    """Whether a bucket's ids are in ascending order (integers always are: np.unique's
+    order of their keys; negative floats are not, as their keys are their bits)."""
+    return len(ids) < 2 or bool((ids[1:] > ids[:-1]).all())
+
+
+def _merge_runs(done: list[tuple[np.ndarray, CustomerFeatures, int]], pool: ThreadPoolExecutor,
+                ranges: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The buckets' customers (each bucket's ids ascending, no id in two buckets) in id order,
+    with their feature columns, built range by range on the pool.
+
+    Splitters from a sample of every bucket cut the ids into ``ranges`` ranges of
+    about equal size; each range takes its slice of every bucket, sorts that and
+    gathers its rows, within a few cache-sized arrays, into its own place of
+    the output. One argsort and gather over all customers (7 s of 8 s for the
+    features of 3.4·10⁷ customers on this 2-core VM) ran on one core, at
+    memory latency. Equal to the global sort: ids are distinct.
+    """
+    runs = [ids for ids, _, _ in done]
+    lengths = np.array([len(r) for r in runs])
+    sample = np.sort(np.concatenate([r[::max(1, len(r) // 64)] for r in runs]))
+    splitters = np.unique(sample[np.linspace(0, len(sample), ranges + 1)[1:-1].astype(np.int64)])
+    cuts = np.stack([np.searchsorted(r, splitters) for r in runs]).reshape(len(runs), -1)
+    lo = np.concatenate([np.zeros((len(runs), 1), np.int64), cuts], axis=1)
+    hi = np.concatenate([cuts, lengths[:, None]], axis=1)
+    offsets = np.concatenate([[0], np.cumsum((hi - lo).sum(axis=0))])
+    names = list(done[0][1].columns)
+    out_ids = np.empty(int(offsets[-1]), dtype=runs[0].dtype)
+    out = {name: np.empty(len(out_ids), dtype=done[0][1].columns[name].dtype) for name in names}
+
+    def fill(r: int) -> None:
+        pieces = [(b, int(lo[b, r]), int(hi[b, r])) for b in range(len(runs)) if hi[b, r] > lo[b, r]]
+        ids = np.concatenate([runs[b][a:z] for b, a, z in pieces]) if pieces else out_ids[:0]
+        order = np.argsort(ids, kind="stable")
+        at = slice(int(offsets[r]), int(offsets[r + 1]))
+        out_ids[at] = ids[order]
+        for name in names:
+            cols = [done[b][1].columns[name][a:z] for b, a, z in pieces]
+            out[name][at] = np.concatenate(cols)[order] if cols else out[name][:0]
+
+    list(pool.map(fill, range(len(offsets) - 1)))
+    return out_ids, out
 
 
 def _bucket_features(ids: Any, sums: LineSums, as_of: int) -> tuple[Any, CustomerFeatures, int]:

@@ -230,3 +230,24 @@ def test_customers_renumbered_in_bucket_order_keep_every_rows_id(rng, text_ids):
     assert ids(customer2, customers2).equals(before)  # every row keeps its id
     bucket = ingest_module._bucket_of(ingest_module._id_keys(customers2))
     assert ingest_module._bucket_order(bucket) is None and len(np.unique(bucket)) > 1  # grouped by bucket
+
+
+@pytest.mark.parametrize("id_type", ["int", "float", "negative float"])
+def test_ids_put_in_order_range_by_range_on_the_pool(rng, monkeypatch, id_type):
+    """Integer (and non-negative float) ids come out of the buckets ascending and are put in
+    order range by range (_merge_runs); negative floats, keyed by their bits, take the one
+    global sort. Either way: the customers of all lines at once, in id order."""
+    batches = messy_batches(rng, rows=2000)
+    if id_type != "int":
+        shift = -30.5 if id_type == "negative float" else 0.25
+        batches = [b.set_column(0, "customer_id", pa.array([None if v is None else v + shift for v in
+                                                            b.column(0).to_pylist()], pa.float64()))
+                   for b in batches]
+    used = []
+    real = ingest_module._merge_runs
+    monkeypatch.setattr(ingest_module, "_merge_runs", lambda *a: used.append(1) or real(*a))
+    got = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2)
+    assert_same(got, *reference(batches))
+    assert bool(used) == (id_type != "negative float")
+    import pyarrow.compute as pc
+    assert pc.all(pc.less(got.customer_ids[:-1], got.customer_ids[1:])).as_py()
