@@ -472,7 +472,9 @@ def _merge_runs(done: list[tuple[np.ndarray, CustomerFeatures, int]], pool: Thre
     offsets = np.concatenate([[0], np.cumsum((hi - lo).sum(axis=0))])
     names = list(done[0][1].columns)
     out_ids = np.empty(int(offsets[-1]), dtype=runs[0].dtype)
-    out = {name: np.empty(len(out_ids), dtype=done[0][1].columns[name].dtype) for name in names}
+    # The dtype np.concatenate would give (an empty bucket's bincount sums are int64).
+    out = {name: np.empty(len(out_ids), dtype=np.result_type(*[f.columns[name] for _, f, _ in done]))
+           for name in names}
 
     def fill(r: int) -> None:
         pieces = [(b, int(lo[b, r]), int(hi[b, r])) for b in range(len(runs)) if hi[b, r] > lo[b, r]]

@@ -70,6 +70,7 @@ def assert_same(got, tx, feats):
     assert got.features.n_without_purchase == feats.n_without_purchase
     for name, want in feats.columns.items():
         have, want = to_numpy(got.features.columns[name]), to_numpy(want)
+        assert have.dtype == want.dtype, name
         if want.dtype.kind in "iu":
             assert np.array_equal(have, want), name
         else:  # sums added per batch, then across batches: equal to rounding
@@ -251,3 +252,16 @@ def test_ids_put_in_order_range_by_range_on_the_pool(rng, monkeypatch, id_type):
     assert bool(used) == (id_type != "negative float")
     import pyarrow.compute as pc
     assert pc.all(pc.less(got.customer_ids[:-1], got.customer_ids[1:])).as_py()
+
+
+def test_few_customers_keep_the_feature_types(rng):
+    """Most buckets are empty with a handful of customers; an empty bucket's sums are int64
+    (bincount of nothing), which must not set the type of monetary."""
+    ids = np.arange(1, 400)
+    ids = ids[ingest_module._bucket_of(ids) != 0][:5]  # bucket 0, the first, left empty
+    batch = pa.record_batch({"customer_id": pa.array(np.repeat(ids, 3)), "date": ["2024-01-02"] * 15,
+                             "invoice": [f"i{i // 2}" for i in range(15)],
+                             "amount": np.round(rng.normal(20, 5, 15), 2)})
+    got = ingest([(Path("x.parquet"), batch)], MAP, workers=2)
+    assert_same(got, *reference([batch]))
+    assert got.features.columns["monetary"].dtype == np.float64
