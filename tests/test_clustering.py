@@ -320,6 +320,42 @@ def test_copy_x_false_restores_the_data(rng):
     np.testing.assert_allclose(X, before, rtol=0, atol=1e-12)
 
 
+def test_host_fit_centres_into_a_feature_major_array(rng):
+    # The host step reads columns: the centred points are F-ordered, a new array
+    # unless X is already F-ordered and may be centred in place (copy_x=False).
+    from gpuseg.cluster.fit import _centred
+    X = blobs(rng, n=500, d=3, k=3)
+    mean = X.mean(axis=0)
+    for copy_x in (True, False):
+        Xc, restore = _centred(X, mean, copy_x, feature_major=True)
+        assert Xc.flags.f_contiguous and not np.shares_memory(Xc, X) and not restore
+        np.testing.assert_array_equal(Xc, X - mean)
+    XF = np.asfortranarray(X)
+    Xc, restore = _centred(XF, mean, False, feature_major=True)
+    assert Xc is XF and restore
+    np.testing.assert_array_equal(XF, X - mean)
+    Xc, restore = _centred(X.copy(), mean, False, feature_major=False)  # a device step: C order, in place
+    assert Xc.flags.c_contiguous and restore
+
+
+@pytest.mark.parametrize("copy_x", [True, False])
+def test_layout_of_x_does_not_change_the_fit(rng, copy_x):
+    X = blobs(rng, n=3000, d=4, k=5, spread=2.0)
+    init = X[:5].copy()
+    XF = np.asfortranarray(X)
+    before = X.copy()
+    a = fit_kmeans(X, 5, init=init, copy_x=copy_x)
+    b = fit_kmeans(XF, 5, init=init, copy_x=copy_x)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.n_iter == b.n_iter and a.n_iter > 2
+    np.testing.assert_allclose(a.centers, b.centers, rtol=1e-12)
+    assert a.inertia == pytest.approx(b.inertia, rel=1e-12)
+    np.testing.assert_array_equal(X, before)  # a C-ordered X is never touched on the host
+    np.testing.assert_allclose(XF, before, rtol=0, atol=1e-12)  # an F-ordered one is put back
+    assert tolerance(XF - XF.mean(axis=0), 1e-4, centered=True) == pytest.approx(
+        tolerance(X - X.mean(axis=0), 1e-4, centered=True), rel=1e-12)
+
+
 def test_partials_reduce_associatively():
     a = Partials(np.ones((2, 2)), np.array([1.0, 2.0]), 3.0, 1)
     b = Partials(np.full((2, 2), 2.0), np.array([0.0, 1.0]), 1.5, 2)

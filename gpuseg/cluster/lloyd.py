@@ -130,6 +130,6 @@ def tolerance(X: Any, tol: float, centered: bool = False) -> float:
         return 0.0
     xp = get_namespace(X)
     if centered:
-        flat = X.reshape(-1)
+        flat = (X.T if X.flags.f_contiguous else X).reshape(-1)  # a view in either layout
         return float(xp.dot(flat, flat)) / X.size * tol
     return float(xp.mean(xp.var(X, axis=0))) * tol
