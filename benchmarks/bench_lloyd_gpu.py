@@ -79,7 +79,8 @@ def main() -> None:
 
     from gpuseg.backend import gpu_description
     from gpuseg.cluster.fused import FusedStep, padded_width
-    from gpuseg.cluster.steps import ChunkedStep, chunked_step, default_chunk_size
+    from gpuseg.cluster.host import host_step
+    from gpuseg.cluster.steps import ChunkedStep, default_chunk_size
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -144,10 +145,10 @@ def main() -> None:
         write()
     # The CPU step on this machine's cores, on a shape it can do in seconds.
     n, d, k = 10_000_000, 8, 16
-    Xh = np.random.default_rng(2).standard_normal((n, d))
+    Xh = np.random.default_rng(2).standard_normal((d, n)).T  # feature-major, the layout a host fit uses
     Ch = Xh[:k].copy()
     with ExitStack() as stack:
-        step = chunked_step(Xh, stack, k, track_labels=False)
+        step = host_step(Xh, stack, k, track_labels=False)
         ms = time_cpu(lambda: step.partials(Ch), 3)
     cases.append({"impl": "cpu", "n": n, "d": d, "k": k, "ms_per_iter": ms, "threads": os.cpu_count()})
     print(f"cpu      n={n:>11,} d={d:>2} k={k:>2}: {ms:8.3f} ms  ({os.cpu_count()} threads, float64)", flush=True)

@@ -538,7 +538,8 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
     from contextlib import ExitStack
 
     from .backend import probe_cupy
-    from .cluster.steps import ChunkedStep, chunked_step, default_chunk_size
+    from .cluster.host import host_step
+    from .cluster.steps import ChunkedStep, default_chunk_size
     notify = on_case or (lambda case: None)
     cases: list[dict[str, Any]] = []
     out: dict[str, Any] = {"host_bandwidth_gbs": host_bandwidth_gbs(), "cases": cases, "unavailable": []}
@@ -556,10 +557,10 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
         for d in grid["d"]:
             for k in grid["k"]:
                 if "cpu" in backends:
-                    X = rng.standard_normal((n, d))
+                    X = rng.standard_normal((d, n)).T  # feature-major, the layout a host fit uses
                     C = X[:k].copy()
                     with ExitStack() as stack:
-                        step = chunked_step(X, stack, k, track_labels=False)
+                        step = host_step(X, stack, k, track_labels=False)
                         t = _median_time(lambda: step.partials(C), lambda: None, reps)
                     floor = X.nbytes / (out["host_bandwidth_gbs"] * 1e9)
                     cases.append({"impl": "cpu", "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,

@@ -4,6 +4,7 @@
 ``contract``              :class:`Partials` and the :class:`Step` protocol
 ``lloyd``                 the driver: iterate, relocate empty clusters, converge
 ``steps``                 the array-generic step (NumPy threads, CuPy), streaming
+``host``                  the CPU step: the generic step's arithmetic, laid out for NumPy
 ``fused``, ``kernels/``   the fused CUDA step and its kernels
 ``engine``                which step runs, chosen once, with every fallback's reason
 ``init``                  k-means++ seeding
@@ -13,7 +14,7 @@
 ``metrics``               silhouette, Calinski-Harabasz, Davies-Bouldin, ARI
 ========================  =====================================================
 
-Imports flow one way: ``contract`` <- ``steps``, ``fused`` <- ``engine`` <-
+Imports flow one way: ``contract`` <- ``steps`` <- ``host``, ``fused`` <- ``engine`` <-
 ``fit`` <- ``cuml``, ``estimator``; ``lloyd`` and ``init`` sit beside them.
 Nothing here imports CuPy, cuML or scikit-learn until it is used.
 """

@@ -22,6 +22,7 @@ import numpy as np
 from ..backend import _import, get_namespace
 from .contract import Step
 from .fused import why_unsupported
+from .host import host_step
 from .steps import ChunkedStep, StreamedStep, chunked_step, cpu_pool, default_chunk_size
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,11 @@ def make_step(X: Any, n_clusters: int, engine: str, stack: ExitStack, *, chunk_s
                                  "generic"),
             required=False)
         return Engine(step, None if reason is None else f"generic step on the device: {reason}", rows, device)
-    if not _on_device(xp) or engine == "generic":
+    if not _on_device(xp):
         if engine == "fused":
             raise ValueError("engine='fused' needs CuPy arrays on a CUDA device.")
+        return Engine(host_step(X, stack, n_clusters, chunk_size, n_threads))
+    if engine == "generic":
         return Engine(chunked_step(X, stack, n_clusters, chunk_size, n_threads))
     step, reason = fused_or_generic(why_unsupported(d, n_clusters, X.dtype), lambda: build_fused(X, n_clusters),
                                     lambda: chunked_step(X, stack, n_clusters, chunk_size, n_threads),

@@ -53,30 +53,46 @@ def _nearest(X: Any, prepared: tuple[Any, Any], xp: Any) -> tuple[Any, Any]:
     return labels, best
 
 
-#: Rows per pass of :func:`_nearest_host`: its (k, rows) distances stay in cache.
+#: Rows per piece of :func:`nearest_into`: its (k, rows) distances stay in cache.
 _HOST_ROWS = 16384
 
 
-def _nearest_host(X: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_nearest` for NumPy, the same operations on cache-sized pieces into reused buffers.
+class HostWork:
+    """Buffers for :func:`nearest_into`, which one thread may reuse from call to call.
 
     Labels are counted in int8 when k < 128 (a quarter of the bytes of int32).
     """
-    m2c, csq = prepared
-    m, k = X.shape[0], m2c.shape[0]
-    rows = min(m, _HOST_ROWS)
-    labels = np.empty(m, dtype=np.int32)
-    best = np.empty(m, dtype=np.result_type(X.dtype, m2c.dtype))
-    D = np.empty((k, rows), dtype=best.dtype)
-    ahead, other = np.empty(rows, dtype=bool), np.empty(rows, dtype=bool)
-    count = np.empty(rows, dtype=np.int8 if k < 128 else np.int32)
+
+    def __init__(self, k: int, dtype: Any, rows: int | None = None):
+        rows = rows or _HOST_ROWS
+        self.k, self.dtype, self.rows = k, np.dtype(dtype), rows
+        self.D = np.empty((k, rows), dtype=dtype)
+        self.best = np.empty(rows, dtype=dtype)
+        self.ahead, self.other = np.empty(rows, dtype=bool), np.empty(rows, dtype=bool)
+        self.count = np.empty(rows, dtype=np.int8 if k < 128 else np.int32)
+
+
+def nearest_into(X: np.ndarray, m2c: np.ndarray, csq: np.ndarray, labels: np.ndarray,
+                 best: np.ndarray | None, work: HostWork) -> float:
+    """:func:`_nearest` for NumPy, on cache-sized pieces of ``X`` in ``work``'s buffers.
+
+    Writes the labels into ``labels`` (shape (m,)) and, when ``best`` is
+    given, ``min_j ‖c_j‖² − 2 x·c_j`` into it; returns the sum of the latter
+    (float64). ``X`` may be in either layout: over an F-ordered ``X`` the
+    product X·Cᵀ reads contiguous columns, which BLAS does about twice as fast
+    at small d.
+    """
+    m, k, rows = X.shape[0], m2c.shape[0], work.rows
+    total = 0.0
     for s in range(0, m, rows):
         e = min(s + rows, m)
         w = e - s
-        d, b, a, o, c = D[:, :w], best[s:e], ahead[:w], other[:w], count[:w]
+        d, a, o, c = work.D[:, :w], work.ahead[:w], work.other[:w], work.count[:w]
+        b = work.best[:w] if best is None else best[s:e]
         np.matmul(m2c, X[s:e].T, out=d)
         d += csq[:, None]
         np.minimum.reduce(d, axis=0, out=b)
+        total += float(b.sum(dtype=np.float64))
         np.not_equal(d[0], b, out=a)  # no minimum seen yet
         c[...] = a
         for j in range(1, k - 1):
@@ -84,6 +100,16 @@ def _nearest_host(X: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> tup
             a &= o
             c += a.view(np.int8) if c.dtype == np.int8 else a
         labels[s:e] = c
+    return total
+
+
+def _nearest_host(X: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_nearest` for NumPy: :func:`nearest_into` with buffers of its own."""
+    m2c, csq = prepared
+    m, k = X.shape[0], m2c.shape[0]
+    labels = np.empty(m, dtype=np.int32)
+    best = np.empty(m, dtype=np.result_type(X.dtype, m2c.dtype))
+    nearest_into(X, m2c, csq, labels, best, HostWork(k, best.dtype, max(1, min(m, _HOST_ROWS))))
     return labels, best
 
 

@@ -1,0 +1,180 @@
+"""The CPU Lloyd step: the array-generic step's operations, tuned for NumPy.
+
+:class:`HostStep` computes what :class:`~gpuseg.cluster.steps.ChunkedStep`
+computes on the same row blocks (the same labels, the same partial sums bit
+for bit), with the memory traffic of each block kept in cache. What it does
+differently, each measured on one thread of a 2-core Xeon at 10⁶ × 6 float64,
+k = 8, per Lloyd pass:
+
+- It reads the points column by column. :func:`~gpuseg.cluster.fit.fit_kmeans`
+  centres host data into a feature-major (F-ordered) array, and X·Cᵀ over
+  contiguous columns is a GEMM of about 5 ms against 9–10 ms over rows (at
+  d < 10 the GEMM is bound by how BLAS packs the points, not by arithmetic).
+  The bincounts of the partial sums and the final distances read the same
+  contiguous columns.
+- Each thread keeps its distance matrix, masks and label buffers between
+  blocks and iterations instead of allocating them per block (a fresh 1 MB
+  buffer is an mmap and 256 page faults each time).
+- Σ‖x‖², needed only for the reported inertia, is one dot product per column,
+  once per fit.
+- The distance of each point to its centre (for the final inertia, and for
+  relocating empty clusters) is summed feature by feature from contiguous
+  columns, without the (m, d) gathers and temporaries of the generic step.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+from .contract import Partials, reduce_partials
+from .steps import (
+    ChunkedStep,
+    HostWork,
+    _prepare,
+    cpu_pool,
+    default_chunk_size,
+    nearest_into,
+)
+
+
+class _Buffers(HostWork):
+    """One thread's reusable buffers: the piece buffers of :func:`nearest_into`,
+    plus the labels, change mask and distance column of one row block."""
+
+    def __init__(self, k: int, dtype: Any, block: int):
+        super().__init__(k, dtype)
+        self.block = block
+        self.labels = np.empty(block, dtype=np.int32)
+        self.changed = np.empty(block, dtype=bool)
+        self.column = np.empty(block, dtype=dtype)
+
+
+def _sums(X: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums of the rows of ``X`` (any layout) and their counts, as
+    the generic step's ``_cluster_sums`` computes them (one bincount per column)."""
+    labels = labels.astype(np.intp)  # bincount would convert it once per call
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = np.empty((k, X.shape[1]), dtype=np.float64)
+    for f in range(X.shape[1]):
+        sums[:, f] = np.bincount(labels, weights=X[:, f], minlength=k)
+    return sums, counts
+
+
+def _moved_sums(X: np.ndarray, idx: np.ndarray, new: np.ndarray, old: np.ndarray,
+                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Change of the sums and counts when rows ``idx`` of ``X`` move from ``old`` to ``new`` labels."""
+    to, frm = new[idx].astype(np.intp), old[idx].astype(np.intp)
+    counts = (np.bincount(to, minlength=k) - np.bincount(frm, minlength=k)).astype(np.float64)
+    sums = np.empty((k, X.shape[1]), dtype=np.float64)
+    for f in range(X.shape[1]):
+        moved = X[:, f].take(idx)
+        sums[:, f] = np.bincount(to, weights=moved, minlength=k) - np.bincount(frm, weights=moved, minlength=k)
+    return sums, counts
+
+
+def _sqdist_into(X: np.ndarray, centers_t: np.ndarray, labels: np.ndarray, out: np.ndarray,
+                 column: np.ndarray) -> None:
+    """``out[i] = ‖X[i] − c_labels[i]‖²`` in float64, computed directly (no expansion),
+    feature by feature from ``X``'s columns; ``centers_t`` is the (d, k) transpose of the centres."""
+    for f in range(X.shape[1]):
+        np.take(centers_t[f], labels, out=column, mode="clip")  # labels are valid: clip skips the check
+        np.subtract(X[:, f], column, out=column)
+        np.multiply(column, column, out=column)
+        if f == 0:
+            out[...] = column
+        else:
+            out += column
+
+
+class HostStep(ChunkedStep):
+    """The Lloyd step over a NumPy array, on a thread pool of row blocks.
+
+    It takes any layout; an F-ordered ``X`` (what :func:`fit_kmeans` gives
+    it) is the fast one. Reports itself as ``generic``: it is the generic
+    step's arithmetic, arranged for the CPU.
+    """
+
+    def __init__(self, X: np.ndarray, chunk_size: int, executor: Any = None, track_labels: bool = True):
+        super().__init__(X, chunk_size, executor, track_labels)
+        self._local = threading.local()
+        self._x_sq: float | None = None
+
+    def _buffers(self, k: int, dtype: Any) -> _Buffers:
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.k != k or buf.dtype != dtype:
+            buf = self._local.buf = _Buffers(k, dtype, min(self.chunk_size, self.count()))
+        return buf
+
+    def _sum_of_squares(self) -> float:
+        if self._x_sq is None:
+            f64 = np.float64
+            cols = (self.X[:, f] for f in range(self.dim()))
+            self._x_sq = float(sum(np.dot(c, c) if c.dtype == f64 and c.flags.contiguous
+                                   else np.square(c, dtype=f64).sum() for c in cols))
+        return self._x_sq
+
+    def partials(self, centers: Any, delta: bool = False) -> Partials:
+        X, k = self.X, centers.shape[0]
+        m2c, csq = _prepare(centers)
+        delta = delta and self._labels is not None
+
+        def run(s: int, e: int) -> Partials:
+            buf = self._buffers(k, m2c.dtype)
+            new = buf.labels[:e - s]
+            inertia = nearest_into(X[s:e], m2c, csq, new, None, buf)
+            if self._labels is None:
+                return Partials(*_sums(X[s:e], new, k), inertia)
+            old = self._labels[s:e]
+            changed = np.not_equal(old, new, out=buf.changed[:e - s])
+            n_changed = int(np.count_nonzero(changed))
+            if delta:
+                sums, counts = _moved_sums(X[s:e], np.flatnonzero(changed), new, old, k)
+            else:
+                sums, counts = _sums(X[s:e], new, k)
+            old[...] = new
+            return Partials(sums, counts, inertia, n_changed, delta)
+
+        total = reduce_partials(self.map(run))
+        total.inertia += self._sum_of_squares()
+        return total
+
+    def assign(self, centers: Any) -> tuple[np.ndarray, np.ndarray]:
+        X, k = self.X, centers.shape[0]
+        m2c, csq = _prepare(centers)
+        centers_t = np.ascontiguousarray(centers.T)
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        sqdist = np.empty(X.shape[0], dtype=np.float64)
+
+        def run(s: int, e: int) -> None:
+            buf = self._buffers(k, m2c.dtype)
+            nearest_into(X[s:e], m2c, csq, labels[s:e], None, buf)
+            _sqdist_into(X[s:e], centers_t, labels[s:e], sqdist[s:e], buf.column[:e - s])
+
+        self.map(run)
+        return labels, sqdist
+
+    def inertia(self, centers: Any) -> float:
+        if self._labels is None:
+            return float(self.assign(centers)[1].sum())
+        X, labels, k = self.X, self._labels, centers.shape[0]
+        centers_t = np.ascontiguousarray(centers.T)
+
+        def run(s: int, e: int) -> float:
+            buf = self._buffers(k, centers.dtype)
+            sq = np.empty(e - s, dtype=np.float64)
+            _sqdist_into(X[s:e], centers_t, labels[s:e], sq, buf.column[:e - s])
+            return float(sq.sum())
+
+        return float(sum(self.map(run)))
+
+
+def host_step(X: np.ndarray, stack: ExitStack, n_clusters: int, chunk_size: int | None = None,
+              n_threads: int | None = None, track_labels: bool = True) -> HostStep:
+    """A :class:`HostStep` over ``X`` on a thread pool that lives as long as ``stack``
+    (see :func:`~gpuseg.cluster.steps.cpu_pool`)."""
+    chunk = chunk_size or default_chunk_size(np, n_clusters, X.shape[1])
+    return HostStep(X, chunk, cpu_pool(stack, n_threads), track_labels)

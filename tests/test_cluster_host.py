@@ -1,0 +1,92 @@
+"""The CPU Lloyd step: the generic step's answer, bit for bit, in either layout, on any thread count."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+
+import numpy as np
+import pytest
+
+from gpuseg.cluster.contract import Step
+from gpuseg.cluster.engine import make_step
+from gpuseg.cluster.host import HostStep, host_step
+from gpuseg.cluster.lloyd import lloyd
+from gpuseg.cluster.steps import ChunkedStep
+
+
+def blobs(rng, n, d, k, dtype=np.float64):
+    centers = rng.normal(0, 4, (k, d))
+    return (centers[rng.integers(0, k, n)] + rng.normal(0, 1.5, (n, d))).astype(dtype)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, k, chunk", [(5_000, 5, 700), (40_000, 8, 40_000), (3_001, 130, 1_024)])
+def test_partials_equal_the_generic_steps_bit_for_bit(rng, order, dtype, n, k, chunk):
+    # Sums, counts and n_changed: identical, iteration after iteration, full and delta;
+    # the inertia (a sum in another order) to rounding.
+    X = np.asarray(blobs(rng, n, 3, min(k, 8), dtype), order=order)
+    host, generic = HostStep(X, chunk), ChunkedStep(X, chunk)
+    C = X[rng.choice(n, k, replace=False)].copy()
+    for it in range(4):
+        a, b = host.partials(C, delta=it > 0), generic.partials(C, delta=it > 0)
+        assert a.delta == b.delta == (it > 0)
+        np.testing.assert_array_equal(a.sums, b.sums)
+        np.testing.assert_array_equal(a.counts, b.counts)
+        assert a.n_changed == b.n_changed
+        assert a.inertia == pytest.approx(float(b.inertia), rel=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_array_equal(host.labels(), generic.labels())
+        assert it == 0 or 0 < a.n_changed < n  # moved centres: some points change cluster
+        C = (C + rng.normal(0, 0.5, C.shape)).astype(dtype)
+    labels, sqdist = host.assign(C)
+    want_labels, want_sqdist = generic.assign(C)
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_allclose(sqdist, want_sqdist, rtol=1e-12, atol=0)
+    assert sqdist.dtype == np.float64 and labels.dtype == np.int32
+    assert host.inertia(C) == pytest.approx(generic.inertia(C), rel=1e-12)
+
+
+def test_without_labels_the_step_returns_full_sums(rng):
+    X = np.asfortranarray(blobs(rng, 3_000, 4, 5))
+    C = X[:5].copy()
+    host, generic = HostStep(X, 512, track_labels=False), ChunkedStep(X, 512, track_labels=False)
+    a, b = host.partials(C, delta=True), generic.partials(C, delta=True)
+    assert not a.delta and a.n_changed is None and host.labels() is None
+    np.testing.assert_array_equal(a.sums, b.sums)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    assert host.inertia(C) == pytest.approx(float(generic.assign(C)[1].sum()), rel=1e-12)
+
+
+def test_threads_do_not_change_the_answer(rng):
+    X = np.asfortranarray(blobs(rng, 20_000, 3, 6))
+    init = X[:6].copy()
+    one = lloyd(HostStep(X, 1_500), init, tol=0)
+    with ThreadPoolExecutor(3) as pool:
+        three = lloyd(HostStep(X, 1_500, pool), init, tol=0)
+    np.testing.assert_array_equal(one.labels, three.labels)
+    assert one.n_iter == three.n_iter
+    np.testing.assert_array_equal(one.centers, three.centers)
+
+
+def test_buffers_follow_the_number_of_centres(rng):
+    # Relocation and predict may call one step with other centres; its per-thread buffers are remade.
+    X = blobs(rng, 2_000, 2, 4)
+    step = HostStep(X, 300)
+    for k in (4, 2, 9, 4):
+        C = X[:k].copy()
+        labels, sqdist = step.assign(C)
+        D = ((X[:, None, :] - C[None]) ** 2).sum(axis=2)
+        np.testing.assert_array_equal(labels, D.argmin(axis=1))
+        np.testing.assert_allclose(sqdist, D.min(axis=1), rtol=1e-12, atol=1e-12)
+
+
+def test_host_engine_is_the_cpu_choice(rng):
+    X = blobs(rng, 500, 3, 3)
+    with ExitStack() as stack:
+        for engine in ("auto", "generic"):
+            eng = make_step(X, 3, engine, stack, n_threads=2)
+            assert isinstance(eng.step, HostStep) and isinstance(eng.step, Step)
+            assert eng.step.name == "generic" and eng.note is None
+        step = host_step(X, stack, 3, chunk_size=100, n_threads=1)
+        assert step.executor is None and step.chunk_size == 100
