@@ -67,8 +67,7 @@ class HostWork:
         rows = rows or _HOST_ROWS
         self.k, self.dtype, self.rows = k, np.dtype(dtype), rows
         self.D = np.empty((k, rows), dtype=dtype)
-        self.best = np.empty(rows, dtype=dtype)
-        self.ahead, self.other = np.empty(rows, dtype=bool), np.empty(rows, dtype=bool)
+        self.above = np.empty((max(k - 1, 1), rows), dtype=bool)
         self.count = np.empty(rows, dtype=np.int8 if k < 128 else np.int32)
 
 
@@ -81,24 +80,35 @@ def nearest_into(X: np.ndarray, m2c: np.ndarray, csq: np.ndarray, labels: np.nda
     (float64). ``X`` may be in either layout: over an F-ordered ``X`` the
     product X·Cᵀ reads contiguous columns, which BLAS does about twice as fast
     at small d.
+
+    Row j of the distances becomes the running minimum of rows 0..j (k − 1
+    vectorised passes), so the last row is the minimum and the label is the
+    number of rows whose running minimum is still above it: one comparison of
+    all rows at once and k − 2 int8 additions. Exact, so argmin's labels
+    with ties to the lowest index.
     """
     m, k, rows = X.shape[0], m2c.shape[0], work.rows
     total = 0.0
     for s in range(0, m, rows):
         e = min(s + rows, m)
         w = e - s
-        d, a, o, c = work.D[:, :w], work.ahead[:w], work.other[:w], work.count[:w]
-        b = work.best[:w] if best is None else best[s:e]
+        d, above, c = work.D[:, :w], work.above[:k - 1, :w], work.count[:w]
         np.matmul(m2c, X[s:e].T, out=d)
         d += csq[:, None]
-        np.minimum.reduce(d, axis=0, out=b)
+        for j in range(1, k):
+            np.minimum(d[j - 1], d[j], out=d[j])
+        b = d[k - 1]
         total += float(b.sum(dtype=np.float64))
-        np.not_equal(d[0], b, out=a)  # no minimum seen yet
-        c[...] = a
+        if best is not None:
+            best[s:e] = b
+        if k == 1:
+            labels[s:e] = 0
+            continue
+        np.not_equal(d[:k - 1], b, out=above)
+        steps = above.view(np.int8) if c.dtype == np.int8 else above
+        c[...] = steps[0]
         for j in range(1, k - 1):
-            np.not_equal(d[j], b, out=o)
-            a &= o
-            c += a.view(np.int8) if c.dtype == np.int8 else a
+            c += steps[j]
         labels[s:e] = c
     return total
 
