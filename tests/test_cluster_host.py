@@ -10,7 +10,7 @@ import pytest
 
 from gpuseg.cluster.contract import Step
 from gpuseg.cluster.engine import make_step
-from gpuseg.cluster.host import HostStep, host_step
+from gpuseg.cluster.host import HostStep, centre_feature_major, host_step
 from gpuseg.cluster.lloyd import lloyd
 from gpuseg.cluster.steps import ChunkedStep
 
@@ -90,3 +90,15 @@ def test_host_engine_is_the_cpu_choice(rng):
             assert eng.step.name == "generic" and eng.note is None
         step = host_step(X, stack, 3, chunk_size=100, n_threads=1)
         assert step.executor is None and step.chunk_size == 100
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, d", [(2, 3), (65_535, 2), (65_536, 2), (130_001, 6)])  # blocks: 1 MiB
+def test_centring_gives_numpys_mean_and_centred_points_bit_for_bit(rng, dtype, n, d):
+    # NumPy's (and scikit-learn's) X.mean(axis=0) adds the rows in order; float32 sums stay float32.
+    # (With one row or one column X is F-ordered too, and NumPy sums it pairwise: _centred does not come here.)
+    X = (rng.lognormal(3, 2, (n, d)) * rng.choice([-1, 1], (n, d))).astype(dtype)
+    Xc, mean = centre_feature_major(X)
+    assert Xc.flags.f_contiguous and Xc.dtype == mean.dtype == dtype
+    np.testing.assert_array_equal(mean, X.mean(axis=0))
+    np.testing.assert_array_equal(Xc, X - X.mean(axis=0))

@@ -325,16 +325,16 @@ def test_host_fit_centres_into_a_feature_major_array(rng):
     # unless X is already F-ordered and may be centred in place (copy_x=False).
     from gpuseg.cluster.fit import _centred
     X = blobs(rng, n=500, d=3, k=3)
-    mean = X.mean(axis=0)
     for copy_x in (True, False):
-        Xc, restore = _centred(X, mean, copy_x, feature_major=True)
+        Xc, mean, restore = _centred(X, copy_x, feature_major=True)
         assert Xc.flags.f_contiguous and not np.shares_memory(Xc, X) and not restore
-        np.testing.assert_array_equal(Xc, X - mean)
+        np.testing.assert_array_equal(mean, X.mean(axis=0))
+        np.testing.assert_array_equal(Xc, X - X.mean(axis=0))
     XF = np.asfortranarray(X)
-    Xc, restore = _centred(XF, mean, False, feature_major=True)
+    Xc, mean, restore = _centred(XF, False, feature_major=True)
     assert Xc is XF and restore
     np.testing.assert_array_equal(XF, X - mean)
-    Xc, restore = _centred(X.copy(), mean, False, feature_major=False)  # a device step: C order, in place
+    Xc, mean, restore = _centred(X.copy(), False, feature_major=False)  # a device step: C order, in place
     assert Xc.flags.c_contiguous and restore
 
 

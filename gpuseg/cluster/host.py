@@ -41,6 +41,43 @@ from .steps import (
 )
 
 
+#: Bytes per block of :func:`centre_feature_major`: a block and its transpose stay in cache.
+_CENTRE_BYTES = 1 << 20
+
+
+def centre_feature_major(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X − mean`` as a new F-ordered array, and the mean, from an ``X`` (n, d) that is
+    C-ordered and not also F-ordered (n > 1 and d > 1).
+
+    The mean is ``X.mean(axis=0)`` bit for bit: NumPy's mean over the rows of
+    a C-ordered array adds the rows in order, and so does this, column by
+    column, as a running sum over each block that starts from the previous
+    block's total. The centred points are then those of ``X - X.mean(axis=0)``
+    (and scikit-learn's), in two passes over the data: a copy that transposes
+    each block in cache while summing it, and the subtraction in place. The
+    mean alone, NumPy's way, takes longer than both (a loop over 10⁶ rows of
+    6 values).
+    """
+    n, d = X.shape
+    rows = max(1, _CENTRE_BYTES // (X.itemsize * d))
+    out = np.empty((n, d), dtype=X.dtype, order="F")
+    running = np.empty(min(n, rows), dtype=X.dtype)
+    total = np.zeros(d, dtype=X.dtype)
+    for s in range(0, n, rows):
+        e = min(s + rows, n)
+        block, r = out[s:e], running[:e - s]
+        block[...] = X[s:e]
+        for f in range(d):
+            np.copyto(r, block[:, f])
+            r[0] += total[f]
+            np.cumsum(r, out=r)
+            total[f] = r[-1]
+    # NumPy divides by the count as an intp, which takes a float32 sum through float64.
+    mean = (total / np.intp(n)).astype(X.dtype)
+    out -= mean
+    return out, mean
+
+
 class _Buffers(HostWork):
     """One thread's reusable buffers: the piece buffers of :func:`nearest_into`,
     plus the labels, change mask and distance column of one row block."""
