@@ -40,7 +40,6 @@ from .steps import (
     nearest_into,
 )
 
-
 #: Bytes per block of :func:`centre_feature_major`: a block and its transpose stay in cache.
 _CENTRE_BYTES = 1 << 20
 
