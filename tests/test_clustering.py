@@ -321,21 +321,21 @@ def test_copy_x_false_restores_the_data(rng):
 
 
 def test_host_fit_centres_into_a_feature_major_array(rng):
-    # The host step reads columns: the centred points are F-ordered, a new array
-    # unless X is already F-ordered and may be centred in place (copy_x=False).
+    # The host step reads columns: with copy_x a C-ordered X is copied into F order; without,
+    # X is centred in place in its own layout (no copy), and put back afterwards.
     from gpuseg.cluster.fit import _centred
     X = blobs(rng, n=500, d=3, k=3)
-    for copy_x in (True, False):
-        Xc, mean, restore = _centred(X, copy_x, feature_major=True)
-        assert Xc.flags.f_contiguous and not np.shares_memory(Xc, X) and not restore
-        np.testing.assert_array_equal(mean, X.mean(axis=0))
-        np.testing.assert_array_equal(Xc, X - X.mean(axis=0))
-    XF = np.asfortranarray(X)
-    Xc, mean, restore = _centred(XF, False, feature_major=True)
-    assert Xc is XF and restore
-    np.testing.assert_array_equal(XF, X - mean)
-    Xc, mean, restore = _centred(X.copy(), False, feature_major=False)  # a device step: C order, in place
-    assert Xc.flags.c_contiguous and restore
+    Xc, mean, restore = _centred(X, True, feature_major=True)
+    assert Xc.flags.f_contiguous and not np.shares_memory(Xc, X) and not restore
+    np.testing.assert_array_equal(mean, X.mean(axis=0))
+    np.testing.assert_array_equal(Xc, X - X.mean(axis=0))
+    Xc, mean, restore = _centred(X, True, feature_major=False)  # a device step: C order
+    assert Xc.flags.c_contiguous and not np.shares_memory(Xc, X) and not restore
+    for order in ("C", "F"):
+        Y = np.array(X, order=order)
+        Yc, mean, restore = _centred(Y, False, feature_major=True)
+        assert Yc is Y and restore
+        np.testing.assert_array_equal(Y, X - mean)
 
 
 @pytest.mark.parametrize("copy_x", [True, False])
@@ -350,8 +350,8 @@ def test_layout_of_x_does_not_change_the_fit(rng, copy_x):
     assert a.n_iter == b.n_iter and a.n_iter > 2
     np.testing.assert_allclose(a.centers, b.centers, rtol=1e-12)
     assert a.inertia == pytest.approx(b.inertia, rel=1e-12)
-    np.testing.assert_array_equal(X, before)  # a C-ordered X is never touched on the host
-    np.testing.assert_allclose(XF, before, rtol=0, atol=1e-12)  # an F-ordered one is put back
+    for Y in (X, XF):  # untouched, or put back
+        np.testing.assert_allclose(Y, before, rtol=0, atol=0 if copy_x else 1e-12)
     assert tolerance(XF - XF.mean(axis=0), 1e-4, centered=True) == pytest.approx(
         tolerance(X - X.mean(axis=0), 1e-4, centered=True), rel=1e-12)
 

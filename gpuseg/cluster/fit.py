@@ -131,18 +131,17 @@ def _centred(X: Any, copy_x: bool, feature_major: bool) -> tuple[Any, Any, bool]
     """``X - mean``, ``mean`` (``X.mean(axis=0)``), and whether the first is ``X``
     itself, centred in place (to restore afterwards).
 
-    ``feature_major``: the host Lloyd step reads the points column by column
-    (its X·Cᵀ is a GEMM over contiguous columns, about twice as fast as over
-    rows at d < 10), so the centred points are made F-ordered: in place when
-    ``X`` already is and ``copy_x`` is False, else as a new array (see
-    :func:`~gpuseg.cluster.host.centre_feature_major`), which then leaves
-    ``X`` untouched even with ``copy_x=False``.
+    With ``copy_x`` the copy keeps ``X``'s layout, except that for the host
+    step (``feature_major``) a C-ordered ``X`` is copied into F order (see
+    :func:`~gpuseg.cluster.host.centre_feature_major`): that step reads the
+    points column by column, and X·Cᵀ over contiguous columns is a GEMM about
+    twice as fast as over rows at d < 10. Without ``copy_x``, ``X`` is centred
+    in place in whatever layout it has: no copy, as asked, so an F-ordered
+    ``X`` is the fast one there.
     """
-    if feature_major and X.flags.c_contiguous and not X.flags.f_contiguous:
+    if copy_x and feature_major and X.flags.c_contiguous and not X.flags.f_contiguous:
         return *centre_feature_major(X), False  # NumPy's mean, sooner
     mean = X.mean(axis=0)
-    if feature_major and (copy_x or not X.flags.f_contiguous):
-        return np.subtract(X, mean, order="F"), mean, False
     if copy_x:
         return X - mean, mean, False
     X -= mean
