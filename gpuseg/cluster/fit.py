@@ -59,10 +59,12 @@ def fit_kmeans(X: Any, n_clusters: int, *, init: str | Any = "k-means++", n_init
     X, mean, restore = _centred(X, copy_x, feature_major=xp is np and engine in ("auto", "generic"))
     best: LloydResult | None = None
     try:
-        abs_tol = tolerance(X, tol, centered=True)
         with ExitStack() as stack:
             eng = make_step(X, n_clusters, engine, stack, chunk_size=chunk_size, n_threads=n_threads,
                             stream_rows=stream_rows, device=device)
+            # After make_step, which pins BLAS to one thread on the host: a threaded dot here
+            # would leave OpenBLAS's idle threads spinning (~0.1 s) beside the step's own.
+            abs_tol = tolerance(X, tol, centered=True)
             step = eng.step
             for _ in range(n_init):
                 if init_array is not None:
