@@ -10,9 +10,15 @@ import pytest
 
 from gpuseg.cluster.contract import Step
 from gpuseg.cluster.engine import make_step
-from gpuseg.cluster.host import HostStep, centre_feature_major, host_step
+from gpuseg.cluster.host import (
+    _POOL_BLOCK_ROWS,
+    HostStep,
+    centre_feature_major,
+    host_step,
+    piece_rows,
+)
 from gpuseg.cluster.lloyd import lloyd
-from gpuseg.cluster.steps import ChunkedStep
+from gpuseg.cluster.steps import _HOST_ROWS, ChunkedStep, default_chunk_size
 
 
 def blobs(rng, n, d, k, dtype=np.float64):
@@ -102,3 +108,28 @@ def test_centring_gives_numpys_mean_and_centred_points_bit_for_bit(rng, dtype, n
     assert Xc.flags.f_contiguous and Xc.dtype == mean.dtype == dtype
     np.testing.assert_array_equal(mean, X.mean(axis=0))
     np.testing.assert_array_equal(Xc, X - X.mean(axis=0))
+
+
+def test_a_pool_takes_larger_pieces_and_blocks():
+    # Fewer NumPy calls per row on a pool (each hands the GIL over); alone, pieces that stay in L2.
+    assert piece_rows(8, 8, pooled=False) == piece_rows(500, 8, pooled=False) == _HOST_ROWS
+    assert piece_rows(8, 8, pooled=True) == piece_rows(5, 4, pooled=True) == 4 * _HOST_ROWS
+    assert piece_rows(64, 8, pooled=True) == _HOST_ROWS and piece_rows(20, 8, pooled=True) == (1 << 22) // 160
+    X = np.zeros((10, 3))
+    with ExitStack() as stack:
+        assert host_step(X, stack, 5, n_threads=1).chunk_size == default_chunk_size(np, 5, 3)
+        assert host_step(X, stack, 5, n_threads=2).chunk_size == _POOL_BLOCK_ROWS
+        assert host_step(X, stack, 5, chunk_size=777, n_threads=2).chunk_size == 777
+
+
+def test_pooled_defaults_give_the_single_thread_answer(rng):
+    # Past one pooled block (131,072 rows) and one pooled piece (65,536): same labels, n_iter, centres.
+    from gpuseg.cluster.fit import fit_kmeans
+    X = blobs(rng, 300_000, 3, 5)
+    init = X[:5].copy()
+    one = fit_kmeans(X, 5, init=init, n_threads=1)
+    two = fit_kmeans(X, 5, init=init, n_threads=2)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    assert one.n_iter == two.n_iter > 2
+    np.testing.assert_allclose(one.centers, two.centers, rtol=1e-12)
+    assert one.inertia == pytest.approx(two.inertia, rel=1e-12)

@@ -15,6 +15,9 @@ k = 8, per Lloyd pass:
 - Each thread keeps its distance matrix, masks and label buffers between
   blocks and iterations instead of allocating them per block (a fresh 1 MB
   buffer is an mmap and 256 page faults each time).
+- On a thread pool, pieces and blocks are larger (:func:`piece_rows`): each
+  NumPy call hands the GIL over, and with small pieces two threads were no
+  faster than one.
 - Σ‖x‖², needed only for the reported inertia, is one dot product per column,
   once per fit.
 - The distance of each point to its centre (for the final inertia, and for
@@ -32,6 +35,7 @@ import numpy as np
 
 from .contract import Partials, reduce_partials
 from .steps import (
+    _HOST_ROWS,
     ChunkedStep,
     HostWork,
     _prepare,
@@ -77,12 +81,31 @@ def centre_feature_major(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, mean
 
 
+#: Rows per block of a step on a thread pool, when the caller gives no chunk size.
+_POOL_BLOCK_ROWS = 1 << 17
+
+
+def piece_rows(k: int, itemsize: int, pooled: bool) -> int:
+    """Rows per piece of :func:`~gpuseg.cluster.steps.nearest_into` for one thread of a step.
+
+    Alone, a thread does best with pieces whose (k, rows) distances stay in L2
+    (16,384 rows). On a pool, every NumPy call (about 2k + 6 per piece) hands
+    the GIL to the other thread and back, so pieces are made up to four times
+    larger (up to 4 MiB of distances): at the benchmark shapes (10⁶ × 6, k = 8
+    and 10⁶ × 3, k = 5) two threads then take 0.85–0.9× one thread's time
+    instead of 1.0–1.3×, though each piece spills L2.
+    """
+    if not pooled:
+        return _HOST_ROWS
+    return max(_HOST_ROWS, min(4 * _HOST_ROWS, (1 << 22) // (itemsize * k)))
+
+
 class _Buffers(HostWork):
     """One thread's reusable buffers: the piece buffers of :func:`nearest_into`,
     plus the labels, change mask and distance column of one row block."""
 
-    def __init__(self, k: int, dtype: Any, block: int):
-        super().__init__(k, dtype)
+    def __init__(self, k: int, dtype: Any, block: int, rows: int):
+        super().__init__(k, dtype, min(rows, block))
         self.block = block
         self.labels = np.empty(block, dtype=np.int32)
         self.changed = np.empty(block, dtype=bool)
@@ -142,7 +165,9 @@ class HostStep(ChunkedStep):
     def _buffers(self, k: int, dtype: Any) -> _Buffers:
         buf = getattr(self._local, "buf", None)
         if buf is None or buf.k != k or buf.dtype != dtype:
-            buf = self._local.buf = _Buffers(k, dtype, min(self.chunk_size, self.count()))
+            block = min(self.chunk_size, self.count())
+            rows = piece_rows(k, np.dtype(dtype).itemsize, self.executor is not None)
+            buf = self._local.buf = _Buffers(k, dtype, block, rows)
         return buf
 
     def _sum_of_squares(self) -> float:
@@ -211,6 +236,10 @@ class HostStep(ChunkedStep):
 def host_step(X: np.ndarray, stack: ExitStack, n_clusters: int, chunk_size: int | None = None,
               n_threads: int | None = None, track_labels: bool = True) -> HostStep:
     """A :class:`HostStep` over ``X`` on a thread pool that lives as long as ``stack``
-    (see :func:`~gpuseg.cluster.steps.cpu_pool`)."""
+    (see :func:`~gpuseg.cluster.steps.cpu_pool`); on a pool, blocks default to
+    :data:`_POOL_BLOCK_ROWS` rows, room for a few of its larger pieces (see :func:`piece_rows`)."""
+    pool = cpu_pool(stack, n_threads)
     chunk = chunk_size or default_chunk_size(np, n_clusters, X.shape[1])
-    return HostStep(X, chunk, cpu_pool(stack, n_threads), track_labels)
+    if pool is not None and not chunk_size:
+        chunk = max(chunk, _POOL_BLOCK_ROWS)
+    return HostStep(X, chunk, pool, track_labels)
