@@ -35,6 +35,33 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def release_freed_memory() -> bool:
+    """Hand the pages of freed host memory back to the OS (glibc's ``malloc_trim``).
+
+    Freed blocks stay in the process for reuse (the CLI asks glibc to keep
+    them: :func:`gpuseg.cli._keep_freed_memory`), which spares page faults
+    within a stage. Between stages they do not serve: the merge frees
+    millions of batch-sized pieces and the next stages want a few arrays as
+    long as all customers, so the peak RSS was the two added. Called where a
+    stage has freed much. CDNOW's purchases tiled to 10⁸ rows (3.4·10⁷
+    customers): peak RSS 8.5-9.6 GiB -> 6.2 GiB, in no more time.
+    Returns whether there was a ``malloc_trim`` to call.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = _libc().malloc_trim
+    except (OSError, AttributeError):  # no glibc (musl has no malloc_trim)
+        return False
+    trim(0)
+    return True
+
+
+def _libc() -> Any:
+    import ctypes
+    return ctypes.CDLL("libc.so.6")
+
+
 def _import(name: str) -> ModuleType:
     """Import an optional module; tests replace this to simulate failures."""
     return importlib.import_module(name)

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .backend import get_namespace, scatter_min, to_numpy
+from .backend import get_namespace, release_freed_memory, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
 from .coding import (EncodedText, as_numbers, code_entries, code_ids, factorize_values, key_hash,
                      n_entries, order_codes)
@@ -641,7 +641,9 @@ def ingest(items: Iterable[tuple[Path, Any]], mapping: ColumnMapping, date_forma
         cleaner.check()
     with timer.stage("clean"):
         merged = merge(batches, cleaner.ids_to_int, workers)
+        release_freed_memory()  # the batches' sums
     with timer.stage("features"):
         features, customer_ids = merged.features(cleaner.as_of, workers)
+        release_freed_memory()  # the merged sums
     return Ingested(features, customer_ids, merged.n_orders, cleaner.as_of, cleaner.rows,
                     cleaner.stats.device_bytes)

@@ -184,3 +184,46 @@ def test_staged_copies_wait_for_the_work_queued_on_the_current_stream(monkeypatc
     np.testing.assert_array_equal(np.asarray(d), a)
     copies = [i for i, entry in enumerate(cp.log) if entry == ("copy", "copy")]
     assert copies and cp.log.index(("wait", "copy", "current")) < copies[0]
+
+
+def test_release_freed_memory_calls_glibc_and_skips_without_it(monkeypatch):
+    from gpuseg import backend
+    calls = []
+
+    class Libc:
+        def malloc_trim(self, pad):
+            calls.append(pad)
+
+    monkeypatch.setattr(backend, "_libc", lambda: Libc())
+    monkeypatch.setattr(backend.sys, "platform", "linux")
+    assert backend.release_freed_memory() is True and calls == [0]
+    monkeypatch.setattr(backend, "_libc", lambda: object())  # a libc without malloc_trim (musl)
+    assert backend.release_freed_memory() is False
+    monkeypatch.setattr(backend.sys, "platform", "darwin")
+    assert backend.release_freed_memory() is False and calls == [0]
+
+
+def test_ingest_releases_freed_memory_after_the_merge_and_the_features(monkeypatch):
+    import datetime as dt
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from gpuseg import ingest as ingest_module
+    from gpuseg.columns import ColumnMapping
+    stages = []
+    monkeypatch.setattr(ingest_module, "release_freed_memory", lambda: stages.append(timer.current) or True)
+
+    class Timer:
+        current = None
+
+        def stage(self, name):
+            import contextlib
+            self.current = name
+            return contextlib.nullcontext()
+
+    timer = Timer()
+    batch = pa.record_batch({"c": [1, 2, 1], "d": [dt.date(2024, 1, i) for i in (1, 2, 3)], "a": [1.0, 2.0, 3.0]})
+    ingest_module.ingest([(Path("x.parquet"), batch)], ColumnMapping(customer="c", date="d", amount="a"),
+                         timer=timer)
+    assert stages == ["clean", "features"]
