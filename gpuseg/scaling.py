@@ -263,14 +263,16 @@ class Scaler:
         """Scaled copy of ``X`` (n, d) in its namespace and dtype."""
         return self.transform_columns([X[:, j] for j in range(X.shape[1])], X.dtype)
 
-    def transform_columns(self, columns: Sequence[Any], dtype: Any = None, workers: int = 1) -> Any:
+    def transform_columns(self, columns: Sequence[Any], dtype: Any = None, workers: int = 1,
+                          order: str = "C") -> Any:
         """The scaled matrix of ``columns`` (one 1-D array per feature, in ``features``
         order), shape (n, d), in their namespace.
 
         Each column is transformed at unit stride in ``work`` precision (the
         columns' common float type, float64 for integers) and stored once
-        into its column of the C-ordered result of ``dtype`` (default: the
-        work precision); on the host, columns run on ``workers`` threads.
+        into its column of the result of ``dtype`` (default: the work
+        precision), C- or F-ordered (``order``; the host's Lloyd step reads
+        points column by column); on the host, columns run on ``workers`` threads.
         """
         if len(columns) != len(self.features):
             raise ValueError(f"{len(columns)} columns for a scaler of {len(self.features)} features")
@@ -278,7 +280,7 @@ class Scaler:
         n = int(columns[0].shape[0])
         work = xp.result_type(*[c.dtype for c in columns], xp.float32) if \
             all(c.dtype.kind == "f" for c in columns) else xp.float64
-        out = xp.empty((n, len(columns)), dtype=dtype or work)
+        out = xp.empty((n, len(columns)), dtype=dtype or work, order=order)
 
         def one(j: int) -> None:
             col = xp.array(columns[j], dtype=work, copy=True)

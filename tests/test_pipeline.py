@@ -34,6 +34,28 @@ def test_cpu_run_reports_engine_precision_and_no_plan(tmp_path):
     assert rep["transfers"] == []
 
 
+def test_cpu_scaled_matrix_is_feature_major_and_changes_no_segment(tmp_path, monkeypatch):
+    """On the host the scaled matrix is F-ordered (the Lloyd step's fast layout); the segments
+    equal those of a row-major matrix."""
+    from gpuseg.scaling import Scaler
+    seen = []
+    real = Scaler.transform_columns
+
+    def spy(self, columns, dtype=None, workers=1, order="C"):
+        Z = real(self, columns, dtype, workers, order)
+        seen.append(Z.flags.f_contiguous)
+        return Z
+
+    monkeypatch.setattr(Scaler, "transform_columns", spy)
+    fast = assignments(run(tmp_path, "f", backend="cpu"))
+    monkeypatch.setattr(Scaler, "transform_columns",
+                        lambda self, columns, dtype=None, workers=1, order="C": real(self, columns, dtype, workers))
+    rows = assignments(run(tmp_path, "c", backend="cpu"))
+    assert seen == [True]
+    assert np.array_equal(fast["segment"], rows["segment"])
+    np.testing.assert_allclose(fast["distance"], rows["distance"], rtol=1e-9)
+
+
 def test_unknown_precision_is_refused(tmp_path):
     with pytest.raises(GpusegError, match="unknown precision 'half'; allowed: auto, float32, float64"):
         SegmentConfig(out=tmp_path / "x", precision="half")

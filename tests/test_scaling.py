@@ -238,6 +238,9 @@ def test_columns_give_the_matrix_rule_bit_for_bit(xp, rng, workers, dtype):
     Z = sc.transform_columns(cols, dtype, workers)
     assert Z.shape == (n, 4) and Z.dtype == np.dtype(dtype) and Z.flags.c_contiguous
     np.testing.assert_array_equal(to_numpy(Z), _matrix_rule(X, sc).astype(dtype))
+    F = sc.transform_columns(cols, dtype, workers, order="F")  # the host fit's layout
+    assert F.flags.f_contiguous and not F.flags.c_contiguous
+    np.testing.assert_array_equal(to_numpy(F), to_numpy(Z))
     np.testing.assert_array_equal(to_numpy(sc.transform(xp.asarray(X))), _matrix_rule(X, sc))
 
 
