@@ -657,7 +657,7 @@ def _keep_freed_memory() -> None:
     thread, what the merge frees on the pool's threads could not serve the
     fit's arrays on the main thread, and the peak RSS was the two added
     (CDNOW's purchases tiled to 10⁷ rows, 3.4·10⁶ customers: 1.24-1.51 GiB,
-    against 1.09-1.11 with one arena set here, at the same CPU time; 0.97-1.05
+    against 1.09-1.11 with one arena set here, at the same CPU time; 0.93-1.05
     with MALLOC_ARENA_MAX=1 set before start, as threads that exist by now keep
     their own arenas).
     """
