@@ -39,6 +39,14 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
     every core), each block with the same operations, so the result does
     not depend on the thread count.
 
+    Each round works block by block: a block's candidate distances are
+    bounded by the current ones and summed into its share of each
+    candidate's potential while in cache, and once the best candidate is
+    known its row is copied into the current distances in place. Only
+    three n-long arrays live through the rounds (norms, current distances,
+    their running sum), so no round faults in fresh pages for a (trials, n)
+    matrix and its temporaries.
+
     Returns
     -------
     centers : array of shape (n_clusters, d), same namespace and dtype as X
@@ -48,54 +56,75 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
     x_sq = xp.einsum("ij,ij->i", X, X)
-    weights = xp.ones(n, dtype=X.dtype)
-    threads = (n_threads or default_workers()) if xp is np and n > _SEED_BLOCK else 1
+    size = _SEED_BLOCK if xp is np else n  # one block on a device
+    threads = (n_threads or default_workers()) if n > size else 1
+    starts = range(0, n, size)
+    ones = xp.ones(min(size, n), dtype=X.dtype)  # ``d @ ones`` is scikit-learn's ``d @ sample_weight``
+    closest = xp.empty(n, dtype=X.dtype)
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
-    def sqdist_to(rows: Any, closest: Any | None = None) -> Any:
-        # (t, n) squared distances from the candidate rows to every point (each no more
-        # than ``closest``), in the same order of operations as scikit-learn's
-        # _euclidean_distances; BLAS gives the same products block by block.
+    def each(fn: Any, items: Any) -> list[Any]:
+        return [fn(i) for i in items] if pool is None else list(pool.map(fn, items))
+
+    def distances(rows: Any, bounded: bool) -> list[tuple[Any, Any]]:
+        """Per block: (t, block) squared distances from ``rows`` (each no more than
+        ``closest`` when ``bounded``) and their sums, in the same order of operations
+        as scikit-learn's _euclidean_distances; BLAS gives the same products block by block."""
         r_sq = xp.einsum("ij,ij->i", rows, rows)[:, None]
 
-        def block(lo: int, hi: int) -> Any:
+        def one(lo: int) -> tuple[Any, Any]:
+            hi = min(lo + size, n)
             d = rows @ X[lo:hi].T
             d *= -2
             d += r_sq
             d += x_sq[None, lo:hi]
             xp.maximum(d, 0, out=d)
-            if closest is not None:
+            if bounded:
                 xp.minimum(closest[None, lo:hi], d, out=d)
-            return d
+            return d, d @ ones[:hi - lo]
 
-        if threads == 1:
-            return block(0, n)
-        out = xp.empty((rows.shape[0], n), dtype=X.dtype)
+        return each(one, starts)
 
-        def into(lo: int) -> None:
-            hi = min(lo + _SEED_BLOCK, n)
-            out[:, lo:hi] = block(lo, hi)
+    def keep(blocks: list[tuple[Any, Any]], row: int) -> None:
+        """Row ``row`` of the blocks' distances into ``closest``."""
+        def one(b: int) -> None:
+            d = blocks[b][0]
+            closest[starts[b]:starts[b] + d.shape[1]] = d[row]
 
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(into, range(0, n, _SEED_BLOCK)))
-        return out
+        each(one, range(len(blocks)))
 
     centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
-    # RandomState.choice(n, p=uniform): one uniform draw against the cdf.
-    cdf = xp.cumsum(xp.full(n, 1.0 / n))
-    cdf /= cdf[-1]
-    first = int(xp.searchsorted(cdf, xp.asarray(random_state.random_sample()), side="right"))
-    del cdf
-    centers[0] = X[first]
-    closest = sqdist_to(X[first:first + 1])[0]
-    pot = float(closest @ weights)
-    for c in range(1, n_clusters):
-        rand = random_state.uniform(size=n_local_trials) * pot
-        cum = xp.cumsum(weights * closest, dtype=xp.float64)
-        cand = xp.minimum(xp.searchsorted(cum, xp.asarray(rand)), n - 1)
-        d = sqdist_to(X[cand], closest)
-        pots = d @ weights
-        best = int(xp.argmin(pots))
-        pot = float(pots[best])
-        closest = d[best]
-        centers[c] = X[int(cand[best])]
+    try:
+        # RandomState.choice(n, p=uniform): one uniform draw against the cdf. Its buffer then
+        # holds each round's running sum of the current distances.
+        cum = xp.full(n, 1.0 / n)
+        cum = xp.cumsum(cum, out=cum) if xp is np else xp.cumsum(cum)  # NumPy accumulates in place
+        cum /= cum[-1]
+        first = int(xp.searchsorted(cum, xp.asarray(random_state.random_sample()), side="right"))
+        centers[0] = X[first]
+        blocks = distances(X[first:first + 1], bounded=False)
+        keep(blocks, 0)
+        pot = float(_total(blocks)[0])
+        for c in range(1, n_clusters):
+            rand = random_state.uniform(size=n_local_trials) * pot
+            xp.cumsum(closest, dtype=xp.float64, out=cum)  # unit weights: scikit-learn's cumsum(weights * closest)
+            cand = xp.minimum(xp.searchsorted(cum, xp.asarray(rand)), n - 1)
+            blocks = distances(X[cand], bounded=True)
+            pots = _total(blocks)
+            best = int(xp.argmin(pots))
+            pot = float(pots[best])
+            keep(blocks, best)
+            del blocks
+            centers[c] = X[int(cand[best])]
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return centers
+
+
+def _total(blocks: list[tuple[Any, Any]]) -> Any:
+    """The blocks' potentials added in block order, whatever the threads."""
+    pots = blocks[0][1]
+    for _, sums in blocks[1:]:
+        pots = pots + sums
+    return pots
