@@ -18,7 +18,10 @@ common to every command that reads transactions (``segment``, ``score``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .backend import get_namespace, to_numpy
+from .backend import default_workers, get_namespace, to_numpy
 from .cleaning import RowCounts, day_date
 from .model import SegmentModel
 from .naming import RFM, names_from_standings, rfm_sums, standings_from_sums
@@ -61,6 +64,11 @@ class SegmentResult:
     model: SegmentModel
 
 
+#: Customers per block when the host sums segments on the thread pool: a fixed size,
+#: so that the sums do not depend on the number of threads.
+_SUM_BLOCK = 1 << 20
+
+
 @dataclass(frozen=True, eq=False)
 class SegmentSums:
     """Sums per segment over a set of customers; ``a + b`` sums the union of two disjoint sets.
@@ -92,8 +100,13 @@ class SegmentSums:
     distance_sums: np.ndarray | None = None
 
     @classmethod
-    def of(cls, labels: Any, columns: Mapping[str, Any], k: int, distance: Any = None) -> "SegmentSums":
+    def of(cls, labels: Any, columns: Mapping[str, Any], k: int, distance: Any = None,
+           workers: int | None = None) -> "SegmentSums":
         """Sums of one block of customers, computed in the namespace of ``labels``.
+
+        On the host, more than :data:`_SUM_BLOCK` customers are summed in blocks of
+        that many on ``workers`` threads (default: every core) and the blocks' sums
+        added in order, so the result does not depend on the thread count.
 
         Parameters
         ----------
@@ -108,6 +121,23 @@ class SegmentSums:
         distance : float array of shape (n,), optional
             Distance of each customer to its segment's centre.
         """
+        n = labels.shape[0]
+        if get_namespace(labels) is np and n > _SUM_BLOCK:
+            def block(lo: int) -> "SegmentSums":
+                hi = lo + _SUM_BLOCK
+                return cls._of(labels[lo:hi], {name: col[lo:hi] for name, col in columns.items()}, k,
+                               None if distance is None else distance[lo:hi])
+
+            starts = range(0, n, _SUM_BLOCK)
+            threads = min(workers or default_workers(), len(starts))
+            if threads == 1:
+                return functools.reduce(operator.add, map(block, starts))
+            with ThreadPoolExecutor(threads) as pool:
+                return functools.reduce(operator.add, pool.map(block, starts))
+        return cls._of(labels, columns, k, distance)
+
+    @classmethod
+    def _of(cls, labels: Any, columns: Mapping[str, Any], k: int, distance: Any = None) -> "SegmentSums":
         if labels.shape[0] == 0:  # an empty partition; CuPy's bincount takes the max of its input
             labels, distance = np.empty(0, np.int64), None if distance is None else np.empty(0)
             columns = {name: np.empty(0) for name in columns}

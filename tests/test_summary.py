@@ -129,6 +129,29 @@ def test_two_halves_add_up_to_the_whole(xp, rng, cuts):
     assert_rows_close(merged.profiles(), whole.profiles(), rel=1e-12)
 
 
+def test_host_sums_in_blocks_on_threads_match_one_pass(rng, monkeypatch):
+    """Past _SUM_BLOCK customers the host sums fixed blocks on the pool: the result is the
+    one-pass sums (to rounding), and the same to the bit whatever the thread count."""
+    from gpuseg import summary
+    n, k = 10_301, 6
+    columns = {"recency_days": rng.exponential(60, n).round(), "frequency": (rng.poisson(2, n) + 1).astype(np.int64),
+               "monetary": rng.lognormal(5, 1.2, n)}
+    labels = rng.integers(0, k, n)
+    labels[labels == 4] = 5  # segment 4 empty
+    distance = rng.uniform(0, 3, n)
+    whole = SegmentSums.of(labels, columns, k, distance)  # one block
+    monkeypatch.setattr(summary, "_SUM_BLOCK", 1000)  # 11 blocks, a ragged last one
+    by_threads = [SegmentSums.of(labels, columns, k, distance, workers=w) for w in (1, 2, 5)]
+    for got in by_threads:
+        np.testing.assert_array_equal(got.counts, whole.counts)
+        for field in ("sums", "rfm_sums", "rfm_m2", "distance_sums"):
+            np.testing.assert_allclose(getattr(got, field), getattr(whole, field), rtol=1e-12)
+            np.testing.assert_array_equal(getattr(got, field), getattr(by_threads[0], field))
+        assert got.names() == whole.names()
+    # A block sum that went missing or twice would show in the counts.
+    assert by_threads[0].n == n
+
+
 def test_sums_that_do_not_match_do_not_add():
     labels, columns, distance = toy(np)
     a = SegmentSums.of(labels, columns, 4, distance)
