@@ -183,7 +183,7 @@ def _segment_sums(pdf: Any, Z: np.ndarray, centers: np.ndarray) -> SegmentSums:
     """Per-segment sums of one partition (for the revenue order, names, profiles and distances)."""
     labels, sqdist = _assign_part(Z, centers)
     columns = {name: pdf[name].to_numpy(dtype=np.float64) if len(pdf) else np.empty(0) for name in FEATURES}
-    return SegmentSums.of(labels, columns, centers.shape[0], np.sqrt(sqdist))
+    return SegmentSums.of(labels, columns, centers.shape[0], np.sqrt(sqdist), workers=1)  # a task: no nested pool
 
 
 def _write_part(pdf: Any, Z: np.ndarray, index: int, centers: np.ndarray, rank: np.ndarray, names: list[str],
@@ -483,7 +483,7 @@ def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str) -> Segme
     pq.write_table(pa.table({"customer_id": ids, "segment": labels.astype(np.int32),
                              "segment_name": segment_names(labels, model.names()), "distance": dist}),
                    Path(folder) / "assignments" / f"part-{index:05d}.parquet")
-    return SegmentSums.of(labels, {}, model.k, dist)
+    return SegmentSums.of(labels, {}, model.k, dist, workers=1)  # a task: no nested pool
 
 
 def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dict[str, Any]:
