@@ -317,38 +317,45 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
     if config.k > n:
         raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
 
-    with timer.stage("fit"):
-        plan = _plan(Z, config, backend)
-        if plan is not None and plan.mode == "streamed":
-            Z = transfers.to_host("scaled features (streamed fit)", Z)
-        km, notes = fit_centroids(Z, config, backend, plan)
-        notes += date_warnings(tx.as_of, config.as_of)
-        refuse_empty_segments(km.n_distinct, config.k, n, config.features)
-
-    with timer.stage("assign"):
-        streamed = plan is not None and plan.mode == "streamed"
-        labels, sqdist = nearest(Z, km.centers, engine="streamed" if streamed else "auto",
-                                 stream_rows=plan.stream_rows if streamed else None)
-        lxp = get_namespace(labels)
-        distance = lxp.sqrt(sqdist)
-        # A streamed fit assigns on the host; the sums need the features where the labels are.
-        columns_here = feats.columns if lxp is backend.xp else \
-            {name: transfers.to_host(name, col) for name, col in feats.columns.items()}
-        sums = SegmentSums.of(labels, columns_here, config.k, distance)  # k rows come back
-        perm = sums.revenue_order()
-        rank = np.argsort(perm)
-        sums = sums.relabel(rank)
-        labels = lxp.asarray(rank.astype(np.int32))[labels]
-        centroids = to_numpy(km.centers).astype(np.float64)[perm]
-
-    with staged_output(config.out) as tmp:
+    # features.parquet needs nothing after the features stage: it is encoded on a thread of its
+    # own while the fit and the assignment run (they leave cores idle: the fit's step synchronises
+    # every iteration, and the assignment's sums are short), and the write stage only waits for
+    # it beside the assignments. The staging folder is made first, so a failure in the fit still
+    # leaves no partial output; the thread is waited for before the folder is removed.
+    with staged_output(config.out) as tmp, ThreadPoolExecutor(1) as early:
         with timer.stage("write"):
-            host = {name: transfers.to_host(name, col) for name, col in columns_here.items()}
-            segment_np = transfers.to_host("segment", labels)
-            distance_np = transfers.to_host("distance", distance)
+            host = {name: transfers.to_host(name, col) for name, col in feats.columns.items()}
             # feats.customer picks increasing codes: as many as there are ids means all, in order.
             ids = tx.customer_ids if len(feats) == len(tx.customer_ids) else \
                 tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
+            features_written = early.submit(write_parquet, tmp / FEATURES_FILE, {"customer_id": ids, **host})
+
+        with timer.stage("fit"):
+            plan = _plan(Z, config, backend)
+            if plan is not None and plan.mode == "streamed":
+                Z = transfers.to_host("scaled features (streamed fit)", Z)
+            km, notes = fit_centroids(Z, config, backend, plan)
+            notes += date_warnings(tx.as_of, config.as_of)
+            refuse_empty_segments(km.n_distinct, config.k, n, config.features)
+
+        with timer.stage("assign"):
+            streamed = plan is not None and plan.mode == "streamed"
+            labels, sqdist = nearest(Z, km.centers, engine="streamed" if streamed else "auto",
+                                     stream_rows=plan.stream_rows if streamed else None)
+            lxp = get_namespace(labels)
+            distance = lxp.sqrt(sqdist)
+            # A streamed fit assigns on the host; the sums need the features where the labels are.
+            columns_here = feats.columns if lxp is backend.xp else host
+            sums = SegmentSums.of(labels, columns_here, config.k, distance)  # k rows come back
+            perm = sums.revenue_order()
+            rank = np.argsort(perm)
+            sums = sums.relabel(rank)
+            labels = lxp.asarray(rank.astype(np.int32))[labels]
+            centroids = to_numpy(km.centers).astype(np.float64)[perm]
+
+        with timer.stage("write"):
+            segment_np = transfers.to_host("segment", labels)
+            distance_np = transfers.to_host("distance", distance)
             names = sums.names()
             moves = None
             if config.reference_model is not None:
@@ -361,12 +368,12 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
                 as_of=day_date(tx.as_of), backend=backend.name, columns=columns,
                 date_format=config.date_format, version=__version__, segment_names=tuple(names),
                 training=sums.training())
-            # The two large files encode at once (Arrow's writer releases the GIL).
-            with ThreadPoolExecutor(2) as pool:
+            # Arrow's writer releases the GIL: the assignments encode beside the features.
+            with ThreadPoolExecutor(1) as pool:
                 written = [pool.submit(write_parquet, tmp / ASSIGNMENTS,
                                        {"customer_id": ids, "segment": segment_np,
                                         "segment_name": segment_names(segment_np, names), "distance": distance_np}),
-                           pool.submit(write_parquet, tmp / FEATURES_FILE, {"customer_id": ids, **host})]
+                           features_written]
                 write_segments_csv(tmp / SEGMENTS, profiles)
                 if moves:
                     write_segments_csv(tmp / MIGRATION, moves)

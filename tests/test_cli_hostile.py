@@ -399,7 +399,10 @@ def test_more_segments_than_distinct_customers_is_refused(identical, tmp_path):
     assert [s["n_customers"] for s in segments] == [5, 5]
     refused(invoke("segment", identical, "--k", 3, "--out", tmp_path / "three"), "--k 3", "only 2 distinct",
             "allowed: --k <= 2")
+    # Refused in the fit, while features.parquet was being written into the staging folder:
+    # neither the output folder nor the staging one is left.
     assert not (tmp_path / "three").exists()
+    no_leftovers(tmp_path)
     refused(invoke("choose-k", identical, "--k-min", 2, "--k-max", 4, "--out", tmp_path / "ck"),
             "allowed: --k-max <= 2")
 
