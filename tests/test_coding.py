@@ -80,6 +80,26 @@ def test_hash_codes_by_table_or_by_sort_agree(rng, distinct):
     assert codes[0] == codes[1] == codes[2]  # -0.0 and 0.0: one id either way
 
 
+@pytest.mark.parametrize("case", ["small span", "wide span", "negative", "uint8", "one value", "descending",
+                                  "full int64 range", "uint64 beyond int64"])
+def test_unique_inverse_by_packed_sort_is_numpys(rng, case):
+    """Integers sorted packed with their row index give np.unique's codes and uniques exactly,
+    dtype of the uniques included; spans that leave no room for the row bits fall back."""
+    values = {"small span": rng.integers(0, 100, 5000),
+              "wide span": rng.integers(0, 2**40, 1 << 17),       # 2^40 << 17 bits still fits
+              "negative": rng.integers(-50, 50, 1001).astype(np.int32),
+              "uint8": rng.integers(0, 10, 3000).astype(np.uint8),
+              "one value": np.array([7]),
+              "descending": np.arange(100_000)[::-1].copy(),
+              "full int64 range": np.array([2**63 - 1, -2**63, 0, 5, -2**63]),   # no room: np.unique
+              "uint64 beyond int64": np.array([2**64 - 1, 3, 2**63, 3], dtype=np.uint64)}[case]
+    codes, uniques = coding._unique_inverse(values)
+    want_uniques, want_codes = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(uniques, want_uniques)
+    assert uniques.dtype == want_uniques.dtype
+    np.testing.assert_array_equal(codes, want_codes.reshape(-1))
+
+
 def test_small_hash_treats_negative_zero_as_zero():
     """Below the partition size too (Arrow's table, which keys floats by their bits)."""
     codes, uniques = _hash_codes(np.array([0.0, -0.0, 1.5, -0.0, 2.5]))
