@@ -124,7 +124,7 @@ def _hash_codes(values: np.ndarray, workers: int | None = None) -> tuple[np.ndar
         values = values + 0.0  # -0.0 and 0.0 are one value, but not one bit pattern
     if n < _PARTITION_MIN:
         if values.dtype.kind == "S" or _mostly_distinct(values):
-            return _unique_inverse(values)
+            return unique_inverse(values)
         enc = pc.dictionary_encode(pa.array(values))
         return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_numpy(zero_copy_only=False)
     if values.dtype.kind not in "fS" and values.dtype.itemsize != 8:
@@ -136,7 +136,7 @@ def _hash_codes(values: np.ndarray, workers: int | None = None) -> tuple[np.ndar
     grouped = values[order]
 
     def encode(i: int) -> tuple[np.ndarray, np.ndarray]:
-        return _unique_inverse(grouped[bounds[i]:bounds[i + 1]])
+        return unique_inverse(grouped[bounds[i]:bounds[i + 1]])
 
     with ThreadPoolExecutor(workers or default_workers()) as pool:
         parts = list(pool.map(encode, range(len(bounds) - 1)))
@@ -149,7 +149,7 @@ def _hash_codes(values: np.ndarray, workers: int | None = None) -> tuple[np.ndar
     return codes, np.concatenate([u for _, u in parts])
 
 
-def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes and sorted uniques, as ``np.unique(values, return_inverse=True)`` gives them.
 
     Integers whose span leaves room for a row index below 2⁶³ are packed as

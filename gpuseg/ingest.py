@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from .backend import get_namespace, release_freed_memory, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
 from .coding import (EncodedText, as_numbers, code_entries, code_ids, factorize_values, key_hash,
-                     n_entries, order_codes)
+                     n_entries, order_codes, unique_inverse)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
@@ -561,8 +561,8 @@ def _cat(parts: list[Any]) -> Any:
 
 
 def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
-    uniques, codes = np.unique(values, return_inverse=True)
-    return codes.reshape(-1), len(uniques)
+    codes, uniques = unique_inverse(values)
+    return codes, len(uniques)
 
 
 def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
@@ -580,9 +580,12 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
     key = as_numbers(cat("key"))
     text = parts[0].ids is not None
     # The first index (a slower, stable sort) is needed only to find text ids; numbers are their keys.
-    uniques, *first, customer = np.unique(key, return_index=text, return_inverse=True)
+    if text:
+        uniques, first, customer = np.unique(key, return_index=True, return_inverse=True)
+        customer = customer.reshape(-1)
+    else:
+        customer, uniques = unique_inverse(key)
     del key
-    customer = customer.reshape(-1)
     n_customers = len(uniques)
     base = np.cumsum([0] + [len(part.key) for part in parts])
     # Each order's customer, as a code of this bucket.
@@ -610,7 +613,7 @@ def _merge_bucket(p: int, buckets: list[Buckets]) -> tuple[Any, LineSums]:
                     bought=np.bincount(customer, weights=cat("bought"), minlength=n_customers),
                     returned=np.bincount(customer, weights=cat("returned"), minlength=n_customers))
     if text:
-        ids = pa.concat_arrays([part.ids for part in parts]).take(pa.array(first[0]))
+        ids = pa.concat_arrays([part.ids for part in parts]).take(pa.array(first))
     else:
         ids = key_values(uniques, buckets[0].id_type)
     return ids, sums

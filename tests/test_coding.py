@@ -93,7 +93,7 @@ def test_unique_inverse_by_packed_sort_is_numpys(rng, case):
               "descending": np.arange(100_000)[::-1].copy(),
               "full int64 range": np.array([2**63 - 1, -2**63, 0, 5, -2**63]),   # no room: np.unique
               "uint64 beyond int64": np.array([2**64 - 1, 3, 2**63, 3], dtype=np.uint64)}[case]
-    codes, uniques = coding._unique_inverse(values)
+    codes, uniques = coding.unique_inverse(values)
     want_uniques, want_codes = np.unique(values, return_inverse=True)
     np.testing.assert_array_equal(uniques, want_uniques)
     assert uniques.dtype == want_uniques.dtype
