@@ -23,8 +23,10 @@ def check_random_state(seed: Any) -> np.random.RandomState:
     raise ValueError(f"random_state must be None, an int or a numpy RandomState, got {seed!r}.")
 
 
-#: Rows per block of the seeding's distances on the host: a (trials, block) slab stays in cache.
-_SEED_BLOCK = 1 << 15
+#: Rows per block of the seeding's distances on the host: a (trials, block) slab stays in a
+#: core's cache (1.5 MB for 3 trials). Against 2^15 rows, seeding 9.9e6 and 3.37e7 rows x 3 took
+#: 5-20% less (fewer calls per row); 2^17 was faster still here, but spills a 1-2 MB L2 at 4+ trials.
+_SEED_BLOCK = 1 << 16
 
 
 def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState,
