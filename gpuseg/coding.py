@@ -155,7 +155,7 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Integers whose span leaves room for a row index below 2⁶³ are packed as
     ``(value - min) << b | row`` and put in order by one sort: NumPy's
     vectorised sort of int64 is several times faster than the argsort
-    ``np.unique`` does (10⁶ customer-day keys: 22 against 87 ms), and the
+    ``np.unique`` does (10⁶ customer-day keys: 38 against 71 ms), and the
     row bits give each value's rows back. Other values go to ``np.unique``.
     """
     n = len(values)
@@ -163,8 +163,12 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if values.dtype.kind in "iu" and n:
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < 1 << (63 - bits):
-            packed = values.astype(np.int64)  # a copy, into which the rest is packed
-            packed -= lo
+            # A copy, into which the rest is packed; offsets from the minimum fit int64.
+            if values.dtype == np.uint64:  # values past 2⁶³: subtract before the cast
+                packed = (values - np.uint64(lo)).astype(np.int64)
+            else:
+                packed = values.astype(np.int64)
+                packed -= lo
             packed <<= bits
             packed |= np.arange(n, dtype=np.int64)
             packed.sort()
