@@ -108,6 +108,19 @@ def test_long_text_ids_and_as_of(rng):
     assert_same(ingest(((Path("x.parquet"), b) for b in batches), MAP, as_of=as_of, workers=2), tx, feats)
 
 
+def test_non_ascii_text_ids_merge_like_all_lines_at_once(rng):
+    """Text ids and invoices that begin with a non-ASCII letter have byte keys past 2^63 in a
+    narrow span: the merge codes them like any others (they once overflowed its packed sort)."""
+    batches = []
+    for b in messy_batches(rng, text_ids=True, own_invoices=True):
+        ids = [None if v is None else "Ü" + v.strip()[-3:] for v in b.column("customer_id").to_pylist()]
+        invoices = [None if v is None else "Ö" + v for v in b.column("invoice").to_pylist()]
+        batches.append(b.set_column(0, "customer_id", pa.array(ids, pa.string()))
+                        .set_column(2, "invoice", pa.array(invoices, pa.string())))
+    tx, feats = reference(batches)
+    assert_same(ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2), tx, feats)
+
+
 def test_without_an_invoice_column_orders_are_customer_days(rng):
     mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
     batches = [b.drop_columns(["invoice"]) for b in messy_batches(rng)]
