@@ -20,3 +20,19 @@ def test_seeds_equal_scikit_learns_in_blocks_on_threads(xp, rng, monkeypatch, n_
     want, _ = sklearn_kmeans_plusplus(X, 6, random_state=np.random.RandomState(11))
     got = kmeans_plusplus(xp.asarray(X), 6, np.random.RandomState(11), n_threads=n_threads)
     np.testing.assert_array_equal(to_numpy(got), want)
+
+
+def test_candidates_of_equal_potential_are_decided_as_scikit_learn_decides(xp, monkeypatch):
+    """Copies of the vertices of a far cube: every vertex, as a candidate, has the same
+    potential in exact arithmetic, so the summation order alone picks the seed. Potentials
+    summed block by block picked other vertices than scikit-learn for some seeds; one
+    full-length product over the blocks' distances, as scikit-learn takes it, picks the same."""
+    monkeypatch.setattr(init, "_SEED_BLOCK", 1000)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20_000, 3))
+    cube = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], float) + [1000.0, 700.0, 400.0]
+    X[rng.choice(len(X), size=8 * 200, replace=False)] = np.repeat(cube, 200, axis=0)
+    for seed in range(30):
+        want, _ = sklearn_kmeans_plusplus(X, 2, random_state=np.random.RandomState(seed))
+        got = kmeans_plusplus(xp.asarray(X), 2, np.random.RandomState(seed), n_threads=2)
+        np.testing.assert_array_equal(to_numpy(got), want, err_msg=f"seed {seed}")
