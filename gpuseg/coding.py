@@ -164,8 +164,8 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < 1 << (63 - bits):
             # A copy, into which the rest is packed; offsets from the minimum fit int64.
-            if values.dtype == np.uint64:  # values past 2⁶³: subtract before the cast
-                packed = (values - np.uint64(lo)).astype(np.int64)
+            if values.dtype.kind == "u" and values.dtype.itemsize == 8:  # past 2⁶³: subtract before the cast
+                packed = (values - values.dtype.type(lo)).astype(np.int64)
             else:
                 packed = values.astype(np.int64)
                 packed -= lo

@@ -81,7 +81,8 @@ def test_hash_codes_by_table_or_by_sort_agree(rng, distinct):
 
 
 @pytest.mark.parametrize("case", ["small span", "wide span", "negative", "uint8", "one value", "descending",
-                                  "full int64 range", "uint64 beyond int64", "uint64 near the top", "int8 full range"])
+                                  "full int64 range", "uint64 beyond int64", "uint64 near the top",
+                                  "big-endian uint64 near the top", "int8 full range"])
 def test_unique_inverse_by_packed_sort_is_numpys(rng, case):
     """Integers sorted packed with their row index give np.unique's codes and uniques exactly,
     dtype of the uniques included; spans that leave no room for the row bits fall back."""
@@ -94,6 +95,7 @@ def test_unique_inverse_by_packed_sort_is_numpys(rng, case):
               "full int64 range": np.array([2**63 - 1, -2**63, 0, 5, -2**63]),   # no room: np.unique
               "uint64 beyond int64": np.array([2**64 - 1, 3, 2**63, 3], dtype=np.uint64),
               "uint64 near the top": np.array([2**64 - 1, 2**64 - 5, 2**64 - 1, 2**64 - 3], dtype=np.uint64),
+              "big-endian uint64 near the top": (np.arange(10, dtype=np.uint64) % 3 + np.uint64(2**63 + 5)).astype(">u8"),
               "int8 full range": np.array([127, -128, 0, 127, -1], dtype=np.int8)}[case]
     codes, uniques = coding.unique_inverse(values)
     want_uniques, want_codes = np.unique(values, return_inverse=True)
