@@ -322,15 +322,14 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
     # every iteration, and the assignment's sums are short), and the write stage only waits for
     # it beside the assignments. The staging folder is made first, so a failure in the fit still
     # leaves no partial output; the thread is waited for before the folder is removed.
+    # A failure in the fit reaches the user once that write has ended (seconds at 10⁸ rows).
     with staged_output(config.out) as tmp, ThreadPoolExecutor(1) as early:
-        with timer.stage("write"):
+        with timer.stage("fit"):  # the features' copy back and the start of their write are charged here
             host = {name: transfers.to_host(name, col) for name, col in feats.columns.items()}
             # feats.customer picks increasing codes: as many as there are ids means all, in order.
             ids = tx.customer_ids if len(feats) == len(tx.customer_ids) else \
                 tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
             features_written = early.submit(write_parquet, tmp / FEATURES_FILE, {"customer_id": ids, **host})
-
-        with timer.stage("fit"):
             plan = _plan(Z, config, backend)
             if plan is not None and plan.mode == "streamed":
                 Z = transfers.to_host("scaled features (streamed fit)", Z)
