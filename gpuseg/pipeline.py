@@ -317,19 +317,18 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
     if config.k > n:
         raise GpusegError(f"--k {config.k} is more than the {n} customers with a purchase; allowed: 1..{n}")
 
-    # features.parquet needs nothing after the features stage: it is encoded on a thread of its
-    # own while the fit and the assignment run (they leave cores idle: the fit's step synchronises
-    # every iteration, and the assignment's sums are short), and the write stage only waits for
-    # it beside the assignments. The staging folder is made first, so a failure in the fit still
-    # leaves no partial output; the thread is waited for before the folder is removed.
-    # A failure in the fit reaches the user once that write has ended (seconds at 10⁸ rows).
-    with staged_output(config.out) as tmp, ThreadPoolExecutor(1) as early:
+    # features.parquet needs nothing after the features stage: a writer thread encodes it while the
+    # fit and the assignment run (they leave cores idle), and the other writer the assignments
+    # after them (Arrow's writer releases the GIL). The staging folder is made first, so a failed
+    # fit leaves no partial output; the writers are waited for before it is removed, so that
+    # failure reaches the user once the features are written (seconds at 10⁸ rows).
+    with staged_output(config.out) as tmp, ThreadPoolExecutor(2) as writers:
         with timer.stage("fit"):  # the features' copy back and the start of their write are charged here
             host = {name: transfers.to_host(name, col) for name, col in feats.columns.items()}
             # feats.customer picks increasing codes: as many as there are ids means all, in order.
             ids = tx.customer_ids if len(feats) == len(tx.customer_ids) else \
                 tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
-            features_written = early.submit(write_parquet, tmp / FEATURES_FILE, {"customer_id": ids, **host})
+            features_written = writers.submit(write_parquet, tmp / FEATURES_FILE, {"customer_id": ids, **host})
             plan = _plan(Z, config, backend)
             if plan is not None and plan.mode == "streamed":
                 Z = transfers.to_host("scaled features (streamed fit)", Z)
@@ -367,18 +366,16 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
                 as_of=day_date(tx.as_of), backend=backend.name, columns=columns,
                 date_format=config.date_format, version=__version__, segment_names=tuple(names),
                 training=sums.training())
-            # Arrow's writer releases the GIL: the assignments encode beside the features.
-            with ThreadPoolExecutor(1) as pool:
-                written = [pool.submit(write_parquet, tmp / ASSIGNMENTS,
-                                       {"customer_id": ids, "segment": segment_np,
-                                        "segment_name": segment_names(segment_np, names), "distance": distance_np}),
-                           features_written]
-                write_segments_csv(tmp / SEGMENTS, profiles)
-                if moves:
-                    write_segments_csv(tmp / MIGRATION, moves)
-                model.save(tmp / MODEL)
-                for f in written:
-                    f.result()
+            written = [writers.submit(write_parquet, tmp / ASSIGNMENTS,
+                                      {"customer_id": ids, "segment": segment_np,
+                                       "segment_name": segment_names(segment_np, names), "distance": distance_np}),
+                       features_written]
+            write_segments_csv(tmp / SEGMENTS, profiles)
+            if moves:
+                write_segments_csv(tmp / MIGRATION, moves)
+            model.save(tmp / MODEL)
+            for f in written:
+                f.result()
         report = segment_report(
             config, km, inputs=sources, columns=columns, as_of=tx.as_of, backend=backend.name,
             device=backend.device, fallbacks=fallbacks, rows=tx.rows, n_customers=n,
