@@ -278,3 +278,42 @@ def test_few_customers_keep_the_feature_types(rng):
     got = ingest([(Path("x.parquet"), batch)], MAP, workers=2)
     assert_same(got, *reference([batch]))
     assert got.features.columns["monetary"].dtype == np.float64
+
+
+def test_buckets_merged_in_groups_give_the_same_features_bit_for_bit(rng, monkeypatch):
+    """Buckets taken together in one merge task (a bucket alone, a few, the most the pool
+    allows) give identical features and ids: customers never share buckets, and each
+    one's sums are still added in batch order."""
+    batches = messy_batches(rng, rows=3000, text_ids=True)
+    real = ingest_module._bucket_groups
+    runs = []
+    for group_orders in (1, 500, 1 << 30):
+        groups: list = []
+        monkeypatch.setattr(ingest_module, "_GROUP_ORDERS", group_orders)
+        monkeypatch.setattr(ingest_module, "_bucket_groups", lambda *a: groups.append(real(*a)) or groups[-1])
+        got = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2)
+        runs.append((len(groups[0]), got))
+    (n_alone, alone), (n_few, few), (n_most, most) = runs
+    assert n_alone > n_few > n_most >= 8  # 8: four tasks a thread
+    for got in (few, most):
+        assert got.customer_ids.equals(alone.customer_ids)
+        assert np.array_equal(got.features.customer, alone.features.customer)
+        for name, col in alone.features.columns.items():
+            assert np.array_equal(got.features.columns[name], col, equal_nan=True), name
+
+
+def test_bucket_groups_cover_every_bucket_once_in_order(rng):
+    from gpuseg.cleaning import Cleaner
+    cleaner = Cleaner(MAP, encode_text=True)
+    summed = list(cleaner.map(((Path("x.parquet"), b) for b in messy_batches(rng, rows=3000, own_invoices=True)),
+                              then=ingest_module.sum_batch))
+    buckets = [b.buckets for b in summed]
+    sizes = np.sum([[len(p.order_day) for p in b.parts] for b in buckets], axis=0)
+    for workers in (1, 2, 16):
+        groups = ingest_module._bucket_groups(buckets, workers)
+        assert [p for g in groups for p in g] == list(range(1 << ingest_module._BUCKET_BITS))
+        target = min(ingest_module._GROUP_ORDERS, sizes.sum() // (4 * workers))
+        held = [int(sizes[g.start:g.stop].sum()) for g in groups]
+        assert all(h >= target for h in held[:-1])  # every group but the last reaches the target
+        assert all(h - sizes[g.stop - 1] < target for h, g in zip(held, groups))  # and no more buckets than that
+        assert len(groups) >= min(4 * workers, np.count_nonzero(sizes)) // 2
