@@ -380,3 +380,35 @@ def test_timestamps_and_yyyymmdd_out_of_range():
 def test_only_dates_out_of_range_is_no_usable_rows():
     with pytest.raises(GpusegError, match="date_out_of_range: 2"):
         run_clean({"customer_id": ["a", "b"], "date": ["2500-01-01", "9999-12-31"], "amount": [1.0, 2.0]})
+
+
+def test_pandas_is_imported_before_the_pool_not_by_a_worker(tmp_path):
+    """pyarrow imports pandas (when installed) on its first conversion; the pool starts that
+    import on a thread of its own, so no worker stalls the others mid-batch with it."""
+    pytest.importorskip("pandas")
+    import subprocess
+    import sys
+    import pyarrow.parquet as pq
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"customer_id": list(range(100)), "date": ["2024-01-02"] * 100,
+                             "amount": [1.5] * 100}), path, row_group_size=25)
+    code = f"""
+import sys, threading
+importers = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas":
+            importers.append(threading.current_thread().name)
+sys.meta_path.insert(0, Spy())
+from pathlib import Path
+from gpuseg.cleaning import Cleaner
+from gpuseg.columns import ColumnMapping
+from gpuseg.reading import iter_readers
+mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
+path = Path({str(path)!r})
+kept = list(Cleaner(mapping).map(((path, r) for r in iter_readers(path, mapping)), workers=2))
+assert "pandas" in sys.modules and len(kept) == 4, kept
+print(importers)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['gpuseg-pandas-import']"
