@@ -401,17 +401,27 @@ def _start_pandas_import() -> None:
     """
     global _pandas_import
     if _pandas_import is None and "pandas" not in sys.modules:
-        _pandas_import = threading.Thread(target=pa.scalar, args=(0,), name="gpuseg-pandas-import")
+        _pandas_import = threading.Thread(target=_import_pandas, name="gpuseg-pandas-import")
         _pandas_import.start()
+
+
+def _import_pandas() -> None:
+    """Make pyarrow import pandas. A pandas that fails other than with ImportError would stop
+    pyarrow's first conversion, in a worker, with an unrelated error; failing here, it
+    leaves pyarrow to go on without pandas, as when none is installed."""
+    try:
+        pa.scalar(0)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
     """``map(fn, items)`` on a thread pool, in order, with at most 2 × workers items in flight
     (bounded memory: a finished batch waits only for the ones before it)."""
+    _start_pandas_import()
     if workers <= 1:
         yield from map(fn, items)
         return
-    _start_pandas_import()
     with ThreadPoolExecutor(workers, thread_name_prefix="gpuseg-clean") as pool:
         pending: deque[Future] = deque()
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -382,17 +384,30 @@ def test_only_dates_out_of_range_is_no_usable_rows():
         run_clean({"customer_id": ["a", "b"], "date": ["2500-01-01", "9999-12-31"], "amount": [1.0, 2.0]})
 
 
-def test_pandas_is_imported_before_the_pool_not_by_a_worker(tmp_path):
-    """pyarrow imports pandas (when installed) on its first conversion; the pool starts that
-    import on a thread of its own, so no worker stalls the others mid-batch with it."""
-    pytest.importorskip("pandas")
-    import subprocess
-    import sys
+def _clean_in_fresh_interpreter(tmp_path, prelude: str, workers: int = 2) -> subprocess.CompletedProcess:
+    """Clean a 4-row-group Parquet file on ``workers`` threads in a new interpreter, after ``prelude``."""
     import pyarrow.parquet as pq
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"customer_id": list(range(100)), "date": ["2024-01-02"] * 100,
                              "amount": [1.5] * 100}), path, row_group_size=25)
-    code = f"""
+    code = prelude + f"""
+from pathlib import Path
+from gpuseg.cleaning import Cleaner
+from gpuseg.columns import ColumnMapping
+from gpuseg.reading import iter_readers
+mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
+path = Path({str(path)!r})
+kept = list(Cleaner(mapping).map(((path, r) for r in iter_readers(path, mapping)), workers={workers}))
+assert len(kept) == 4 and sum(len(k.day) for k in kept) == 100, kept
+"""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_pandas_is_imported_before_the_pool_not_by_a_worker(tmp_path):
+    """pyarrow imports pandas (when installed) on its first conversion; the pool starts that
+    import on a thread of its own, so no worker stalls the others mid-batch with it."""
+    pytest.importorskip("pandas")
+    done = _clean_in_fresh_interpreter(tmp_path, """
 import sys, threading
 importers = []
 class Spy:
@@ -400,15 +415,26 @@ class Spy:
         if name == "pandas":
             importers.append(threading.current_thread().name)
 sys.meta_path.insert(0, Spy())
-from pathlib import Path
-from gpuseg.cleaning import Cleaner
-from gpuseg.columns import ColumnMapping
-from gpuseg.reading import iter_readers
-mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
-path = Path({str(path)!r})
-kept = list(Cleaner(mapping).map(((path, r) for r in iter_readers(path, mapping)), workers=2))
-assert "pandas" in sys.modules and len(kept) == 4, kept
-print(importers)
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['gpuseg-pandas-import']"
+import atexit
+atexit.register(lambda: print(importers, "pandas" in sys.modules))
+""")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['gpuseg-pandas-import'] True"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_broken_pandas_does_not_stop_the_run(tmp_path, workers):
+    """A pandas that fails to import (not with ImportError) leaves pyarrow without pandas, as if
+    none were installed; the run goes on, with no traceback."""
+    done = _clean_in_fresh_interpreter(tmp_path, """
+import sys, importlib.abc, importlib.util
+class Broken(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "pandas" else None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise RuntimeError("a broken pandas")
+sys.meta_path.insert(0, Broken())
+""", workers)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
