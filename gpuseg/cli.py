@@ -7,7 +7,9 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -693,7 +695,38 @@ def main() -> None:
     """
     _keep_freed_memory()
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        _exit_now(exc.code)
+
+
+def _exit_now(code: Any) -> None:
+    """End the process as ``sys.exit(code)`` would, less the interpreter's teardown.
+
+    After a run the interpreter unloaded ~800 modules (numpy, pyarrow,
+    pandas...) and collected their objects: 0.12-0.18 s of every run's wall
+    clock on 10⁷ rows, about 5%; CUDA contexts and CuPy's pools add to it on
+    a GPU. The run's files are written and closed by then. What teardown would
+    still do that matters is done here: cyclic garbage is collected (its
+    finalizers close what it holds), exit handlers run (logging, Dask's
+    clusters, child processes), the console streams are flushed. Where the
+    interpreter has no ``atexit._run_exitfuncs``, it exits as usual.
+    """
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    gc.collect()
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (gpuseg ... | head) or stream
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

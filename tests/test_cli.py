@@ -542,3 +542,59 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["segment", "--backend", "cupy", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "gpuseg[cuda12]" in result.output and "gpuseg[cuda13]" in result.output
+
+
+# -- the console script ends without the interpreter's teardown, but as sys.exit would ---------
+
+_MAIN = """
+import atexit, gc, sys
+gc.disable()  # only an explicit collection finds the cycle below
+class Holder:  # cyclic garbage whose finalizer writes: collected before the process ends
+    def __del__(self):
+        print("finalizer ran", flush=True)
+h = Holder(); h.me = h; del h
+atexit.register(lambda: print("exit handler ran"))  # buffered: flushed on the way out
+sys.argv = ["gpuseg", *sys.argv[1:]]
+from gpuseg.cli import main
+main()
+print("not reached")
+"""
+
+
+def _main(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", _MAIN, *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
+
+
+def test_main_runs_exit_handlers_and_finalizers_and_keeps_the_exit_status(tmp_path):
+    done = _main("--version", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == ["finalizer ran", "exit handler ran"]
+    assert done.stdout.startswith("gpuseg ")
+    bad = _main("segment", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "seg"), cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr
+    assert "exit handler ran" in bad.stdout and "not reached" not in bad.stdout
+    assert not (tmp_path / "seg").exists()
+
+
+def test_main_writes_every_output_before_it_ends(tmp_path):
+    done = _main("segment", "--out", str(tmp_path / "seg"), "-q", cwd=tmp_path)  # the demo data
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "seg" / "report.json").read_text())
+    assert report["n_customers"] == pq.read_table(tmp_path / "seg" / "assignments.parquet").num_rows
+    assert SegmentModel.load(tmp_path / "seg" / "model.json").k == report["k"]
+
+
+def test_exit_now_prints_a_message_status_and_exits_1(monkeypatch, capsys):
+    import os
+    from gpuseg import cli
+    codes = []
+    monkeypatch.setattr(os, "_exit", lambda code: codes.append(code))
+    monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: codes.append("handlers"))
+    cli._exit_now("stopped: a message")
+    cli._exit_now(None)
+    cli._exit_now(3)
+    assert codes == ["handlers", 1, "handlers", 0, "handlers", 3]
+    assert capsys.readouterr().err == "stopped: a message\n"
