@@ -396,8 +396,9 @@ def _start_pandas_import() -> None:
     converting thread then waits on; made by the first worker to convert,
     mid-batch, it stalled the whole pool. Started before the pool, it runs
     while the first batches decode (retail log, 10⁷ lines, 2 cores: load
-    stage 1.40-1.61 -> 1.31-1.37 s). Not a daemon: exit waits for it rather
-    than cut an import short.
+    stage 1.40-1.61 -> 1.31-1.37 s). Not a daemon: an interpreter's usual
+    exit waits for it rather than cut an import short (the console script's
+    exit, :func:`gpuseg.cli._exit_now`, needs nothing from it).
     """
     global _pandas_import
     if _pandas_import is None and "pandas" not in sys.modules:

@@ -710,11 +710,14 @@ def _exit_now(code: Any) -> None:
     a GPU. The run's files are written and closed by then. What teardown would
     still do that matters is done here: cyclic garbage is collected (its
     finalizers close what it holds), exit handlers run (logging, Dask's
-    clusters, child processes), the console streams are flushed. Where the
-    interpreter has no ``atexit._run_exitfuncs``, it exits as usual.
+    clusters, child processes), the console streams are flushed. It exits as
+    usual where the interpreter has no ``atexit._run_exitfuncs``, and under
+    ``python -i``, a debugger or a profiler, which act after ``main`` returns.
+    Programs that run the CLI in-process call ``app``, not ``main``.
     """
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_handlers is None:
+    if run_exit_handlers is None or sys.flags.interactive or sys.gettrace() is not None \
+            or sys.getprofile() is not None:  # python -i, a debugger, cProfile: they act after main returns
         sys.exit(code)
     if code is not None and not isinstance(code, int):  # sys.exit("message"): printed, status 1
         print(code, file=sys.stderr)
@@ -723,7 +726,8 @@ def _exit_now(code: Any) -> None:
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the descriptor was closed at start (gpuseg ... >&-)
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe (gpuseg ... | head) or stream
             pass
     os._exit(code or 0)

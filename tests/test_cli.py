@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -561,11 +562,16 @@ print("not reached")
 """
 
 
-def _main(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+def _main(*args: str, cwd: Path, prelude: str = "") -> "subprocess.CompletedProcess[str]":
+    """``gpuseg args`` through ``main`` in a new interpreter: this checkout's code, stdout buffered
+    (so that an exit that skips the flush loses the last lines)."""
+    import os
     import subprocess
     import sys
-    return subprocess.run([sys.executable, "-c", _MAIN, *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", prelude + _MAIN, *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=env)
 
 
 def test_main_runs_exit_handlers_and_finalizers_and_keeps_the_exit_status(tmp_path):
@@ -587,14 +593,34 @@ def test_main_writes_every_output_before_it_ends(tmp_path):
     assert SegmentModel.load(tmp_path / "seg" / "model.json").k == report["k"]
 
 
+def test_main_with_closed_console_streams_still_succeeds(tmp_path):
+    """``gpuseg ... >&-``: Python starts with sys.stdout (or stderr) None; the run's status stays 0."""
+    for stream in ("stdout", "stderr"):
+        done = _main("segment", "--out", str(tmp_path / stream), "-q", cwd=tmp_path,
+                     prelude=f"import sys\nsys.{stream} = None\n")
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / stream / "report.json").exists()
+
+
 def test_exit_now_prints_a_message_status_and_exits_1(monkeypatch, capsys):
     import os
     from gpuseg import cli
     codes = []
     monkeypatch.setattr(os, "_exit", lambda code: codes.append(code))
     monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: codes.append("handlers"))
+    monkeypatch.setattr(sys, "gettrace", lambda: None)  # as when no debugger or coverage tool runs
+    monkeypatch.setattr(sys, "getprofile", lambda: None)
     cli._exit_now("stopped: a message")
     cli._exit_now(None)
     cli._exit_now(3)
-    assert codes == ["handlers", 1, "handlers", 0, "handlers", 3]
+    cli._exit_now(True)
+    assert codes == ["handlers", 1, "handlers", 0, "handlers", 3, "handlers", True]
     assert capsys.readouterr().err == "stopped: a message\n"
+
+
+def test_exit_now_exits_as_usual_under_a_profiler(monkeypatch):
+    from gpuseg import cli
+    monkeypatch.setattr(sys, "getprofile", lambda: object())
+    with pytest.raises(SystemExit) as exc:
+        cli._exit_now(4)
+    assert exc.value.code == 4

@@ -317,3 +317,23 @@ def test_bucket_groups_cover_every_bucket_once_in_order(rng):
         assert all(h >= target for h in held[:-1])  # every group but the last reaches the target
         assert all(h - sizes[g.stop - 1] < target for h, g in zip(held, groups))  # and no more buckets than that
         assert len(groups) >= min(4 * workers, np.count_nonzero(sizes)) // 2
+
+
+def test_merged_sums_add_each_batchs_partial_in_batch_order(rng):
+    """A customer's merged sum is exactly 0.0 + batch 0's partial + batch 1's + ...: the order
+    that keeps results the same whatever the bucket grouping or the thread count."""
+    from gpuseg.cleaning import Cleaner
+    batches = messy_batches(rng, n_batches=6, rows=3000, own_invoices=True)
+    cleaner = Cleaner(MAP, encode_text=True)
+    summed = list(cleaner.map(((Path("x.parquet"), b) for b in batches), then=ingest_module.sum_batch))
+    expected: dict = {}
+    for b in summed:
+        for part in b.buckets.parts:
+            for key, value in zip(part.key.tolist(), part.monetary.tolist()):
+                expected[key] = expected.get(key, 0.0) + value
+    merged = ingest_module.merge(summed, cleaner.ids_to_int, workers=2)
+    got: dict = {}
+    for ids, sums in merged.buckets:
+        got.update(zip(np.asarray(ids).tolist(), sums.monetary.tolist()))
+    assert len(got) == len(expected) > 50
+    assert got == expected
