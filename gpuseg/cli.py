@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, NoReturn, Optional
 
 import typer
 # Typer carries its own copy of click; its exceptions are the ones raised here.
@@ -701,7 +701,7 @@ def main() -> None:
         _exit_now(exc.code)
 
 
-def _exit_now(code: Any) -> None:
+def _exit_now(code: Any) -> NoReturn:
     """End the process as ``sys.exit(code)`` would, less the interpreter's teardown.
 
     After a run the interpreter unloaded ~800 modules (numpy, pyarrow,
