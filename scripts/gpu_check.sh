@@ -99,6 +99,9 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   echo "no .whl/ carried: the polars and Flash-KMeans peers run only if they are installed"
 fi
+# Byte-compiled as installed packages are, so that no timed run compiles sources at start-up
+# (the wheels go in with --no-compile; gpuseg runs from this tree).
+$PY -m compileall -q gpuseg /tmp/site >/dev/null 2>&1 || true
 $PY -c "
 import sys
 print(sys.version.split()[0])
