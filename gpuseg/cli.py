@@ -695,7 +695,7 @@ def main() -> None:
     """
     _keep_freed_memory()
     # The ~40,000 objects of the modules imported so far live until exit: left out of every
-    # collection, the run's ~120 collections took 29-35 ms instead of 76-82 (10⁷ rows), each
+    # collection, the run's ~120 collections took 24-35 ms instead of 72-82 (10⁷ rows), each
     # holding the GIL, and the one at exit (_exit_now) half as long.
     gc.freeze()
     signal.signal(signal.SIGTERM, _terminate)
