@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from cli_helpers import checkout_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -401,9 +401,8 @@ path = Path({str(path)!r})
 kept = list(Cleaner(mapping).map(((path, r) for r in iter_readers(path, mapping)), workers={workers}))
 assert len(kept) == 4 and sum(len(k.day) for k in kept) == 100, kept
 """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=checkout_env())
 
 
 def test_pandas_is_imported_before_the_pool_not_by_a_worker(tmp_path):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from cli_helpers import invoke, ok
+from cli_helpers import checkout_env, invoke, ok
 from typer.testing import CliRunner
 
 from gpuseg.cli import app
@@ -569,13 +569,10 @@ print("not reached")
 def _main(*args: str, cwd: Path, prelude: str = "") -> "subprocess.CompletedProcess[str]":
     """``gpuseg args`` through ``main`` in a new interpreter: this checkout's code, stdout buffered
     (so that an exit that skips the flush loses the last lines)."""
-    import os
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-c", prelude + _MAIN, *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env=env)
+                          timeout=120, cwd=cwd, env=checkout_env(buffered=True))
 
 
 def test_main_runs_exit_handlers_and_finalizers_and_keeps_the_exit_status(tmp_path):
