@@ -367,18 +367,20 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
         first = int(xp.argmax(has_cust & ~date_ok))
         stats.bad_date = (path, batch.column(mapping.date)[first].as_py())
     day, amount = day[keep], amount[keep]
-    mask = pa.array(to_numpy(keep))
-    ids = cust_col.filter(mask)
-    if is_text(ids.type) or is_encoded_text(ids.type):
+    keep = to_numpy(keep)
+
+    def kept(column: pa.Array) -> Any:
+        if encode_text and (is_text(column.type) or is_encoded_text(column.type)):
+            return EncodedText.encode(column, keep)
+        return column if keep.all() else column.filter(pa.array(keep))
+
+    ids = kept(cust_col)
+    if isinstance(ids, EncodedText) or is_text(ids.type) or is_encoded_text(ids.type):
         stats.text_from_csv = path.name.lower().endswith(CSV_SUFFIXES)
-        if encode_text:
-            ids = EncodedText.encode(ids)
         # Only CSV text may become integers (see ids_to_int): only it is checked.
         if stats.text_from_csv and len(ids):
             stats.text_all_int = ids.all_int if isinstance(ids, EncodedText) else all_int_text(ids)
-    invoices = batch.column(mapping.invoice).filter(mask) if mapping.invoice else None
-    if invoices is not None and encode_text and (is_text(invoices.type) or is_encoded_text(invoices.type)):
-        invoices = EncodedText.encode(invoices)
+    invoices = kept(batch.column(mapping.invoice)) if mapping.invoice else None
     stats.rows.used = int(day.shape[0])
     if stats.rows.used:
         stats.max_day = int(day.max())

@@ -3,7 +3,7 @@
 Customer ids are coded 0..C-1 in sorted id order; an *order* is an invoice of
 one customer, or one customer-day where a line has no invoice. Integers in a
 dense range are coded by direct indexing (linear time, NumPy or CuPy); other
-numbers by a hash on the host (partitioned by key so that each part fits the
+numbers by a sort or a hash on the host (partitioned by key so that each part fits the
 cache, the parts on a thread pool) or a sort on the device. Text is
 dictionary-encoded per batch on the host (:class:`EncodedText`), short text is
 turned into fixed-width byte keys, and only integer codes travel to the device.
@@ -64,8 +64,14 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
 
     Integers (or integral floats, as ids with gaps come from pandas) in a
     dense range are coded by direct indexing, in linear time, in sorted order.
-    Other values: Arrow's hash table on the host (sorted afterwards when
-    ``sort``), a sort on the device. ``owned`` lets the array be overwritten.
+    Other values: a sort or Arrow's hash table on the host (:func:`_hash_codes`;
+    sorted afterwards when ``sort``), a sort on the device. ``owned`` lets the
+    array be overwritten.
+
+    On the host the range counts as dense up to 4 values per row: beyond, the
+    scattered bool and rank arrays miss the cache, and one sort is faster
+    (2.5·10⁵ ids spanning 2²³: 21 against 6 ms). The device codes spans of up
+    to :data:`_DENSE_MIN` directly.
     """
     xp = get_namespace(values)
     n = int(values.shape[0])
@@ -77,7 +83,7 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
     lo, hi = float(lo_v), float(hi_v)
     integral = values.dtype.kind in "iu" or (abs(lo) < 2**52 and abs(hi) < 2**52
                                             and bool(xp.all(values == xp.floor(values))))
-    if integral and hi - lo + 1 <= max(4 * n, _DENSE_MIN):
+    if integral and hi - lo + 1 <= (4 * n if xp is np else max(4 * n, _DENSE_MIN)):
         lo_i, span = int(lo), int(hi - lo) + 1
         offset = xp.subtract(values, values.dtype.type(lo_i), out=values if owned else None)
         offset = offset.astype(_code_dtype(span), copy=False)
@@ -95,13 +101,16 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
         rank[uniques] = xp.arange(uniques.shape[0], dtype=rank.dtype)
         return rank[offset], (uniques + lo_i).astype(values.dtype)
     if xp is np:
+        if integral and values.dtype.kind == "f":  # as integers: sorted by packing rows into the keys
+            codes, uniques = _host_codes(values.astype(np.int64), sort)
+            return codes, uniques.astype(values.dtype)
         return _host_codes(values, sort)
     uniques, codes = xp.unique(values, return_inverse=True)
     return codes.reshape(-1).astype(_code_dtype(int(uniques.shape[0])), copy=False), uniques
 
 
-#: Integers spanning at most this many values are coded by direct indexing
-#: (a bool and an int32 per value in the span), even when few are present.
+#: On the device, integers spanning at most this many values are coded by direct
+#: indexing (a bool and an int32 per value in the span), even when few are present.
 _DENSE_MIN = 1 << 23
 #: Above this many values a hash table outgrows the caches: partition first.
 _PARTITION_MIN = 1 << 21
@@ -193,24 +202,25 @@ _SAMPLE = 4096
 
 
 def _mostly_distinct(values: np.ndarray) -> bool:
-    """Whether more than half of ``values`` are likely distinct, judged from a random sample.
+    """Whether more than a quarter of ``values`` are likely distinct, judged from a random sample.
 
     m rows drawn (with replacement) from n values with D distinct, about
     evenly used, repeat about m²/2·(1/n + 1/D) times: the same row drawn
-    twice, or two rows of one value. D > n/2 when that is under m²/2·3/n. Above n/2 a
-    sort beats Arrow's hash table, whose inserts then all miss the cache: on
-    10⁶ rows, 43 against 87 ms at 93% distinct (a date-ordered export of
-    CDNOW's buyers), while at 12-36% distinct (invoices, or customers of a
-    retail log) the table is 1-3× faster. Uneven use (heavy buyers) only
-    adds repeats, so the guess errs towards the table. The choice changes
-    the codes' numbering, never which rows share a code.
+    twice, or two rows of one value. D > n/4 when that is under m²/2·5/n.
+    Above n/4 a sort (:func:`unique_inverse`) beats Arrow's hash table, whose
+    inserts then miss the cache: on 10⁶ random 40-bit ids, 31 against 64 ms
+    at 33% distinct, 27 against 19-24 ms at 12%, 31 against 11 ms at 2%
+    (and 7 against 10 ms for 2.5·10⁵ customer ids of a retail log's orders,
+    82% distinct). Uneven use (heavy buyers) only adds repeats, so the guess
+    errs towards the table. The choice changes the codes' numbering, never
+    which rows share a code.
     """
     n = len(values)
     if n < 4 * _SAMPLE:
         return False
     sample = values[np.random.default_rng(n).integers(0, n, _SAMPLE)]
     repeats = _SAMPLE - len(np.unique(sample))
-    return 2 * repeats * n < 3 * _SAMPLE * _SAMPLE
+    return 2 * repeats * n < 5 * _SAMPLE * _SAMPLE
 
 
 _scratch = threading.local()
@@ -272,6 +282,10 @@ def factorize(arr: pa.Array, sort: bool = True) -> tuple[np.ndarray, pa.Array]:
 KEY_BYTES_MAX = 64
 
 
+#: The first n bytes of a little-endian 8-byte word, n = 0..8.
+_FIRST_BYTES = np.array([(1 << 8 * n) - 1 for n in range(9)], dtype="<u8")
+
+
 def text_keys(text: pa.Array) -> np.ndarray | None:
     """Text as fixed-width byte keys (NumPy ``S`` dtype, NUL-padded to a multiple of 8 bytes):
     equal keys for equal text, ordered as the text sorts, hashed and sorted as
@@ -279,7 +293,10 @@ def text_keys(text: pa.Array) -> np.ndarray | None:
     a NUL byte (which would make the padding ambiguous).
 
     Factorizing byte keys is several times faster than Arrow's string hash
-    (14.5 s for 2.5·10⁷ distinct invoice ids here), and ids are short.
+    (14.5 s for 2.5·10⁷ distinct invoice ids here), and ids are short. Each
+    8-byte word of the keys is one gather of unaligned words from Arrow's
+    string data, its bytes past the text's end masked off (10⁶ invoice ids
+    of 6-7 bytes: 14-17 ms, against 35-38 ms a byte column at a time).
     """
     if text.null_count or not pa.types.is_string(text.type):
         return None
@@ -296,13 +313,28 @@ def text_keys(text: pa.Array) -> np.ndarray | None:
     if not data.all():
         return None
     data = np.concatenate([data, np.zeros(width, np.uint8)])
+    # Every byte offset as the start of an 8-byte word (overlapping, unaligned).
+    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
     starts = offsets[:-1] - offsets[0]
-    chars = np.zeros((len(text), width), dtype=np.uint8)
-    for j in range(longest):  # one byte column at a time
-        byte = data[starts + j]
-        byte[lengths <= j] = 0
-        chars[:, j] = byte
-    return chars.view(f"S{width}").reshape(-1)
+    keys = []
+    for j in range(width // 8):
+        word = words[starts + 8 * j if j else starts]
+        word &= _FIRST_BYTES[np.clip(lengths - 8 * j, 0, 8) if j else lengths if width == 8 else
+                             np.minimum(lengths, 8)]
+        keys.append(word)
+    return (keys[0] if len(keys) == 1 else np.stack(keys, axis=1)).view(f"S{width}").reshape(-1)
+
+
+def _distinct(keys: np.ndarray) -> bool:
+    """Whether no two byte keys are equal (one sort: faster than coding them)."""
+    keys = np.sort(keys.view(np.uint64) if keys.dtype.itemsize == 8 else keys)
+    return not bool((keys[1:] == keys[:-1]).any())
+
+
+def _text_bytes(text: pa.Array) -> int:
+    """The bytes of a string array's text (its data between the first and last offset)."""
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)
+    return int(offsets[text.offset + len(text)] - offsets[text.offset])
 
 
 def as_numbers(keys: np.ndarray) -> np.ndarray:
@@ -356,9 +388,18 @@ class EncodedText:
     _all_int: bool | None = None   # computed when first asked (see all_int)
 
     @classmethod
-    def encode(cls, text: pa.Array) -> "EncodedText":
-        """Encode text, or re-use the dictionary of text read dictionary-encoded
-        (Parquet stores text ids that way; only the entries some row uses are kept)."""
+    def encode(cls, text: pa.Array, keep: np.ndarray | None = None) -> "EncodedText":
+        """Encode the rows of ``text`` that ``keep`` marks (all rows when None).
+
+        Text read dictionary-encoded keeps its dictionary (only the entries some
+        row uses). Plain text that turns into byte keys (:func:`text_keys`) is
+        coded by runs of equal neighbours (:meth:`_by_runs`). Other text goes to
+        Arrow's hash.
+        """
+        if not pa.types.is_dictionary(text.type) and (row_keys := text_keys(text)) is not None:
+            return cls._by_runs(text, row_keys, keep)
+        if keep is not None and not keep.all():
+            text = text.filter(pa.array(keep))
         if pa.types.is_dictionary(text.type):
             indices = pc.fill_null(text.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
             used = np.zeros(len(text.dictionary) + 1, dtype=bool)
@@ -377,6 +418,47 @@ class EncodedText:
             indices = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
         dictionary = pc.utf8_trim_whitespace(dictionary.cast(pa.string()))
         return cls(indices, dictionary, text_keys(dictionary))
+
+    @classmethod
+    def _by_runs(cls, text: pa.Array, row_keys: np.ndarray, keep: np.ndarray | None = None) -> "EncodedText":
+        """Encode plain text from its rows' byte keys.
+
+        An export lists an invoice's lines together, so invoice ids come in
+        runs: only the first key of each run is coded, and when no two runs
+        share a key (the usual case), one sort shows it and the runs are the
+        entries. Retail log, a row group of 10⁶ lines and 2.5·10⁵ invoices:
+        16-17 ms for the keys and 21 ms here, where reading the invoices as a
+        dictionary took 50 ms more than reading them plain, and encoding that
+        21 ms.
+        """
+        rows = None
+        if keep is not None and not keep.all():
+            rows = np.flatnonzero(keep)
+            row_keys = row_keys[rows]
+        n = len(row_keys)
+        if n == 0:
+            return cls(np.empty(0, np.int32), pa.array([], pa.string()), np.empty(0, "S8"))
+        words = row_keys.view("<u8").reshape(n, -1)
+        head = np.empty(n, dtype=bool)
+        head[0] = True
+        np.not_equal(words[1:, 0], words[:-1, 0], out=head[1:])
+        for j in range(1, words.shape[1]):
+            head[1:] |= words[1:, j] != words[:-1, j]
+        starts = np.flatnonzero(head)
+        if _distinct(row_keys[starts]):  # one run per entry: runs are the entries
+            indices = np.cumsum(head, dtype=np.int32)
+            indices -= 1
+            first = starts
+        else:
+            codes, _ = factorize_keys(row_keys[starts], sort=False)
+            indices = np.repeat(codes.astype(np.int32, copy=False), np.diff(starts, append=n))
+            first = np.empty(int(codes.max()) + 1, dtype=np.int64)
+            first[codes[::-1]] = starts[::-1]  # the first row of each entry
+        dictionary = text.take(pa.array(first if rows is None else rows[first]))
+        trimmed = pc.utf8_trim_whitespace(dictionary)
+        # Trimming only removes bytes: when it removed none, the rows' keys are the entries' keys.
+        keys = row_keys[first] if _text_bytes(trimmed) == _text_bytes(dictionary) else text_keys(trimmed)
+        return cls(indices, trimmed, keys)
 
     @property
     def all_int(self) -> bool:

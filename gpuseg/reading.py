@@ -116,10 +116,14 @@ def iter_readers(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch 
     """The mapped columns of one file, as work for a thread pool.
 
     Parquet: one callable per row group, which decodes it (so that row
-    groups decode on every core), text id columns as dictionaries (Parquet
+    groups decode on every core), text customer ids as a dictionary (Parquet
     stores them dictionary-encoded, so no string is built and no row is
-    hashed); CSV: record batches of 64 MB blocks, parsed by Arrow's own
-    threads as they are taken.
+    hashed). Text invoices are read plain: with about one entry per order
+    they outgrow the writer's dictionary page, its later pages are plain,
+    and reading those as a dictionary hashes every row (retail log: 77
+    against 25 ms a row group); :class:`~gpuseg.coding.EncodedText` codes
+    them by runs instead. CSV: record batches of 64 MB blocks, parsed by
+    Arrow's own threads as they are taken.
 
     Raises
     ------
@@ -135,8 +139,7 @@ def iter_readers(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch 
         schema, n = pf.schema_arrow, pf.num_row_groups
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
-    as_dictionary = [c for c in (mapping.customer, mapping.invoice)
-                     if c is not None and pa.types.is_string(schema.field(c).type)]
+    as_dictionary = [c for c in (mapping.customer,) if pa.types.is_string(schema.field(c).type)]
     for i in range(n):
         yield _row_group_reader(path, i, mapping.needed, as_dictionary)
 

@@ -128,6 +128,62 @@ def test_byte_keys_are_exact_and_keep_text_order():
     assert text_keys(pa.array(["a\x00"])) is None   # a NUL would be ambiguous with the padding
 
 
+def test_byte_keys_equal_the_text_padded_with_nuls(rng):
+    """Every width and length: a key is the text's bytes, NUL-padded to the key width."""
+    words = ["".join(rng.choice(list("ab9Cé-"), n)) for n in rng.integers(0, 30, 400)]
+    for text in (pa.array(words), pa.array(words).slice(7, 300), pa.array([w[:8] for w in words])):
+        keys = text_keys(text)
+        width = keys.dtype.itemsize
+        assert keys.tolist() == [w.encode().ljust(width, b"\0").rstrip(b"\0") for w in text.to_pylist()]
+        assert width == max(8, -(-max(len(w.encode()) for w in text.to_pylist()) // 8) * 8)
+
+
+def _encoded(text: pa.Array, keep: np.ndarray | None = None) -> list:
+    """What an encoding gives back: each kept row's (trimmed) text, None where null."""
+    enc = EncodedText.encode(text, keep)
+    assert enc.dictionary.to_pylist() == pc.utf8_trim_whitespace(enc.dictionary).to_pylist()
+    if enc.keys is not None:
+        assert enc.keys.tolist() == text_keys(enc.dictionary).tolist()
+    return enc.decode().to_pylist()
+
+
+@pytest.mark.parametrize("rows", [
+    ["A1", "A1", "B2", "B2", "B2", "C3"],                  # one run per invoice
+    ["A1", "B2", "A1", "A1", "C3", "B2", "C3"],            # an invoice in several runs
+    [" A1", "A1 ", "A1", "", "B2", " ", "x" * 9, "x" * 9],  # blanks, spaces, a wider key
+])
+def test_plain_text_encoded_by_runs_gives_each_row_back(rows):
+    text = pa.array(rows)
+    trimmed = [r.strip() for r in rows]
+    assert _encoded(text) == trimmed
+    enc = EncodedText.encode(text)
+    assert len(enc.dictionary) == len(set(rows))  # one entry per distinct text
+    keep = np.array([i % 3 != 1 for i in range(len(rows))])
+    assert _encoded(text, keep) == [t for t, k in zip(trimmed, keep) if k]
+    assert _encoded(text, np.zeros(len(rows), dtype=bool)) == []
+    # The same as text read dictionary-encoded, kept by the same mask.
+    assert _encoded(text.dictionary_encode(), keep) == _encoded(text, keep)
+
+
+def test_text_with_nulls_or_nul_bytes_is_hashed_as_strings():
+    assert _encoded(pa.array(["A1", None, "A1"]), np.array([True, True, False])) == ["A1", None]
+    enc = EncodedText.encode(pa.array(["a\x00", "a", "a\x00"]))
+    assert enc.keys is None and enc.indices.tolist() == [0, 1, 0]
+
+
+def test_host_codes_sparse_integers_by_sort(monkeypatch, rng):
+    """Ids spanning more than 4 values a row are sorted, not scattered over their span."""
+    def no_scratch(*args):
+        raise AssertionError("direct indexing over a sparse span")
+    values = rng.integers(0, 1 << 22, 5000) * 3.0  # integral floats, as pandas leaves ids with gaps
+    monkeypatch.setattr(coding, "_dense_scratch", no_scratch)
+    codes, uniques = factorize_values(values, sort=True)
+    assert uniques.dtype == values.dtype and uniques.tolist() == sorted(set(values.tolist()))
+    assert np.array_equal(uniques[codes], values)
+    with pytest.raises(AssertionError, match="sparse span"):
+        factorize_values(np.arange(1000) % 7)  # a dense span: scattered
+
+
 def test_factorize_byte_keys_partitioned(monkeypatch, rng):
     words = np.array([f"C{v}".encode() for v in rng.integers(0, 10**12, 3000)], dtype="S16")
     keys = np.concatenate([words, words[::2]])
