@@ -446,8 +446,8 @@ class Merged:
 
 
 def _ascending(ids: np.ndarray) -> bool:
-    """Whether a bucket's ids are in ascending order (integers always are: np.unique's
-    order of their keys; negative floats are not, as their keys are their bits)."""
+    """Whether a bucket's ids are in ascending order (numbers always are: they are coded
+    in sorted order, floats as numbers rather than by their bits)."""
     return len(ids) < 2 or bool((ids[1:] > ids[:-1]).all())
 
 
@@ -611,12 +611,13 @@ def _merge_buckets(group: range, buckets: list[Buckets]) -> tuple[Any, LineSums]
 
     key = as_numbers(cat("key"))
     text = parts[0].ids is not None
-    # The first index (a slower, stable sort) is needed only to find text ids; numbers are their keys.
+    # The first index (a slower, stable sort) is needed only to find text ids; numbers are their
+    # keys (floats coded as numbers, not by their bits: whole ones are sorted as integers).
     if text:
         uniques, first, customer = np.unique(key, return_index=True, return_inverse=True)
         customer = customer.reshape(-1)
     else:
-        customer, uniques = unique_inverse(key)
+        customer, uniques = unique_inverse(key_values(key, buckets[0].id_type))
     del key
     n_customers = len(uniques)
     base = np.cumsum([0] + [len(part.key) for part in parts])
@@ -647,7 +648,7 @@ def _merge_buckets(group: range, buckets: list[Buckets]) -> tuple[Any, LineSums]
     if text:
         ids = pa.concat_arrays([part.ids for part in parts]).take(pa.array(first))
     else:
-        ids = key_values(uniques, buckets[0].id_type)
+        ids = uniques
     return ids, sums
 
 

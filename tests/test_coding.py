@@ -55,6 +55,12 @@ def test_partitioned_hash_equals_one_table(monkeypatch, rng):
     assert same_partition(codes, [0, 0, 1, 1, 2] * 400)
 
 
+def test_unique_inverse_of_whole_floats_merges_negative_zero():
+    codes, uniques = coding.unique_inverse(np.array([-0.0, 2.0, 0.0, -3.0]))
+    assert uniques.tolist() == [-3.0, 0.0, 2.0] and not np.signbit(uniques[1])
+    assert codes.tolist() == [1, 2, 1, 0]
+
+
 def test_mostly_distinct_judges_by_the_share_of_distinct_values(rng):
     n = 1 << 20
     assert coding._mostly_distinct(rng.integers(0, 10 * n, n))      # 95% distinct
@@ -82,10 +88,12 @@ def test_hash_codes_by_table_or_by_sort_agree(rng, distinct):
 
 @pytest.mark.parametrize("case", ["small span", "wide span", "negative", "uint8", "one value", "descending",
                                   "full int64 range", "uint64 beyond int64", "uint64 near the top",
-                                  "big-endian uint64 near the top", "int8 full range"])
-def test_unique_inverse_by_packed_sort_is_numpys(rng, case):
-    """Integers sorted packed with their row index give np.unique's codes and uniques exactly,
-    dtype of the uniques included; spans that leave no room for the row bits fall back."""
+                                  "big-endian uint64 near the top", "int8 full range", "whole floats",
+                                  "negative whole floats", "fractions", "floats past 2**63", "float32"])
+def test_unique_inverse_by_packed_sort_is_numpys(rng, case, monkeypatch):
+    """Integers (and whole-number floats) sorted packed with their row index give np.unique's codes
+    and uniques exactly, dtype of the uniques included; other values, and spans that leave no
+    room for the row bits, fall back."""
     values = {"small span": rng.integers(0, 100, 5000),
               "wide span": rng.integers(0, 2**40, 1 << 17),       # 2^40 << 17 bits still fits
               "negative": rng.integers(-50, 50, 1001).astype(np.int32),
@@ -96,8 +104,18 @@ def test_unique_inverse_by_packed_sort_is_numpys(rng, case):
               "uint64 beyond int64": np.array([2**64 - 1, 3, 2**63, 3], dtype=np.uint64),
               "uint64 near the top": np.array([2**64 - 1, 2**64 - 5, 2**64 - 1, 2**64 - 3], dtype=np.uint64),
               "big-endian uint64 near the top": (np.arange(10, dtype=np.uint64) % 3 + np.uint64(2**63 + 5)).astype(">u8"),
-              "int8 full range": np.array([127, -128, 0, 127, -1], dtype=np.int8)}[case]
+              "int8 full range": np.array([127, -128, 0, 127, -1], dtype=np.int8),
+              "whole floats": rng.integers(0, 5 * 10**6, 20_000) + 0.0,
+              "negative whole floats": rng.integers(-10**6, 10**6, 20_000) * 3.0,
+              "fractions": rng.integers(0, 1000, 5000) / 4,
+              "floats past 2**63": np.array([2.0**63, 1.0, 2.0**63, -2.0**64]),
+              "float32": rng.integers(0, 1000, 5000).astype(np.float32)}[case]
+    fell_back, real_unique = [], np.unique
+    monkeypatch.setattr(np, "unique", lambda *a, **k: fell_back.append(1) or real_unique(*a, **k))
     codes, uniques = coding.unique_inverse(values)
+    monkeypatch.undo()
+    # The packed sort takes whole floats; np.unique is left for the rest.
+    assert bool(fell_back) == (case in ("full int64 range", "uint64 beyond int64", "fractions", "floats past 2**63"))
     want_uniques, want_codes = np.unique(values, return_inverse=True)
     np.testing.assert_array_equal(uniques, want_uniques)
     assert uniques.dtype == want_uniques.dtype
