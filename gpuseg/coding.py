@@ -394,6 +394,7 @@ class EncodedText:
     dictionary: pa.Array           # trimmed text
     keys: np.ndarray | None        # byte key of each entry (see text_keys); None when some is long
     _all_int: bool | None = None   # computed when first asked (see all_int)
+    runs: np.ndarray | None = None  # when entry i is rows runs[i]..runs[i+1]-1: the row each starts at
 
     @classmethod
     def encode(cls, text: pa.Array, keep: np.ndarray | None = None) -> "EncodedText":
@@ -453,10 +454,11 @@ class EncodedText:
         for j in range(1, words.shape[1]):
             head[1:] |= words[1:, j] != words[:-1, j]
         starts = np.flatnonzero(head)
+        runs = None
         if _distinct(row_keys[starts]):  # one run per entry: runs are the entries
             indices = np.cumsum(head, dtype=np.int32)
             indices -= 1
-            first = starts
+            first = runs = starts
         else:
             codes, _ = factorize_keys(row_keys[starts], sort=False)
             indices = np.repeat(codes.astype(np.int32, copy=False), np.diff(starts, append=n))
@@ -466,7 +468,7 @@ class EncodedText:
         trimmed = pc.utf8_trim_whitespace(dictionary)
         # Trimming only removes bytes: when it removed none, the rows' keys are the entries' keys.
         keys = row_keys[first] if _text_bytes(trimmed) == _text_bytes(dictionary) else text_keys(trimmed)
-        return cls(indices, trimmed, keys)
+        return cls(indices, trimmed, keys, runs=runs)
 
     @property
     def all_int(self) -> bool:

@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .backend import bincount, get_namespace, scatter_max, scatter_min
 
 FEATURES: dict[str, str] = {
@@ -104,7 +106,8 @@ class LineSums:
     returned: Any
 
 
-def sum_lines(customer: Any, day: Any, amount: Any, order: Any, n_customers: int, n_orders: int) -> LineSums:
+def sum_lines(customer: Any, day: Any, amount: Any, order: Any, n_customers: int, n_orders: int,
+              runs: Any = None) -> LineSums:
     """Sum coded lines per order and per customer (array-generic).
 
     Parameters
@@ -115,12 +118,23 @@ def sum_lines(customer: Any, day: Any, amount: Any, order: Any, n_customers: int
     amount : float64 array of shape (m,)
     order : int array of shape (m,)
         Order code of each line, in ``0..n_orders-1``; one customer per order.
+    runs : int array of shape (n_orders,), optional (host)
+        When order ``o`` is lines ``runs[o]..runs[o+1]-1`` (an export lists an
+        invoice's lines together): the line each order starts at. Order days
+        are then minima of runs (``np.minimum.reduceat``, which releases the
+        GIL; the scatter holds it).
     """
     xp = get_namespace(customer, day, amount, order)
-    order_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)
-    scatter_min(order_day, order, day)
-    order_customer = xp.empty(n_orders, dtype=customer.dtype)
-    order_customer[order] = customer
+    if runs is not None:
+        order_day = np.minimum.reduceat(day, runs) if len(runs) else xp.empty(0, dtype=xp.int32)
+        order_customer = customer[runs]
+    else:
+        order_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)
+        scatter_min(order_day, order, day)
+        order_customer = xp.empty(n_orders, dtype=customer.dtype)
+        order_customer[order] = customer
+    if xp is np:  # bincount's index type, cast once rather than in each call
+        customer, order = customer.astype(np.intp, copy=False), order.astype(np.intp, copy=False)
     # One scratch array for the three derived weights, not three temporaries.
     scratch = xp.abs(amount)
     order_gross = xp.bincount(order, weights=scratch, minlength=n_orders)

@@ -268,11 +268,19 @@ def _sum_by_invoice(kept: KeptRows, xp: Any) -> BatchSums | None:
     customer from the orders. None when an invoice is shared by customers."""
     invoice, invoices, n_invoices, has = _local(kept.invoices, xp)
     key = _line_keys(kept.ids, xp)
-    inv_rows, key_rows = (invoice, key) if has is None else (invoice[has], key[has])
-    owner = xp.empty(n_invoices, dtype=key.dtype)
-    owner[inv_rows] = key_rows
-    if not bool(xp.all(owner[inv_rows] == key_rows)):
-        return None
+    runs = kept.invoices.runs if xp is np and has is None and isinstance(kept.invoices, EncodedText) else None
+    if runs is not None:  # each invoice one run of lines: one customer where the key changes only at runs
+        owner = key[runs]
+        changed = key[1:] != key[:-1]
+        changed[runs[1:] - 1] = False
+        if bool(changed.any()):
+            return None
+    else:
+        inv_rows, key_rows = (invoice, key) if has is None else (invoice[has], key[has])
+        owner = xp.empty(n_invoices, dtype=key.dtype)
+        owner[inv_rows] = key_rows
+        if not bool(xp.all(owner[inv_rows] == key_rows)):
+            return None
     order = invoice.astype(xp.int64)
     owners = [owner]
     n_orders = n_invoices
@@ -288,10 +296,14 @@ def _sum_by_invoice(kept: KeptRows, xp: Any) -> BatchSums | None:
         order[rows] = days + n_invoices
         owners.append(day_owner)
         n_orders += int(uniq.shape[0])
-    lines = xp.bincount(order, minlength=n_orders)
-    used = None if bool((lines > 0).all()) else xp.flatnonzero(lines > 0)  # blank invoice entries
+    if runs is not None:  # every entry has its run of lines
+        used = None
+    else:
+        lines = xp.bincount(order, minlength=n_orders)
+        used = None if bool((lines > 0).all()) else xp.flatnonzero(lines > 0)  # blank invoice entries
     order_key = xp.concatenate(owners) if len(owners) > 1 else owner
-    order_invoice = xp.where(xp.arange(n_orders) < n_invoices, xp.arange(n_orders), -1)
+    order_invoice = xp.arange(n_orders) if n_orders == n_invoices else \
+        xp.where(xp.arange(n_orders) < n_invoices, xp.arange(n_orders), -1)
     if used is not None:
         order_key, order_invoice = order_key[used], order_invoice[used]
     if isinstance(kept.ids, EncodedText):  # entries are the customers' codes already
@@ -309,7 +321,7 @@ def _sum_by_invoice(kept: KeptRows, xp: Any) -> BatchSums | None:
         of_order = xp.empty(n_orders, dtype=customer.dtype)
         of_order[used] = customer
         line_customer = of_order[order]
-    sums = sum_lines(line_customer, kept.day, kept.amount, order, n_customers, n_orders)
+    sums = sum_lines(line_customer, kept.day, kept.amount, order, n_customers, n_orders, runs)
     if used is not None:
         for name in ("order_customer", "order_net", "order_gross", "order_day"):
             setattr(sums, name, getattr(sums, name)[used])

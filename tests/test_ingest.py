@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from gpuseg import coding
 from gpuseg import ingest as ingest_module
 from gpuseg.backend import to_numpy
 from gpuseg.cleaning import clean
@@ -337,3 +338,48 @@ def test_merged_sums_add_each_batchs_partial_in_batch_order(rng):
         got.update(zip(np.asarray(ids).tolist(), sums.monetary.tolist()))
     assert len(got) == len(expected) > 50
     assert got == expected
+
+
+def export_batches(rng, n_batches=4, orders=120, shared=False):
+    """A log as retailers export it: each invoice's lines together (some invoices run on into
+    the next batch), one customer per invoice, returns as 'C' invoices, a few lines dropped
+    inside runs; with ``shared`` one invoice's run has a second customer."""
+    lines = []
+    for o in range(n_batches * orders):
+        cust = float(rng.integers(0, 80)) * 3  # whole-number float ids, as pandas exports them
+        day = dt.date(2024, 1, 1) + dt.timedelta(days=int(rng.integers(0, 90)))
+        invoice = f"{'C' if o % 9 == 0 else ''}{500000 + o}"
+        for _ in range(int(rng.integers(1, 8))):
+            amount = float(np.round(rng.normal(20, 30), 2)) * (-1 if invoice[0] == "C" else 1)
+            line_day = day + dt.timedelta(days=int(rng.random() < 0.2))  # an order's day: its earliest line's
+            lines.append([cust, line_day.isoformat(), invoice, None if rng.random() < 0.03 else amount])
+    if shared:  # the second line of a kept run of lines gets another customer
+        at = next(i for i in range(len(lines) // 2, len(lines) - 1) if lines[i][2] == lines[i + 1][2]
+                  and lines[i][3] is not None and lines[i + 1][3] is not None)
+        lines[at + 1][0] = 7.0
+    rows = -(-len(lines) // n_batches)
+    return [pa.record_batch({name: [line[j] for line in lines[b * rows:(b + 1) * rows]]
+                             for j, name in enumerate(["customer_id", "date", "invoice", "amount"])})
+            for b in range(n_batches)]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_invoices_in_runs_are_summed_by_run(rng, monkeypatch, shared):
+    """Invoices read as runs of lines are summed by run (order days as minima of runs), give
+    the features of all lines at once, and the same bits as the general path; a run with a
+    second customer takes the line-by-line path."""
+    batches = export_batches(rng, shared=shared)
+    tx, feats = reference(batches)
+    assert tx.rows.dropped["bad_amount"]
+    runs_seen = []
+    real_sum_lines = ingest_module.sum_lines
+    monkeypatch.setattr(ingest_module, "sum_lines",
+                        lambda *a: runs_seen.append(len(a) > 6 and a[6] is not None) or real_sum_lines(*a))
+    got = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2)
+    assert_same(got, tx, feats)
+    assert runs_seen.count(True) == len(batches) - shared  # the shared invoice's batch: by line
+    monkeypatch.setattr(coding, "_distinct", lambda keys: False)  # no runs known: every batch the general way
+    general = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2)
+    assert not any(runs_seen[len(batches):])
+    for name, col in got.features.columns.items():
+        assert to_numpy(col).tobytes() == to_numpy(general.features.columns[name]).tobytes(), name
