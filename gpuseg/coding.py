@@ -405,8 +405,9 @@ class EncodedText:
         coded by runs of equal neighbours (:meth:`_by_runs`). Other text goes to
         Arrow's hash.
         """
-        if not pa.types.is_dictionary(text.type) and (row_keys := text_keys(text)) is not None:
-            return cls._by_runs(text, row_keys, keep)
+        if pa.types.is_string(text.type) and not text.null_count and \
+                (encoded := cls._by_runs(text, keep)) is not None:
+            return encoded
         if keep is not None and not keep.all():
             text = text.filter(pa.array(keep))
         if pa.types.is_dictionary(text.type):
@@ -429,45 +430,53 @@ class EncodedText:
         return cls(indices, dictionary, text_keys(dictionary))
 
     @classmethod
-    def _by_runs(cls, text: pa.Array, row_keys: np.ndarray, keep: np.ndarray | None = None) -> "EncodedText":
-        """Encode plain text from its rows' byte keys.
+    def _by_runs(cls, text: pa.Array, keep: np.ndarray | None = None) -> "EncodedText | None":
+        """Encode plain text by runs of equal neighbours; None when its runs' text does not
+        turn into byte keys (:func:`text_keys`).
 
         An export lists an invoice's lines together, so invoice ids come in
-        runs: only the first key of each run is coded, and when no two runs
-        share a key (the usual case), one sort shows it and the runs are the
-        entries. Retail log, a row group of 10⁶ lines and 2.5·10⁵ invoices:
-        16-17 ms for the keys and 21 ms here, where reading the invoices as a
-        dictionary took 50 ms more than reading them plain, and encoding that
-        21 ms.
+        runs: Arrow compares neighbours, and only the first row of each run is
+        keyed and coded. When no two runs share a key (the usual case), one
+        sort shows it and the runs are the entries. Retail log, a row group of
+        10⁶ lines and 2.5·10⁵ invoices: 30-33 ms (37-43 ms keying every row
+        to compare keys), where reading the invoices as a dictionary took 50 ms
+        more than reading them plain, and encoding that 21 ms.
         """
-        rows = None
-        if keep is not None and not keep.all():
-            rows = np.flatnonzero(keep)
-            row_keys = row_keys[rows]
-        n = len(row_keys)
-        if n == 0:
-            return cls(np.empty(0, np.int32), pa.array([], pa.string()), np.empty(0, "S8"))
-        words = row_keys.view("<u8").reshape(n, -1)
-        head = np.empty(n, dtype=bool)
-        head[0] = True
-        np.not_equal(words[1:, 0], words[:-1, 0], out=head[1:])
-        for j in range(1, words.shape[1]):
-            head[1:] |= words[1:, j] != words[:-1, j]
+        n = len(text)
+        rows = None if keep is None or keep.all() else np.flatnonzero(keep)
+        change = np.empty(n, dtype=bool)
+        if n:
+            change[0] = True
+            np.logical_not(pc.equal(text.slice(1), text.slice(0, n - 1)).to_numpy(zero_copy_only=False),
+                           out=change[1:])
+        if rows is None:
+            head = change
+        else:  # a kept row starts a run where it or a dropped row since the kept one before it changed
+            head = change[keep]
+            moved = np.searchsorted(rows, np.flatnonzero(change & ~keep))
+            head[moved[moved < len(rows)]] = True
+            head[:1] = True
         starts = np.flatnonzero(head)
+        heads = text.take(pa.array(starts if rows is None else rows[starts]))
+        keys = text_keys(heads)
+        if keys is None:
+            return None
         runs = None
-        if _distinct(row_keys[starts]):  # one run per entry: runs are the entries
+        if _distinct(keys):  # one run per entry: runs are the entries
             indices = np.cumsum(head, dtype=np.int32)
             indices -= 1
             first = runs = starts
+            dictionary = heads
         else:
-            codes, _ = factorize_keys(row_keys[starts], sort=False)
-            indices = np.repeat(codes.astype(np.int32, copy=False), np.diff(starts, append=n))
+            codes, _ = factorize_keys(keys, sort=False)
+            indices = np.repeat(codes.astype(np.int32, copy=False), np.diff(starts, append=len(head)))
             first = np.empty(int(codes.max()) + 1, dtype=np.int64)
-            first[codes[::-1]] = starts[::-1]  # the first row of each entry
-        dictionary = text.take(pa.array(first if rows is None else rows[first]))
+            first[codes[::-1]] = np.arange(len(codes))[::-1]  # the first run of each entry
+            dictionary, keys = heads.take(pa.array(first)), keys[first]
         trimmed = pc.utf8_trim_whitespace(dictionary)
-        # Trimming only removes bytes: when it removed none, the rows' keys are the entries' keys.
-        keys = row_keys[first] if _text_bytes(trimmed) == _text_bytes(dictionary) else text_keys(trimmed)
+        # Trimming only removes bytes: when it removed none, the heads' keys are the entries' keys.
+        if _text_bytes(trimmed) != _text_bytes(dictionary):
+            keys = text_keys(trimmed)
         return cls(indices, trimmed, keys, runs=runs)
 
     @property

@@ -120,13 +120,18 @@ def sum_lines(customer: Any, day: Any, amount: Any, order: Any, n_customers: int
         Order code of each line, in ``0..n_orders-1``; one customer per order.
     runs : int array of shape (n_orders,), optional (host)
         When order ``o`` is lines ``runs[o]..runs[o+1]-1`` (an export lists an
-        invoice's lines together): the line each order starts at. Order days
-        are then minima of runs (``np.minimum.reduceat``, which releases the
-        GIL; the scatter holds it).
+        invoice's lines together): the line each order starts at. An order's
+        day is then its first line's, lowered by the scatter only where a later
+        line is earlier (an invoice's lines share a day as a rule; the scatter
+        holds the GIL, and ``np.minimum.reduceat`` of 2.5·10⁵ short runs took
+        twice as long as the scatter).
     """
     xp = get_namespace(customer, day, amount, order)
     if runs is not None:
-        order_day = np.minimum.reduceat(day, runs) if len(runs) else xp.empty(0, dtype=xp.int32)
+        order_day = day[runs]
+        earlier = day < order_day[order]
+        if bool(earlier.any()):
+            scatter_min(order_day, order[earlier], day[earlier])
         order_customer = customer[runs]
     else:
         order_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)

@@ -169,6 +169,7 @@ def _encoded(text: pa.Array, keep: np.ndarray | None = None) -> list:
     ["A1", "A1", "B2", "B2", "B2", "C3"],                  # one run per invoice
     ["A1", "B2", "A1", "A1", "C3", "B2", "C3"],            # an invoice in several runs
     [" A1", "A1 ", "A1", "", "B2", " ", "x" * 9, "x" * 9],  # blanks, spaces, a wider key
+    ["A1", "B2", "B2", "C3", "C3", "C3", "D4"],            # runs starting at a dropped row
 ])
 def test_plain_text_encoded_by_runs_gives_each_row_back(rows):
     text = pa.array(rows)
