@@ -41,8 +41,8 @@ import pyarrow.compute as pc
 
 from .backend import get_namespace, release_freed_memory, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import (EncodedText, as_numbers, code_entries, code_ids, factorize_values, key_hash,
-                     n_entries, order_codes, unique_inverse)
+from .coding import (EncodedText, as_numbers, code_entries, code_ids, equal_codes, factorize_values,
+                     key_hash, n_entries, order_codes, unique_inverse)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
@@ -574,11 +574,6 @@ def _cat(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
-def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
-    codes, uniques = unique_inverse(values)
-    return codes, len(uniques)
-
-
 #: The merge takes consecutive buckets together until a task holds this many orders
 #: (of all batches), fewer where the pool would otherwise get under four tasks a thread.
 _GROUP_ORDERS = 1 << 17
@@ -642,7 +637,7 @@ def _merge_buckets(group: range, buckets: list[Buckets]) -> tuple[Any, LineSums]
                               for part in parts])
         invoice = np.zeros(len(has), dtype=np.int64)
         if has.any():
-            invoice[has], n_inv = _dense_codes(as_numbers(cat("invoice_key")[has]))
+            invoice[has], n_inv = equal_codes(as_numbers(cat("invoice_key")[has]))
         if has.all():
             has = None
     order, n_orders = order_codes(order_customer, day, invoice, has, n_inv)

@@ -55,6 +55,26 @@ def test_partitioned_hash_equals_one_table(monkeypatch, rng):
     assert same_partition(codes, [0, 0, 1, 1, 2] * 400)
 
 
+@pytest.mark.parametrize("collide", [False, True])
+def test_equal_codes_of_wide_keys_by_hash_checked(rng, monkeypatch, collide):
+    """Keys too wide to pack (8-byte text keys) are grouped by a hash; equal hashes of
+    different keys are caught, and the keys coded by unique_inverse instead."""
+    words = text_keys(pa.array([f"{'C' if i % 5 == 0 else ''}{v}" for i, v in
+                                enumerate(rng.integers(10**5, 10**6, 3000))]))
+    values = as_numbers(np.concatenate([words, words[::3]]))
+    if collide:  # every key hashes alike
+        monkeypatch.setattr(coding, "key_hash", lambda keys: np.zeros(len(keys), np.uint64))
+    fell_back, real = [], coding.unique_inverse
+    monkeypatch.setattr(coding, "unique_inverse", lambda v: fell_back.append(1) or real(v))
+    codes, n = coding.equal_codes(values)
+    assert bool(fell_back) == collide
+    assert n == len(np.unique(values)) and same_partition(codes, np.unique(values, return_inverse=True)[1])
+    assert sorted(set(codes.tolist())) == list(range(n))
+    # Narrow integers take the packed sort of their values.
+    codes, n = coding.equal_codes(np.array([5, 3, 5, 9]))
+    assert n == 3 and codes.tolist() == [1, 0, 1, 2]
+
+
 def test_unique_inverse_of_whole_floats_merges_negative_zero():
     codes, uniques = coding.unique_inverse(np.array([-0.0, 2.0, 0.0, -3.0]))
     assert uniques.tolist() == [-3.0, 0.0, 2.0] and not np.signbit(uniques[1])
