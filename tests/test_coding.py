@@ -56,11 +56,13 @@ def test_partitioned_hash_equals_one_table(monkeypatch, rng):
 
 
 @pytest.mark.parametrize("collide", [False, True])
-def test_equal_codes_of_wide_keys_by_hash_checked(rng, monkeypatch, collide):
-    """Keys too wide to pack (8-byte text keys) are grouped by a hash; equal hashes of
-    different keys are caught, and the keys coded by unique_inverse instead."""
+@pytest.mark.parametrize("digits", [6, 8])
+def test_equal_codes_of_wide_keys_by_hash_checked(rng, monkeypatch, collide, digits):
+    """Keys too wide to pack (text keys of 8 bytes, as numbers, or of 16) are grouped by a hash;
+    equal hashes of different keys are caught, and the keys coded by unique_inverse instead."""
     words = text_keys(pa.array([f"{'C' if i % 5 == 0 else ''}{v}" for i, v in
-                                enumerate(rng.integers(10**5, 10**6, 3000))]))
+                                enumerate(rng.integers(10**(digits - 1), 10**digits, 3000))]))
+    assert words.dtype.itemsize == (8 if digits < 8 else 16)
     values = as_numbers(np.concatenate([words, words[::3]]))
     if collide:  # every key hashes alike
         monkeypatch.setattr(coding, "key_hash", lambda keys: np.zeros(len(keys), np.uint64))
