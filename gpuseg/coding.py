@@ -369,9 +369,13 @@ def text_keys(text: pa.Array) -> np.ndarray | None:
 
 
 def _distinct(keys: np.ndarray) -> bool:
-    """Whether no two byte keys are equal (one sort: faster than coding them)."""
-    keys = np.sort(keys.view(np.uint64) if keys.dtype.itemsize == 8 else keys)
-    return not bool((keys[1:] == keys[:-1]).any())
+    """Whether no two byte keys are equal: one sort of 8-byte keys as numbers, or of wider
+    keys' hashes (distinct hashes are distinct keys; only equal ones need the keys' own
+    sort, which for byte strings is several times slower)."""
+    sorted_keys = np.sort(keys.view(np.uint64) if keys.dtype.itemsize == 8 else key_hash(keys))
+    if not bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+        return True
+    return keys.dtype.itemsize != 8 and len(np.unique(keys)) == len(keys)
 
 
 def _text_bytes(text: pa.Array) -> int:
@@ -503,7 +507,7 @@ class EncodedText:
             first = runs = starts
             dictionary = heads
         else:
-            codes, _ = factorize_keys(keys, sort=False)
+            codes, _ = equal_codes(keys)
             indices = np.repeat(codes.astype(np.int32, copy=False), np.diff(starts, append=len(head)))
             first = np.empty(int(codes.max()) + 1, dtype=np.int64)
             first[codes[::-1]] = np.arange(len(codes))[::-1]  # the first run of each entry

@@ -77,6 +77,17 @@ def test_equal_codes_of_wide_keys_by_hash_checked(rng, monkeypatch, collide, dig
     assert n == 3 and codes.tolist() == [1, 0, 1, 2]
 
 
+@pytest.mark.parametrize("collide", [False, True])
+def test_distinct_keys_of_any_width(monkeypatch, collide):
+    """Wide keys are told apart by their hashes; equal hashes are settled by the keys."""
+    if collide:
+        monkeypatch.setattr(coding, "key_hash", lambda keys: np.zeros(len(keys), np.uint64))
+    for width in (1, 9):  # 8- and 16-byte keys
+        keys = text_keys(pa.array([c * width for c in "abcdef"]))
+        assert coding._distinct(keys)
+        assert not coding._distinct(keys[[0, 1, 2, 1]])
+
+
 def test_unique_inverse_of_whole_floats_merges_negative_zero():
     codes, uniques = coding.unique_inverse(np.array([-0.0, 2.0, 0.0, -3.0]))
     assert uniques.tolist() == [-3.0, 0.0, 2.0] and not np.signbit(uniques[1])
