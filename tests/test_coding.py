@@ -9,7 +9,7 @@ import pytest
 
 from gpuseg import coding
 from gpuseg.coding import (EncodedText, as_numbers, _hash_codes, code_entries, code_ids, factorize_keys,
-                           factorize_values, key_hash, order_codes, text_keys)
+                           factorize_values, id_present, key_hash, order_codes, text_keys)
 from gpuseg.backend import to_numpy
 
 
@@ -293,3 +293,25 @@ def test_orders_of_no_lines(xp):
     order, n = order_codes(empty, empty.astype(xp.int32), empty, None, 0)
     assert n == 0 and order.shape == (0,)
     assert order_codes(empty, empty.astype(xp.int32))[1] == 0
+
+
+@pytest.mark.parametrize("arr", [
+    pa.array([3.0, None, float("nan"), -0.0, float("inf"), 7.5, None, 2.0]),
+    pa.array([1, None, 3, 4, None, 6, 7, 8], pa.int32()),
+    pa.array([5, 6, 7, 8, 9, 10, 11, 12, 13, 14], pa.uint64()).slice(2),   # an offset into its buffers
+    pa.array([1.5, None, 2.5, 3.5, None, 4.5, 5.5, 6.5, 7.5], pa.float32()).slice(1),
+    pa.nulls(8, pa.float64()),
+    pa.array(["a", None, "c", "d", "e", "f", "g", "h"]),
+])
+def test_kept_rows_and_present_ids_of_every_layout(arr):
+    """Kept rows filtered in NumPy are Arrow's filter exactly (nulls, offsets, types); ids
+    present are the valid, finite (and, for text, non-blank) ones."""
+    from gpuseg.cleaning import _kept_rows
+    keep = np.array([i % 3 != 1 for i in range(len(arr))])
+    def values(a):  # NaN as text, so that lists compare
+        return ["nan" if isinstance(v, float) and v != v else v for v in a.to_pylist()]
+    got = _kept_rows(arr, keep)
+    assert got.type == arr.type and values(got) == values(arr.filter(pa.array(keep)))
+    assert _kept_rows(arr, np.ones(len(arr), bool)) is arr
+    want = [v is not None and (isinstance(v, str) or np.isfinite(v)) for v in arr.to_pylist()]
+    assert id_present(arr).tolist() == want
