@@ -242,8 +242,8 @@ def equal_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     """
     n = len(values)
     bits = max(1, (n - 1).bit_length())
-    if n and (values.dtype.kind == "S" or values.dtype.kind in "iu" and values.dtype.itemsize == 8 and
-              int(values.max()) - int(values.min()) >= 1 << (63 - bits)):
+    if n and (values.dtype.kind == "S" or (values.dtype.kind in "iu" and values.dtype.itemsize == 8 and
+                                           int(values.max()) - int(values.min()) >= 1 << (63 - bits))):
         rows, first = _sort_packed((key_hash(values) >> np.uint64(bits + 1)).view(np.int64), bits)
         in_order = values[rows]
         if bool(((in_order[1:] == in_order[:-1]) | first[1:]).all()):
@@ -357,7 +357,7 @@ def text_keys(text: pa.Array) -> np.ndarray | None:
         return None
     if len(text) == 0:
         return np.empty(0, "S8")
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    offsets = _offsets(text)
     lengths = np.diff(offsets)
     longest = int(lengths.max())
     if longest > KEY_BYTES_MAX:
@@ -390,10 +390,15 @@ def _distinct(keys: np.ndarray) -> bool:
     return keys.dtype.itemsize != 8 and len(np.unique(keys)) == len(keys)
 
 
+def _offsets(text: pa.Array) -> np.ndarray:
+    """A string array's n + 1 offsets into its data."""
+    return np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+
+
 def _text_bytes(text: pa.Array) -> int:
     """The bytes of a string array's text (its data between the first and last offset)."""
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)
-    return int(offsets[text.offset + len(text)] - offsets[text.offset])
+    offsets = _offsets(text)
+    return int(offsets[-1] - offsets[0])
 
 
 def as_numbers(keys: np.ndarray) -> np.ndarray:
@@ -516,12 +521,11 @@ class EncodedText:
         if _distinct(keys):  # one run per entry: runs are the entries
             indices = np.cumsum(head, dtype=np.int32)
             indices -= 1
-            first = runs = starts
-            dictionary = heads
+            runs, dictionary = starts, heads
         else:
-            codes, _ = equal_codes(keys)
+            codes, count = equal_codes(keys)
             indices = np.repeat(codes.astype(np.int32, copy=False), np.diff(starts, append=len(head)))
-            first = np.empty(int(codes.max()) + 1, dtype=np.int64)
+            first = np.empty(count, dtype=np.int64)
             first[codes[::-1]] = np.arange(len(codes))[::-1]  # the first run of each entry
             dictionary, keys = heads.take(pa.array(first)), keys[first]
         trimmed = pc.utf8_trim_whitespace(dictionary)
