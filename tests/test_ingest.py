@@ -365,9 +365,9 @@ def export_batches(rng, n_batches=4, orders=120, shared=False):
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_invoices_in_runs_are_summed_by_run(rng, monkeypatch, shared):
-    """Invoices read as runs of lines are summed by run (order days as minima of runs), give
-    the features of all lines at once, and the same bits as the general path; a run with a
-    second customer takes the line-by-line path."""
+    """Invoices read as runs of lines are summed by run (an order's day is its run's first line's,
+    lowered where a later line is earlier), give the features of all lines at once, and the same
+    bits as the general path; a run with a second customer takes the line-by-line path."""
     batches = export_batches(rng, shared=shared)
     tx, feats = reference(batches)
     assert tx.rows.dropped["bad_amount"]
