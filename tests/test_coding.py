@@ -72,6 +72,11 @@ def test_equal_codes_of_wide_keys_by_hash_checked(rng, monkeypatch, collide, dig
     assert bool(fell_back) == collide
     assert n == len(np.unique(values)) and same_partition(codes, np.unique(values, return_inverse=True)[1])
     assert sorted(set(codes.tolist())) == list(range(n))
+    # Distinct keys (no equal hashes, unless every hash is alike): one code each.
+    distinct = np.unique(values)[::-1]
+    codes, n = coding.equal_codes(distinct)
+    assert n == len(distinct) and sorted(codes.tolist()) == list(range(n))
+    assert bool(fell_back) == collide
     # Narrow integers take the packed sort of their values.
     codes, n = coding.equal_codes(np.array([5, 3, 5, 9]))
     assert n == 3 and codes.tolist() == [1, 0, 1, 2]
