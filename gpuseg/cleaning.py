@@ -126,10 +126,37 @@ def yyyymmdd_days(values: Any, valid: Any) -> tuple[Any, Any]:
     return days.astype(xp.int32), ok
 
 
+#: Units of a date64 or timestamp per day.
+_PER_DAY = {"ms": 86_400_000, "s": 86_400, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+
+
 def _date32_days(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    days = pc.fill_null(arr.cast(pa.date32()).view(pa.int32()), 0).to_numpy(zero_copy_only=False)
-    return days.astype(np.int32, copy=False), valid
+    """Days (int32; any value where null) of a date or timestamp array, and which are not null.
+
+    Dates, and timestamps without a zone or in UTC, are divided in NumPy
+    (10⁶ timestamps: 2 against 4 ms for Arrow's cast), days past int32's
+    range clipped to its ends (out of range either way; Arrow's cast wraps
+    them). A zoned timestamp's day is the one in its zone: Arrow's cast.
+    """
+    t = arr.type
+    valid = np.ones(len(arr), dtype=bool) if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_date32(t):
+        per_day = 1
+    elif pa.types.is_date64(t) or (pa.types.is_timestamp(t) and t.tz in (None, "UTC")):
+        per_day = _PER_DAY["ms" if pa.types.is_date64(t) else t.unit]
+    else:
+        days = pc.fill_null(arr.cast(pa.date32()).view(pa.int32()), 0).to_numpy(zero_copy_only=False)
+        return days.astype(np.int32, copy=False), valid
+    if arr.buffers()[1] is None:  # every row null
+        return np.zeros(len(arr), dtype=np.int32), valid
+    values = np.frombuffer(arr.buffers()[1], dtype=np.int32 if per_day == 1 else np.int64)
+    values = values[arr.offset:arr.offset + len(arr)]
+    if per_day == 1:
+        return values.copy(), valid
+    days = np.floor_divide(values, per_day)
+    if per_day <= _PER_DAY["ms"]:  # seconds and milliseconds reach past int32's days
+        np.clip(days, np.iinfo(np.int32).min, np.iinfo(np.int32).max, out=days)
+    return days.astype(np.int32), valid
 
 
 def _strictly_valid(text: str, date_format: str) -> bool:

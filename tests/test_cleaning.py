@@ -14,6 +14,7 @@ from cli_helpers import checkout_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpuseg import cleaning
 from gpuseg.cleaning import AFTER_AS_OF, clean, day_date, day_number, parse_days
 from gpuseg.columns import ColumnMapping
 from gpuseg.errors import GpusegError
@@ -86,6 +87,37 @@ def test_dates_and_naive_timestamps():
     assert days(pa.array([dt.datetime(2024, 3, 5, 23, 59, 59)], pa.timestamp("s"))) == [day]
     assert days(pa.array([dt.datetime(2024, 3, 5, 0, 0, 1)], pa.timestamp("ns"))) == [day]
     assert days(pa.array([dt.datetime(1969, 12, 31, 12)], pa.timestamp("ms"))) == [-1]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns", "date32", "date64"])
+def test_naive_days_agree_with_arrows_cast(unit):
+    """Dates and naive timestamps are divided in NumPy: the days of Arrow's cast, nulls and
+    slices included, before 1970 too (floored, not truncated)."""
+    per_day = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000,
+               "date32": 1, "date64": 86_400_000}[unit]
+    rng = np.random.default_rng(1)
+    values = rng.integers(-400 * per_day, 30_000 * per_day, 1000)
+    values[:4] = [-1, 0, per_day - 1, per_day]
+    if unit == "date32":
+        t = pa.date32()
+        values = values.astype(np.int32)
+    else:
+        t = pa.date64() if unit == "date64" else pa.timestamp(unit)
+    arr = pa.array(values, t, mask=rng.random(1000) < 0.1).slice(3, 900)
+    got, valid = cleaning._date32_days(arr)
+    want = [int(v) // per_day for v in values[3:903]]  # Python's // floors
+    assert valid.tolist() == arr.is_valid().to_pylist()
+    assert got.dtype == np.int32 and got[valid].tolist() == [w for w, ok in zip(want, valid) if ok]
+    if unit != "date64":  # Arrow casts only whole days of date64
+        assert got[valid].tolist() == [v for v in arr.cast(pa.date32()).view(pa.int32()).to_pylist() if v is not None]
+
+
+def test_days_past_int32_are_clipped_not_wrapped():
+    """10¹⁵ s is ~1.2·10¹⁰ days: Arrow's cast wraps it into int32 (a wrong, maybe plausible
+    day); clipped to int32's end, it is out of range and dropped as such."""
+    got, _ = cleaning._date32_days(pa.array([10**15, -10**15, 0], pa.timestamp("s")))
+    assert got.tolist() == [2**31 - 1, -2**31, 0]
+    assert got[0] > cleaning.LAST_DAY and got[1] < cleaning.FIRST_DAY
 
 
 def test_tz_aware_timestamps_use_their_own_zone():
