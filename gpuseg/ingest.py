@@ -41,8 +41,8 @@ import pyarrow.compute as pc
 
 from .backend import get_namespace, release_freed_memory, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import (EncodedText, as_numbers, code_entries, code_ids, equal_codes, factorize_values,
-                     key_hash, n_entries, order_codes, unique_inverse)
+from .coding import (EncodedText, _run_codes, _sort_packed, as_numbers, code_entries, code_ids, equal_codes,
+                     factorize_values, key_hash, n_entries, order_codes, unique_inverse)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
@@ -69,6 +69,7 @@ class BatchSums:
     order_invoice: Any
     sums: LineSums
     buckets: "Buckets | None" = None
+    grouped: Any = None  # host: the orders grouped by their customer's bucket, when coding gave it
 
 
 #: Customers are spread over 2**_BUCKET_BITS buckets by a hash of their id, so
@@ -146,6 +147,41 @@ def _bucket_order(bucket: np.ndarray) -> np.ndarray | None:
     return np.argsort(bucket, kind="stable")
 
 
+def _bucket_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Codes of numeric customer ids (one per order), numbered in the order that
+    :func:`_bucketize` keeps customers in (by bucket, then by value), the ids so
+    numbered, and the rows grouped by bucket (by value, then row, within one).
+
+    One sort of ``bucket << b + (value - min) << r | row``, where
+    :func:`gpuseg.coding.unique_inverse` sorted ``(value - min) << r | row``
+    and bucketing then gathered every customer column and sorted the orders
+    by bucket again. None when the ids are not whole numbers, or their span
+    leaves no room for the bucket and row bits.
+    """
+    n = len(values)
+    if not n or (values.dtype.kind == "u" and values.dtype.itemsize == 8 and int(values.max()) >= 1 << 63):
+        return None
+    if values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = values.astype(np.int64)
+        if not bool((whole == values).all()):  # a fraction, NaN or out of int64's range
+            return None
+        values = values + 0.0  # -0.0 and 0.0: one id, keyed as 0.0
+        key = values.view(np.int64)
+    else:
+        whole = key = values.astype(np.int64, copy=False)
+    lo, hi = int(whole.min()), int(whole.max())
+    row_bits, value_bits = max(1, (n - 1).bit_length()), (hi - lo).bit_length()
+    if _BUCKET_BITS + value_bits + row_bits > 63:
+        return None
+    packed = _bucket_of(key).astype(np.int64)
+    packed <<= value_bits
+    packed += whole
+    packed -= lo
+    rows, first = _sort_packed(packed, row_bits)
+    return _run_codes(rows, first), values[rows[first]], rows
+
+
 def _in_bucket_order(customer: np.ndarray, customers: Any) -> tuple[np.ndarray, Any]:
     """Renumber a batch's customer codes so that its customers come in bucket order.
 
@@ -186,7 +222,7 @@ def _bucketize(batch: BatchSums) -> Buckets | None:
     if cperm is not None:
         within[cperm] = within.copy()
     order_bucket = bucket[sums.order_customer]
-    operm = _bucket_order(order_bucket)
+    operm = batch.grouped if batch.grouped is not None else _bucket_order(order_bucket)
     ob = _bounds(order_bucket)
     del order_bucket
     has = inv = None
@@ -306,10 +342,15 @@ def _sum_by_invoice(kept: KeptRows, xp: Any) -> BatchSums | None:
         xp.where(xp.arange(n_orders) < n_invoices, xp.arange(n_orders), -1)
     if used is not None:
         order_key, order_invoice = order_key[used], order_invoice[used]
+    grouped = None
     if isinstance(kept.ids, EncodedText):  # entries are the customers' codes already
         customer, customers, n_customers = order_key.astype(xp.int64), kept.ids.entries(), len(kept.ids.dictionary)
     else:
-        customer, uniques = factorize_values(order_key, sort=False)
+        coded = _bucket_codes(order_key) if xp is np else None
+        if coded is None:
+            customer, uniques = factorize_values(order_key, sort=False)
+        else:
+            customer, uniques, grouped = coded
         customers = pa.array(to_numpy(uniques), kept.ids.type)
         n_customers = len(customers)
     # Each line's customer through its order; the customer sums then add the lines in
@@ -325,7 +366,7 @@ def _sum_by_invoice(kept: KeptRows, xp: Any) -> BatchSums | None:
     if used is not None:
         for name in ("order_customer", "order_net", "order_gross", "order_day"):
             setattr(sums, name, getattr(sums, name)[used])
-    return BatchSums(customers, invoices, order_invoice, sums)
+    return BatchSums(customers, invoices, order_invoice, sums, grouped=grouped)
 
 
 def sum_batch(kept: KeptRows) -> BatchSums:
