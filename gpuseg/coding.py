@@ -554,6 +554,8 @@ class EncodedText:
         (None when all do): entries are codes within the batch."""
         blank = (self.keys == b"") if self.keys is not None else \
             pc.fill_null(pc.equal(self.dictionary, ""), True).to_numpy(zero_copy_only=False)
+        if self.runs is not None and not blank.any():  # runs: text without nulls, one entry per run
+            return xp.asarray(self.indices), None
         present = self.indices >= 0
         if blank.any():
             present &= ~blank[np.maximum(self.indices, 0)]

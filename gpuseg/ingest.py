@@ -356,6 +356,8 @@ def _sum_by_invoice(kept: KeptRows, xp: Any) -> BatchSums | None:
     # Each line's customer through its order; the customer sums then add the lines in
     # their own order, as sum_lines does, whatever the codes' numbering (CSV and
     # Parquet copies of a log give identical sums).
+    if xp is np:  # the index type of sum_lines' bincounts, cast per order rather than per line
+        customer = customer.astype(np.intp, copy=False)
     if used is None:
         line_customer = customer[order]
     else:
@@ -668,12 +670,16 @@ def _merge_buckets(group: range, buckets: list[Buckets]) -> tuple[Any, LineSums]
         customer, uniques = unique_inverse(key_values(key, buckets[0].id_type))
     del key
     n_customers = len(uniques)
-    base = np.cumsum([0] + [len(part.key) for part in parts])
-    # Each order's customer, as a code of this bucket.
-    order_customer = customer[np.concatenate([part.order_customer + off for part, off in zip(parts, base)])]
+    # Each order's customer, as a code of this bucket: its part's code past the parts before.
+    order_customer = cat("order_customer").astype(np.int64)
+    order_customer += np.repeat(np.cumsum([0] + [len(part.key) for part in parts[:-1]]),
+                                [len(part.order_customer) for part in parts])
+    order_customer = customer[order_customer]
     day = cat("order_day")
     invoice, has, n_inv = None, None, 0
-    if buckets[0].invoice_type is not None:
+    if buckets[0].invoice_type is not None and all(part.has_invoice is None for part in parts):
+        invoice, n_inv = equal_codes(as_numbers(cat("invoice_key")))  # every order has an invoice
+    elif buckets[0].invoice_type is not None:
         has = np.concatenate([np.ones(len(part.order_day), bool) if part.has_invoice is None else part.has_invoice
                               for part in parts])
         invoice = np.zeros(len(has), dtype=np.int64)
