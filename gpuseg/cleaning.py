@@ -461,9 +461,20 @@ def _import_pandas() -> None:
         pass
 
 
-def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
+def _importing_pandas() -> bool:
+    return _pandas_import is not None and _pandas_import.is_alive()
+
+
+def _ordered_map(fn: Callable[[Any], Any], items: Iterable[tuple[Path, Any]], workers: int) -> Iterator[Any]:
     """``map(fn, items)`` on a thread pool, in order, with at most 2 × workers items in flight
-    (bounded memory: a finished batch waits only for the ones before it)."""
+    (bounded memory: a finished batch waits only for the ones before it).
+
+    While pandas is being imported, every worker's first conversion waits for
+    it (:func:`_start_pandas_import`), and a core would idle; this thread
+    decodes the next row groups meanwhile (a Parquet read needs neither the
+    GIL nor pandas), up to 4 × workers items in flight (retail log, 10⁷
+    lines, 2 cores: run total, median of 6, 1.48 -> 1.42 s; peak RSS +60 MB).
+    """
     _start_pandas_import()
     if workers <= 1:
         yield from map(fn, items)
@@ -472,8 +483,13 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -
         pending: deque[Future] = deque()
         try:
             for item in items:
+                if _importing_pandas() and len(pending) >= workers and callable(item[1]):
+                    try:
+                        item = (item[0], item[1]())
+                    except GpusegError:
+                        pass  # its worker meets the error again, so errors come in input order
                 pending.append(pool.submit(fn, item))
-                if len(pending) >= 2 * workers:
+                while len(pending) >= (4 if _importing_pandas() else 2) * workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
