@@ -429,7 +429,9 @@ def test_customers_coded_in_bucket_order_give_the_same_bits(rng, monkeypatch):
     sorted_got, sorted_parts = run()
     for name, col in got.features.columns.items():
         assert to_numpy(col).tobytes() == to_numpy(sorted_got.features.columns[name]).tobytes(), name
-    orders = lambda p: sorted(zip(p.invoice_key.tolist(), p.order_customer.tolist(), p.order_net.tolist()))  # noqa: E731
+    def orders(part: ingest_module.Part) -> list:
+        return sorted(zip(part.invoice_key.tolist(), part.order_customer.tolist(), part.order_net.tolist()))
+
     for a, b in zip(parts, sorted_parts):
         assert a.key.tobytes() == b.key.tobytes() and a.monetary.tobytes() == b.monetary.tobytes()
         assert orders(a) == orders(b)
