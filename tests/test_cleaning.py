@@ -473,39 +473,3 @@ sys.meta_path.insert(0, Broken())
 """, workers)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
-
-def test_row_groups_decoded_ahead_while_pandas_imports(monkeypatch):
-    """While pandas is being imported the workers wait for it, so the submitting thread decodes
-    the next row groups itself: results stay in input order, and a read that fails there
-    still fails in input order, after the items before it."""
-    import threading
-
-    monkeypatch.setattr(cleaning, "_start_pandas_import", lambda: None)
-    monkeypatch.setattr(cleaning, "_importing_pandas", lambda: True)
-    main = threading.get_ident()
-    decoded_by: dict[int, bool] = {}
-
-    def reader(i: int):
-        def read():
-            decoded_by[i] = threading.get_ident() == main
-            if i == 5:
-                raise GpusegError("row group 5 is corrupt")
-            return i
-        return read
-
-    def clean(item):
-        _, batch = item
-        value = batch() if callable(batch) else batch
-        if value == 3:
-            raise GpusegError("row group 3 has a bad column")
-        return value * 10
-
-    items = [(Path("x.parquet"), reader(i)) for i in range(8)]
-    assert list(cleaning._ordered_map(clean, items[:3], 2)) == [0, 10, 20]
-    assert not decoded_by[0] and not decoded_by[1] and decoded_by[2]  # workers busy: decoded here
-    decoded_by.clear()
-    got = []
-    with pytest.raises(GpusegError, match="row group 3"):  # not 5's, decoded (and failed) earlier
-        for value in cleaning._ordered_map(clean, items, 2):
-            got.append(value)  # noqa: PERF402 (the values before the error)
-    assert got == [0, 10, 20] and 5 in decoded_by  # 5 was read ahead, and its error waited its turn

@@ -9,11 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from gpuseg import cleaning as cleaning_module
 from gpuseg import coding
 from gpuseg import ingest as ingest_module
 from gpuseg.backend import to_numpy
 from gpuseg.cleaning import clean
 from gpuseg.columns import ColumnMapping
+from gpuseg.errors import GpusegError
 from gpuseg.features import compute_features
 from gpuseg.ingest import ingest
 
@@ -435,3 +437,40 @@ def test_customers_coded_in_bucket_order_give_the_same_bits(rng, monkeypatch):
     for a, b in zip(parts, sorted_parts):
         assert a.key.tobytes() == b.key.tobytes() and a.monetary.tobytes() == b.monetary.tobytes()
         assert orders(a) == orders(b)
+
+
+def test_row_groups_decoded_ahead_while_pandas_imports(monkeypatch):
+    """While pandas is being imported the workers wait for it, so the submitting thread decodes
+    the next row groups itself: results stay in input order, and a read that fails there
+    still fails in input order, after the items before it."""
+    import threading
+
+    monkeypatch.setattr(cleaning_module, "_start_pandas_import", lambda: None)
+    monkeypatch.setattr(cleaning_module, "_importing_pandas", lambda: True)
+    main = threading.get_ident()
+    decoded_by: dict[int, bool] = {}
+
+    def reader(i: int):
+        def read():
+            decoded_by[i] = threading.get_ident() == main
+            if i == 5:
+                raise GpusegError("row group 5 is corrupt")
+            return i
+        return read
+
+    def clean(item):
+        _, batch = item
+        value = batch() if callable(batch) else batch
+        if value == 3:
+            raise GpusegError("row group 3 has a bad column")
+        return value * 10
+
+    items = [(Path("x.parquet"), reader(i)) for i in range(8)]
+    assert list(cleaning_module._ordered_map(clean, items[:3], 2)) == [0, 10, 20]
+    assert not decoded_by[0] and not decoded_by[1] and decoded_by[2]  # workers busy: decoded here
+    decoded_by.clear()
+    got = []
+    with pytest.raises(GpusegError, match="row group 3"):  # not 5's, decoded (and failed) earlier
+        for value in cleaning_module._ordered_map(clean, items, 2):
+            got.append(value)  # noqa: PERF402 (the values before the error)
+    assert got == [0, 10, 20] and 5 in decoded_by  # 5 was read ahead, and its error waited its turn
