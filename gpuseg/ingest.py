@@ -152,10 +152,11 @@ def _bucket_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     :func:`_bucketize` keeps customers in (by bucket, then by value), the ids so
     numbered, and the rows grouped by bucket (by value, then row, within one).
 
-    One sort of ``bucket << b + (value - min) << r | row``, where
-    :func:`gpuseg.coding.unique_inverse` sorted ``(value - min) << r | row``
-    and bucketing then gathered every customer column and sorted the orders
-    by bucket again. None when the ids are not whole numbers, or their span
+    One sort of ``(bucket << b | value - min) << r | row`` (b bits of value
+    span, r of row), where :func:`gpuseg.coding.unique_inverse` sorted
+    ``(value - min) << r | row`` and bucketing then gathered every customer
+    column and sorted the orders by bucket again (retail log, a row group:
+    ~5 ms less). None when the ids are not whole numbers, or their span
     leaves no room for the bucket and row bits.
     """
     n = len(values)
