@@ -694,6 +694,8 @@ def main() -> None:
     staging and scratch folders on the way out.
     """
     _keep_freed_memory()
+    from .cleaning import one_job_process
+    one_job_process()  # pyarrow is told pandas is absent unless something imports it (see there)
     # The ~40,000 objects of the modules imported so far live until exit: left out of every
     # collection, the run's ~120 collections took 24-35 ms instead of 72-82 (10⁷ rows), each
     # holding the GIL, and the one at exit (_exit_now) half as long.

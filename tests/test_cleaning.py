@@ -457,6 +457,55 @@ atexit.register(lambda: print(importers, "pandas" in sys.modules))
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+def test_a_one_job_process_never_imports_pandas(tmp_path, workers):
+    """The gpuseg command's process (one job) tells pyarrow that pandas is absent instead of
+    importing it: the batches clean without pandas ever loaded, and afterwards pandas still
+    imports, and pyarrow's pandas interop still works (it imports pandas when called)."""
+    pytest.importorskip("pandas")
+    done = _clean_in_fresh_interpreter(tmp_path, """
+import atexit, sys
+import gpuseg.cleaning
+gpuseg.cleaning.one_job_process()
+def after():
+    loaded = "pandas" in sys.modules
+    import pyarrow as pa
+    frame = pa.table({"a": [1, 2]}).to_pandas()
+    print(loaded, type(frame).__name__, int(frame["a"].sum()))
+atexit.register(after)
+""", workers)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False DataFrame 3"
+
+
+def test_the_gpuseg_command_runs_without_pandas(tmp_path):
+    """End to end through the console entry point: no pandas loaded, the same outputs as a
+    process that imports it."""
+    pytest.importorskip("pandas")
+    import pyarrow.parquet as pq
+    path = tmp_path / "x.parquet"
+    rng = np.random.default_rng(3)
+    pq.write_table(pa.table({"customer_id": rng.integers(0, 300, 5000), "date": ["2024-01-02", "2024-03-05"] * 2500,
+                             "amount": np.round(rng.normal(20, 9, 5000), 2)}), path, row_group_size=1000)
+    outputs = {}
+    for label, prelude in (("command", ""), ("with pandas", "import pandas\n")):
+        out = tmp_path / label.replace(" ", "_")
+        code = prelude + f"""
+import atexit, sys
+atexit.register(lambda: print("pandas" in sys.modules))
+sys.argv = ["gpuseg", "segment", {str(path)!r}, "--backend", "cpu", "-q", "--k", "3", "--out", {str(out)!r}]
+from gpuseg.cli import main
+main()
+"""
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env=checkout_env(), check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == ("False" if label == "command" else "True")
+        outputs[label] = [(out / name).read_bytes() for name in ("features.parquet", "assignments.parquet",
+                                                                   "segments.csv")]
+    assert outputs["command"] == outputs["with pandas"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_broken_pandas_does_not_stop_the_run(tmp_path, workers):
     """A pandas that fails to import (not with ImportError) leaves pyarrow without pandas, as if
     none were installed; the run goes on, with no traceback."""
