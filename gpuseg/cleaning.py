@@ -486,7 +486,7 @@ def _pyarrow_without_pandas() -> None:
     pandas not found then, its conversions never import it. Its pandas
     interop (``to_pandas``, ``from_pandas``) still imports pandas when called.
     Retail log, 10⁷ lines, 2 cores, medians of 6 interleaved runs: run total
-    1.51 -> 1.36 s, peak RSS 600 -> 490 MB (pandas and the ~340 modules it
+    1.535 -> 1.38 s, peak RSS 600 -> 495 MB (pandas and the ~340 modules it
     brings are never loaded).
     """
     finder = _NoPandas()

@@ -156,8 +156,8 @@ def _bucket_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     span, r of row), where :func:`gpuseg.coding.unique_inverse` sorted
     ``(value - min) << r | row`` and bucketing then gathered every customer
     column and sorted the orders by bucket again (retail log, summing and
-    bucketing a row group: 67 -> 60 ms). None when the ids are not whole numbers, or their span
-    leaves no room for the bucket and row bits.
+    bucketing a row group: 67 -> 60 ms). None when the ids are not whole
+    numbers, or their span leaves no room for the bucket and row bits.
     """
     n = len(values)
     if not n or (values.dtype.kind == "u" and values.dtype.itemsize == 8 and int(values.max()) >= 1 << 63):
