@@ -180,14 +180,9 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(values)
     bits = max(1, (n - 1).bit_length())
-    whole = None
-    if values.dtype.kind == "f" and n:
-        with np.errstate(invalid="ignore"):
-            whole = values.astype(np.int64)
-        if not bool((whole == values).all()):  # a fraction, NaN or out of int64's range
-            whole = None
-        else:
-            values = values + 0.0  # -0.0 and 0.0: one value, given back as 0.0
+    whole = whole_numbers(values) if values.dtype.kind == "f" and n else None
+    if whole is not None:
+        values = values + 0.0  # -0.0 and 0.0: one value, given back as 0.0
     if (values.dtype.kind in "iu" or whole is not None) and n:
         ints = values if whole is None else whole
         lo, hi = int(ints.min()), int(ints.max())
@@ -202,6 +197,14 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return _run_codes(rows, first), values[rows[first]]
     uniques, codes = np.unique(values, return_inverse=True)
     return codes.reshape(-1), uniques
+
+
+def whole_numbers(values: np.ndarray) -> np.ndarray | None:
+    """Float values as int64 when every one is a whole number in int64's range, else None
+    (a fraction, NaN or infinity)."""
+    with np.errstate(invalid="ignore"):
+        whole = values.astype(np.int64)
+    return whole if bool((whole == values).all()) else None
 
 
 def _sort_packed(packed: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:

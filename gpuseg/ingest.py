@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from .backend import get_namespace, release_freed_memory, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
 from .coding import (EncodedText, _run_codes, _sort_packed, as_numbers, code_entries, code_ids, equal_codes,
-                     factorize_values, key_hash, n_entries, order_codes, unique_inverse)
+                     factorize_values, key_hash, n_entries, order_codes, unique_inverse, whole_numbers)
 from .columns import ColumnMapping
 from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
@@ -163,9 +163,8 @@ def _bucket_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if not n or (values.dtype.kind == "u" and values.dtype.itemsize == 8 and int(values.max()) >= 1 << 63):
         return None
     if values.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            whole = values.astype(np.int64)
-        if not bool((whole == values).all()):  # a fraction, NaN or out of int64's range
+        whole = whole_numbers(values)
+        if whole is None:
             return None
         values = values + 0.0  # -0.0 and 0.0: one id, keyed as 0.0
         key = values.view(np.int64)
