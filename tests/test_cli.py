@@ -625,3 +625,18 @@ def test_exit_now_exits_as_usual_under_a_profiler(monkeypatch):
     with pytest.raises(SystemExit) as exc:
         cli._exit_now(4)
     assert exc.value.code == 4
+
+
+def test_the_cli_process_asks_numpy_for_small_pages_unless_the_user_chose(monkeypatch):
+    from numpy._core.multiarray import _set_madvise_hugepage as set_huge
+    from gpuseg import cli
+    before = set_huge(True)
+    try:
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+        cli._small_pages()
+        assert set_huge(True) is False  # it had been switched off
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+        cli._small_pages()
+        assert set_huge(True) is True  # the user's choice stands
+    finally:
+        set_huge(before)
