@@ -628,7 +628,10 @@ def test_exit_now_exits_as_usual_under_a_profiler(monkeypatch):
 
 
 def test_the_cli_process_asks_numpy_for_small_pages_unless_the_user_chose(monkeypatch):
-    from numpy._core.multiarray import _set_madvise_hugepage as set_huge
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage as set_huge
+    except ImportError:  # NumPy 1.x
+        from numpy.core.multiarray import _set_madvise_hugepage as set_huge
     from gpuseg import cli
     before = set_huge(True)
     try:
