@@ -90,8 +90,9 @@ def read_column_names(path: Path) -> list[str]:
         raise _fail(path, exc) from None
 
 
-def _check_columns(path: Path, mapping: ColumnMapping) -> None:
-    names = read_column_names(path)
+def _check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = None) -> None:
+    """Refuse a file that lacks a mapped column; ``names`` when its header is read already."""
+    names = read_column_names(path) if names is None else names
     missing = [c for c in mapping.needed if c not in names]
     if missing:
         raise GpusegError(f"input file {str(path)!r} lacks column(s) {', '.join(map(repr, missing))}; "
@@ -134,12 +135,12 @@ def iter_readers(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch 
     if file_format(path) != "parquet":
         yield from iter_batches(path, mapping)
         return
-    _check_columns(path, mapping)
     try:
         pf = pq.ParquetFile(path)
         schema, n, metadata = pf.schema_arrow, pf.num_row_groups, pf.metadata
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
+    _check_columns(path, mapping, schema.names)  # the footer just parsed, not read again
     as_dictionary = [c for c in (mapping.customer,) if pa.types.is_string(schema.field(c).type)]
     for i in range(n):
         yield _row_group_reader(path, i, mapping.needed, as_dictionary, metadata)
