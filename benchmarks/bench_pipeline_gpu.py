@@ -53,12 +53,18 @@ RUNNERS = {"cupy": "gpuseg-cupy", "cpu": "gpuseg-cpu", "polars": "polars+sklearn
 
 
 def device_name() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
-        return out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """The GPU's name from nvidia-smi, else from the CuPy that gpuseg would import (the
+    CuPy emulator of a dry run names itself), else None."""
+    for cmd in (["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                [sys.executable, "-c", "import cupy; n = cupy.cuda.runtime.getDeviceProperties(0)['name']; "
+                                       "print(n.decode() if isinstance(n, bytes) else n)"]):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0].strip()
+    return None
 
 
 def slug(name: str) -> str:
@@ -238,7 +244,7 @@ def main() -> None:
         raise SystemExit(f"--backends takes some of {', '.join(RUNNERS)}, got {args.backends!r}")
     device = device_name() if "cupy" in runners else None
     if "cupy" in runners and device is None:
-        raise SystemExit("no NVIDIA GPU found (nvidia-smi); leave cupy out of --backends to run the rest")
+        raise SystemExit("no CUDA device found (nvidia-smi, CuPy); leave cupy out of --backends to run the rest")
     rows = int(args.rows)
     work = Path(args.data) / "runs"
     work.mkdir(parents=True, exist_ok=True)

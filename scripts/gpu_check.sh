@@ -55,6 +55,10 @@
 # (cupy,cpu,polars: the pipeline benchmark's runners) and BENCH_BACKENDS (cpu,cupy). A dry
 # run without a GPU: ROWS=2e5 CDNOW_ROWS=2e5 BENCH_SIZES=1e4 BACKENDS=cpu,polars BENCH_BACKENDS=cpu
 # LLOYD=0 TESTS=tests/test_peers.py OUT=/tmp/check bash scripts/gpu_check.sh
+# With the CuPy emulator (tests/emulator) the cupy runners run too, on the CPU (the results file is then
+# named gpu-pipeline-cupy-emulator.json; the Lloyd benchmark needs the real kernel): PYTHONPATH=$PWD/tests/emulator
+# ROWS=2e5 CDNOW_ROWS=2e5 BENCH_SIZES=1e4 BACKENDS=cupy,cpu,polars BENCH_BACKENDS=cpu,cupy LLOYD=0
+# TESTS=tests/test_peers.py OUT=/tmp/check bash scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}

@@ -1,5 +1,6 @@
-"""A NumPy namespace that refuses what CuPy refuses, so that code paths taken only when
-``xp`` is not NumPy run on the CPU too (patch a module's ``get_namespace`` to return it)."""
+"""Stand-ins for CuPy on the CPU: a NumPy namespace that refuses what CuPy refuses, so that
+code paths taken only when ``xp`` is not NumPy run on the CPU too (patch a module's
+``get_namespace`` to return it); the whole-module emulator is tests/emulator."""
 
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ class CupyLike:
 
 
 CUPY_LIKE = CupyLike()
+
+
+def is_emulator(cp) -> bool:
+    """Whether ``cp`` is the CuPy emulator of tests/emulator (see there) rather than CuPy."""
+    return getattr(cp, "__version__", "").endswith("+emulated")

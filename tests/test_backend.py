@@ -96,18 +96,17 @@ def test_namespace_helpers_on_numpy():
     np.testing.assert_array_equal(out, [3, 30, 10])
 
 
-@pytest.mark.gpu
-def test_auto_on_a_gpu_machine_without_cuml(cp):
+def test_auto_on_a_gpu_machine_without_cuml(device_cp):
     b = resolve_backend("auto")
     assert b.name in ("cupy", "cuml")
     if b.name == "cupy":
         assert b.fallbacks[0].startswith("cuml: cuML is not installed")
-    assert b.xp is cp
+    assert b.xp is device_cp
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("n", [10, 3_000_001])
-def test_host_to_device_copies_exactly(cp, n, monkeypatch):
+def test_host_to_device_copies_exactly(device_cp, n, monkeypatch):
+    cp = device_cp
     monkeypatch.setattr(backend, "STAGING_BYTES", 1 << 20)  # several blocks, both buffers reused
     a = np.random.default_rng(n).normal(size=n)
     d = backend.host_to_device(cp, a)
@@ -115,8 +114,8 @@ def test_host_to_device_copies_exactly(cp, n, monkeypatch):
     np.testing.assert_array_equal(cp.asnumpy(d), a)
 
 
-@pytest.mark.gpu
-def test_batch_to_device_copies_exactly_from_several_threads(cp):
+def test_batch_to_device_copies_exactly_from_several_threads(device_cp):
+    cp = device_cp
     from concurrent.futures import ThreadPoolExecutor
     arrays = [np.random.default_rng(i).normal(size=n) for i, n in enumerate([0, 7, 1 << 21, 5 << 20, 3])]
     arrays += [np.arange(1 << 20, dtype=np.int32), np.ones(1000, dtype=bool)]

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpuseg import cleaning
+from gpuseg.backend import to_numpy
 from gpuseg.cleaning import AFTER_AS_OF, clean, day_date, day_number, parse_days
 from gpuseg.columns import ColumnMapping
 from gpuseg.errors import GpusegError
@@ -261,7 +262,7 @@ def test_ids_of_a_nested_type_are_an_error(column, mapping):
 
 def same_partition(a, b) -> bool:
     """Whether two code arrays group the lines the same way."""
-    a, b = np.asarray(a), np.asarray(b)
+    a, b = to_numpy(a), to_numpy(b)
     return all(np.array_equal(a == a[i], b == b[i]) for i in range(len(a)))
 
 

@@ -150,9 +150,9 @@ def test_csv_integer_text_ids_become_integers(rng):
     assert to_numpy(got.features.columns["monetary"]).tolist() == [2.0, 4.0, 4.0]
 
 
-@pytest.mark.gpu
-def test_device_cleaning_equals_host_cleaning(rng, cp):
+def test_device_cleaning_equals_host_cleaning(rng, device_cp):
     """The whole front half on the device: same drop counts, codes and features as on the host."""
+    cp = device_cp
     for text_ids, own_invoices in ((False, False), (True, False), (False, True), (True, True)):
         batches = messy_batches(rng, text_ids=text_ids, own_invoices=own_invoices)
         host = ingest(((Path("x.parquet"), b) for b in batches), MAP, workers=2)

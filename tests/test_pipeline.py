@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from cupy_like import is_emulator
 from sklearn.metrics import adjusted_rand_score
 
 from gpuseg import pipeline
@@ -92,11 +93,18 @@ def test_with_cudf_only_files_are_read_by_it_and_the_demo_is_cleaned_on_the_devi
     assert seen == {"xp": device_xp, "cudf_ok": not cleaned_on_device}
 
 
-@pytest.mark.gpu
-def test_cupy_float64_gives_the_cpu_assignments(tmp_path, cp):
+def fused_engine(cp, engine: str = "fused") -> str:
+    """The engine a device run reports: the emulator's fused kernel never compiles, so its
+    runs fall back to the array-generic step."""
+    return engine.replace("fused", "generic") if is_emulator(cp) else engine
+
+
+def test_cupy_float64_gives_the_cpu_assignments(tmp_path, device_cp):
     cpu = run(tmp_path, "cpu", backend="cpu")
     gpu = run(tmp_path, "gpu", backend="cupy", precision="float64")
-    assert gpu.report["backend"] == "cupy" and gpu.report["engine"] == "fused"
+    assert gpu.report["backend"] == "cupy" and gpu.report["engine"] == fused_engine(device_cp)
+    if is_emulator(device_cp):
+        assert "the fused kernel failed to compile or launch" in gpu.report["engine_note"]
     a, b = assignments(cpu), assignments(gpu)
     np.testing.assert_array_equal(a["customer_id"], b["customer_id"])
     np.testing.assert_array_equal(a["segment"], b["segment"])
@@ -108,8 +116,7 @@ def test_cupy_float64_gives_the_cpu_assignments(tmp_path, cp):
     assert any(f.startswith("cudf:") for f in gpu.report["fallbacks"]) == (cudf is None)
 
 
-@pytest.mark.gpu
-def test_cupy_default_float32_agrees_with_cpu(tmp_path, cp):
+def test_cupy_default_float32_agrees_with_cpu(tmp_path, device_cp):
     cpu = run(tmp_path, "cpu", backend="cpu")
     gpu = run(tmp_path, "gpu", backend="cupy")
     assert gpu.report["precision"] == "float32"
@@ -119,15 +126,14 @@ def test_cupy_default_float32_agrees_with_cpu(tmp_path, cp):
     assert gpu.report["memory_plan"]["mode"] == "device"
 
 
-@pytest.mark.gpu
-def test_streamed_fit_when_the_device_is_too_small(tmp_path, cp, monkeypatch):
+def test_streamed_fit_when_the_device_is_too_small(tmp_path, device_cp, monkeypatch):
     full = run(tmp_path, "device", backend="cupy")
     need = fit_bytes(full.report["n_customers"], 3, 5, 4)
     monkeypatch.setattr(pipeline, "device_free_bytes", lambda xp: need // 20)
     streamed = run(tmp_path, "streamed", backend="cupy")
     plan = streamed.report["memory_plan"]
     assert plan["mode"] == "streamed" and plan["stream_rows"] < full.report["n_customers"]
-    assert streamed.report["engine"] == "streamed-fused"
+    assert streamed.report["engine"] == fused_engine(device_cp, "streamed-fused")
     # Streamed k-means++ seeds from a sample, so the optimum may differ a little.
     assert streamed.report["inertia"] == pytest.approx(full.report["inertia"], rel=0.05)
     assert len(assignments(streamed)["segment"]) == full.report["n_customers"]
