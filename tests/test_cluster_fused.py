@@ -325,21 +325,35 @@ def test_device_picks_its_variant(cp):
     step.probe()
 
 
-def test_compile_failure_on_the_device_falls_back(device_cp, monkeypatch):
-    # A kernel source that does not compile: auto falls back to the generic CuPy step and says why.
+def test_compile_failure_on_the_device_falls_back(device_cp, monkeypatch, caplog):
+    # A kernel source that does not compile: auto falls back to the generic CuPy step and says why,
+    # compiling once and warning once however many steps are built.
     cp = device_cp
     monkeypatch.setattr(fused, "kernel_source", lambda: "extern \"C\" __global__ void broken( { }")
-    fused._module.cache_clear()
+    monkeypatch.setattr(engine_module, "_warned", set())
+    built = []
+    real = cp.RawModule
+    compiles = getattr(real, "compiles", 0)
+    monkeypatch.setattr(cp, "RawModule", lambda *args, **kwargs: built.append(1) or real(*args, **kwargs))
+    fused._compiled.cache_clear()
     try:
         X = cp.asarray(np.random.default_rng(2).normal(size=(5_000, 3)).astype(np.float32))
         got = fit_kmeans(X, 4, random_state=0)
         assert got.engine == "generic"
         assert "the fused kernel failed to compile or launch" in got.engine_note
+        again = fit_kmeans(X, 4, random_state=0)
+        labels, _ = nearest(X, got.centers)
+        assert again.engine_note == got.engine_note
+        np.testing.assert_array_equal(to_numpy(labels), to_numpy(got.labels))
         with pytest.raises(ValueError, match="fused Lloyd kernel cannot run"):
             fit_kmeans(X, 4, random_state=0, engine="fused")
+        assert len(built) == 1
+        if is_emulator(cp):  # CuPy would compile at each kernel lookup: the emulator counts them
+            assert real.compiles - compiles == 1
+        assert sum("falls back to the array-generic step" in r.getMessage() for r in caplog.records) == 1
     finally:
         monkeypatch.undo()
-        fused._module.cache_clear()
+        fused._compiled.cache_clear()
 
 
 # -- the fused step's host side, on a stand-in device ------------------------------------
@@ -418,13 +432,13 @@ class _StandIn:
 @pytest.fixture
 def stand_in(monkeypatch):
     device = _StandIn()
-    fused._module.cache_clear()
+    fused._compiled.cache_clear()
     _Module.compiled.clear()
     _Module.calls.clear()
     monkeypatch.setattr(fused, "_import", lambda name: device if name == "cupy" else None)
     monkeypatch.setattr(engine_module, "_on_device", lambda xp: True)
     yield device
-    fused._module.cache_clear()  # the stand-in's module must not reach a real device's tests
+    fused._compiled.cache_clear()  # the stand-in's module must not reach a real device's tests
 
 
 def _blobs(n=6_000, d=3, k=5, dtype=np.float64, seed=4):

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "generic", "fused", "streamed")
 
+_warned: set[str] = set()  # fallback reasons already logged
+
 
 @dataclass
 class Engine:
@@ -76,7 +78,9 @@ def fused_or_generic(reason: str | None, fused: Callable[[], Step], generic: Cal
             reason = _failure(exc)
             if required:
                 raise ValueError(f"fused Lloyd kernel cannot run: {reason}.") from exc
-            log.warning("k-means falls back to the array-generic step: %s", reason)
+            if reason not in _warned:  # once a process: each fit and assignment would say it again
+                _warned.add(reason)
+                log.warning("k-means falls back to the array-generic step: %s", reason)
     if required:
         raise ValueError(f"fused Lloyd kernel cannot run: {reason}.")
     return generic(), reason

@@ -66,10 +66,27 @@ def compile_options(variant: str) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _module(device_id: int, variant: str) -> Any:
-    # One compiled module per device and variant, as cupyx memoizes per device.
+def _compiled(device_id: int, variant: str) -> tuple[Any, BaseException | None]:
+    # One compiled module per device and variant, as cupyx memoizes per device; a failed
+    # compile is remembered as well: CuPy compiles on the first kernel lookup and does not
+    # remember a failure, so each step built after one would run the compiler again.
     cp = _import("cupy")
-    return cp.RawModule(code=kernel_source(), options=compile_options(variant))
+    module = cp.RawModule(code=kernel_source(), options=compile_options(variant))
+    try:
+        module.compile()
+    except Exception as exc:  # any compiler or driver error: the caller falls back
+        return None, exc
+    return module, None
+
+
+def _module(device_id: int, variant: str) -> Any:
+    """The kernels compiled for ``device_id`` and ``variant``; raises the compile error,
+    the same one each time, where they did not compile."""
+    module, error = _compiled(device_id, variant)
+    if error is not None:
+        raise error.with_traceback(None)
+    return module
+
 
 
 def padded_width(d: int, dtype: Any) -> int:
