@@ -351,8 +351,17 @@ def run_dask(config: SegmentConfig, scheduler: str = "local", init: np.ndarray |
     """
     if not config.inputs:
         raise GpusegError("--scheduler needs INPUT files; the demo data runs in one process")
+    _refuse_gpu_backend(config.backend)
     with _session(scheduler, client) as (client, where):
         return _run(config, client, where, StageTimer(on_start=on_stage), init)
+
+
+def _refuse_gpu_backend(backend: str) -> None:
+    """The workers compute on their CPUs in this version: a GPU backend asked for is an
+    error, not a run that quietly does without it."""
+    if backend in ("cupy", "cuml"):
+        raise GpusegError(f"--backend {backend} is not supported with --scheduler yet: the Dask path computes on "
+                          "the workers' CPUs; use --backend cpu or auto, or run without --scheduler")
 
 
 @dataclass
@@ -492,6 +501,7 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
     ``config`` is a :class:`gpuseg.scoring.ScoreConfig`.
     """
     from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping, with_model_as_of
+    _refuse_gpu_backend(config.backend)
     with _session(scheduler, client) as (client, where):
         model = SegmentModel.load(config.model)
         config = with_model_as_of(config, model)

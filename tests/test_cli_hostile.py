@@ -342,6 +342,18 @@ def test_scheduler_that_is_not_an_address(tmp_path):
             "not a Dask scheduler address", "tcp://")
 
 
+@pytest.mark.parametrize("backend", ["cupy", "cuml"])
+def test_a_gpu_backend_on_dask_is_refused_not_run_on_the_cpu(trained, tmp_path, backend):
+    # The Dask path computes on the workers' CPUs: asked for a GPU, it ran there and said nothing.
+    pytest.importorskip("distributed")
+    data, model = trained
+    for args in (("segment", data, "--out", tmp_path / "dask-seg"),
+                 ("score", data, "--model", model, "--out", tmp_path / "dask-sc")):
+        refused(invoke(*args, "--backend", backend, "--scheduler", "local"),
+                f"--backend {backend} is not supported with --scheduler", "--backend cpu or auto")
+        assert not args[-1].exists()
+
+
 @pytest.mark.parametrize("limit", ["1e400GB", "1e30TB", "inf", "nan", "-1GB", "0"])
 def test_memory_limit_out_of_range(trained, tmp_path, limit):
     data, model = trained
