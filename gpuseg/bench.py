@@ -569,6 +569,7 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
                     del X
                 if cp is None:
                     continue
+                from .cluster.engine import fused_failure
                 from .cluster.fused import FusedStep, why_unsupported
                 Xd = cp.random.default_rng(1).standard_normal((n, d), dtype=cp.float32)
                 Cd = Xd[:k].copy()
@@ -578,9 +579,14 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
 
                 floor = Xd.nbytes / (out["device_bandwidth_gbs"] * 1e9)
                 impls: list[tuple[str, Callable[[], Any]]] = []
+                fused = None
                 if why_unsupported(d, k, np.float32) is None:
-                    fused = FusedStep(Xd, k)
-                    impls.append(("fused", lambda: fused_iteration(fused, Cd)))
+                    try:
+                        fused = FusedStep(Xd, k)
+                        impls.append(("fused", lambda: fused_iteration(fused, Cd)))
+                    except Exception as exc:  # a device it does not build or launch on: reported, not fatal
+                        out["unavailable"].append({"backend": f"fused at n={n}, d={d}, k={k}",
+                                                   "reason": fused_failure(exc)})
                 generic = ChunkedStep(Xd, default_chunk_size(cp, k, d), track_labels=False)
                 impls.append(("generic", lambda: generic.partials(Cd)))
                 if flash is not None:
@@ -593,11 +599,11 @@ def run_kernel_bench(grid: dict[str, tuple[int, ...]], backends: tuple[str, ...]
                 for name, fn in impls:
                     try:
                         t = _median_time(fn, sync, reps)
-                    except Exception as exc:  # a peer that fails on a shape is reported, not fatal
-                        if name != "flash-kmeans":
+                    except Exception as exc:  # fused or a peer failing on a shape is reported, not fatal
+                        if name == "generic":
                             raise
-                        out["unavailable"].append({"backend": f"flash-kmeans at n={n}, d={d}, k={k}",
-                                                   "reason": f"{type(exc).__name__}: {exc}"})
+                        reason = fused_failure(exc) if name == "fused" else f"{type(exc).__name__}: {exc}"
+                        out["unavailable"].append({"backend": f"{name} at n={n}, d={d}, k={k}", "reason": reason})
                         continue
                     cases.append({"impl": name, "n": n, "d": d, "k": k, "ms_per_iter": t * 1e3,
                                   "floor_ms": floor * 1e3, "pct_of_floor": 100 * floor / t})

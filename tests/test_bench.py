@@ -202,3 +202,21 @@ def test_kernel_mode_on_a_gpu_times_fused_generic_and_flash_kmeans_when_there(cp
         _, labels = bench.flash_kmeans_iteration(flash, X, X[:5].copy())
         ours = FusedStep(X, 5).assign(X[:5].copy())[0]
         assert float((labels() == ours).mean()) > 0.999
+
+
+def test_kernel_mode_where_the_fused_kernel_does_not_build_times_the_rest(device_cp, monkeypatch):
+    # It stopped with a traceback: the fused case is reported with why, and the generic step still timed.
+    from gpuseg.cluster import fused
+    monkeypatch.setattr(fused, "kernel_source", lambda: "extern \"C\" __global__ void broken( { }")
+    monkeypatch.setattr(bench, "host_bandwidth_gbs", lambda: 10.0)  # not what this test measures
+    monkeypatch.setattr(bench, "device_bandwidth_gbs", lambda cp: 1000.0)
+    fused._compiled.cache_clear()
+    try:
+        r = bench.run_kernel_bench({"n": (5_003,), "d": (3,), "k": (4,)}, ("cupy",), reps=2)
+    finally:
+        monkeypatch.undo()
+        fused._compiled.cache_clear()
+    assert [c["impl"] for c in r["cases"]][:1] == ["generic"]
+    assert "fused" not in [c["impl"] for c in r["cases"]]
+    why = [u["reason"] for u in r["unavailable"] if u["backend"] == "fused at n=5003, d=3, k=4"]
+    assert len(why) == 1 and why[0].startswith("the fused kernel failed to compile or launch")

@@ -59,7 +59,8 @@ def _on_device(xp: Any) -> bool:
     return xp is not np
 
 
-def _failure(exc: BaseException) -> str:
+def fused_failure(exc: BaseException) -> str:
+    """Why the fused step could not be built or run, in one line for reports."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"the fused kernel failed to compile or launch ({type(exc).__name__}: {first[:300]})"
 
@@ -75,7 +76,7 @@ def fused_or_generic(reason: str | None, fused: Callable[[], Step], generic: Cal
         try:
             return fused(), None
         except Exception as exc:  # any compile or launch failure: fall back, and say why
-            reason = _failure(exc)
+            reason = fused_failure(exc)
             if required:
                 raise ValueError(f"fused Lloyd kernel cannot run: {reason}.") from exc
             if reason not in _warned:  # once a process: each fit and assignment would say it again
