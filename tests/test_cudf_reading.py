@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import cudf_standin
 from gpuseg import cudf_reading
+from gpuseg.backend import to_numpy
 from gpuseg.cleaning import clean, day_number, parse_days
 from gpuseg.columns import ColumnMapping
 from gpuseg.cudf_reading import date_pattern, float_yyyymmdd_days, load_cudf, read_options
@@ -36,9 +37,11 @@ QP = ColumnMapping(customer="customer_id", date="date", quantity="qty", price="p
 FORMATS = ["%m/%d/%Y %H:%M", "%d.%m.%y %I:%M %p", "%Y%m%d", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y"]
 
 
-@pytest.fixture
-def standin(monkeypatch):
-    return cudf_standin.install(monkeypatch)
+@pytest.fixture(params=["host", pytest.param("emulated", marks=pytest.mark.emulated)])
+def standin(request, monkeypatch):
+    """The stand-in on NumPy, and over the CuPy emulator (device arrays, as cuDF gives)."""
+    cp = request.getfixturevalue("emulated_cupy") if request.param == "emulated" else None
+    return cudf_standin.install(monkeypatch, cp)
 
 
 def cpu_days(strings, fmt):
@@ -165,7 +168,8 @@ def cpu_clean(files, mapping, fmt=None):
 
 
 def same_partition(a, b) -> bool:
-    pairs = np.unique(np.stack([np.asarray(a), np.asarray(b)]), axis=1).shape[1]
+    a, b = to_numpy(a), to_numpy(b)
+    pairs = np.unique(np.stack([a, b]), axis=1).shape[1]
     return pairs == len(np.unique(a)) == len(np.unique(b))
 
 
@@ -173,8 +177,8 @@ def assert_same(got, want):
     assert got.rows.to_dict() == want.rows.to_dict()
     assert got.customer_ids.to_pylist() == want.customer_ids.to_pylist()
     for name in ("customer", "day"):
-        np.testing.assert_array_equal(np.asarray(getattr(got, name)), np.asarray(getattr(want, name)), err_msg=name)
-    np.testing.assert_allclose(np.asarray(got.amount), np.asarray(want.amount))
+        np.testing.assert_array_equal(to_numpy(getattr(got, name)), to_numpy(getattr(want, name)), err_msg=name)
+    np.testing.assert_allclose(to_numpy(got.amount), to_numpy(want.amount))
     assert got.n_orders == want.n_orders and same_partition(got.order, want.order)
     assert got.as_of == want.as_of
 

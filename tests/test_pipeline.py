@@ -175,8 +175,8 @@ def tx_files(tmp_path):
 
 
 def run_files(tmp_path, name, files, **options):
-    return pipeline.run(SegmentConfig(inputs=tuple(map(str, files)), out=tmp_path / name, backend="cpu", k=3,
-                                      **options))
+    options = {"backend": "cpu", **options}
+    return pipeline.run(SegmentConfig(inputs=tuple(map(str, files)), out=tmp_path / name, k=3, **options))
 
 
 def outputs(result) -> dict[str, dict]:
@@ -208,6 +208,28 @@ def test_the_cudf_reader_in_the_pipeline_gives_the_host_results(tmp_path, monkey
     assert a["assignments.parquet"]["segment"] == b["assignments.parquet"]["segment"]
     for name, col in a["features.parquet"].items():
         if name != "customer_id":  # summed per batch on the host, over all lines on the device
+            np.testing.assert_allclose(b["features.parquet"][name], col, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.emulated
+def test_the_cudf_reader_on_the_device_gives_the_host_results(tmp_path, monkeypatch, emulated_cupy):
+    """``--backend cupy`` with cuDF reading: the stand-in's frames over the CuPy emulator hand
+    device arrays to the device cleaning, features and fit (what a real GPU run does, less CUDA)."""
+    import cudf_standin
+
+    files = tx_files(tmp_path)
+    host = run_files(tmp_path, "host", files)
+    standin = cudf_standin.install(monkeypatch, emulated_cupy)
+    monkeypatch.setattr(pipeline, "probe_cudf", lambda: (standin, None))
+    got = run_files(tmp_path, "device", files, backend="cupy", precision="float64")
+    assert [c[0] for c in standin.calls] == ["read_csv", "read_parquet"]  # it did read with "cuDF"
+    assert got.report["backend"] == "cupy" and not any(f.startswith("cudf:") for f in got.report["fallbacks"])
+    assert got.report["rows"] == host.report["rows"]
+    a, b = outputs(host), outputs(got)
+    assert a["assignments.parquet"]["customer_id"] == b["assignments.parquet"]["customer_id"]
+    assert a["assignments.parquet"]["segment"] == b["assignments.parquet"]["segment"]
+    for name, col in a["features.parquet"].items():
+        if name != "customer_id":
             np.testing.assert_allclose(b["features.parquet"][name], col, rtol=1e-12, err_msg=name)
 
 
