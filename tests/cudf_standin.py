@@ -137,8 +137,12 @@ def make_cudf(cp=None) -> types.SimpleNamespace:
     """A fresh stand-in module; ``calls`` records (reader, path, kwargs). With ``cp`` (the
     CuPy emulator), its frames are :class:`OnDevice`."""
     calls: list[tuple[str, str, dict]] = []
-    on_device = (lambda x: OnDevice(x, cp)) if cp is not None else (lambda x: x)
-    on_host = (lambda x: x._obj if isinstance(x, OnDevice) else x)
+
+    def on_device(x):
+        return OnDevice(x, cp) if cp is not None else x
+
+    def on_host(x):
+        return x._obj if isinstance(x, OnDevice) else x
 
     def read_parquet(path, **kwargs):
         unknown = set(kwargs) - READ_PARQUET_PARAMS
