@@ -109,7 +109,8 @@ def days_from_civil(y: Any, m: Any, d: Any) -> Any:
     return era * 146097 + doe - 719468
 
 
-def _days_in_month(y: Any, m: Any) -> Any:
+def days_in_month(y: Any, m: Any) -> Any:
+    """Days in month ``m`` (1-12) of year ``y``, proleptic Gregorian (array-generic)."""
     xp = get_namespace(y)
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
     lengths = xp.asarray([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
@@ -122,7 +123,7 @@ def yyyymmdd_days(values: Any, valid: Any) -> tuple[Any, Any]:
     v = xp.where(valid, values, 19700101).astype(xp.int64)
     y, m, d = v // 10000, (v // 100) % 100, v % 100
     ok = valid & (v >= 10000101) & (v <= 99991231) & (m >= 1) & (m <= 12) & (d >= 1)
-    ok &= d <= _days_in_month(y, m)
+    ok &= d <= days_in_month(y, m)
     days = xp.where(ok, days_from_civil(y, m, d), 0)
     return days.astype(xp.int32), ok
 

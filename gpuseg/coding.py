@@ -193,8 +193,8 @@ def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             else:
                 packed = ints if whole is not None else ints.astype(np.int64)
                 packed -= lo
-            rows, first = _sort_packed(packed, bits)
-            return _run_codes(rows, first), values[rows[first]]
+            rows, first = sort_packed(packed, bits)
+            return run_codes(rows, first), values[rows[first]]
     uniques, codes = np.unique(values, return_inverse=True)
     return codes.reshape(-1), uniques
 
@@ -207,7 +207,7 @@ def whole_numbers(values: np.ndarray) -> np.ndarray | None:
     return whole if bool((whole == values).all()) else None
 
 
-def _sort_packed(packed: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def sort_packed(packed: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Sort non-negative int64 keys below 2^(63 - bits), in place, with each row's index packed
     into the low ``bits``: the rows in key order, and where each key's run starts."""
     packed <<= bits
@@ -221,8 +221,8 @@ def _sort_packed(packed: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]
     return rows, first
 
 
-def _run_codes(rows: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Each row's code: the number of the run of equal keys that row is in (:func:`_sort_packed`)."""
+def run_codes(rows: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Each row's code: the number of the run of equal keys that row is in (:func:`sort_packed`)."""
     dtype = _code_dtype(len(rows))
     ranks = np.cumsum(first, dtype=dtype)
     ranks -= 1
@@ -248,13 +248,13 @@ def equal_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     bits = max(1, (n - 1).bit_length())
     if n and (values.dtype.kind == "S" or (values.dtype.kind in "iu" and values.dtype.itemsize == 8 and
                                            int(values.max()) - int(values.min()) >= 1 << (63 - bits))):
-        rows, first = _sort_packed((key_hash(values) >> np.uint64(bits + 1)).view(np.int64), bits)
+        rows, first = sort_packed((key_hash(values) >> np.uint64(bits + 1)).view(np.int64), bits)
         count = int(np.count_nonzero(first))
         if count == n:  # no two hashes equal: every value its own code
             return np.arange(n, dtype=_code_dtype(n)), n
         pairs = np.flatnonzero(~first[1:])  # neighbours in hash order with equal hashes
         if bool((values[rows[pairs]] == values[rows[pairs + 1]]).all()):
-            return _run_codes(rows, first), count
+            return run_codes(rows, first), count
     codes, uniques = unique_inverse(values)
     return codes, len(uniques)
 

@@ -57,11 +57,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .backend import _import, get_namespace
-from .cleaning import (FIRST_DAY, LAST_DAY, BatchStats, RowCounts, Transactions, _days_in_month, check_rows,
-                       day_number, days_from_civil, parse_days, screen, yyyymmdd_days)
+from .cleaning import (FIRST_DAY, LAST_DAY, BatchStats, RowCounts, Transactions, check_rows, day_number,
+                       days_from_civil, days_in_month, parse_days, screen, yyyymmdd_days)
 from .columns import ColumnMapping
 from .errors import GpusegError
-from .reading import _check_columns, file_format
+from .reading import check_columns, file_format
 
 _INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
 
@@ -83,7 +83,7 @@ def read_options(path: Path, mapping: ColumnMapping) -> tuple[str, dict[str, Any
 
 
 def _read(cudf: Any, path: Path, mapping: ColumnMapping) -> Any:
-    _check_columns(path, mapping)  # the CPU path's check and message
+    check_columns(path, mapping)  # the CPU path's check and message
     reader, kwargs = read_options(path, mapping)
     return getattr(cudf, reader)(str(path), **kwargs)
 
@@ -230,7 +230,7 @@ def field_days(pattern: DatePattern, value: Mapping[int, Any], digits: Mapping[i
         yy = value[at["y"]]
         year = yy + xp.where(yy < 69, 2000, 1900)
     month, day = value[at["m"]], value[at["d"]]
-    ok &= (year >= 1) & (day <= _days_in_month(year, month))
+    ok &= (year >= 1) & (day <= days_in_month(year, month))
     days = xp.where(ok, days_from_civil(year, xp.clip(month, 1, 12), day), 0)
     return days.astype(xp.int32), ok
 
@@ -241,7 +241,7 @@ def iso_days(year: Any, month: Any, day: Any, matched: Any) -> tuple[Any, Any]:
     The CPU path's rule: a real calendar date, any year 0000-9999.
     """
     xp = get_namespace(matched)
-    ok = matched & (month >= 1) & (month <= 12) & (day >= 1) & (day <= _days_in_month(year, month))
+    ok = matched & (month >= 1) & (month <= 12) & (day >= 1) & (day <= days_in_month(year, month))
     days = xp.where(ok, days_from_civil(year, xp.clip(month, 1, 12), day), 0)
     return days.astype(xp.int32), ok
 

@@ -44,7 +44,8 @@ FEATURES: dict[str, str] = {
 }
 DEFAULT_FEATURES = ("recency_days", "frequency", "monetary")
 
-_BIG_DAY = 2**31 - 1
+#: The int32 day that stands for "no day yet" in minimum (and, negated, maximum) scatters.
+BIG_DAY = 2**31 - 1
 #: An order nets "more than zero" when its net exceeds this share of its gross.
 _NET_RTOL = 1e-9
 
@@ -134,7 +135,7 @@ def sum_lines(customer: Any, day: Any, amount: Any, order: Any, n_customers: int
             scatter_min(order_day, order[earlier], day[earlier])
         order_customer = customer[runs]
     else:
-        order_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)
+        order_day = xp.full(n_orders, BIG_DAY, dtype=xp.int32)
         scatter_min(order_day, order, day)
         order_customer = xp.empty(n_orders, dtype=customer.dtype)
         order_customer[order] = customer
@@ -165,8 +166,8 @@ def features_from_sums(sums: LineSums, n_customers: int, as_of: int) -> Customer
     p_customer = sums.order_customer[purchase]
     p_day = sums.order_day[purchase]
     frequency = bincount(xp, p_customer, minlength=n_customers)  # empty when no order is a purchase
-    first = xp.full(n_customers, _BIG_DAY, dtype=xp.int32)
-    last = xp.full(n_customers, -_BIG_DAY, dtype=xp.int32)
+    first = xp.full(n_customers, BIG_DAY, dtype=xp.int32)
+    last = xp.full(n_customers, -BIG_DAY, dtype=xp.int32)
     scatter_min(first, p_customer, p_day)
     scatter_max(last, p_customer, p_day)
 

@@ -41,10 +41,10 @@ import pyarrow.compute as pc
 
 from .backend import get_namespace, release_freed_memory, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
-from .coding import (EncodedText, _run_codes, _sort_packed, as_numbers, code_entries, code_ids, equal_codes,
-                     factorize_values, key_hash, n_entries, order_codes, unique_inverse, whole_numbers)
+from .coding import (EncodedText, as_numbers, code_entries, code_ids, equal_codes, factorize_values, key_hash,
+                     n_entries, order_codes, run_codes, sort_packed, unique_inverse, whole_numbers)
 from .columns import ColumnMapping
-from .features import _BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
+from .features import BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
 
 
@@ -178,8 +178,8 @@ def _bucket_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     packed <<= value_bits
     packed += whole
     packed -= lo
-    rows, first = _sort_packed(packed, row_bits)
-    return _run_codes(rows, first), values[rows[first]], rows
+    rows, first = sort_packed(packed, row_bits)
+    return run_codes(rows, first), values[rows[first]], rows
 
 
 def _in_bucket_order(customer: np.ndarray, customers: Any) -> tuple[np.ndarray, Any]:
@@ -439,7 +439,7 @@ def _merge_all(batches: list[BatchSums], ids_to_int: bool) -> tuple[LineSums, pa
         # bincount adds in array order, which is batch order.
         return xp.bincount(index, weights=xp.concatenate([getattr(b.sums, name) for b in batches]), minlength=n)
 
-    merged_day = xp.full(n_orders, _BIG_DAY, dtype=xp.int32)
+    merged_day = xp.full(n_orders, BIG_DAY, dtype=xp.int32)
     scatter_min(merged_day, order, order_day)
     merged_customer = xp.empty(n_orders, dtype=xp.int32 if n_customers < 2**31 else xp.int64)
     merged_customer[order] = order_customer
@@ -688,7 +688,7 @@ def _merge_buckets(group: range, buckets: list[Buckets]) -> tuple[Any, LineSums]
         if has.all():
             has = None
     order, n_orders = order_codes(order_customer, day, invoice, has, n_inv)
-    merged_day = np.full(n_orders, _BIG_DAY, dtype=np.int32)
+    merged_day = np.full(n_orders, BIG_DAY, dtype=np.int32)
     np.minimum.at(merged_day, order, day)
     merged_customer = np.empty(n_orders, dtype=np.int32 if n_customers < 2**31 else np.int64)
     merged_customer[order] = order_customer

@@ -90,7 +90,7 @@ def read_column_names(path: Path) -> list[str]:
         raise _fail(path, exc) from None
 
 
-def _check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = None) -> None:
+def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = None) -> None:
     """Refuse a file that lacks a mapped column; ``names`` when its header is read already."""
     names = read_column_names(path) if names is None else names
     missing = [c for c in mapping.needed if c not in names]
@@ -140,7 +140,7 @@ def iter_readers(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch 
         schema, n, metadata = pf.schema_arrow, pf.num_row_groups, pf.metadata
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
-    _check_columns(path, mapping, schema.names)  # the footer just parsed, not read again
+    check_columns(path, mapping, schema.names)  # the footer just parsed, not read again
     as_dictionary = [c for c in (mapping.customer,) if pa.types.is_string(schema.field(c).type)]
     for i in range(n):
         yield _row_group_reader(path, i, mapping.needed, as_dictionary, metadata)
@@ -158,7 +158,7 @@ def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = No
         When the file cannot be read or lacks a mapped column.
     """
     columns = mapping.needed
-    _check_columns(path, mapping)
+    check_columns(path, mapping)
     try:
         if file_format(path) == "parquet":
             # Whole row groups decode faster (columns in parallel) than
