@@ -7,6 +7,7 @@ device branches of gpuseg on the CPU but says nothing about CUDA kernels or spee
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -87,3 +88,40 @@ def test_score_on_the_device_gives_the_cpu_answer(tmp_path, messy, device_cp):
     drift_gpu = json.loads((tmp_path / "gpu" / "drift.json").read_text())
     assert drift_gpu["n_customers"] == drift_cpu["n_customers"]
     assert drift_gpu["mean_distance"] == pytest.approx(drift_cpu["mean_distance"], rel=1e-9)
+
+
+@pytest.mark.emulated
+def test_between_features_and_write_only_the_features_come_back_to_the_host(tmp_path, monkeypatch, emulated_cupy):
+    """Scaling, the fit and the assignment stay on the device: apart from the features' one copy
+    back (in the report's transfers), the host reads only what is k-sized or a scalar."""
+    from gpuseg import pipeline
+    from gpuseg.config import SegmentConfig
+    from gpuseg.timing import StageTimer
+
+    stage_of_read = []
+    real_stage = StageTimer.stage
+
+    @contextlib.contextmanager
+    def stage(self, name):
+        emulated_cupy.reads.clear()
+        with real_stage(self, name):
+            yield
+        stage_of_read.extend((name, n) for _, n in emulated_cupy.reads)
+
+    monkeypatch.setattr(StageTimer, "stage", stage)
+    real_to_host = pipeline.Transfers.to_host
+
+    def to_host(self, name, a):  # a logged copy: its reads are not counted
+        start = len(emulated_cupy.reads)
+        out = real_to_host(self, name, a)
+        del emulated_cupy.reads[start:]
+        return out
+
+    monkeypatch.setattr(pipeline.Transfers, "to_host", to_host)
+    result = pipeline.run(SegmentConfig(out=tmp_path / "out", backend="cupy", k=4, demo_customers=20_000))
+    n = result.report["n_customers"]
+    copied = [t["what"] for t in result.report["transfers"] if t["direction"] == "device_to_host"]
+    middle = [b for s, b in stage_of_read if s in ("scale", "fit", "assign")]
+    assert n > 10_000 and "monetary" in copied
+    assert max(middle) < n, sorted(middle)[-5:]  # nothing per customer came back unlogged
+    assert sum(middle) < n, (len(middle), sum(middle))  # k-sized and scalar reads: 1.3 kB here

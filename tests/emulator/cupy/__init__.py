@@ -17,6 +17,9 @@ from the fused kernel) and fail where real CuPy would refuse the code:
   leaves the winner undefined);
 - ``RawModule`` never compiles, so the fused Lloyd kernel always falls back.
 
+Every read of device memory by the host is logged in ``reads``, so that tests can check
+what a run copies back.
+
 Put ``tests/emulator`` first on ``sys.path`` (or ``PYTHONPATH``) to import it as ``cupy``.
 """
 
@@ -75,6 +78,15 @@ _UFUNC_METHODS = {
     "reduce": {"add", "multiply"}, "accumulate": {"add", "multiply"}, "reduceat": {"add"},
 }
 _NO_DEVICE_KINDS = frozenset("USOMmV")
+
+
+#: Every read of device memory by the host (what waits for a real device), as (kind, bytes):
+#: kind is get, item, tolist, bool, int or float. Tests may clear it.
+reads: list[tuple[str, int]] = []
+
+
+def _count(kind: str, nbytes: int) -> None:
+    reads.append((kind, nbytes))
 
 
 def _check_dtype(a: _np.ndarray) -> _np.ndarray:
@@ -230,6 +242,7 @@ class ndarray:
         return f(*args, **kwargs)
 
     def get(self, stream=None, order="C", out=None, blocking=True):
+        _count("get", self._a.nbytes)
         if out is not None:
             out[...] = self._a
             return out
@@ -245,9 +258,11 @@ class ndarray:
         self._a[...] = arr
 
     def item(self):
+        _count("item", self._a.nbytes)
         return self._a.item()
 
     def tolist(self):
+        _count("tolist", self._a.nbytes)
         return self._a.tolist()
 
     # -- attributes --------------------------------------------------------------
@@ -314,12 +329,15 @@ class ndarray:
         if self._a.size > 1:
             raise ValueError("The truth value of an array with more than one element is ambiguous. "
                              "Use a.any() or a.all()")
+        _count("bool", self._a.nbytes)
         return bool(self._a)
 
     def __int__(self):
+        _count("int", self._a.nbytes)
         return int(self._a)
 
     def __float__(self):
+        _count("float", self._a.nbytes)
         return float(self._a)
 
     def __complex__(self):
