@@ -88,7 +88,6 @@ def _module(device_id: int, variant: str) -> Any:
     return module
 
 
-
 def padded_width(d: int, dtype: Any) -> int:
     """Row length of the padded layout for ``d`` features."""
     w = _VECTOR[np.dtype(dtype)]
