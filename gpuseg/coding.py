@@ -92,11 +92,14 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
     if values.dtype.kind in "iu" and values.dtype.itemsize < 8:
         values, owned = values.astype(xp.int64), True  # room for value - min
     lo_v, hi_v = values.min(), values.max()
-    lo, hi = float(lo_v), float(hi_v)
-    integral = values.dtype.kind in "iu" or (abs(lo) < 2**52 and abs(hi) < 2**52
-                                            and bool(xp.all(values == xp.floor(values))))
-    if integral and hi - lo + 1 <= (4 * n if xp is np else max(4 * n, _DENSE_MIN)):
-        lo_i, span = int(lo), int(hi - lo) + 1
+    if values.dtype.kind in "iu":  # exact: 64-bit ids above 2**53 are not floats
+        integral, lo_i, hi_i = True, int(lo_v), int(hi_v)
+    else:
+        lo, hi = float(lo_v), float(hi_v)
+        integral = abs(lo) < 2**52 and abs(hi) < 2**52 and bool(xp.all(values == xp.floor(values)))
+        lo_i, hi_i = (int(lo), int(hi)) if integral else (0, 0)
+    span = hi_i - lo_i + 1
+    if integral and span <= (4 * n if xp is np else max(4 * n, _DENSE_MIN)):
         offset = xp.subtract(values, values.dtype.type(lo_i), out=values if owned else None)
         offset = offset.astype(_code_dtype(span), copy=False)
         present, rank = _dense_scratch(xp, span)

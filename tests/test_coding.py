@@ -28,6 +28,18 @@ def test_factorize_codes_in_sorted_order(xp, values):
     assert to_numpy(uniques[codes]).tolist() == values
 
 
+@pytest.mark.parametrize("values, dtype", [([2**54 + 3, 2**54 + 4, 2**54 + 4], np.int64),
+                                           ([2**60 + 100, 2**60 + 1, 2**60 + 50], np.int64),
+                                           ([-2**62 - 7, -2**62 - 9, -2**62 - 7], np.int64),
+                                           ([2**63 + 9, 2**63 + 5, 2**64 - 1], np.uint64)])
+def test_factorize_64_bit_ids_beyond_float_precision(xp, values, dtype):
+    # The range was measured in floats: ids 2**54 + 3 and + 4 became one customer (on a GPU, whose
+    # indexing wraps, a customer with an id not in the data), and wider spans failed.
+    codes, uniques = factorize_values(xp.asarray(np.array(values, dtype=dtype)))
+    assert to_numpy(uniques).tolist() == sorted(set(values))
+    assert to_numpy(uniques[codes]).tolist() == values
+
+
 def test_factorize_does_not_overflow_small_integer_types(xp):
     v = xp.asarray(np.array([-128, 127, 0, 127], dtype=np.int8))
     codes, uniques = factorize_values(v)

@@ -125,3 +125,18 @@ def test_between_features_and_write_only_the_features_come_back_to_the_host(tmp_
     assert n > 10_000 and "monetary" in copied
     assert max(middle) < n, sorted(middle)[-5:]  # nothing per customer came back unlogged
     assert sum(middle) < n, (len(middle), sum(middle))  # k-sized and scalar reads: 1.3 kB here
+
+
+def test_integer_ids_above_2_to_the_53_on_the_device_stay_apart(tmp_path, device_cp):
+    # The device coded 64-bit ids through floats, merging two customers into one with an id that
+    # is not in the data. (Ids of 19 digits or more stay text, on both paths.)
+    ids = [2**54 + 3, 2**54 + 4, 2**54 + 4, 2**54 + 6, 2**54 + 9]  # a dense range: coded by offsets
+    log = tmp_path / "ids.csv"
+    log.write_text("customer_id,date,amount\n" + "".join(
+        f"{c},2024-0{i + 1}-05,{10 * (i + 1)}\n" for i, c in enumerate(ids)))
+    for backend in ("cpu", "cupy"):
+        ok(invoke("segment", log, "--out", tmp_path / backend, "--backend", backend, "--k", 2, "-q"))
+    cpu = pq.read_table(tmp_path / "cpu" / "features.parquet").to_pydict()
+    gpu = pq.read_table(tmp_path / "cupy" / "features.parquet").to_pydict()
+    assert cpu["customer_id"] == sorted(set(ids))
+    assert gpu == cpu
