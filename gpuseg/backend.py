@@ -257,11 +257,11 @@ def bincount(xp: Any, x: Any, weights: Any = None, minlength: int = 0) -> Any:
     """``xp.bincount(x, weights, minlength)``, an empty ``x`` included.
 
     CuPy before 14.2 takes the maximum of ``x`` for the length, which fails
-    on no values; then the result is NumPy's: ``minlength`` zeros, int64
-    counts or float64 sums.
+    on no values; then the result is NumPy's (and CuPy 14.2's): ``minlength``
+    int64 zeros, with weights or without.
     """
     if xp is not np and x.shape[0] == 0:
-        return xp.zeros(minlength, dtype=xp.float64 if weights is not None else xp.int64)
+        return xp.zeros(minlength, dtype=xp.int64)
     return xp.bincount(x, weights=weights, minlength=minlength)
 
 

@@ -23,7 +23,10 @@ between 8.2 GB and under 4 GB.
 **Rounding.** A customer's or an order's sum is added per batch, then across
 batches, so it may differ in its last bits from one running sum over all
 lines. When one batch holds all of a customer's lines the result is
-bit-identical.
+bit-identical. On the host the sums are reproducible run to run; on a GPU
+CuPy's weighted ``bincount`` adds with atomics, in no fixed order, so the
+device's sums may differ from the host's, and from one run to the next, in
+their last bits.
 """
 
 from __future__ import annotations
@@ -436,7 +439,7 @@ def _merge_all(batches: list[BatchSums], ids_to_int: bool) -> tuple[LineSums, pa
         order, n_orders = order_codes(order_customer, order_day)
 
     def added(name: str, index: Any, n: int) -> Any:
-        # bincount adds in array order, which is batch order.
+        # NumPy's bincount adds in array order, which is batch order (CuPy's, in no fixed order).
         return xp.bincount(index, weights=xp.concatenate([getattr(b.sums, name) for b in batches]), minlength=n)
 
     merged_day = xp.full(n_orders, BIG_DAY, dtype=xp.int32)
