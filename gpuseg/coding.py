@@ -117,6 +117,8 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
         return rank[offset], (uniques + lo_i).astype(values.dtype)
     if xp is np:
         return _host_codes(values, sort)
+    if values.dtype.kind == "f":
+        values = values + 0.0  # -0.0 and 0.0 are one value: the unique kept is 0.0, as on the host
     uniques, codes = xp.unique(values, return_inverse=True)
     return codes.reshape(-1).astype(_code_dtype(int(uniques.shape[0])), copy=False), uniques
 

@@ -40,6 +40,15 @@ def test_factorize_64_bit_ids_beyond_float_precision(xp, values, dtype):
     assert to_numpy(uniques[codes]).tolist() == values
 
 
+def test_factorize_writes_zero_not_minus_zero(xp):
+    # CuPy's unique keeps the first of equal values, so a -0.0 id sorted first came out as "-0.0".
+    v = xp.asarray([-0.0, 2.5, 0.0, -0.0, 1e300])
+    codes, uniques = factorize_values(v)
+    u = to_numpy(uniques)
+    assert u.tolist() == [0.0, 2.5, 1e300] and not np.signbit(u[0])
+    assert to_numpy(codes).tolist() == [0, 1, 0, 0, 2]
+
+
 def test_factorize_does_not_overflow_small_integer_types(xp):
     v = xp.asarray(np.array([-128, 127, 0, 127], dtype=np.int8))
     codes, uniques = factorize_values(v)
