@@ -237,6 +237,18 @@ def _device_ufunc_at(ufunc: str, legacy: str, a: Any, index: Any, values: Any) -
     getattr(_import("cupyx"), legacy)(a, index, values)
 
 
+def scatter_add(a: Any, index: Any, values: Any) -> None:
+    """``a[index[i]] += values[i]`` for all i, in place (rows of ``a`` for 2-D ``values``).
+
+    On a device this is one kernel of atomic adds, where ``bincount`` would first read the
+    index's maximum back to the host to size its result.
+    """
+    if is_device_array(a):
+        _device_ufunc_at("add", "scatter_add", a, index, values)
+    else:
+        np.add.at(a, index, values)
+
+
 def scatter_min(a: Any, index: Any, values: Any) -> None:
     """``a[index[i]] = min(a[index[i]], values[i])`` for all i, in place."""
     if is_device_array(a):

@@ -398,3 +398,22 @@ def test_nearest_is_argmin_with_ties_to_the_lowest_index(xp, n, k, dtype):
     assert labels.dtype == xp.int32 and best.dtype == dtype
     np.testing.assert_array_equal(to_numpy(labels), D.argmin(axis=1))
     np.testing.assert_array_equal(to_numpy(best), D.min(axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cluster_sums_equal_bincount_and_read_nothing_back_on_the_device(xp, rng, dtype):
+    # CuPy's bincount reads the labels back twice a call (a sign check and the maximum), d + 1
+    # calls per block per iteration of the generic step: the device adds with scatters instead.
+    X = rng.normal(size=(5_000, 3)).astype(dtype)
+    labels = rng.integers(0, 6, 5_000).astype(np.int32)
+    labels[labels == 4] = 5  # a cluster with no point
+    want_sums = np.stack([np.bincount(labels, X[:, f].astype(np.float64), 6) for f in range(3)], axis=1)
+    reads = getattr(xp, "reads", None)  # the CuPy emulator logs the host's reads
+    if reads is not None:
+        reads.clear()
+    sums, counts = steps_module._cluster_sums(xp.asarray(X), xp.asarray(labels), 6, xp)
+    if reads is not None:
+        assert reads == []
+    assert sums.dtype == np.float64 and counts.dtype == np.float64
+    np.testing.assert_allclose(to_numpy(sums), want_sums, rtol=1e-12, atol=1e-9)
+    assert to_numpy(counts).tolist() == np.bincount(labels, minlength=6).tolist()

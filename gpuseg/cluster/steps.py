@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..backend import bincount, default_workers, get_namespace, to_numpy
+from ..backend import bincount, default_workers, get_namespace, scatter_add, to_numpy
 from .contract import Partials, Step, reduce_partials
 
 
@@ -124,6 +124,11 @@ def _nearest_host(X: np.ndarray, prepared: tuple[np.ndarray, np.ndarray]) -> tup
 
 
 def _cluster_sums(X: Any, labels: Any, k: int, xp: Any) -> tuple[Any, Any]:
+    if xp is not np:  # scatter adds: CuPy's bincount waits on the device twice a call (its checks)
+        counts, sums = xp.zeros(k, dtype=xp.float64), xp.zeros((k, X.shape[1]), dtype=xp.float64)
+        scatter_add(counts, labels, 1.0)
+        scatter_add(sums, labels, X)
+        return sums, counts
     labels = labels.astype(xp.intp)  # bincount would convert it once per call
     counts = bincount(xp, labels, minlength=k).astype(xp.float64)  # no labels: a delta block where none moved
     sums = xp.stack([bincount(xp, labels, X[:, f], k) for f in range(X.shape[1])], axis=1)

@@ -12,7 +12,8 @@ from the fused kernel) and fail where real CuPy would refuse the code:
 - only names that CuPy exports exist (the list is CuPy 15's ``cupy/__init__.py``);
   ``ufunc.at``/``reduce``/``accumulate``/``reduceat`` only where CuPy has them;
 - strings, objects and datetimes cannot go to the device;
-- ``bincount`` of no values fails (CuPy before 14.2 sizes its result by the maximum);
+- ``bincount`` of no values fails (CuPy before 14.2 sizes its result by the maximum), and
+  each call reads two values back, as CuPy's does;
 - a scatter with repeated indices keeps the first value, not NumPy's last one (CuPy
   leaves the winner undefined);
 - ``RawModule`` never compiles, so the fused Lloyd kernel always falls back.
@@ -77,6 +78,16 @@ _UFUNC_METHODS = {
     "at": {"add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"},
     "reduce": {"add", "multiply"}, "accumulate": {"add", "multiply"}, "reduceat": {"add"},
 }
+#: The dtypes ``ufunc.at`` takes (cupy/_core/_routines_indexing.pyx, _scatter_op_single).
+_AT_DTYPES = {
+    "add": {"int32", "int64", "float16", "float32", "float64", "uint32", "uint64"},
+    "subtract": {"int32", "uint32"},
+    "maximum": {"int32", "int64", "float32", "float64", "uint32", "uint64"},
+    "minimum": {"int32", "int64", "float32", "float64", "uint32", "uint64"},
+    "bitwise_and": {"int32", "int64", "uint32", "uint64"},
+    "bitwise_or": {"int32", "int64", "uint32", "uint64"},
+    "bitwise_xor": {"int32", "int64", "uint32", "uint64"},
+}
 _NO_DEVICE_KINDS = frozenset("USOMmV")
 
 
@@ -128,8 +139,13 @@ def _wrap(r):
 
 def _function(f, name: str):
     def call(*args, **kwargs):
-        if name == "bincount" and _np.ndim(_dev(args[0])) and len(_dev(args[0])) == 0:
-            raise ValueError("zero-size array to reduction operation cupy_max which has no identity")
+        if name == "bincount" and _np.ndim(_dev(args[0])):
+            if len(_dev(args[0])) == 0:
+                raise ValueError("zero-size array to reduction operation cupy_max which has no identity")
+            # CuPy reads back whether any value is negative, and the maximum for the length
+            # (cupy/_statistics/histogram.py).
+            _count("bool", 1)
+            _count("int", 8)
         return _wrap(f(*_dev(args), **_dev(kwargs)))
     call.__name__ = name
     return call
@@ -175,6 +191,9 @@ class ufunc:
     def _at(self, a, indices, b=None):
         if not isinstance(a, ndarray):
             raise _host_array_error(a)
+        if a.dtype.name not in _AT_DTYPES[self.__name__]:  # CuPy casts the values to a's dtype, then checks
+            raise TypeError(f"cupy.{self.__name__}.at only supports {', '.join(sorted(_AT_DTYPES[self.__name__]))} "
+                            "as data type")
         idx = _dev(indices, allow_host=True)
         vals = _dev(b, allow_host=True)
         if isinstance(idx, _np.ndarray) and idx.dtype.kind == "b":
