@@ -5,11 +5,12 @@ gpuseg's device branches (every ``xp is not np`` path, the staging copies, the f
 from the fused kernel) and fail where real CuPy would refuse the code:
 
 - a host (NumPy) array passed where CuPy takes device arrays raises ``TypeError``, as
-  CuPy's kernels do; NumPy refuses to convert a device array implicitly (``__array__``
-  raises CuPy's own message), so host and device arrays cannot be mixed by accident;
+  CuPy's kernels do, and assigning one through a basic index raises ``ValueError``;
+  NumPy refuses to convert a device array implicitly (``__array__`` raises CuPy's own
+  message), so host and device arrays cannot be mixed by accident;
 - reductions and scalar indexing give 0-d device arrays, not Python numbers, and a
   device array has no ``__index__`` (``range(a.max())`` fails, as it does on CuPy);
-- only names that CuPy exports exist (the list is CuPy 15's ``cupy/__init__.py``);
+- only names that CuPy 14.0.1 and 15 export exist;
   ``ufunc.at``/``reduce``/``accumulate``/``reduceat`` only where CuPy has them;
 - strings, objects and datetimes cannot go to the device;
 - ``bincount`` of no values fails (CuPy before 14.2 sizes its result by the maximum), and
@@ -36,7 +37,8 @@ import numpy as _np
 
 __version__ = "15.0.0+emulated"
 
-#: What CuPy 15 exports at its top level (names NumPy 2 lacks are absent here too).
+#: What CuPy 14.0.1 (gpuseg's floor) and 15 both export at the top level (names NumPy 2 lacks
+#: are absent here too).
 _CUPY_NAMES = frozenset("""
 abs absolute acos acosh add all allclose amax amin angle any append apply_along_axis apply_over_axes arange arccos
 arccosh arcsin arcsinh arctan arctan2 arctanh argmax argmin argpartition argsort argwhere around array array2string
@@ -46,17 +48,17 @@ binary_repr bincount bitwise_and bitwise_count bitwise_invert bitwise_left_shift
 bitwise_right_shift bitwise_xor blackman bool bool_ broadcast broadcast_arrays broadcast_shapes broadcast_to byte c_
 can_cast cbrt cdouble ceil choose clip column_stack common_type complex128 complex64 complexfloating compress concat
 concatenate conj conjugate convolve copy copysign copyto corrcoef correlate cos cosh count_nonzero cov cross csingle
-cumprod cumsum cumulative_prod cumulative_sum deg2rad degrees delete diag diag_indices diag_indices_from diagflat
+cumprod cumsum deg2rad degrees delete diag diag_indices diag_indices_from diagflat
 diagonal diff digitize divide divmod dot double dsplit dstack dtype e ediff1d einsum empty empty_like equal
 euler_gamma exp exp2 expand_dims expm1 extract eye fabs fill_diagonal finfo fix flatiter flatnonzero flip fliplr
 flipud float16 float32 float64 float_power floating floor floor_divide fmax fmin fmod format_float_positional
 format_float_scientific frexp frombuffer fromfunction fromiter fromstring full full_like gcd generic
 get_printoptions gradient greater greater_equal half hamming hanning heaviside histogram histogram2d histogramdd
 hsplit hstack hypot i0 identity iinfo imag index_exp indices inexact inf inner int16 int32 int64 int8 int_ intc
-integer interp intersect1d intp invert isclose iscomplex iscomplexobj isdtype isfinite isfortran isin isinf isnan
+integer interp intersect1d intp invert isclose iscomplex iscomplexobj isfinite isfortran isin isinf isnan
 isneginf isposinf isreal isrealobj isscalar issubdtype iterable ix_ kaiser kron lcm ldexp left_shift less less_equal
 lexsort linspace log log10 log1p log2 logaddexp logaddexp2 logical_and logical_not logical_or logical_xor logspace
-long longlong mask_indices matmul matrix_transpose max maximum may_share_memory mean median meshgrid mgrid min
+long longlong mask_indices matmul max maximum may_share_memory mean median meshgrid mgrid min
 min_scalar_type minimum mintypecode mod modf moveaxis multiply nan nan_to_num nanargmax nanargmin nancumprod
 nancumsum nanmax nanmean nanmedian nanmin nanprod nanstd nansum nanvar ndim ndindex negative newaxis nextafter
 nonzero not_equal number ogrid ones ones_like outer packbits pad partition percentile permute_dims pi piecewise
@@ -137,6 +139,13 @@ def _wrap(r):
     return r
 
 
+def _stable(kwargs: dict) -> dict:
+    """CuPy's sorts are stable and take no other kind."""
+    if kwargs.get("kind") not in (None, "stable"):
+        raise ValueError(f"kind={kwargs['kind']!r} is not supported")
+    return {**kwargs, "kind": "stable"}
+
+
 def _function(f, name: str):
     def call(*args, **kwargs):
         if name == "bincount" and _np.ndim(_dev(args[0])):
@@ -146,6 +155,8 @@ def _function(f, name: str):
             # (cupy/_statistics/histogram.py).
             _count("bool", 1)
             _count("int", 8)
+        if name in ("sort", "argsort"):
+            kwargs = _stable(kwargs)
         return _wrap(f(*_dev(args), **_dev(kwargs)))
     call.__name__ = name
     return call
@@ -172,6 +183,8 @@ class ufunc:
         self.nin, self.nout = f.nin, f.nout
 
     def __call__(self, *args, **kwargs):
+        if set(kwargs) - {"out", "dtype", "casting"}:  # CuPy's ufuncs take no other keyword
+            raise TypeError(f"Wrong arguments {kwargs}")
         if "out" in kwargs and isinstance(kwargs["out"], tuple):
             kwargs["out"] = kwargs["out"][0]
         return _wrap(self._f(*_dev(args), **_dev(kwargs)))
@@ -308,8 +321,7 @@ class ndarray:
 
         def call(*args, **kwargs):
             if name in ("sort", "argsort"):
-                kwargs.pop("kind", None)
-                kwargs["kind"] = "stable"
+                kwargs = _stable(kwargs)
             return _wrap(method(*_dev(args), **_dev(kwargs)))
         return call
 
@@ -332,6 +344,10 @@ class ndarray:
 
     def __setitem__(self, key, value):
         key = _dev(key, allow_host=True)
+        advanced = any(isinstance(k, (_np.ndarray, list)) for k in (key if isinstance(key, tuple) else (key,)))
+        if not advanced and isinstance(value, _np.ndarray) and value.ndim > 0:
+            # Basic indexing fills from a device array or a scalar only (CuPy's _scatter_op, gh-2079).
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
         value = _dev(value, allow_host=True)
         if (isinstance(key, _np.ndarray) and key.ndim == 1 and key.dtype.kind in "iu"
                 and isinstance(value, _np.ndarray) and value.shape == key.shape):
