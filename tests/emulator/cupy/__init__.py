@@ -19,6 +19,11 @@ from the fused kernel) and fail where real CuPy would refuse the code:
   leaves the winner undefined);
 - ``RawModule`` never compiles, so the fused Lloyd kernel always falls back.
 
+Out-of-range indices raise ``IndexError`` here, as in NumPy, where CuPy wraps them
+silently: an ``IndexError`` on the emulator may be a wrong answer, not a crash, on a GPU.
+What the emulator cannot show: the order of CuPy's atomic sums (its weighted ``bincount``
+and scatter adds), and so their last bits, and anything about kernels or speed.
+
 Every read of device memory by the host is logged in ``reads``, so that tests can check
 what a run copies back.
 
