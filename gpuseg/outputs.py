@@ -105,6 +105,7 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
     if path == cwd or path in cwd.parents:
         raise GpusegError(f"--out {text!r} is the current folder or holds it; give a folder of its own, "
                           "e.g. --out segments")
+    real = Path(os.path.realpath(path))  # through links: a linked folder is where it points
     for item in inputs:
         if glob.has_magic(item):
             fixed = Path(item).parts
@@ -112,11 +113,12 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
             src = Path(os.path.abspath(Path(*fixed))) if fixed else cwd
         else:
             src = Path(os.path.abspath(item))
-        if src == path or path in src.parents:
-            raise GpusegError(f"--out {text!r} holds the input {item!r}; give another folder")
-        if src.is_dir() and src in path.parents:
-            raise GpusegError(f"--out {text!r} is inside the input folder {item!r}, where the next run would "
-                              "read the outputs as input; give a folder outside it")
+        for out_at, src_at in ((path, src), (real, Path(os.path.realpath(src)))):
+            if src_at == out_at or out_at in src_at.parents:
+                raise GpusegError(f"--out {text!r} holds the input {item!r}; give another folder")
+            if src_at.is_dir() and src_at in out_at.parents:
+                raise GpusegError(f"--out {text!r} is inside the input folder {item!r}, where the next run "
+                                  "would read the outputs as input; give a folder outside it")
     for option, model in (models or {}).items():
         if model is not None and path in Path(os.path.abspath(model)).parents:
             raise GpusegError(f"--out {text!r} holds the {option} {str(model)!r}, which this run would replace; "

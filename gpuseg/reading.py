@@ -48,8 +48,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p)
-                           and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+            found = _folder_files(path)
             if not found:
                 raise GpusegError(f"folder {text!r} holds no input files ({ALLOWED})")
             files.extend(found)
@@ -67,7 +66,28 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
                               f"allowed: files ({ALLOWED}), folders of them, or glob patterns")
         else:
             raise GpusegError(f"input {text!r} does not exist")
-    return list(dict.fromkeys(files))
+    # One file named twice (by a folder and itself, through "..", a link) is read once.
+    unique: dict[tuple[int, int], Path] = {}
+    for f in files:
+        st = f.stat()
+        unique.setdefault((st.st_dev, st.st_ino), f)
+    return list(unique.values())
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The input files below ``folder``, sorted, leaving out names that start with "." or
+    "_" (and what is below them) and linked folders; a subfolder that cannot be read is an
+    error, not files quietly left out."""
+    def refuse(exc: OSError) -> None:
+        raise GpusegError(f"cannot read the folder {exc.filename!r} below input {str(folder)!r}: "
+                          f"{exc.strerror or exc}") from None
+
+    found = []
+    for root, dirs, names in os.walk(folder, onerror=refuse):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        found.extend(p for p in (Path(root) / n for n in names)
+                     if not p.name.startswith((".", "_")) and p.is_file() and _supported(p))
+    return sorted(found)
 
 
 def _fail(path: Path, exc: BaseException) -> GpusegError:

@@ -516,3 +516,46 @@ def test_a_future_date_inside_the_range_is_reported(tmp_path):
     assert not json.loads((tmp_path / "seg2" / "report.json").read_text())["warnings"]
     ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "seg3", "-q", "--as-of", "2230-01-01"))
     assert not json.loads((tmp_path / "seg3" / "report.json").read_text())["warnings"]
+
+
+def test_one_file_named_twice_is_read_once(tmp_path):
+    # By its folder and itself, through "..", and through a link: the rows were counted twice.
+    folder = tmp_path / "d"
+    folder.mkdir()
+    data = log(folder / "a.csv")
+    (tmp_path / "link.csv").symlink_to(data)
+    ok(invoke("segment", data, "--k", 2, "--out", tmp_path / "once", "-q"))
+    once = json.loads((tmp_path / "once" / "report.json").read_text())["rows"]
+    for name, inputs in (("folder", (folder, data)), ("dots", (data, folder / ".." / "d" / "a.csv")),
+                         ("link", (data, tmp_path / "link.csv"))):
+        ok(invoke("segment", *inputs, "--k", 2, "--out", tmp_path / name, "-q"))
+        assert json.loads((tmp_path / name / "report.json").read_text())["rows"] == once, name
+
+
+def test_out_through_a_link_into_the_input_folder_is_refused(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    log(folder / "a.csv")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "inlink").symlink_to(folder)
+    refused(invoke("segment", folder, "--out", tmp_path / "o" / "inlink" / "seg"), "inside the input folder")
+    assert not (folder / "seg").exists()
+
+
+def test_an_unreadable_subfolder_is_an_error_not_rows_left_out(tmp_path, monkeypatch):
+    # Its files were left out without a word. (A folder this user may not list, even as root.)
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    log(folder / "a.csv")
+    log(folder / "sub" / "b.csv")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("sub"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    refused(invoke("segment", folder, "--out", tmp_path / "seg"), "cannot read the folder", "sub",
+            "Permission denied")
+    assert not (tmp_path / "seg").exists()
