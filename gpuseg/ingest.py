@@ -121,7 +121,7 @@ def _id_keys(part: Any) -> np.ndarray | None:
     values = part.to_numpy(zero_copy_only=False)
     if values.dtype.kind in "iu":
         return values.astype(np.int64, copy=False)
-    values = values + 0.0  # -0.0 and 0.0: one id
+    values = values.astype(np.float64, copy=False) + 0.0  # -0.0 and 0.0: one id; float32, float16 keyed as float64
     return values.view(np.int64)
 
 
@@ -166,10 +166,10 @@ def _bucket_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     if not n or (values.dtype.kind == "u" and values.dtype.itemsize == 8 and int(values.max()) >= 1 << 63):
         return None
     if values.dtype.kind == "f":
+        values = values.astype(np.float64, copy=False) + 0.0  # -0.0 and 0.0: one id, keyed as 0.0 (float64 bits)
         whole = whole_numbers(values)
         if whole is None:
             return None
-        values = values + 0.0  # -0.0 and 0.0: one id, keyed as 0.0
         key = values.view(np.int64)
     else:
         whole = key = values.astype(np.int64, copy=False)

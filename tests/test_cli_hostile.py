@@ -559,3 +559,24 @@ def test_an_unreadable_subfolder_is_an_error_not_rows_left_out(tmp_path, monkeyp
     refused(invoke("segment", folder, "--out", tmp_path / "seg"), "cannot read the folder", "sub",
             "Permission denied")
     assert not (tmp_path / "seg").exists()
+
+
+@pytest.mark.parametrize("id_type", ["float32", "float16"])
+@pytest.mark.parametrize("with_invoice", [False, True])
+def test_narrow_float_ids_segment_as_float64_ones(tmp_path, id_type, with_invoice):
+    # Keyed by their bits viewed as int64: float32 ids gave half as many keys, and a traceback.
+    n = 300
+    cols = {"customer_id": np.arange(n) % 20 + 1.0,
+            "date": pa.array([dt.date(2024, 1, 1) + dt.timedelta(days=i * 7 % 330) for i in range(n)], pa.date32()),
+            "amount": np.arange(n) % 7 + 1.0}
+    if with_invoice:
+        cols["invoice"] = [f"I{i // 3}" for i in range(n)]
+    out = {}
+    for t in ("float64", id_type):
+        path = tmp_path / f"{t}.parquet"
+        pq.write_table(pa.table({**cols, "customer_id": pa.array(cols["customer_id"].astype(t))}), path)
+        ok(invoke("segment", path, "--k", 3, "--out", tmp_path / t, "-q"))
+        out[t] = pq.read_table(tmp_path / t / "features.parquet")
+    assert out[id_type].schema.field("customer_id").type == pa.from_numpy_dtype(np.dtype(id_type))
+    assert out[id_type].column("customer_id").to_pylist() == list(range(1, 21))
+    assert out[id_type].drop(["customer_id"]).equals(out["float64"].drop(["customer_id"]))
