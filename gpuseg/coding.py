@@ -114,7 +114,7 @@ def factorize_values(values: Any, sort: bool = True, owned: bool = False) -> tup
         dtype = _code_dtype(int(uniques.shape[0]))
         rank = rank.view(dtype) if rank.dtype == dtype else xp.empty(span, dtype=dtype)
         rank[uniques] = xp.arange(uniques.shape[0], dtype=rank.dtype)
-        return rank[offset], (uniques + lo_i).astype(values.dtype)
+        return rank[offset], uniques.astype(values.dtype) + values.dtype.type(lo_i)  # uint64 ids past 2**63 too
     if xp is np:
         return _host_codes(values, sort)
     if values.dtype.kind == "f":

@@ -130,8 +130,11 @@ def _part_type(part: Any) -> pa.DataType:
 
 
 def key_values(key: np.ndarray, id_type: pa.DataType) -> np.ndarray:
-    """The numbers that :func:`_id_keys` keyed (floats were keyed by their bits)."""
-    return key.view(np.float64) if pa.types.is_floating(id_type) else key
+    """The numbers that :func:`_id_keys` keyed (floats were keyed by their bits, uint64 ids
+    past 2**63 wrapped to negative int64)."""
+    if pa.types.is_floating(id_type):
+        return key.view(np.float64)
+    return key.view(np.uint64) if pa.types.is_unsigned_integer(id_type) else key
 
 
 def _bucket_of(key: np.ndarray) -> np.ndarray:

@@ -580,3 +580,30 @@ def test_narrow_float_ids_segment_as_float64_ones(tmp_path, id_type, with_invoic
     assert out[id_type].schema.field("customer_id").type == pa.from_numpy_dtype(np.dtype(id_type))
     assert out[id_type].column("customer_id").to_pylist() == list(range(1, 21))
     assert out[id_type].drop(["customer_id"]).equals(out["float64"].drop(["customer_id"]))
+
+
+@pytest.mark.parametrize("case", ["past_2_63", "past_2_63_with_invoices", "one_at_2_64_less_1"])
+def test_uint64_ids_past_2_63(tmp_path, case):
+    # Tracebacks on every path: the ids' range overflowed int64, and keys wrapped negative.
+    n = 300
+    ids = (np.arange(n) % 20 + 1).astype(np.uint64)
+    if case == "one_at_2_64_less_1":
+        ids[0] = np.uint64(2**64 - 1)
+    else:
+        ids += np.uint64(2**63)
+    cols = {"customer_id": pa.array(ids),
+            "date": pa.array([dt.date(2024, 1, 1) + dt.timedelta(days=i * 7 % 330) for i in range(n)], pa.date32()),
+            "amount": np.arange(n) % 7 + 1.0}
+    if case.endswith("invoices"):
+        cols["invoice"] = [f"I{i // 3}" for i in range(n)]
+    path = tmp_path / "u64.parquet"
+    pq.write_table(pa.table(cols), path)
+    ok(invoke("segment", path, "--k", 3, "--out", tmp_path / "seg", "-q"))
+    got = pq.read_table(tmp_path / "seg" / "features.parquet")
+    assert got.schema.field("customer_id").type == pa.uint64()
+    want = {}
+    for c, a in zip(ids.tolist(), cols["amount"].tolist()):
+        want[c] = want.get(c, 0.0) + a
+    assert dict(zip(got.column("customer_id").to_pylist(), got.column("monetary").to_pylist())) == want
+    ok(invoke("score", path, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc", "-q"))
+    assert pq.read_table(tmp_path / "sc" / "assignments.parquet").num_rows == len(want)
