@@ -61,7 +61,7 @@ from .errors import GpusegError
 from .features import FEATURES, compute_features
 from .model import SegmentModel
 from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
-from .reading import expand_inputs, file_format, read_column_names
+from .reading import check_columns, expand_inputs, file_format, read_column_names
 from .scaling import Moments, Scaler
 from .summary import SegmentResult, SegmentSums, fit_warnings, run_report, segment_report
 from .timing import StageTimer
@@ -257,6 +257,8 @@ def _read(files: list[Path], mapping: ColumnMapping) -> tuple[Any, str]:
     if len(formats) > 1:
         raise GpusegError("with --scheduler, give inputs of one format (all CSV or all Parquet)")
     fmt = formats.pop()
+    for f in files:  # each file's header or footer: a missing or twice-named column, as in one process
+        check_columns(f, mapping)
     names = [str(f) for f in files]
     if fmt == "parquet":
         # Arrow-backed columns keep integer ids with gaps as integers (not NaN floats).

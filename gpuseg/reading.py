@@ -111,12 +111,18 @@ def read_column_names(path: Path) -> list[str]:
 
 
 def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = None) -> None:
-    """Refuse a file that lacks a mapped column; ``names`` when its header is read already."""
+    """Refuse a file that lacks a mapped column, or has one twice; ``names`` when its header
+    is read already."""
     names = read_column_names(path) if names is None else names
     missing = [c for c in mapping.needed if c not in names]
     if missing:
         raise GpusegError(f"input file {str(path)!r} lacks column(s) {', '.join(map(repr, missing))}; "
                           f"its columns are: {', '.join(names)}")
+    twice = [c for c in mapping.needed if names.count(c) > 1]
+    if twice:
+        raise GpusegError(f"input file {str(path)!r} has {len(twice) > 1 and 'columns' or 'a column'} named "
+                          f"{', '.join(map(repr, twice))} more than once; each column gpuseg reads must have a "
+                          "name of its own (rename or drop the others)")
 
 
 def _row_group_reader(path: Path, index: int, columns: list[str], as_dictionary: list[str],

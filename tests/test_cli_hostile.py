@@ -4,6 +4,7 @@ never a traceback, a hang, NaN or Infinity in a JSON output, or stale and mispla
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import subprocess
@@ -607,3 +608,20 @@ def test_uint64_ids_past_2_63(tmp_path, case):
     assert dict(zip(got.column("customer_id").to_pylist(), got.column("monetary").to_pylist())) == want
     ok(invoke("score", path, "--model", tmp_path / "seg" / "model.json", "--out", tmp_path / "sc", "-q"))
     assert pq.read_table(tmp_path / "sc" / "assignments.parquet").num_rows == len(want)
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    # Parquet: a traceback on every path; CSV: the first of the two was taken without a word.
+    n = 30
+    parquet, csv = tmp_path / "dup.parquet", tmp_path / "dup.csv"
+    pq.write_table(pa.Table.from_arrays([pa.array(np.arange(n) % 5), pa.array([f"2024-01-0{i % 9 + 1}" for i in range(n)]),
+                                         pa.array(np.ones(n)), pa.array(np.zeros(n))],
+                                        names=["customer_id", "date", "amount", "amount"]), parquet)
+    csv.write_text("customer_id,date,customer_id,amount\n"
+                   + "".join(f"{i % 5},2024-01-0{i % 9 + 1},{i},{i + 1.0}\n" for i in range(n)))
+    dask = [("--scheduler", "local")] if importlib.util.find_spec("distributed") else []
+    for path, column in ((parquet, "'amount'"), (csv, "'customer_id'")):
+        for extra in [()] + dask:
+            refused(invoke("segment", path, "--out", tmp_path / "seg", *extra), "dup.",
+                    f"a column named {column} more than once")
+            assert not (tmp_path / "seg").exists()
