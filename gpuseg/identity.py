@@ -27,8 +27,12 @@ def match_reference(reference: SegmentModel, scaler: Scaler, centroids: np.ndarr
     if tuple(reference.features) != tuple(scaler.features):
         raise GpusegError(f"the reference model uses features {','.join(reference.features)} but this run uses "
                           f"{','.join(scaler.features)}; use the same --features")
-    old = scaler.transform(reference.scaler.inverse_transform(reference.centroids))
-    cost = ((centroids[:, None, :] - old[None, :, :]) ** 2).sum(axis=2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        old = scaler.transform(reference.scaler.inverse_transform(reference.centroids))
+        cost = ((centroids[:, None, :] - old[None, :, :]) ** 2).sum(axis=2)
+    if not np.isfinite(cost).all():
+        raise GpusegError("the reference model's centroids are too far from this run's to compare (their "
+                          "distances are not finite numbers); give a reference model of data like this run's")
     match = np.full(centroids.shape[0], -1, dtype=np.int64)
     if cost.shape[0] <= cost.shape[1]:
         match[:] = min_cost_assignment(cost)

@@ -86,15 +86,19 @@ class SegmentModel:
             d = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise GpusegError(f"model file {str(path)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSON, or a number of 4300+ digits
             raise GpusegError(f"model file {str(path)!r} is not valid JSON ({exc})") from None
         except RecursionError:
             raise GpusegError(f"model file {str(path)!r} is not a gpuseg model (JSON nested too deeply)") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise GpusegError(f"{str(path)!r} is not a gpuseg model (no \"format\": \"{FORMAT}\")")
-        if d.get("format_version") != FORMAT_VERSION:
+        if type(d.get("format_version")) is not int or d.get("format_version") != FORMAT_VERSION:
             raise GpusegError(f"model format version {d.get('format_version')!r} is not supported; "
                               f"this gpuseg reads version {FORMAT_VERSION}")
+        for key, kind in (("seed", int), ("segment_names", list), ("features", list)):
+            if key in d and d[key] is not None and type(d[key]) is not kind:
+                raise GpusegError(f"model file {str(path)!r} is corrupted: {key} must be "
+                                  f"{'a whole number' if kind is int else 'a list'}, got {d[key]!r:.60}")
         try:
             features = tuple(d["features"])
             scaler = Scaler.from_dict(d["scaler"])
@@ -144,8 +148,8 @@ def _shape_problem(model: SegmentModel) -> str | None:
     for key in ("segment_shares", "segment_mean_distance"):
         values = t.get(key)
         if values is not None and (not isinstance(values, list) or len(values) != model.k
-                                   or not all(_number(v) for v in values)):
-            return f"training.{key} must be {model.k} numbers, one per segment"
+                                   or not all(_number(v) and v >= 0 for v in values)):
+            return f"training.{key} must be {model.k} numbers of 0 or more, one per segment"
     for key in ("mean_distance", "n_customers"):
         if t.get(key) is not None and not _number(t[key]):
             return f"training.{key} must be a number"

@@ -315,6 +315,8 @@ class Scaler:
     @classmethod
     def from_dict(cls, d: dict) -> "Scaler":
         try:
+            if not all(isinstance(v, bool) for v in d["log1p"]):  # bool("no") is True
+                raise ValueError(f"log1p must be true or false per feature, got {d['log1p']!r:.60}")
             sc = cls(tuple(d["features"]), tuple(bool(v) for v in d["log1p"]),
                      tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["scale"]))
         except (KeyError, TypeError, ValueError) as exc:

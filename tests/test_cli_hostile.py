@@ -293,10 +293,10 @@ def trained(tmp_path):
     return data, tmp_path / "seg" / "model.json"
 
 
-def _edited_model(path: Path, tmp_path: Path, edit) -> Path:
+def _edited_model(path: Path, tmp_path: Path, edit, name: str = "edited.json") -> Path:
     d = json.loads(path.read_text())
     edit(d)
-    out = tmp_path / "edited.json"
+    out = tmp_path / name
     out.write_text(json.dumps(d))
     return out
 
@@ -310,6 +310,9 @@ def _edited_model(path: Path, tmp_path: Path, edit) -> Path:
     (lambda d: d["columns"].update(customer=3), "customer"),
     (lambda d: d["scaler"].update(mean=[float("nan")] * 3), "not finite"),
     (lambda d: d.update(as_of="9999-12-31"), "as_of 9999-12-31 is out of range"),
+    (lambda d: d.update(segment_names="abc"), "segment_names must be a list"),  # was three names a, b, c
+    (lambda d: d.update(seed=1.5), "seed must be a whole number"),  # was cut to 1
+    (lambda d: d["training"].update(segment_shares=[-1.0, 1.0, 1.0]), "numbers of 0 or more"),
 ])
 def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
     data, model = trained
@@ -317,6 +320,29 @@ def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
     refused(invoke("score", data, "--model", bad, "--out", tmp_path / "sc"), "corrupted" if "finite" not in fragment
             else "scaler", fragment)
     assert not (tmp_path / "sc").exists()
+
+
+def test_models_that_parse_but_mean_nothing(trained, tmp_path):
+    data, model = trained
+    text = model.read_text()
+    huge = tmp_path / "huge.json"  # json.loads refuses integers of 4300+ digits with a ValueError
+    huge.write_text(text.replace('"seed": 0', '"seed": ' + "9" * 5000))
+    assert huge.read_text() != text
+    version = _edited_model(model, tmp_path, lambda d: d.update(format_version=True))  # True == 1 in Python
+    log1p = _edited_model(model, tmp_path, lambda d: d["scaler"].update(log1p=["no"] * 3), "log1p.json")  # bool("no")
+    for bad, fragment in ((huge, "not valid JSON"), (version, "format version True"), (log1p, "log1p")):
+        refused(invoke("score", data, "--model", bad, "--out", tmp_path / "sc"), fragment)
+        refused(invoke("segment", data, "--out", tmp_path / "seg2", "--reference-model", bad), fragment)
+        assert not (tmp_path / "sc").exists() and not (tmp_path / "seg2").exists()
+
+
+def test_a_reference_model_too_far_to_compare_is_one_error(trained, tmp_path):
+    # Finite but extreme centroids gave infinite distances, and a traceback in the matching.
+    data, model = trained
+    far = _edited_model(model, tmp_path, lambda d: d.update(centroids=[[1e308] * 3, [-1e308] * 3, [0.0] * 3]))
+    refused(invoke("segment", data, "--k", 3, "--out", tmp_path / "seg2", "--reference-model", far),
+            "too far from this run's to compare")
+    assert not (tmp_path / "seg2").exists()
 
 
 def test_deeply_nested_json_as_model_or_reference(trained, tmp_path):
