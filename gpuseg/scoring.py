@@ -113,8 +113,8 @@ class ScoreConfig:
         if self.as_of_from_model and self.as_of is not None:
             raise GpusegError("give --as-of a date or 'model', not both")
         object.__setattr__(self, "out", Path(self.out))
-        if self.partitions is not None and self.partitions < 1:
-            raise GpusegError(f"--partitions must be >= 1, got {self.partitions}")
+        if self.partitions is not None and not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise GpusegError(f"--partitions must be from 1 to {MAX_PARTITIONS:,}, got {self.partitions}")
 
 
 @dataclass
@@ -287,13 +287,36 @@ def _resident_bytes() -> int:
         return 0
 
 
+#: Most partitions a streamed score writes: each is a file open until pass 1 ends.
+MAX_PARTITIONS = 10_000
+
+
 def partitions_for(rows: int, memory_limit: int, baseline: int | None = None) -> int:
     """Partitions such that one partition's working set fits a third of what the
     limit leaves after the process's present footprint (libraries loaded);
     the other two thirds hold the batch being read and the allocators' slack."""
     baseline = _resident_bytes() if baseline is None else baseline
     budget = max((memory_limit - baseline) // 3, 16 << 20)
-    return max(1, -(-(rows * BYTES_PER_ROW) // budget))
+    return min(MAX_PARTITIONS, max(1, -(-(rows * BYTES_PER_ROW) // budget)))
+
+
+def _room_for_open_files(n: int) -> None:
+    """Let this process hold ``n`` partition files open at once: raise its soft limit on
+    open files towards the hard one (as build tools do), else say what it allows."""
+    import resource
+
+    need = n + 256  # the libraries' own files and sockets
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    room = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (room, hard))
+    except (ValueError, OSError):
+        room = soft
+    if room < need:
+        raise GpusegError(f"{n:,} partitions need {need:,} open files and this system allows {room:,}; "
+                          f"give --partitions {max(1, room - 256):,} or fewer, or a larger --memory-limit")
 
 
 def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path], mapping: ColumnMapping,
@@ -303,6 +326,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
     timer = StageTimer(sync=backend.synchronize)
     transfers = Transfers(backend)
     n_parts = config.partitions or partitions_for(estimate, config.memory_limit)
+    _room_for_open_files(n_parts)
     cleaner = Cleaner(mapping, date_format, config.as_of)
     segments_all, distance_all = [], []
     # Named by host and process, so that a later run removes what a killed one left.

@@ -651,3 +651,27 @@ def test_a_column_named_twice_is_refused(tmp_path):
             refused(invoke("segment", path, "--out", tmp_path / "seg", *extra), "dup.",
                     f"a column named {column} more than once")
             assert not (tmp_path / "seg").exists()
+
+
+@pytest.mark.parametrize("parts", ["0", "10001", "9223372036854775807", "99999999999999999999"])
+def test_partitions_out_of_range(trained, tmp_path, parts):
+    data, model = trained
+    refused(invoke("score", data, "--model", model, "--out", tmp_path / "sc", "--partitions", parts),
+            "--partitions must be from 1 to 10,000")
+
+
+def test_partitions_beyond_the_soft_limit_on_open_files(trained, tmp_path):
+    # Each partition is an open file: the soft limit is raised towards the hard one, or the error says so.
+    import resource
+
+    data, model = trained
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2_000:
+        pytest.skip("the hard limit on open files is too low to raise towards")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+    try:
+        ok(invoke("score", data, "--model", model, "--out", tmp_path / "sc", "--partitions", 1_000, "-q"))
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 1_256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert json.loads((tmp_path / "sc" / "score_report.json").read_text())["streamed"]
