@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -59,7 +60,8 @@ def _load(out: Path, choose_k_dir: Path | None = None) -> dict[str, Any]:
         assignments = pq.read_table(out / "assignments.parquet", columns=["segment"])
         report = json.loads((out / "report.json").read_text())
     except Exception as exc:  # any unreadable piece is one clear error
-        raise GpusegError(f"cannot read the outputs in {str(out)!r}: {type(exc).__name__}: {exc}") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise GpusegError(f"cannot read the outputs in {str(out)!r}: {type(exc).__name__}: {first}") from None
     model = SegmentModel.load(out / "model.json")
     choose = None
     if choose_k_dir is not None:
@@ -232,9 +234,21 @@ def write_report(out: str | os.PathLike[str], choose_k: str | os.PathLike[str] |
     choose-k`` run, whose curves the page then shows.
     """
     out = Path(out)
-    page = build_html(_load(out, Path(choose_k) if choose_k is not None else None))
+    data = _load(out, Path(choose_k) if choose_k is not None else None)
+    try:
+        page = build_html(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, pa.ArrowException) as exc:
+        # The files parse, but do not fit together as one run wrote them (edited, or from other runs).
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise GpusegError(f"the outputs in {str(out)!r} do not fit together as one gpuseg segment run wrote them "
+                          f"({type(exc).__name__}: {first}); run gpuseg segment again") from None
     path = out / REPORT_HTML
+    if path.exists() and not path.is_file():
+        raise GpusegError(f"{str(path)!r} exists and is not a file; move it away to write the report")
     tmp = out / f".{REPORT_HTML}.partial"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -87,3 +89,41 @@ def test_renders_in_headless_chromium(out_dir, tmp_path):
                            f"--screenshot={shot}", (out_dir / "report.html").as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and shot.read_bytes()[:8] == PNG_MAGIC and shot.stat().st_size > 50_000
+
+
+def _edit_json(name, edit):
+    def apply(folder):
+        path = folder / name
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+    return apply
+
+
+def _edit_table(name, edit):
+    def apply(folder):
+        pq.write_table(edit(pq.read_table(folder / name)), folder / name)
+    return apply
+
+
+@pytest.mark.parametrize("spoil, fragment", [
+    (_edit_json("report.json", lambda d: d.update(rows="x")), "do not fit together"),
+    (lambda f: (f / "report.json").write_text("[]"), "do not fit together"),
+    (_edit_json("report.json", lambda d: d.update(n_customers=None)), "do not fit together"),
+    (lambda f: (f / "segments.csv").write_text("a,b\n1,2\n"), "do not fit together"),
+    (_edit_table("features.parquet", lambda t: t.select(["customer_id"])), "do not fit together"),
+    (_edit_table("assignments.parquet", lambda t: t.slice(0, 0)), "do not fit together"),
+    (_edit_table("assignments.parquet", lambda t: t.drop(["segment"])), "cannot read the outputs"),
+    (lambda f: (f / "report.html").mkdir(), "exists and is not a file"),
+])
+def test_spoiled_outputs_are_one_error_and_leave_nothing(out_dir, tmp_path, spoil, fragment):
+    # Each was a traceback (or a multi-line Arrow message); a folder in report.html's place left a partial file.
+    folder = tmp_path / "spoiled"
+    shutil.copytree(out_dir, folder)
+    (folder / "report.html").unlink()
+    spoil(folder)
+    result = runner.invoke(app, ["report", str(folder)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], result.output
+    assert not (folder / ".report.html.partial").exists() and not (folder / "report.html").is_file()
