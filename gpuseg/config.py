@@ -20,6 +20,8 @@ PRECISIONS = ("auto", "float32", "float64")
 
 #: Seeds are NumPy's legacy seeds (scikit-learn's k-means++ draws): 32 bits.
 SEED_MAX = 2**32 - 1
+#: Most k-means initialisations a run takes (each is a whole fit).
+MAX_N_INIT = 1000
 
 
 def _int(name: str, value: object, low: int, high: int | None = None) -> None:
@@ -92,7 +94,7 @@ class SegmentConfig:
                 raise GpusegError(f"--reference-model {str(self.reference_model)!r} does not exist")
         _int("--k", self.k, 1)
         _int("--max-iter", self.max_iter, 1)
-        _int("--n-init", self.n_init, 1)
+        _int("--n-init", self.n_init, 1, MAX_N_INIT)
         _int("--seed", self.seed, 0, SEED_MAX)
         _int("demo_customers", self.demo_customers, 1)
         if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:

@@ -675,3 +675,23 @@ def test_partitions_beyond_the_soft_limit_on_open_files(trained, tmp_path):
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert json.loads((tmp_path / "sc" / "score_report.json").read_text())["streamed"]
+
+
+def test_an_earlier_out_this_user_may_not_change_is_refused(trained, tmp_path, monkeypatch):
+    # Its outputs were set aside as .seg.old-* and never removed (they could not be). As root every
+    # folder is writable, so the permission is faked.
+    from gpuseg import outputs
+
+    data, _ = trained
+    seg = tmp_path / "seg"
+    real_access = os.access
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: False if Path(p) == seg else real_access(p, mode))
+    refused(invoke("segment", data, "--k", 3, "--out", seg), "may not change")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".seg")) == []
+
+
+def test_n_init_has_a_ceiling(trained, tmp_path):
+    # 10^11 initialisations ran on for hours.
+    data, _ = trained
+    refused(invoke("segment", data, "--out", tmp_path / "x", "--n-init", "100000000000"),
+            "--n-init must be an integer from 1 to 1000")
