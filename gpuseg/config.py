@@ -97,8 +97,8 @@ class SegmentConfig:
         _int("--n-init", self.n_init, 1, MAX_N_INIT)
         _int("--seed", self.seed, 0, SEED_MAX)
         _int("demo_customers", self.demo_customers, 1)
-        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise GpusegError(f"--tol must be a number >= 0, got {self.tol!r}")
+        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not 0 <= self.tol < float("inf"):
+            raise GpusegError(f"--tol must be a finite number >= 0, got {self.tol!r}")
         if self.precision not in PRECISIONS:
             raise GpusegError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         if self.backend not in BACKEND_CHOICES:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .columns import ROLES
 from .errors import GpusegError
 from .features import FEATURES
 from .scaling import Scaler
@@ -95,10 +96,11 @@ class SegmentModel:
         if type(d.get("format_version")) is not int or d.get("format_version") != FORMAT_VERSION:
             raise GpusegError(f"model format version {d.get('format_version')!r} is not supported; "
                               f"this gpuseg reads version {FORMAT_VERSION}")
-        for key, kind in (("seed", int), ("segment_names", list), ("features", list)):
+        for key, kind, what in (("seed", int, "a whole number"), ("segment_names", list, "a list"),
+                                ("features", list, "a list"), ("columns", dict, "an object")):
             if key in d and d[key] is not None and type(d[key]) is not kind:
-                raise GpusegError(f"model file {str(path)!r} is corrupted: {key} must be "
-                                  f"{'a whole number' if kind is int else 'a list'}, got {d[key]!r:.60}")
+                raise GpusegError(f"model file {str(path)!r} is corrupted: {key} must be {what}, "
+                                  f"got {d[key]!r:.60}")
         try:
             features = tuple(d["features"])
             scaler = Scaler.from_dict(d["scaler"])
@@ -139,9 +141,14 @@ def _shape_problem(model: SegmentModel) -> str | None:
         return f"as_of {model.as_of} is out of range ({first} to {last})"
     if model.date_format is not None and not isinstance(model.date_format, str):
         return f"date_format must be text or null, got {model.date_format!r}"
+    unknown = sorted(set(model.columns) - set(ROLES))
+    if unknown:
+        return f"columns has unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}"
     bad = [role for role, col in model.columns.items() if col is not None and not isinstance(col, str)]
     if bad:
         return f"column of {bad[0]!r} must be text or null"
+    if any(not name.isprintable() for name in model.segment_names):  # escape sequences would reach the terminal
+        return "segment_names must be printable text"
     if not all(isinstance(f, str) for f in model.features):
         return "features must be names"
     t = model.training

@@ -313,6 +313,9 @@ def _edited_model(path: Path, tmp_path: Path, edit, name: str = "edited.json") -
     (lambda d: d.update(segment_names="abc"), "segment_names must be a list"),  # was three names a, b, c
     (lambda d: d.update(seed=1.5), "seed must be a whole number"),  # was cut to 1
     (lambda d: d["training"].update(segment_shares=[-1.0, 1.0, 1.0]), "numbers of 0 or more"),
+    (lambda d: d.update(columns=[["customer", "customer_id"]]), "columns must be an object"),
+    (lambda d: d["columns"].update(shop="store"), "unknown role 'shop'"),
+    (lambda d: d.update(segment_names=["\x1b[2J", "b", "c"]), "printable"),  # would clear the terminal
 ])
 def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
     data, model = trained
@@ -690,8 +693,9 @@ def test_an_earlier_out_this_user_may_not_change_is_refused(trained, tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".seg")) == []
 
 
-def test_n_init_has_a_ceiling(trained, tmp_path):
-    # 10^11 initialisations ran on for hours.
+def test_n_init_has_a_ceiling_and_tol_is_finite(trained, tmp_path):
+    # 10^11 initialisations ran on for hours; --tol inf stopped after one iteration, reported converged.
     data, _ = trained
     refused(invoke("segment", data, "--out", tmp_path / "x", "--n-init", "100000000000"),
             "--n-init must be an integer from 1 to 1000")
+    refused(invoke("segment", data, "--out", tmp_path / "x", "--tol", "inf"), "--tol must be a finite number")
