@@ -118,7 +118,9 @@ def _clean_part(pdf: Any, mapping: ColumnMapping, date_format: str | None, as_of
     """
     import pandas as pd
     cleaner = Cleaner(mapping, date_format, as_of)
-    batch = pa.RecordBatch.from_pandas(pdf, preserve_index=False)
+    # A partition's Arrow-backed columns may hold several chunks, which RecordBatch.from_pandas refuses.
+    table = pa.Table.from_pandas(pdf, preserve_index=False).combine_chunks()
+    batch = table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
     kept = cleaner.batch(Path(source), batch)
     if kept is None:
         kept = KeptRows(ids=pa.array([], batch.schema.field(mapping.customer).type),
@@ -296,6 +298,8 @@ def _seed(client: Any, step: DaskStep, feats: list[Any], k: int, seed: int) -> n
         Z = step.get_subset(None)
         ids = pa.concat_arrays([pa.Table.from_pandas(f[["customer_id"]], preserve_index=False)
                                 .column(0).combine_chunks() for f in client.gather(feats) if len(f)])
+        if pa.types.is_float16(ids.type):  # Arrow sorts no half floats; float32 holds them exactly
+            ids = ids.cast(pa.float32())
         order = np.asarray(pc.sort_indices(ids))
         return kmeans_plusplus(Z[order], k, state)
     rows = np.sort(state.choice(n, size=SEED_ROWS, replace=False))
