@@ -699,3 +699,13 @@ def test_n_init_has_a_ceiling_and_tol_is_finite(trained, tmp_path):
     refused(invoke("segment", data, "--out", tmp_path / "x", "--n-init", "100000000000"),
             "--n-init must be an integer from 1 to 1000")
     refused(invoke("segment", data, "--out", tmp_path / "x", "--tol", "inf"), "--tol must be a finite number")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_a_csv_file_that_is_not_utf8_says_so(tmp_path, encoding):
+    # UTF-16 read as "Expected 3 columns, got 1" with NULs in the line; Latin-1 as "invalid UTF8 data".
+    path = tmp_path / "enc.csv"
+    path.write_bytes(("customer_id,date,amount\n" + "".join(f"c{i % 5}\u00e9,2024-01-0{i % 9 + 1},{i}.5\n"
+                                                           for i in range(40))).encode(encoding))
+    line = refused(invoke("segment", path, "--out", tmp_path / "seg"), "not UTF-8 text", "CSV files must be UTF-8")
+    assert line.isprintable()
