@@ -207,8 +207,9 @@ def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed:
     name = path.name.lower()
     if not name.endswith((".csv", ".parquet", ".pq")):
         raise GpusegError(f"unsupported output {str(path)!r}; allowed suffixes: .csv, .parquet, .pq")
-    if not path.parent.exists():
-        raise GpusegError(f"folder {str(path.parent)!r} does not exist")
+    if not path.parent.is_dir():
+        raise GpusegError(f"folder {str(path.parent)!r} does not exist" if not path.parent.exists() else
+                          f"{str(path.parent)!r} is a file, not a folder to write {path.name!r} in")
     tmp = path.with_name(f".{path.name}.partial")
     written = 0
     try:

@@ -105,6 +105,11 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
     if path == cwd or path in cwd.parents:
         raise GpusegError(f"--out {text!r} is the current folder or holds it; give a folder of its own, "
                           "e.g. --out segments")
+    for above in path.parents:  # the nearest that exists must be a folder to make --out in
+        if above.exists():
+            if not above.is_dir():
+                raise GpusegError(f"--out {text!r} lies under {str(above)!r}, which is a file, not a folder")
+            break
     real = Path(os.path.realpath(path))  # through links: a linked folder is where it points
     for item in inputs:
         if glob.has_magic(item):

@@ -709,3 +709,12 @@ def test_a_csv_file_that_is_not_utf8_says_so(tmp_path, encoding):
                                                            for i in range(40))).encode(encoding))
     line = refused(invoke("segment", path, "--out", tmp_path / "seg"), "not UTF-8 text", "CSV files must be UTF-8")
     assert line.isprintable()
+
+
+def test_out_under_a_file(trained, tmp_path):
+    # "File exists: ..." for segment, and the hidden partial file's name for generate.
+    data, _ = trained
+    (tmp_path / "afile.csv").write_text("x\n")
+    refused(invoke("segment", data, "--out", tmp_path / "afile.csv" / "seg"), "which is a file, not a folder")
+    refused(invoke("generate", "--out", tmp_path / "afile.csv" / "x.csv", "--transactions", 100, "--customers", 10),
+            "is a file, not a folder")
