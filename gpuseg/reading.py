@@ -93,8 +93,10 @@ def _folder_files(folder: Path) -> list[Path]:
 def _fail(path: Path, exc: BaseException) -> GpusegError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     msg = "".join(c if c.isprintable() else "?" for c in msg)  # the file's own bytes may be quoted
-    if "Empty CSV file" in msg or (path.exists() and path.stat().st_size == 0):
+    if path.exists() and path.stat().st_size == 0:
         return GpusegError(f"input file {str(path)!r} is empty")
+    if "Empty CSV file" in msg:  # Arrow's word for a header line with no end, and nothing after it
+        return GpusegError(f"input file {str(path)!r} has no data rows (a header at most)")
     if file_format(path) == "csv" and ("UTF8" in msg or _utf16(path)):
         return GpusegError(f"cannot read {str(path)!r} as csv: it is not UTF-8 text ({msg}); CSV files must be "
                            "UTF-8 (save or convert it so, e.g. iconv -f latin1 -t utf-8)")

@@ -718,3 +718,9 @@ def test_out_under_a_file(trained, tmp_path):
     refused(invoke("segment", data, "--out", tmp_path / "afile.csv" / "seg"), "which is a file, not a folder")
     refused(invoke("generate", "--out", tmp_path / "afile.csv" / "x.csv", "--transactions", 100, "--customers", 10),
             "is a file, not a folder")
+
+
+def test_a_header_without_a_newline_has_no_data_rows(tmp_path):
+    path = tmp_path / "hdr.csv"
+    path.write_text("customer_id,date,amount")  # was "is empty"
+    refused(invoke("segment", path, "--out", tmp_path / "seg"), "has no data rows")
