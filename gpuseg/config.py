@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def parse_features(text: str | None) -> tuple[str, ...]:
 
 def parse_date(text: str, option: str = "--as-of") -> dt.date:
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):  # fromisoformat also takes 20240601, 2024-W22-6
+            raise ValueError(text)
         day = dt.date.fromisoformat(text.strip())
     except ValueError:
         raise GpusegError(f"{option} must be a date as YYYY-MM-DD, got {text!r}") from None

@@ -367,6 +367,7 @@ BAD_INPUTS = {
     "unknown feature": (_good_with("--features", "recency_days,loyalty"), ["'loyalty'", "recency_days"]),
     "duplicate feature": (_good_with("--features", "monetary,monetary"), ["twice"]),
     "bad as-of": (_good_with("--as-of", "2024-13-01"), ["--as-of", "YYYY-MM-DD"]),
+    "as-of not as YYYY-MM-DD": (_good_with("--as-of", "20240601"), ["--as-of", "YYYY-MM-DD"]),  # was taken
     "as-of in words": (_good_with("--as-of", "yesterday"), ["--as-of"]),
     "as-of before every row": (_good_with("--as-of", "2020-01-01"), ["after_as_of: 3"]),
     "date format without codes": (_good_with("--date-format", "mm/dd/yyyy"), ["--date-format"]),
