@@ -376,6 +376,12 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             model.save(tmp / MODEL)
             for f in written:
                 f.result()
+        if config.reference_model is not None:
+            migrated = ("written to migration.csv" if moves else
+                        "no customers in common with the reference run" if moves == [] else
+                        "no assignments.parquet beside the reference model")
+            if not moves:  # the user asked for a migration table and gets none: say so where they look
+                notes.append(f"--reference-model: no migration.csv, {migrated}")
         report = segment_report(
             config, km, inputs=sources, columns=columns, as_of=tx.as_of, backend=backend.name,
             device=backend.device, fallbacks=fallbacks, rows=tx.rows, n_customers=n,
@@ -384,9 +390,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             transfers=transfers.log)
         if config.reference_model is not None:
             report["reference_model"] = str(config.reference_model)
-            report["migration"] = ("written to migration.csv" if moves else
-                                   "no customers in common with the reference run" if moves == [] else
-                                   "no assignments.parquet beside the reference model")
+            report["migration"] = migrated
         write_json(tmp / REPORT, report)
     return SegmentResult(config.out, report, profiles, model)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -64,3 +65,22 @@ def test_missing_reference_is_an_error(tmp_path):
     result = runner.invoke(app, ["segment", "--out", str(tmp_path / "x"), "--reference-model",
                                  str(tmp_path / "nope.json")])
     assert result.exit_code == 2 and "--reference-model" in result.output and "does not exist" in result.output
+
+
+def test_no_migration_table_is_a_warning_not_silence(first, tmp_path):
+    # The reference run's customers are none of these: migration.csv was left out without a word.
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(first.out, other)
+    t = pq.read_table(other / "assignments.parquet")
+    renamed = pc.binary_join_element_wise("x-", t.column("customer_id").cast("string"), "")
+    pq.write_table(t.set_column(0, "customer_id", renamed), other / "assignments.parquet")
+    result = runner.invoke(app, ["segment", "--k", "5", "--out", str(tmp_path / "feb"),
+                                 "--reference-model", str(other / "model.json")])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "feb" / "migration.csv").exists()
+    assert "no migration.csv, no customers in common with the reference run" in " ".join(result.output.split())
+    rep = json.loads((tmp_path / "feb" / "report.json").read_text())
+    assert rep["migration"] == "no customers in common with the reference run"
+    assert any("no migration.csv" in w for w in rep["warnings"])
