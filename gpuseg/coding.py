@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .backend import default_workers, get_namespace, to_numpy
+from .errors import GpusegError
 
 _INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
 
@@ -305,6 +306,17 @@ def _dense_scratch(xp: Any, span: int) -> tuple[Any, Any]:
     return _scratch.present[:span], _scratch.rank[:span]
 
 
+def _common_integer(parts: list[pa.Array]) -> pa.DataType:
+    """int64, unless a uint64 id is past its range: then uint64, when no id is negative."""
+    big = any(p.type == pa.uint64() and len(p) and pc.max(p).as_py() > 2**63 - 1 for p in parts)
+    if not big:
+        return pa.int64()
+    if any(pa.types.is_signed_integer(p.type) and len(p) and pc.min(p).as_py() < 0 for p in parts):
+        raise GpusegError("customer or invoice ids are uint64 past 2**63 in some files and negative in others; "
+                          "no integer type holds both: give them one type (text, for instance)")
+    return pa.uint64()
+
+
 def _unify(parts: list[pa.Array], text_to_int: bool = False) -> pa.Array:
     """Concatenate id arrays from several batches or files; mixed types become text.
 
@@ -316,7 +328,8 @@ def _unify(parts: list[pa.Array], text_to_int: bool = False) -> pa.Array:
     types = {p.type for p in parts}
     if len(types) > 1:
         if all(pa.types.is_integer(t) for t in types):
-            parts = [p.cast(pa.int64()) for p in parts]
+            common = _common_integer(parts)
+            parts = [p.cast(common) for p in parts]
         else:
             parts = [p.cast(pa.string()) for p in parts]
     arr = pa.concat_arrays(parts) if parts else pa.array([], pa.string())

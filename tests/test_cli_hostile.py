@@ -724,3 +724,21 @@ def test_a_header_without_a_newline_has_no_data_rows(tmp_path):
     path = tmp_path / "hdr.csv"
     path.write_text("customer_id,date,amount")  # was "is empty"
     refused(invoke("segment", path, "--out", tmp_path / "seg"), "has no data rows")
+
+
+def test_uint64_ids_past_2_63_beside_other_integer_types(tmp_path):
+    # Files typed uint32 and uint64 were cast to int64 together, which uint64 ids past 2**63 do not fit.
+    n = 60
+    days = pa.array([dt.date(2024, 1, 1) + dt.timedelta(days=i * 7 % 330) for i in range(n)], pa.date32())
+    ids = {"small": (np.arange(n) % 10 + 1).astype(np.uint32),
+           "big": (np.arange(n) % 10 + 1).astype(np.uint64) + np.uint64(2**63 + 16),
+           "negative": (np.arange(n) % 10 - 5).astype(np.int64)}
+    for name, values in ids.items():
+        pq.write_table(pa.table({"customer_id": pa.array(values), "date": days, "amount": np.full(n, 5.0)}),
+                       tmp_path / f"{name}.parquet")
+    ok(invoke("segment", tmp_path / "small.parquet", tmp_path / "big.parquet", "--k", 3, "--out", tmp_path / "a", "-q"))
+    got = pq.read_table(tmp_path / "a" / "features.parquet")
+    assert got.schema.field("customer_id").type == pa.uint64()
+    assert sorted(got.column("customer_id").to_pylist()) == sorted(set(ids["small"].tolist()) | set(ids["big"].tolist()))
+    refused(invoke("segment", tmp_path / "big.parquet", tmp_path / "negative.parquet", "--out", tmp_path / "b"),
+            "uint64 past 2**63", "negative")
