@@ -27,7 +27,8 @@ import os
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -297,17 +298,24 @@ def partitions_for(rows: int, memory_limit: int, baseline: int | None = None) ->
     the other two thirds hold the batch being read and the allocators' slack."""
     baseline = _resident_bytes() if baseline is None else baseline
     budget = max((memory_limit - baseline) // 3, 16 << 20)
+    # Past MAX_PARTITIONS (10^9 rows and more within a few GB) a partition outgrows its third.
     return min(MAX_PARTITIONS, max(1, -(-(rows * BYTES_PER_ROW) // budget)))
 
 
-def _room_for_open_files(n: int) -> None:
-    """Let this process hold ``n`` partition files open at once: raise its soft limit on
-    open files towards the hard one (as build tools do), else say what it allows."""
-    import resource
-
+@contextmanager
+def _room_for_open_files(n: int, automatic: bool) -> Iterator[None]:
+    """Let this process hold ``n`` partition files open at once while the block runs: raise
+    its soft limit on open files towards the hard one (as build tools do), and put it back
+    after; else say what the system allows. No check where the platform has no such limit."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        yield
+        return
     need = n + 256  # the libraries' own files and sockets
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= need:
+        yield
         return
     room = need if hard == resource.RLIM_INFINITY else min(need, hard)
     try:
@@ -315,8 +323,13 @@ def _room_for_open_files(n: int) -> None:
     except (ValueError, OSError):
         room = soft
     if room < need:
-        raise GpusegError(f"{n:,} partitions need {need:,} open files and this system allows {room:,}; "
-                          f"give --partitions {max(1, room - 256):,} or fewer, or a larger --memory-limit")
+        raise GpusegError(f"{n:,} partitions need {need:,} open files and this system allows {room:,}; give "
+                          f"--partitions {max(1, room - 256):,} or fewer"
+                          + (", or a larger --memory-limit (fewer, larger partitions)" if automatic else ""))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path], mapping: ColumnMapping,
@@ -326,12 +339,12 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
     timer = StageTimer(sync=backend.synchronize)
     transfers = Transfers(backend)
     n_parts = config.partitions or partitions_for(estimate, config.memory_limit)
-    _room_for_open_files(n_parts)
     cleaner = Cleaner(mapping, date_format, config.as_of)
     segments_all, distance_all = [], []
     # Named by host and process, so that a later run removes what a killed one left.
     sweep_stale(Path(tempfile.gettempdir()), "gpuseg-score-")
-    with tempfile.TemporaryDirectory(prefix=f"gpuseg-score-{owner_tag()}") as scratch:
+    with _room_for_open_files(n_parts, config.partitions is None), \
+            tempfile.TemporaryDirectory(prefix=f"gpuseg-score-{owner_tag()}") as scratch:
         scratch = Path(scratch)
         # Arrow IPC streams: written as they come, no encoding buffers per open file.
         writers: dict[int, Any] = {}
