@@ -50,7 +50,7 @@ class _OneLineErrors(typer.core.TyperGroup):
         except click_errors.ClickException as exc:
             hint = (f" (see '{exc.ctx.command_path} --help')" if isinstance(exc, click_errors.UsageError) and exc.ctx
                     else "")
-            message = " ".join(exc.format_message().split())
+            message = _printable(" ".join(exc.format_message().split()))
             err_console.print(f"[bold red]Error:[/] {escape(message)}{escape(hint)}", highlight=False,
                               soft_wrap=True)
             sys.exit(EXIT_BAD_INPUT if isinstance(exc, click_errors.UsageError) else exc.exit_code)
@@ -79,20 +79,27 @@ STAGE_LABELS = {"load": "Reading, cleaning and summing batches", "clean": "Mergi
                 "write": "Writing outputs"}
 
 
+def _printable(text: str) -> str:
+    """``text`` with what a terminal would act on (escape sequences, line breaks) shown as "?":
+    messages quote column names, ids and file names from the user's data."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn library errors into one line and a non-zero exit."""
     try:
         yield
     except GpusegError as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]Error:[/] {escape(_printable(str(exc)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except MemoryError:
         err_console.print("[bold red]Error:[/] out of memory; try fewer rows per run or a larger machine",
                           highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except OSError as exc:
-        err_console.print(f"[bold red]Error:[/] {escape(str(exc.strerror or exc))}: {escape(str(exc.filename or ''))}".rstrip(": "),
+        err_console.print(f"[bold red]Error:[/] {escape(_printable(str(exc.strerror or exc)))}: "
+                          f"{escape(_printable(str(exc.filename or '')))}".rstrip(": "),
                           highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 

@@ -754,3 +754,11 @@ def test_uint64_ids_past_2_63_beside_other_integer_types(tmp_path):
     assert sorted(got.column("customer_id").to_pylist()) == sorted(set(ids["small"].tolist()) | set(ids["big"].tolist()))
     refused(invoke("segment", tmp_path / "big.parquet", tmp_path / "negative.parquet", "--out", tmp_path / "b"),
             "uint64 past 2**63", "negative")
+
+
+def test_column_names_with_escape_sequences_are_not_sent_to_the_terminal(tmp_path):
+    # "no customer column found (columns are: cust\x1b[31mX, ...)" reached the terminal raw.
+    path = tmp_path / "esc.csv"
+    path.write_text("cust\x1b[31mX,date,amount\n1,2024-01-02,3.0\n")
+    line = refused(invoke("segment", path, "--out", tmp_path / "seg"), "cust?[31mX")
+    assert "\x1b" not in line
