@@ -23,7 +23,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .config import SEED_MAX
 from .errors import GpusegError
+
+#: The most rows a log can have (some 10 TB of CSV): counts stay well inside int64.
+MAX_ROWS = 10**12
 
 START = dt.date(2023, 1, 1)
 DAYS = 731  # two years, through 2024-12-31
@@ -157,9 +161,9 @@ def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0
     if n_customers < 1:
         raise GpusegError(f"--customers must be >= 1, got {n_customers}")
     if n_rows > MAX_ROWS:
-        raise GpusegError(f"--transactions must be at most {MAX_ROWS:.0e}, got {n_rows:.3g}")
-    if not 0 <= seed <= 2**32 - 1:
-        raise GpusegError(f"--seed must be an integer from 0 to {2**32 - 1}, got {seed}")
+        raise GpusegError(f"--transactions must be at most {MAX_ROWS:,}, got {n_rows:,}")
+    if not 0 <= seed <= SEED_MAX:
+        raise GpusegError(f"--seed must be an integer from 0 to {SEED_MAX}, got {seed}")
     if n_rows < n_customers:
         raise GpusegError(f"--transactions ({n_rows}) must be >= --customers ({n_customers}): "
                           "every customer has at least one line")
@@ -185,10 +189,6 @@ def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0
     ctx = multiprocessing.get_context("forkserver" if hasattr(os, "fork") else "spawn")
     with ctx.Pool(workers, initializer=_set_plan, initargs=(plan,)) as pool:
         yield from pool.imap(_make_block, tasks)
-
-
-#: The most rows a log can have (some 10 TB of CSV): counts stay well inside int64.
-MAX_ROWS = 10**12
 
 
 def demo_table(n_customers: int = 50_000, seed: int = 0) -> pa.Table:

@@ -138,9 +138,10 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
         if foreign:
             raise GpusegError(f"--out {text!r} holds files gpuseg did not write (e.g. {foreign[0]!r}), and a run "
                               "replaces the whole folder; give a new or empty folder, or an earlier run's --out")
-        if not os.access(path, os.W_OK | os.X_OK):  # its files could be set aside but never removed
-            raise GpusegError(f"--out {text!r} is a folder this user may not change (no write permission), so its "
-                              "earlier outputs could not be replaced; give another folder")
+        held = any(True for _ in path.iterdir())
+        if held and not os.access(path, os.W_OK | os.X_OK):  # set aside, its files could never be removed
+            raise GpusegError(f"--out {text!r} holds an earlier run's files that this user may not remove (the "
+                              "folder is not writable to it); give another folder, or make it writable")
     return path
 
 

@@ -67,10 +67,11 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise GpusegError(f"input {text!r} does not exist")
     # One file named twice (by a folder and itself, through "..", a link) is read once.
-    unique: dict[tuple[int, int], Path] = {}
+    unique: dict[tuple[int, int] | str, Path] = {}
     for f in files:
         st = f.stat()
-        unique.setdefault((st.st_dev, st.st_ino), f)
+        # Some file systems report no inode numbers (0): there, the resolved path.
+        unique.setdefault((st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(f), f)
     return list(unique.values())
 
 
@@ -79,8 +80,9 @@ def _folder_files(folder: Path) -> list[Path]:
     "_" (and what is below them) and linked folders; a subfolder that cannot be read is an
     error, not files quietly left out."""
     def refuse(exc: OSError) -> None:
-        raise GpusegError(f"cannot read the folder {exc.filename!r} below input {str(folder)!r}: "
-                          f"{exc.strerror or exc}") from None
+        where = "the input folder" if Path(exc.filename or folder) == folder else f"the folder below input {str(folder)!r}"
+        raise GpusegError(f"cannot read {where} {exc.filename!r}: {exc.strerror or exc} (folders whose names start "
+                          "with '_' or '.' are skipped: rename it so to leave it out)") from None
 
     found = []
     for root, dirs, names in os.walk(folder, onerror=refuse):

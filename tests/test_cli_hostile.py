@@ -586,8 +586,8 @@ def test_an_unreadable_subfolder_is_an_error_not_rows_left_out(tmp_path, monkeyp
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    refused(invoke("segment", folder, "--out", tmp_path / "seg"), "cannot read the folder", "sub",
-            "Permission denied")
+    refused(invoke("segment", folder, "--out", tmp_path / "seg"), "cannot read the folder below input", "sub",
+            "Permission denied", "rename it so to leave it out")
     assert not (tmp_path / "seg").exists()
 
 
@@ -698,11 +698,13 @@ def test_an_earlier_out_this_user_may_not_change_is_refused(trained, tmp_path, m
     from gpuseg import outputs
 
     data, _ = trained
-    seg = tmp_path / "seg"
+    seg, empty = tmp_path / "seg", tmp_path / "empty"  # seg holds the trained run's outputs
+    empty.mkdir()
     real_access = os.access
-    monkeypatch.setattr(outputs.os, "access", lambda p, mode: False if Path(p) == seg else real_access(p, mode))
-    refused(invoke("segment", data, "--k", 3, "--out", seg), "may not change")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".seg")) == []
+    monkeypatch.setattr(outputs.os, "access",
+                        lambda p, mode: False if Path(p) in (seg, empty) else real_access(p, mode))
+    refused(invoke("segment", data, "--k", 3, "--out", seg), "may not remove")
+    ok(invoke("segment", data, "--k", 3, "--out", empty, "-q"))  # nothing to remove: no problem
 
 
 def test_n_init_has_a_ceiling_and_tol_is_finite(trained, tmp_path):
@@ -762,3 +764,19 @@ def test_column_names_with_escape_sequences_are_not_sent_to_the_terminal(tmp_pat
     path.write_text("cust\x1b[31mX,date,amount\n1,2024-01-02,3.0\n")
     line = refused(invoke("segment", path, "--out", tmp_path / "seg"), "cust?[31mX")
     assert "\x1b" not in line
+
+
+def test_files_on_a_file_system_without_inode_numbers_are_told_apart(tmp_path, monkeypatch):
+    # Where st_ino is 0 every file would have been one file: the resolved paths decide there.
+    from gpuseg.reading import expand_inputs
+
+    a, b = log(tmp_path / "a.csv"), log(tmp_path / "b.csv", seed=1)
+    (tmp_path / "link.csv").symlink_to(a)
+    real_stat = Path.stat
+
+    def no_inode(self, *args, **kwargs):
+        st = real_stat(self, *args, **kwargs)
+        return os.stat_result((st.st_mode, 0, *tuple(st)[2:]))
+
+    monkeypatch.setattr(Path, "stat", no_inode)
+    assert expand_inputs([a, b, tmp_path / "link.csv"]) == [a, b]
