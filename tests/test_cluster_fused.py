@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import types
 
 import numpy as np
 import pytest
@@ -538,3 +539,37 @@ def test_staged_candidate_matches_the_default_kernel(cp, n, d, k, dtype):
     np.testing.assert_allclose(to_numpy(b.sums), to_numpy(a.sums), rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-3 if dtype == np.float32 else 1e-9)
     assert float(b.inertia) == pytest.approx(float(a.inertia), rel=1e-9)
+
+
+def test_only_a_compilers_refusal_is_remembered(monkeypatch):
+    # A passing failure (the driver out of memory while loading) must not turn the fused kernel
+    # off for the life of the process; a compiler's refusal is remembered, and raised afresh.
+    attempts = []
+
+    class CompileException(Exception):
+        pass
+
+    class Module:
+        def __init__(self, code, options):
+            pass
+
+        def compile(self):
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise MemoryError("cudaErrorMemoryAllocation: out of memory")
+            if len(attempts) == 2:
+                raise CompileException("error: expected a ';'")
+
+    monkeypatch.setattr(fused, "_import", lambda name: types.SimpleNamespace(RawModule=Module))
+    fused._compiled.cache_clear()
+    try:
+        with pytest.raises(MemoryError):
+            fused._module(0, "redux")
+        errors = []
+        for _ in range(2):
+            with pytest.raises(fused.KernelCompileError, match="CompileException: error: expected a ';'") as info:
+                fused._module(0, "redux")
+            errors.append(info.value)
+        assert len(attempts) == 2 and errors[0] is not errors[1]
+    finally:
+        fused._compiled.cache_clear()

@@ -65,26 +65,34 @@ def compile_options(variant: str) -> tuple[str, ...]:
     return ("-std=c++17", f"-DGPUSEG_REDUX={int(variant == 'redux')}")
 
 
+class KernelCompileError(RuntimeError):
+    """The fused kernel's source did not compile for this device (remembered, not retried)."""
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled(device_id: int, variant: str) -> tuple[Any, BaseException | None]:
-    # One compiled module per device and variant, as cupyx memoizes per device; a failed
-    # compile is remembered as well: CuPy compiles on the first kernel lookup and does not
-    # remember a failure, so each step built after one would run the compiler again.
+def _compiled(device_id: int, variant: str) -> tuple[Any, str | None]:
+    # One compiled module per device and variant, as cupyx memoizes per device. A compiler's
+    # refusal is remembered as well: CuPy compiles on the first kernel lookup and does not
+    # remember a failure, so each step built after one would run the compiler again. Other
+    # errors (out of memory, the driver) are raised and not remembered: they may pass.
     cp = _import("cupy")
     module = cp.RawModule(code=kernel_source(), options=compile_options(variant))
     try:
         module.compile()
-    except Exception as exc:  # any compiler or driver error: the caller falls back
-        return None, exc
+    except Exception as exc:
+        if type(exc).__name__ not in ("CompileException", "NVRTCError"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return None, f"{type(exc).__name__}: {first}"
     return module, None
 
 
 def _module(device_id: int, variant: str) -> Any:
-    """The kernels compiled for ``device_id`` and ``variant``; raises the compile error,
-    the same one each time, where they did not compile."""
+    """The kernels compiled for ``device_id`` and ``variant``; a :class:`KernelCompileError`
+    each time where they did not compile."""
     module, error = _compiled(device_id, variant)
     if error is not None:
-        raise error.with_traceback(None)
+        raise KernelCompileError(error)
     return module
 
 
