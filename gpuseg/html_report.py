@@ -241,7 +241,8 @@ def write_report(out: str | os.PathLike[str], choose_k: str | os.PathLike[str] |
         # The files parse, but do not fit together as one run wrote them (edited, or from other runs).
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise GpusegError(f"the outputs in {str(out)!r} do not fit together as one gpuseg segment run wrote them "
-                          f"({type(exc).__name__}: {first}); run gpuseg segment again") from None
+                          f"({type(exc).__name__}: {first}); run gpuseg segment again (if they are one run's, "
+                          "unedited, this is a bug in gpuseg report: please report it)") from None
     path = out / REPORT_HTML
     if path.exists() and not path.is_file():
         raise GpusegError(f"{str(path)!r} exists and is not a file; move it away to write the report")

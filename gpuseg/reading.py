@@ -136,7 +136,7 @@ def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = 
                           f"its columns are: {', '.join(names)}")
     twice = [c for c in mapping.needed if names.count(c) > 1]
     if twice:
-        raise GpusegError(f"input file {str(path)!r} has {len(twice) > 1 and 'columns' or 'a column'} named "
+        raise GpusegError(f"input file {str(path)!r} has {'columns' if len(twice) > 1 else 'a column'} named "
                           f"{', '.join(map(repr, twice))} more than once; each column gpuseg reads must have a "
                           "name of its own (rename or drop the others)")
 

@@ -239,20 +239,21 @@ def test_id_types_at_the_edges_match_one_process(client, tmp_path, ids):
     n = 600
     cid = np.arange(n) % 40 + 1
     cid = cid.astype(np.uint64) + np.uint64(2**63) if ids.startswith("uint64") else cid.astype(np.float16)
+    (tmp_path / "in").mkdir()
     for part in range(2):
         rows = slice(part * n // 2, (part + 1) * n // 2)
         pq.write_table(pa.table({"customer_id": pa.array(cid[rows]),
                                  "date": [f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(n)][rows],
                                  "invoice": [f"I{i // 3}" for i in range(n)][rows],
-                                 "amount": (np.arange(n) % 9 + 1.0)[rows]}), tmp_path / f"p{part}.parquet")
-    single = run(SegmentConfig(inputs=(str(tmp_path),), out=tmp_path.parent / f"{ids}-one", k=3))
-    run_dask(SegmentConfig(inputs=(str(tmp_path),), out=tmp_path.parent / f"{ids}-dask", k=3), client=client)
+                                 "amount": (np.arange(n) % 9 + 1.0)[rows]}), tmp_path / "in" / f"p{part}.parquet")
+    single = run(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "one", k=3))
+    run_dask(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "dask", k=3), client=client)
     def by_id(path):  # Arrow sorts no float16: those by the ids as float32, which holds them exactly
         t = pq.read_table(path)
         key = t.column("customer_id")
         return t.take(pc.sort_indices(key.cast(pa.float32()) if pa.types.is_float16(key.type) else key))
-    a = by_id(tmp_path.parent / f"{ids}-one" / "features.parquet")
-    b = by_id(tmp_path.parent / f"{ids}-dask" / "features")
+    a = by_id(tmp_path / "one" / "features.parquet")
+    b = by_id(tmp_path / "dask" / "features")
     assert a.column("customer_id").equals(b.column("customer_id")) and a.num_rows == 40
     np.testing.assert_allclose(b.column("monetary").to_numpy(), a.column("monetary").to_numpy(), rtol=1e-12)
     assert single.report["n_customers"] == 40
