@@ -50,6 +50,8 @@ def id_present(arr: pa.Array) -> np.ndarray:
     if arr.null_count == 0 and (pa.types.is_integer(arr.type) or pa.types.is_decimal(arr.type)):
         return np.ones(len(arr), dtype=bool)
     if pa.types.is_dictionary(arr.type):
+        if len(arr.dictionary) == 0:  # every row null (a row group of guest checkouts)
+            return np.zeros(len(arr), dtype=bool)
         blank = id_present(arr.dictionary)
         return arr.is_valid().to_numpy(zero_copy_only=False) & blank[pc.fill_null(arr.indices, 0).to_numpy()]
     t = arr.type

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from .backend import get_namespace, release_freed_memory, scatter_min, to_numpy
 from .cleaning import Cleaner, KeptRows, RowCounts
 from .coding import (EncodedText, as_numbers, code_entries, code_ids, equal_codes, factorize_values, key_hash,
-                     n_entries, order_codes, run_codes, sort_packed, unique_inverse, whole_numbers)
+                     n_entries, order_codes, run_codes, sort_packed, text_keys, unique_inverse, whole_numbers)
 from .columns import ColumnMapping
 from .features import BIG_DAY, CustomerFeatures, LineSums, features_from_sums, sum_lines
 from .timing import StageTimer
@@ -527,7 +527,8 @@ def _merge_runs(done: list[tuple[np.ndarray, CustomerFeatures, int]], pool: Thre
     runs = [ids for ids, _, _ in done]
     lengths = np.array([len(r) for r in runs])
     sample = np.sort(np.concatenate([r[::max(1, len(r) // 64)] for r in runs]))
-    splitters = np.unique(sample[np.linspace(0, len(sample), ranges + 1)[1:-1].astype(np.int64)])
+    splitters = np.unique(sample[np.linspace(0, len(sample), ranges + 1)[1:-1].astype(np.int64)]) if len(sample) \
+        else sample  # no customer with a purchase: the caller says so
     cuts = np.stack([np.searchsorted(r, splitters) for r in runs]).reshape(len(runs), -1)
     lo = np.concatenate([np.zeros((len(runs), 1), np.int64), cuts], axis=1)
     hi = np.concatenate([cuts, lengths[:, None]], axis=1)
@@ -593,8 +594,11 @@ def _unbucket(b: Buckets) -> BatchSums:
     between batches: rare, so this need not be fast)."""
     parts = [part for part in b.parts if part is not None]
     key = np.concatenate([part.key for part in parts])
-    customers = EncodedText.encode(pa.concat_arrays([part.ids for part in parts])) if parts[0].ids is not None \
-        else _key_part(key, b.id_type)
+    if parts[0].ids is not None:  # one entry per customer, as the sums are: not encoded again, which would
+        ids = pa.concat_arrays([part.ids for part in parts])  # merge ids equal once trimmed (" A" and "A")
+        customers = EncodedText(np.empty(0, np.int32), ids, text_keys(ids))
+    else:
+        customers = _key_part(key, b.id_type)
     starts = np.cumsum([0] + [len(part.key) for part in parts])
     order_customer = np.concatenate([part.order_customer.astype(np.int64) + start
                                      for part, start in zip(parts, starts)])

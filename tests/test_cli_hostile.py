@@ -780,3 +780,32 @@ def test_files_on_a_file_system_without_inode_numbers_are_told_apart(tmp_path, m
 
     monkeypatch.setattr(Path, "stat", no_inode)
     assert expand_inputs([a, b, tmp_path / "link.csv"]) == [a, b]
+
+
+def test_numeric_ids_and_no_purchase_is_one_error(tmp_path):
+    # Found by differential fuzzing: the range merge of no customers ended in an IndexError.
+    path = tmp_path / "returns.parquet"
+    pq.write_table(pa.table({"customer_id": pa.array([1, 2], pa.int64()), "date": ["2024-01-01", "2024-01-02"],
+                             "amount": [-5.0, -1.0]}), path)
+    refused(invoke("segment", path, "--k", 1, "--out", tmp_path / "seg"), "no customer has a purchase order")
+
+
+def test_an_id_with_and_without_spaces_beside_a_file_of_integer_ids(tmp_path):
+    # Found by differential fuzzing: re-encoding the CSV batch's ids for the mixed-type merge made
+    # "A" and " A" one entry while their sums stayed two (a ValueError or IndexError).
+    (tmp_path / "a.csv").write_text("customer_id,date,amount\nA,2024-01-01,5\n A,2024-01-02,3\n")
+    pq.write_table(pa.table({"customer_id": pa.array([2], pa.int64()), "date": ["2024-01-02"], "amount": [7.0]}),
+                   tmp_path / "b.parquet")
+    ok(invoke("segment", tmp_path / "a.csv", tmp_path / "b.parquet", "--k", 1, "--out", tmp_path / "seg", "-q"))
+    got = pq.read_table(tmp_path / "seg" / "features.parquet", columns=["customer_id", "frequency", "monetary"])
+    assert got.to_pydict() == {"customer_id": ["2", "A"], "frequency": [1, 2], "monetary": [7.0, 8.0]}
+
+
+def test_a_row_group_of_only_null_text_ids(tmp_path):
+    # Found by differential fuzzing: its dictionary is empty, and id_present indexed into it.
+    path = tmp_path / "guests.parquet"
+    pq.write_table(pa.table({"customer_id": pa.array(["A", "B", None]), "date": ["2024-01-01", "2024-01-02", "2024-01-03"],
+                             "amount": [5.0, 7.0, 1.0]}), path, row_group_size=1)
+    ok(invoke("segment", path, "--k", 2, "--out", tmp_path / "seg", "-q"))
+    rows = json.loads((tmp_path / "seg" / "report.json").read_text())["rows"]
+    assert rows["used"] == 2 and rows["dropped"]["missing_customer_id"] == 1
