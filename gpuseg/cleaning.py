@@ -282,7 +282,8 @@ def _kept_rows(column: pa.Array, keep: np.ndarray) -> pa.Array:
 
 def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> pa.RecordBatch:
     """Refuse id columns of other types; decimal ids (a database's NUMBER(10)) become
-    int64 where every value is a whole number in range, otherwise their text."""
+    int64 where every value of the batch is a whole number in range, otherwise text, whole
+    values written as integers (101.00 is "101", 101.50 stays "101.50")."""
     for role, column in (("customer", mapping.customer), ("invoice", mapping.invoice)):
         if column is None:
             continue
@@ -295,7 +296,10 @@ def _check_ids(batch: pa.RecordBatch, mapping: ColumnMapping) -> pa.RecordBatch:
             try:
                 ids = pc.cast(ids, pa.int64())  # a safe cast: refuses fractions and overflow
             except pa.ArrowInvalid:
-                ids = pc.cast(ids, pa.string())
+                # Text, with whole values as integers: 101.00 is "101" here and 101 in a batch
+                # of whole values, so that batches typed either way merge it as one customer.
+                ids = pc.replace_substring_regex(pc.cast(ids, pa.string()), r"\.0+$", "")
+                ids = pc.replace_substring_regex(ids, r"^-0$", "0")
             i = batch.schema.get_field_index(column)
             batch = batch.set_column(i, pa.field(column, ids.type), ids)
     return batch

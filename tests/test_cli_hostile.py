@@ -809,3 +809,19 @@ def test_a_row_group_of_only_null_text_ids(tmp_path):
     ok(invoke("segment", path, "--k", 2, "--out", tmp_path / "seg", "-q"))
     rows = json.loads((tmp_path / "seg" / "report.json").read_text())["rows"]
     assert rows["used"] == 2 and rows["dropped"]["missing_customer_id"] == 1
+
+
+def test_a_decimal_id_is_one_customer_whatever_batch_it_is_in(tmp_path):
+    # Found by differential fuzzing: a batch of whole decimals became integers (101) and a batch with a
+    # fraction became text ("101.00"), so customer 101.00 was split in two.
+    import decimal
+
+    ids = pa.array([decimal.Decimal(v) for v in ("101.00", "102.00", "101.00", "101.50", "-0.00", "0.50")],
+                   pa.decimal128(10, 2))
+    path = tmp_path / "dec.parquet"
+    pq.write_table(pa.table({"customer_id": ids, "date": [f"2024-01-0{i + 1}" for i in range(6)],
+                             "amount": [5.0, 7.0, 1.0, 2.0, 3.0, 4.0]}), path, row_group_size=2)
+    ok(invoke("segment", path, "--k", 2, "--out", tmp_path / "seg", "-q"))
+    got = pq.read_table(tmp_path / "seg" / "features.parquet", columns=["customer_id", "frequency", "monetary"])
+    assert dict(zip(got.column("customer_id").to_pylist(), got.column("monetary").to_pylist())) == \
+        {"0": 3.0, "0.50": 4.0, "101": 6.0, "101.50": 2.0, "102": 7.0}
