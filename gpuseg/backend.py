@@ -67,7 +67,8 @@ def _import(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
+    """``exc`` in one line for a report or an error message: its type and first line."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -76,9 +77,9 @@ def _probe_import(module: str, label: str) -> tuple[ModuleType | None, str | Non
     try:
         return _import(module), None
     except ImportError as exc:
-        return None, f"{label} is not installed ({_short(exc)})"
+        return None, f"{label} is not installed ({short_error(exc)})"
     except Exception as exc:  # a broken CUDA install raises all sorts at import
-        return None, f"{label} failed to import ({_short(exc)})"
+        return None, f"{label} failed to import ({short_error(exc)})"
 
 
 def probe_cupy() -> tuple[ModuleType | None, str | None]:
@@ -89,7 +90,7 @@ def probe_cupy() -> tuple[ModuleType | None, str | None]:
     try:
         n = cp.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        return None, f"no usable CUDA device ({_short(exc)})"
+        return None, f"no usable CUDA device ({short_error(exc)})"
     if n < 1:
         return None, "no CUDA device found"
     return cp, None

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .backend import short_error
 from .errors import GpusegError
 from .model import SegmentModel
 from .naming import describe, standings
@@ -60,8 +61,7 @@ def _load(out: Path, choose_k_dir: Path | None = None) -> dict[str, Any]:
         assignments = pq.read_table(out / "assignments.parquet", columns=["segment"])
         report = json.loads((out / "report.json").read_text())
     except Exception as exc:  # any unreadable piece is one clear error
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise GpusegError(f"cannot read the outputs in {str(out)!r}: {type(exc).__name__}: {first}") from None
+        raise GpusegError(f"cannot read the outputs in {str(out)!r}: {short_error(exc)[:300]}") from None
     model = SegmentModel.load(out / "model.json")
     choose = None
     if choose_k_dir is not None:
@@ -239,9 +239,8 @@ def write_report(out: str | os.PathLike[str], choose_k: str | os.PathLike[str] |
         page = build_html(data)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, pa.ArrowException) as exc:
         # The files parse, but do not fit together as one run wrote them (edited, or from other runs).
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise GpusegError(f"the outputs in {str(out)!r} do not fit together as one gpuseg segment run wrote them "
-                          f"({type(exc).__name__}: {first}); run gpuseg segment again (if they are one run's, "
+                          f"({short_error(exc)[:300]}); run gpuseg segment again (if they are one run's, "
                           "unedited, this is a bug in gpuseg report: please report it)") from None
     path = out / REPORT_HTML
     if path.exists() and not path.is_file():

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import __version__
-from .backend import (Backend, _short, default_workers, get_namespace, host_to_device, probe_cudf,
-                      resolve_backend, to_numpy)
+from .backend import (Backend, default_workers, get_namespace, host_to_device, probe_cudf, resolve_backend,
+                      short_error, to_numpy)
 from .cleaning import day_date
 from .cluster.fit import KMeansFit, fit_kmeans, nearest
 from .columns import ColumnMapping, resolve_columns
@@ -111,7 +111,7 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
             except GpusegError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any cuDF failure: the host reader has the last word
-                why = _short(exc)
+                why = short_error(exc)
             # Out of the except block: the exception and its traceback, which hold the failed
             # attempt's device columns, are released before the host reader starts.
             line = f"cudf: reading failed ({why}); reading and cleaning on the host with pyarrow"

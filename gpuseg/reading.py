@@ -94,7 +94,6 @@ def _folder_files(folder: Path) -> list[Path]:
 
 def _fail(path: Path, exc: BaseException) -> GpusegError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    msg = "".join(c if c.isprintable() else "?" for c in msg)  # the file's own bytes may be quoted
     if path.exists() and path.stat().st_size == 0:
         return GpusegError(f"input file {str(path)!r} is empty")
     if "Empty CSV file" in msg:  # Arrow's word for a header line with no end, and nothing after it

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import _import, get_namespace
+from ..backend import _import, get_namespace, short_error
 from .contract import Partials
 
 MAXD_BOUNDS = (4, 8, 16, 32)
@@ -82,8 +82,7 @@ def _compiled(device_id: int, variant: str) -> tuple[Any, str | None]:
     except Exception as exc:
         if type(exc).__name__ not in ("CompileException", "NVRTCError"):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return None, f"{type(exc).__name__}: {first}"
+        return None, short_error(exc)
     return module, None
 
 
