@@ -132,14 +132,14 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
         if not path.is_dir():
             raise GpusegError(f"--out {text!r} exists and is not a folder")
         try:
-            foreign = sorted(p.name for p in path.iterdir() if p.name not in OUTPUT_NAMES)
+            names = [p.name for p in path.iterdir()]
         except OSError as exc:
             raise GpusegError(f"--out {text!r} cannot be read: {exc.strerror}") from None
+        foreign = sorted(name for name in names if name not in OUTPUT_NAMES)
         if foreign:
             raise GpusegError(f"--out {text!r} holds files gpuseg did not write (e.g. {foreign[0]!r}), and a run "
                               "replaces the whole folder; give a new or empty folder, or an earlier run's --out")
-        held = any(True for _ in path.iterdir())
-        if held and not os.access(path, os.W_OK | os.X_OK):  # set aside, its files could never be removed
+        if names and not os.access(path, os.W_OK | os.X_OK):  # set aside, its files could never be removed
             raise GpusegError(f"--out {text!r} holds an earlier run's files that this user may not remove (the "
                               "folder is not writable to it); give another folder, or make it writable")
     return path

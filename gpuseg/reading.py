@@ -80,7 +80,8 @@ def _folder_files(folder: Path) -> list[Path]:
     "_" (and what is below them) and linked folders; a subfolder that cannot be read is an
     error, not files quietly left out."""
     def refuse(exc: OSError) -> None:
-        where = "the input folder" if Path(exc.filename or folder) == folder else f"the folder below input {str(folder)!r}"
+        top = Path(exc.filename or folder) == folder
+        where = "the input folder" if top else f"the folder below input {str(folder)!r}"
         raise GpusegError(f"cannot read {where} {exc.filename!r}: {exc.strerror or exc} (folders whose names start "
                           "with '_' or '.' are skipped: rename it so to leave it out)") from None
 

@@ -290,6 +290,8 @@ def _resident_bytes() -> int:
 
 #: Most partitions a streamed score writes: each is a file open until pass 1 ends.
 MAX_PARTITIONS = 10_000
+#: Open files kept for the libraries' own (files, sockets) beside the partitions'.
+_SPARE_FILES = 256
 
 
 def partitions_for(rows: int, memory_limit: int, baseline: int | None = None) -> int:
@@ -312,7 +314,7 @@ def _room_for_open_files(n: int, automatic: bool) -> Iterator[None]:
     except ImportError:  # not a POSIX system
         yield
         return
-    need = n + 256  # the libraries' own files and sockets
+    need = n + _SPARE_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= need:
         yield
@@ -324,7 +326,7 @@ def _room_for_open_files(n: int, automatic: bool) -> Iterator[None]:
         room = soft
     if room < need:
         raise GpusegError(f"{n:,} partitions need {need:,} open files and this system allows {room:,}; give "
-                          f"--partitions {max(1, room - 256):,} or fewer"
+                          f"--partitions {max(1, room - _SPARE_FILES):,} or fewer"
                           + (", or a larger --memory-limit (fewer, larger partitions)" if automatic else ""))
     try:
         yield
