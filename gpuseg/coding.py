@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 from .backend import default_workers, get_namespace, to_numpy
 from .errors import GpusegError
 
-_INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
+#: A canonical integer written as text (that int64 holds: at most 18 digits).
+INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
 
 
 def is_text(t: pa.DataType) -> bool:
@@ -67,7 +68,7 @@ def id_present(arr: pa.Array) -> np.ndarray:
 
 
 def all_int_text(text: pa.Array) -> bool:
-    return bool(pc.all(pc.match_substring_regex(pc.utf8_trim_whitespace(text), _INT_TEXT)).as_py())
+    return bool(pc.all(pc.match_substring_regex(pc.utf8_trim_whitespace(text), INT_TEXT)).as_py())
 
 
 def _code_dtype(n: int) -> Any:
@@ -308,38 +309,96 @@ def _dense_scratch(xp: Any, span: int) -> tuple[Any, Any]:
     return _scratch.present[:span], _scratch.rank[:span]
 
 
-def _common_integer(parts: list[pa.Array]) -> pa.DataType:
-    """int64, unless a uint64 id is past its range: then uint64, when no id is negative."""
-    big = any(p.type == pa.uint64() and len(p) and pc.max(p).as_py() > 2**63 - 1 for p in parts)
-    if not big:
-        return pa.int64()
-    if any(pa.types.is_signed_integer(p.type) and len(p) and pc.min(p).as_py() < 0 for p in parts):
-        raise GpusegError("customer or invoice ids are uint64 past 2**63 in some files and negative in others; "
-                          "no integer type holds both: give them one type (text, for instance)")
-    return pa.uint64()
+@dataclass(frozen=True)
+class IdFacts:
+    """What :func:`unified_type` needs to know of one batch's ids: small, so that a
+    front-end that never holds every batch at once (Dask partitions, streamed
+    scoring) can send it ahead and convert each batch alone (:func:`to_unified`)."""
+
+    type: pa.DataType
+    valid: int                   # ids that are not null
+    beyond_int64: bool = False   # uint64 ids past 2**63 - 1
+    negative: bool = False
+    int_text: bool | None = None  # every id as text is a canonical integer (None: not asked)
+
+
+def id_facts(arr: pa.Array, int_text: bool = True) -> IdFacts:
+    """:class:`IdFacts` of one batch's ids (nulls ignored); ``int_text`` asks whether
+    the ids as text are canonical integers (a cast and a match for floats and text)."""
+    arr = _decoded(arr)
+    t, n = arr.type, len(arr)
+    lo, hi = pc.min_max(arr).values() if n and (pa.types.is_integer(t)) else (pa.scalar(None), pa.scalar(None))
+    lo, hi = lo.as_py(), hi.as_py()
+    beyond = t == pa.uint64() and hi is not None and hi > 2**63 - 1
+    negative = pa.types.is_signed_integer(t) and lo is not None and lo < 0
+    as_int: bool | None = None
+    if pa.types.is_integer(t):  # Arrow writes integers in plain decimals
+        as_int = lo is None or (-10**18 < lo and hi < 10**18)
+    elif int_text:
+        as_int = bool(pc.all(pc.match_substring_regex(to_unified(arr, pa.string()), INT_TEXT), min_count=0).as_py())
+    return IdFacts(t, n - arr.null_count, beyond, negative, as_int)
+
+
+def unified_type(facts: list[IdFacts], text_to_int: bool = False) -> pa.DataType:
+    """The one type that the ids of several batches take together (every front-end's rule).
+
+    One type stays (text trimmed); integers of several widths become int64, or
+    uint64 where one is past int64's range (and none negative); other mixtures
+    become text, as Arrow casts each. With ``text_to_int`` (the text came from
+    CSV files, where ids are read as text to keep leading zeros) text that is
+    all canonical integers becomes int64, as the file would have typed it;
+    text from Parquet stays text.
+
+    Raises
+    ------
+    GpusegError
+        When uint64 ids past 2**63 meet negative ids: no integer type holds both.
+    """
+    types = {f.type for f in facts}
+    if not facts:
+        return pa.string()
+    if len(types) == 1:
+        target = types.pop()
+    elif all(pa.types.is_integer(t) for t in types):
+        if not any(f.beyond_int64 for f in facts):
+            return pa.int64()
+        if any(f.negative for f in facts):
+            raise GpusegError("customer or invoice ids are uint64 past 2**63 in some files and negative in others; "
+                              "no integer type holds both: give them one type (text, for instance)")
+        return pa.uint64()
+    else:
+        target = pa.string()
+    if is_text(target) and text_to_int and sum(f.valid for f in facts):
+        if any(f.int_text is None for f in facts if f.valid):
+            raise ValueError("unified_type: ask id_facts for int_text when text may become integers")
+        if all(f.int_text for f in facts if f.valid):
+            return pa.int64()
+    return target
+
+
+def to_unified(arr: pa.Array, target: pa.DataType) -> pa.Array:
+    """One batch's ids in the type :func:`unified_type` chose: text trimmed, other types cast."""
+    arr = _decoded(arr)
+    if arr.type == target and not is_text(target):
+        return arr
+    if pa.types.is_integer(arr.type) and pa.types.is_integer(target):
+        return arr.cast(target)
+    text = pc.utf8_trim_whitespace(arr.cast(target if is_text(target) else pa.string()))
+    return text if is_text(target) else text.cast(target)
+
+
+def _decoded(arr: pa.Array) -> pa.Array:
+    return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
 
 
 def _unify(parts: list[pa.Array], text_to_int: bool = False) -> pa.Array:
-    """Concatenate id arrays from several batches or files; mixed types become text.
-
-    With ``text_to_int`` (the text came from CSV files, where ids are read as
-    text to keep leading zeros) text that is all canonical integers becomes
-    int64, as the file would have typed it; text from Parquet stays text.
-    """
-    parts = [p.dictionary_decode() if pa.types.is_dictionary(p.type) else p for p in parts]
-    types = {p.type for p in parts}
-    if len(types) > 1:
-        if all(pa.types.is_integer(t) for t in types):
-            common = _common_integer(parts)
-            parts = [p.cast(common) for p in parts]
-        else:
-            parts = [p.cast(pa.string()) for p in parts]
-    arr = pa.concat_arrays(parts) if parts else pa.array([], pa.string())
-    if is_text(arr.type) and len(arr):
-        arr = pc.utf8_trim_whitespace(arr)
-        if text_to_int and pc.all(pc.match_substring_regex(arr, _INT_TEXT)).as_py():
-            arr = arr.cast(pa.int64())
-    return arr
+    """Concatenate id arrays from several batches or files in their :func:`unified_type`."""
+    parts = [_decoded(p) for p in parts]
+    if not parts:
+        return pa.array([], pa.string())
+    needs = text_to_int and any(is_text(p.type) for p in parts) or len({p.type for p in parts}) > 1
+    target = unified_type([id_facts(p, int_text=text_to_int and needs) for p in parts], text_to_int)
+    return pa.concat_arrays([to_unified(p, target) for p in parts])
 
 
 def factorize(arr: pa.Array, sort: bool = True) -> tuple[np.ndarray, pa.Array]:

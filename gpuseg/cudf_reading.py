@@ -57,13 +57,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .backend import _import, get_namespace
+from .coding import INT_TEXT
 from .cleaning import (FIRST_DAY, LAST_DAY, BatchStats, RowCounts, Transactions, check_rows, day_number,
                        days_from_civil, days_in_month, parse_days, screen, yyyymmdd_days)
 from .columns import ColumnMapping
 from .errors import GpusegError
 from .reading import check_columns, file_format
 
-_INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
 
 
 class CudfUnsupported(NotImplementedError):
@@ -408,7 +408,7 @@ def _ids(s: Any, to_int: bool = True) -> Any:
     does so for text read from CSV only)."""
     if _is_string(s):
         s = s.str.strip()
-        if to_int and bool(s.str.match(_INT_TEXT).all()):
+        if to_int and bool(s.str.match(INT_TEXT).all()):
             return s.astype("int64")
     return s
 

@@ -1,6 +1,9 @@
 """The same pipeline on a Dask cluster: ``gpuseg segment ... --scheduler ADDRESS|local``.
 
-Reading is ``dask.dataframe``; each partition is cleaned by :class:`gpuseg.cleaning.Cleaner`; rows are then
+Each task reads a piece of one input file with gpuseg's own reader
+(:func:`gpuseg.reading.read_piece`) and cleans it by :class:`gpuseg.cleaning.Cleaner`,
+as one process reads and cleans it; the ids of all pieces are converted to the
+one type one process gives them (:func:`gpuseg.coding.unified_type`); rows are then
 shuffled on the customer id, so that every customer's rows meet in one
 partition, where :func:`gpuseg.features.compute_features` builds the features
 exactly as in one process. The scaler is :meth:`gpuseg.scaling.Scaler.from_moments`
@@ -51,6 +54,7 @@ from .backend import _import
 from .cleaning import (AFTER_AS_OF, BatchStats, Cleaner, KeptRows, RowCounts, as_of_of, assemble, check_rows,
                        day_date, day_number, ids_to_int)
 from .cluster.contract import Partials, reduce_partials
+from .coding import IdFacts, id_facts, to_unified, unified_type
 from .cluster.fit import KMeansFit, nearest
 from .cluster.init import check_random_state, kmeans_plusplus
 from .cluster.lloyd import LloydResult, lloyd
@@ -61,7 +65,7 @@ from .errors import GpusegError
 from .features import FEATURES, compute_features
 from .model import SegmentModel
 from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
-from .reading import check_columns, expand_inputs, file_format, read_column_names
+from .reading import FilePiece, expand_inputs, file_pieces, read_column_names, read_piece
 from .scaling import Moments, Scaler
 from .summary import SegmentResult, SegmentSums, fit_warnings, run_report, segment_report
 from .timing import StageTimer
@@ -109,40 +113,64 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
 
 # -- tasks that run on the workers (module-level, so they pickle) --------------------
 
-def _clean_part(pdf: Any, mapping: ColumnMapping, date_format: str | None, as_of: dt.date | None,
-                source: str) -> tuple[Any, BatchStats]:
-    """Clean one input partition: the kept rows, and what happened to the others.
+@dataclass
+class CleanedPiece:
+    """One input piece cleaned on a worker: each batch's kept rows, what happened to the
+    others, and the facts that decide the one id type of the whole input."""
 
-    ``source`` stands for the partition's file: its suffix says whether text
-    ids came from CSV.
-    """
-    import pandas as pd
+    kept: list[KeptRows]
+    stats: BatchStats
+    customer_facts: list[IdFacts]
+    invoice_facts: list[IdFacts]
+
+
+def _clean_piece(piece: FilePiece, mapping: ColumnMapping, date_format: str | None,
+                 as_of: dt.date | None) -> CleanedPiece:
+    """Read and clean one piece of an input file, batch by batch, as one process does."""
     cleaner = Cleaner(mapping, date_format, as_of)
-    # A partition's Arrow-backed columns may hold several chunks, which RecordBatch.from_pandas refuses.
-    table = pa.Table.from_pandas(pdf, preserve_index=False).combine_chunks()
-    batch = table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
-    kept = cleaner.batch(Path(source), batch)
-    if kept is None:
-        kept = KeptRows(ids=pa.array([], batch.schema.field(mapping.customer).type),
-                        invoices=pa.array([], batch.schema.field(mapping.invoice).type) if mapping.invoice else None,
-                        day=np.empty(0, np.int32), amount=np.empty(0))
-    cols = {"customer": kept.ids, "day": pa.array(kept.day, pa.int32()), "amount": pa.array(kept.amount, pa.float64())}
-    if kept.invoices is not None:
-        cols["invoice"] = kept.invoices
-    table = pa.table(cols)
-    return table.to_pandas(types_mapper=pd.ArrowDtype), cleaner.stats
+    kept = [k for b in read_piece(piece, mapping) if (k := cleaner.batch(Path(piece.path), b)) is not None
+            and len(k.day)]
+    return CleanedPiece(kept, cleaner.stats, [id_facts(k.ids) for k in kept],
+                        [id_facts(k.invoices) for k in kept] if mapping.invoice else [])
 
 
-def _features_part(pdf: Any, as_of: int, text_to_int: bool, has_invoice: bool) -> tuple[Any, int]:
+def _facts(piece: CleanedPiece) -> tuple[BatchStats, list[IdFacts], list[IdFacts]]:
+    return piece.stats, piece.customer_facts, piece.invoice_facts
+
+
+def _frame(schema: pa.Schema, kept: list[KeptRows] = ()) -> Any:
+    """Kept rows as one pandas frame of Arrow-backed columns in ``schema``'s types, their ids
+    converted to the one type of the whole input (:func:`gpuseg.coding.to_unified`)."""
+    import pandas as pd
+    customer, invoice = schema.field("customer").type, \
+        schema.field("invoice").type if "invoice" in schema.names else None
+    cols = {"customer": [to_unified(k.ids, customer) for k in kept],
+            "day": [pa.array(k.day, pa.int32()) for k in kept],
+            "amount": [pa.array(k.amount, pa.float64()) for k in kept]}
+    if invoice is not None:
+        cols["invoice"] = [to_unified(k.invoices, invoice) for k in kept]
+    table = pa.table({name: pa.chunked_array(parts, schema.field(name).type).combine_chunks()
+                      for name, parts in cols.items()}, schema=schema)
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _piece_frame(piece: CleanedPiece, schema: pa.Schema) -> Any:
+    return _frame(schema, piece.kept)
+
+
+def _features_part(pdf: Any, as_of: int, schema: pa.Schema) -> tuple[Any, int]:
     """Features of the customers of one shuffled partition (all their rows are here)."""
     import pandas as pd
     table = pa.Table.from_pandas(pdf, preserve_index=False)
     if table.num_rows == 0:
         return pd.DataFrame(), 0
-    kept = KeptRows(ids=table.column("customer").combine_chunks(),
-                    invoices=table.column("invoice").combine_chunks() if has_invoice else None,
+    has_invoice = "invoice" in schema.names
+    # The ids have the input's one type already (as Dask handed them: the schema's again).
+    kept = KeptRows(ids=table.column("customer").combine_chunks().cast(schema.field("customer").type),
+                    invoices=table.column("invoice").combine_chunks().cast(schema.field("invoice").type)
+                    if has_invoice else None,
                     day=table.column("day").to_numpy(), amount=table.column("amount").to_numpy())
-    tx = assemble([kept], as_of, RowCounts(), text_to_int, has_invoice)
+    tx = assemble([kept], as_of, RowCounts(), False, has_invoice)
     feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders, tx.as_of)
     from .pipeline import refuse_non_finite  # the same rule as in one process
     refuse_non_finite(feats, tx.customer_ids)
@@ -189,18 +217,24 @@ def _segment_sums(pdf: Any, Z: np.ndarray, centers: np.ndarray) -> SegmentSums:
 
 
 def _write_part(pdf: Any, Z: np.ndarray, index: int, centers: np.ndarray, rank: np.ndarray, names: list[str],
-                folder: str) -> int:
+                folder: str, id_type: pa.DataType) -> int:
     """Write one partition of assignments and features; returns its row count."""
     if len(pdf) == 0:
         return 0
     labels, sqdist = _assign_part(Z, centers)
     seg = rank.astype(np.int32)[labels]
-    feats = pa.Table.from_pandas(pdf, preserve_index=False)
+    feats = _with_id_type(pa.Table.from_pandas(pdf, preserve_index=False), id_type)
     ids = feats.column("customer_id")
     pq.write_table(pa.table({"customer_id": ids, "segment": seg, "segment_name": segment_names(seg, names),
                              "distance": np.sqrt(sqdist)}), Path(folder) / "assignments" / f"part-{index:05d}.parquet")
     pq.write_table(feats, Path(folder) / "features" / f"part-{index:05d}.parquet")
     return len(pdf)
+
+
+def _with_id_type(table: pa.Table, id_type: pa.DataType) -> pa.Table:
+    """``customer_id`` in the input's id type again (pandas hands text back as large_string)."""
+    i = table.schema.get_field_index("customer_id")
+    return table.set_column(i, pa.field("customer_id", id_type), table.column(i).cast(id_type))
 
 
 # -- the Lloyd step over partitions --------------------------------------------------
@@ -253,31 +287,13 @@ class DaskStep:
 
 # -- the run ----------------------------------------------------------------------------
 
-def _read(files: list[Path], mapping: ColumnMapping) -> tuple[Any, str]:
-    dd = _import("dask.dataframe")
-    formats = {file_format(f) for f in files}
-    if len(formats) > 1:
-        raise GpusegError("with --scheduler, give inputs of one format (all CSV or all Parquet)")
-    fmt = formats.pop()
-    for f in files:  # each file's header or footer: a missing or twice-named column, as in one process
-        check_columns(f, mapping)
-    names = [str(f) for f in files]
-    if fmt == "parquet":
-        # Arrow-backed columns keep integer ids with gaps as integers (not NaN floats).
-        return dd.read_parquet(names, columns=mapping.needed, dtype_backend="pyarrow"), "x.parquet"
-    return dd.read_csv(names, usecols=mapping.needed, dtype=mapping.csv_types("string", "float64"), blocksize="64MB",
-                       dtype_backend="pyarrow"), "x.csv"
-
-
-def _combine_stats(stats: list[BatchStats], as_of: dt.date | None, inputs: tuple[str, ...]) -> BatchStats:
+def _combine_stats(stats: list[BatchStats], as_of: dt.date | None) -> BatchStats:
     """The partitions' cleaning stats merged in input order, as one process merges its batches'."""
     total = BatchStats(RowCounts())
     if as_of is not None:
         total.rows.dropped[AFTER_AS_OF] = 0
     for s in stats:
         total.merge(s)
-    if total.bad_date is not None:  # a partition knows no file name; name what the user gave
-        total.bad_date = (", ".join(inputs), total.bad_date[1])
     return total
 
 
@@ -381,6 +397,7 @@ class ClusterFeatures:
     as_of: int
     n_without: int
     workers: int
+    id_type: pa.DataType
 
 
 def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, str], date_format: str | None,
@@ -396,28 +413,34 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
     # note that it materialises the graph: a note for Dask's developers, not for gpuseg's users.
     warnings.filterwarnings("ignore", message="Computing mixed collections", category=UserWarning)
     with timer.stage("clean"):
-        ddf, source = _read(files, mapping)
-        cleaned = [dask.delayed(_clean_part, nout=2)(p, mapping, date_format, as_of, source)
-                   for p in ddf.to_delayed()]
-        kept_meta = _clean_part(ddf._meta, mapping, date_format, as_of, source)[0]
-        kept = dd.from_delayed([c[0] for c in cleaned], meta=kept_meta)
-        kept, *stats = dask.persist(kept, *[c[1] for c in cleaned])
-        total = _combine_stats(dask.compute(*stats), as_of, inputs)
+        pieces = [p for f in files for p in file_pieces(f, mapping)]
+        cleaned = client.map(_clean_piece, pieces, mapping=mapping, date_format=date_format, as_of=as_of, pure=False)
+        facts = client.gather(client.map(_facts, cleaned, pure=False))
+        total = _combine_stats([f[0] for f in facts], as_of)
         check_rows(total, mapping, date_format)
         rows, as_of_day = total.rows, as_of_of(total, day_number(as_of) if as_of is not None else None)
+        # The one type of the ids of all pieces, as one process gives them (every piece then
+        # converts its own), so that equal customers meet in the shuffle and types agree.
+        fields = [pa.field("customer", unified_type([c for f in facts for c in f[1]], ids_to_int(total))),
+                  pa.field("day", pa.int32()), pa.field("amount", pa.float64())]
+        if mapping.invoice is not None:
+            fields.append(pa.field("invoice", unified_type([c for f in facts for c in f[2]], True)))
+        schema = pa.schema(fields)
+        frames = client.map(_piece_frame, cleaned, schema=schema, pure=False)
+        kept = dd.from_delayed([dask.delayed(f) for f in frames], meta=_frame(schema))
+        del cleaned
 
     with timer.stage("features"):
         # Task-based shuffle: its pieces are ordinary (spillable) results, which keeps
         # workers with tight memory limits moving where the p2p shuffle stalled.
         shuffled = kept.shuffle(on="customer", npartitions=max(1, kept.npartitions), shuffle_method="tasks")
-        text_to_int, has_invoice = ids_to_int(total), mapping.invoice is not None
-        pairs = [dask.delayed(_features_part, nout=2)(p, as_of_day, text_to_int, has_invoice)
-                 for p in shuffled.to_delayed()]
+        pairs = [dask.delayed(_features_part, nout=2)(p, as_of_day, schema) for p in shuffled.to_delayed()]
         futures = client.compute([p[0] for p in pairs] + [p[1] for p in pairs])  # one pass over each partition
         feats, counts_without = futures[:len(pairs)], futures[len(pairs):]
         n_without = sum(client.gather(counts_without))
-        del kept, shuffled
-    return ClusterFeatures(feats, files, mapping, rows, as_of_day, int(n_without), workers)
+        del kept, shuffled, frames
+    return ClusterFeatures(feats, files, mapping, rows, as_of_day, int(n_without), workers,
+                           schema.field("customer").type)
 
 
 def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init: np.ndarray | None) -> SegmentResult:
@@ -462,7 +485,7 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
             (tmp / "features").mkdir()
             written = client.gather(client.map(_write_part, feats, Z, list(range(len(feats))),
                                                centers=result.centers, rank=rank, names=names, folder=str(tmp),
-                                               pure=False))
+                                               id_type=cf.id_type, pure=False))
             if sum(written) != n:
                 raise GpusegError(f"workers wrote {sum(written)} of {n} customers; the run is incomplete")
             profiles = sums.profiles(names)
@@ -487,14 +510,19 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
     return SegmentResult(config.out, report, profiles, model)
 
 
-def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str) -> SegmentSums:
-    """Assign one partition to the model's segments, write it, and return its sums (counts, distances)."""
+def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str, id_type: pa.DataType) -> SegmentSums:
+    """Assign one partition to the model's segments, write it, and return its sums (counts,
+    distances); stops, as one process does, at a customer too far to measure."""
+    from .pipeline import too_far, unmeasurable_row
+    from .scoring import _refuse_unmeasurable, assign_to_model
     if len(pdf) == 0:
         return SegmentSums.of(np.empty(0, np.int32), {}, model.k, np.empty(0))
+    ids = _with_id_type(pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False), id_type).column(0)
     Z = model.scaler.transform(_matrix(pdf, model.features))
-    labels, sqdist = _assign_part(Z, model.centroids)
-    dist = np.sqrt(sqdist)
-    ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0)
+    if (row := unmeasurable_row(Z)) is not None:
+        raise too_far(ids[row].as_py(), model.features, "float64")
+    labels, dist = assign_to_model(model, Z)
+    _refuse_unmeasurable(dist, ids)
     pq.write_table(pa.table({"customer_id": ids, "segment": labels.astype(np.int32),
                              "segment_name": segment_names(labels, model.names()), "distance": dist}),
                    Path(folder) / "assignments" / f"part-{index:05d}.parquet")
@@ -506,6 +534,7 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
 
     ``config`` is a :class:`gpuseg.scoring.ScoreConfig`.
     """
+    from .pipeline import date_warnings
     from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping, with_model_as_of
     _refuse_gpu_backend(config.backend)
     with _session(scheduler, client) as (client, where):
@@ -521,12 +550,13 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
             with timer.stage("assign"):
                 (tmp / "assignments").mkdir()
                 parts = client.gather(client.map(_score_part, cf.parts, list(range(len(cf.parts))),
-                                                 model=model, folder=str(tmp), pure=False))
+                                                 model=model, folder=str(tmp), id_type=cf.id_type, pure=False))
             sums = reduce(operator.add, parts)
             drift = _drift_from_counts(model, sums.counts, sums.distance_sums)
             report = run_report(inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format,
                                 as_of=cf.as_of, backend="cpu", device=f"Dask ({where})", fallbacks=[], rows=cf.rows,
-                                timings=timer.as_dict(), model=str(config.model),
+                                timings=timer.as_dict(), customers_without_purchase=cf.n_without,
+                                warnings=date_warnings(cf.as_of, config.as_of), model=str(config.model),
                                 model_as_of=model.as_of.isoformat(), scheduler=where, workers=cf.workers,
                                 partitions=len(cf.parts), streamed=False)
             write_json(tmp / DRIFT, drift)

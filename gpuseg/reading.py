@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -95,6 +97,8 @@ def _folder_files(folder: Path) -> list[Path]:
 
 def _fail(path: Path, exc: BaseException) -> GpusegError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # Arrow numbers a CSV row within the block it parsed (only when parsing on one thread): not a line of the file.
+    msg = re.sub(r"Row #\d+: ", "", msg)
     if path.exists() and path.stat().st_size == 0:
         return GpusegError(f"input file {str(path)!r} is empty")
     if "Empty CSV file" in msg:  # Arrow's word for a header line with no end, and nothing after it
@@ -214,11 +218,105 @@ def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = No
             for i in range(pf.num_row_groups):
                 yield from pf.read_row_groups([i], columns=columns, use_threads=True).to_batches()
             return
-        convert = pacsv.ConvertOptions(include_columns=columns, column_types=mapping.csv_types(pa.string(), pa.float64()),
-                                       strings_can_be_null=True)
         read = pacsv.ReadOptions(block_size=min(64 << 20, max(1 << 20, (batch_rows or 1 << 30) * 48)))
-        with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
+        with pacsv.open_csv(path, read_options=read, convert_options=csv_convert(mapping)) as reader:
             yield from reader
+    except GpusegError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise _fail(path, exc) from None
+
+
+def csv_convert(mapping: ColumnMapping) -> pacsv.ConvertOptions:
+    """How CSV columns are read (ids and dates as text, amounts as float64; Arrow's null spellings)."""
+    return pacsv.ConvertOptions(include_columns=mapping.needed, strings_can_be_null=True,
+                                column_types=mapping.csv_types(pa.string(), pa.float64()))
+
+
+#: Bytes of an uncompressed CSV file that one task reads (``--scheduler``), as ``dask.dataframe.read_csv``'s blocksize.
+CSV_BLOCK_BYTES = 64 << 20
+
+#: Rows of a Parquet file's consecutive row groups that one task reads (``--scheduler``).
+TASK_ROWS = 1 << 22
+
+
+@dataclass(frozen=True)
+class FilePiece:
+    """A part of one input file that one task reads: Parquet row groups, or the lines of a
+    CSV file that start in a byte range (``stop`` None: to the end)."""
+
+    path: str
+    row_groups: tuple[int, ...] = ()
+    start: int = 0
+    stop: int | None = None
+
+
+def file_pieces(path: Path, mapping: ColumnMapping) -> list[FilePiece]:
+    """``path`` cut into pieces for tasks: consecutive row groups of about :data:`TASK_ROWS`
+    rows, or :data:`CSV_BLOCK_BYTES` of an uncompressed CSV file (compressed ones whole).
+
+    Raises
+    ------
+    GpusegError
+        When the file cannot be read or lacks a mapped column.
+    """
+    check_columns(path, mapping)
+    try:
+        if file_format(path) == "parquet":
+            meta = pq.ParquetFile(path).metadata
+            pieces, groups, rows = [], [], 0
+            for i in range(meta.num_row_groups):
+                groups.append(i)
+                rows += meta.row_group(i).num_rows
+                if rows >= TASK_ROWS:
+                    pieces.append(FilePiece(str(path), tuple(groups)))
+                    groups, rows = [], 0
+            return pieces + [FilePiece(str(path), tuple(groups))] if groups or not pieces else pieces
+        if not path.name.lower().endswith(".csv"):
+            return [FilePiece(str(path))]
+        size = path.stat().st_size
+        return [FilePiece(str(path), start=a, stop=a + CSV_BLOCK_BYTES if a + CSV_BLOCK_BYTES < size else None)
+                for a in range(0, max(size, 1), CSV_BLOCK_BYTES)]
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise _fail(path, exc) from None
+
+
+def read_piece(piece: FilePiece, mapping: ColumnMapping) -> list[pa.RecordBatch]:
+    """The mapped columns of one :class:`FilePiece`, read as :func:`iter_batches` reads the
+    whole file. A CSV piece holds the lines that start in its byte range, parsed below the
+    file's header line: as with ``dask.dataframe.read_csv``, a quoted field must not hold
+    a line break.
+
+    Raises
+    ------
+    GpusegError
+        When the file cannot be read.
+    """
+    path = Path(piece.path)
+    try:
+        if file_format(path) == "parquet":
+            if not piece.row_groups:
+                return []
+            return pq.ParquetFile(path).read_row_groups(list(piece.row_groups), columns=mapping.needed,
+                                                        use_threads=False).to_batches()
+        if piece.start == 0 and piece.stop is None:
+            return list(iter_batches(path, mapping))
+        with open(path, "rb") as fh:
+            header = fh.readline()
+            start = max(piece.start, len(header))
+            if start > len(header):
+                fh.seek(start - 1)
+                start += len(fh.readline()) - 1  # to the end of the line that holds byte start - 1
+            end = path.stat().st_size
+            if piece.stop is not None and piece.stop < end:
+                fh.seek(piece.stop - 1)
+                end = piece.stop - 1 + len(fh.readline())
+            if end <= start:
+                return []
+            fh.seek(start)
+            body = fh.read(end - start)
+        table = pacsv.read_csv(pa.BufferReader(header + body), convert_options=csv_convert(mapping))
+        return table.combine_chunks().to_batches()
     except GpusegError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:

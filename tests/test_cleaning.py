@@ -523,3 +523,34 @@ sys.meta_path.insert(0, Broken())
 """, workers)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
 
+
+
+@pytest.mark.parametrize("block", [1, 7, 29, 64, 10_000])
+@pytest.mark.parametrize("newline, last", [("\n", "\n"), ("\r\n", "\r\n"), ("\n", "")])
+def test_csv_pieces_hold_every_line_once(tmp_path, monkeypatch, block, newline, last):
+    # --scheduler reads a CSV file as byte ranges, each the lines that start in it.
+    from gpuseg import reading
+    monkeypatch.setattr(reading, "CSV_BLOCK_BYTES", block)
+    m = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    lines = ["\ufeffcustomer_id,date,amount"] + [f"{i % 13},2024-01-{1 + i % 28:02d},{i}.5" for i in range(57)]
+    path = tmp_path / "log.csv"
+    path.write_text(newline.join(lines) + last, encoding="utf-8")
+    pieces = reading.file_pieces(path, m)
+    assert len(pieces) == -(-path.stat().st_size // block)
+    got = pa.Table.from_batches([b for p in pieces for b in reading.read_piece(p, m)])
+    whole = pa.Table.from_batches(list(reading.iter_batches(path, m)))
+    assert got.equals(whole.select(got.column_names))
+    assert got.column("amount").to_pylist() == [i + 0.5 for i in range(57)]
+
+
+def test_parquet_pieces_are_runs_of_row_groups(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+    from gpuseg import reading
+    monkeypatch.setattr(reading, "TASK_ROWS", 25)
+    m = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    table = pa.table({"customer_id": np.arange(100) % 9, "date": ["2024-01-02"] * 100, "amount": np.arange(100.0)})
+    pq.write_table(table, tmp_path / "log.parquet", row_group_size=10)
+    pieces = reading.file_pieces(tmp_path / "log.parquet", m)
+    assert [p.row_groups for p in pieces] == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)]
+    got = pa.Table.from_batches([b for p in pieces for b in reading.read_piece(p, m)])
+    assert got.column("amount").to_pylist() == table.column("amount").to_pylist()

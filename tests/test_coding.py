@@ -10,6 +10,7 @@ import pytest
 from gpuseg import coding
 from gpuseg.coding import (EncodedText, as_numbers, _hash_codes, code_entries, code_ids, factorize_keys,
                            factorize_values, id_present, key_hash, order_codes, text_keys)
+from gpuseg.errors import GpusegError
 from gpuseg.backend import to_numpy
 
 
@@ -341,3 +342,40 @@ def test_kept_rows_and_present_ids_of_every_layout(arr):
     assert _kept_rows(arr, np.ones(len(arr), bool)) is arr
     want = [v is not None and (isinstance(v, str) or np.isfinite(v)) for v in arr.to_pylist()]
     assert id_present(arr).tolist() == want
+
+
+_ONE_TYPE_CASES = [
+    # (parts, text_to_int, the ids as one process codes them together)
+    ([pa.array([1, 2], pa.int32()), pa.array([2, 3])], False, pa.array([1, 2, 2, 3])),
+    ([pa.array([1, 2]), pa.array([2.0, 3.0])], True, pa.array([1, 2, 2, 3])),   # Parquet, whole floats
+    ([pa.array([1, 2]), pa.array([2.5])], True, pa.array(["1", "2", "2.5"])),
+    ([pa.array([1.5], pa.float32()), pa.array([1.5])], True, pa.array(["1.5", "1.5"])),
+    ([pa.array([1e15]), pa.array([7])], True, pa.array(["1e+15", "7"])),       # as Arrow writes the float
+    ([pa.array([" a", "b "]), pa.array(["a"]).dictionary_encode()], False, pa.array(["a", "b", "a"])),
+    ([pa.array([" 7", "8"]), pa.array(["09"])], True, pa.array(["7", "8", "09"])),   # 09 is no canonical integer
+    ([pa.array([" 7", "8"]), pa.array(["9"])], True, pa.array([7, 8, 9])),
+    ([pa.array([2**63 + 1], pa.uint64()), pa.array([4], pa.int8())], False, pa.array([2**63 + 1, 4], pa.uint64())),
+    ([pa.array([None, None], pa.string()), pa.array([None], pa.float64())], True, pa.array([None] * 3, pa.string())),
+]
+
+
+@pytest.mark.parametrize("parts, text_to_int, expected", _ONE_TYPE_CASES)
+def test_batches_converted_alone_equal_the_batches_coded_together(parts, text_to_int, expected):
+    # Dask partitions and streamed scoring never hold every batch: they send id_facts ahead and
+    # convert each batch alone to unified_type, which must give what one process gives.
+    from gpuseg.coding import _unify, id_facts, to_unified, unified_type
+    together = _unify(parts, text_to_int)
+    assert together.equals(expected)
+    target = unified_type([id_facts(p) for p in parts], text_to_int)
+    alone = [to_unified(p, target) for p in parts]
+    assert all(a.type == target for a in alone)
+    assert pa.concat_arrays(alone).equals(together)
+
+
+def test_uint64_past_int64_and_negative_ids_have_no_common_type():
+    from gpuseg.coding import id_facts, unified_type
+    with pytest.raises(GpusegError, match="no integer type holds both"):
+        unified_type([id_facts(pa.array([2**63], pa.uint64())), id_facts(pa.array([-1]))])
+    # An all-null integer batch has no minimum: it is not negative (once a TypeError).
+    assert unified_type([id_facts(pa.array([2**63], pa.uint64())), id_facts(pa.array([None], pa.int64()))]) \
+        == pa.uint64()

@@ -257,3 +257,82 @@ def test_id_types_at_the_edges_match_one_process(client, tmp_path, ids):
     assert a.column("customer_id").equals(b.column("customer_id")) and a.num_rows == 40
     np.testing.assert_allclose(b.column("monetary").to_numpy(), a.column("monetary").to_numpy(), rtol=1e-12)
     assert single.report["n_customers"] == 40
+
+
+def _two_parquet_files(root, first, second):
+    root.mkdir()
+    for name, ids in (("a", first), ("b", second)):
+        n = len(ids)
+        pq.write_table(pa.table({"customer_id": ids, "date": [f"2024-{1 + i % 12:02d}-{1 + i % 27:02d}" for i in range(n)],
+                                 "amount": np.arange(n) % 7 + 1.5}), root / f"{name}.parquet")
+    return root
+
+
+def _same_as_one_process(client, tmp_path, inputs, k=3):
+    one = run(SegmentConfig(inputs=(str(inputs),), out=tmp_path / "one", k=k))
+    many = run_dask(SegmentConfig(inputs=(str(inputs),), out=tmp_path / "many", k=k), client=client)
+    a = read_dataset(tmp_path / "one" / "features.parquet")
+    b = read_dataset(tmp_path / "many" / "features")
+    assert b.schema.field("customer_id").type == a.schema.field("customer_id").type
+    assert a.column("customer_id").equals(b.column("customer_id"))
+    np.testing.assert_allclose(b.column("monetary").to_numpy(), a.column("monetary").to_numpy(), rtol=1e-12)
+    assert read_dataset(tmp_path / "many" / "assignments").column("segment").equals(
+        read_dataset(tmp_path / "one" / "assignments.parquet").column("segment"))
+    assert many.report["n_customers"] == one.report["n_customers"] and many.report["rows"] == one.report["rows"]
+    return one
+
+
+@pytest.mark.parametrize("first, second, n_customers", [
+    # Text ids trimmed before the shuffle: " C1 " is C1's rows too (were two customers on Dask).
+    ([f"C{i % 30}" for i in range(300)], [f" C{i % 30} " for i in range(300)], 30),
+    # Ids typed otherwise in another file: one type for all (were a traceback, or float ids).
+    (pa.array(np.arange(300) % 30), pa.array([str(i % 40) for i in range(300)]), 40),
+    (pa.array(np.arange(300) % 30), pa.array((np.arange(300) % 40).astype(np.float64)), 40),
+    (pa.array(np.arange(300) % 30, pa.int32()), pa.array(np.arange(300) % 40 + 2**40), 70),
+])
+def test_ids_of_differing_types_across_files_are_one_customer_each_as_in_one_process(client, tmp_path, first,
+                                                                                      second, n_customers):
+    inputs = _two_parquet_files(tmp_path / "in", first, second)
+    one = _same_as_one_process(client, tmp_path, inputs)
+    assert one.report["n_customers"] == n_customers
+
+
+def test_csv_pieces_are_read_as_one_process_reads_the_file(client, tmp_path, monkeypatch):
+    # Null spellings are Arrow's ("None" is an id, as in one process; pandas' read_csv made it null),
+    # and a file cut into byte ranges at line ends loses and repeats no line.
+    import gpuseg.reading as reading
+    monkeypatch.setattr(reading, "CSV_BLOCK_BYTES", 97)
+    lines = ["customer_id,invoice_date,amount"] + [
+        f"{'None' if i % 17 == 0 else i % 23},2024-{1 + i % 12:02d}-{1 + i % 27:02d},{i % 9 + 0.5}" for i in range(400)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "log.csv").write_text("\r\n".join(lines) + "\r\n")
+    one = _same_as_one_process(client, tmp_path, tmp_path / "in")
+    assert one.report["rows"]["read"] == 400 and "None" in pq.read_table(
+        tmp_path / "many" / "features").column("customer_id").to_pylist()
+
+
+def test_an_unreadable_csv_value_is_one_error_line_as_in_one_process(client, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,invoice_date,amount\n1,2024-01-02,7\n2,2024-01-03,abc\n")
+    with pytest.raises(GpusegError) as one:
+        run(SegmentConfig(inputs=(str(bad),), out=tmp_path / "one", k=1))
+    with pytest.raises(GpusegError) as many:
+        run_dask(SegmentConfig(inputs=(str(bad),), out=tmp_path / "many", k=1), client=client)
+    assert str(many.value) == str(one.value) and "invalid value 'abc'" in str(one.value)
+    assert not (tmp_path / "many").exists()
+
+
+def test_score_on_the_cluster_refuses_a_customer_too_far_to_measure(client, tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("customer_id,invoice_date,amount\n1,2024-01-02,7\n2,2024-01-03,-9\n2,2024-01-04,3\n"
+                     "3,2024-01-05,4\n3,2024-01-06,5\n")
+    run(SegmentConfig(inputs=(str(train),), out=tmp_path / "m", k=2))
+    new = tmp_path / "new.csv"
+    new.write_text("customer_id,invoice_date,amount\n1,2024-01-02,1e300\n3,2024-01-05,4\n")
+    config = ScoreConfig(model=tmp_path / "m" / "model.json", inputs=(str(new),), out=tmp_path / "s")
+    with pytest.raises(GpusegError) as one:
+        score(config)
+    with pytest.raises(GpusegError) as many:
+        score_dask(config, client=client)
+    assert "too far from every segment to measure" in str(one.value)
+    assert str(many.value) == str(one.value) and not (tmp_path / "s").exists()
