@@ -357,15 +357,19 @@ def segment(
         _print_result(result)
 
 
-def _print_result(result: Any) -> None:
-    rep = result.report
+def _rows_line(rep: dict[str, Any], n_customers: int) -> str:
+    """Customers and rows, what was dropped and who was left out: every command that reads transactions."""
     rows = rep["rows"]
     dropped = {k: v for k, v in rows["dropped"].items() if v}
-    out_console.print(
-        f"[bold]{rep['n_customers']:,}[/] customers from {rows['used']:,} of {rows['read']:,} rows"
-        + (f" (dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())})" if dropped else "")
-        + (f"; {rep['customers_without_purchase']:,} customers without a purchase left out"
-           if rep["customers_without_purchase"] else ""), highlight=False)
+    return (f"[bold]{n_customers:,}[/] customers from {rows['used']:,} of {rows['read']:,} rows"
+            + (f" (dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())})" if dropped else "")
+            + (f"; {rep['customers_without_purchase']:,} customers without a purchase left out"
+               if rep["customers_without_purchase"] else ""))
+
+
+def _print_result(result: Any) -> None:
+    rep = result.report
+    out_console.print(_rows_line(rep, rep["n_customers"]), highlight=False)
     out_console.print(f"backend [bold]{rep['backend']}[/] on {escape(rep['device'])}; as of {rep['as_of']}; "
                       f"{rep['n_iter']} iterations, {'converged' if rep['converged'] else 'NOT converged'}",
                       highlight=False)
@@ -486,6 +490,8 @@ def score(
             out_console.print(f"Scored {res['drift']['n_customers']:,} customers on {escape(res['report']['scheduler'])} "
                               f"({res['report']['workers']} workers); wrote {escape(str(config.out))}/ "
                               "(assignments/ as a Parquet dataset, drift.json, score_report.json)", highlight=False)
+            out_console.print(_rows_line(res["report"], res["drift"]["n_customers"]), highlight=False)
+            _print_items("  warning:", res["report"]["warnings"], style="yellow")
             return
         with _score_progress(quiet) as bar:
             task = bar.add_task("Scoring", total=None)
@@ -509,6 +515,8 @@ def score(
          "–" if s["share_change"] is None else f"{100 * s['share_change']:+.1f} pt", dist(s["mean_distance"]),
          dist(s["training_mean_distance"])] for s in drift["segments"]], full="drift.json")
     rep = result.report
+    out_console.print(_rows_line(rep, drift["n_customers"]), highlight=False)
+    _print_items("  warning:", rep["warnings"], style="yellow")
     out_console.print(f"{'Streamed through ' + str(rep['partitions']) + ' partitions' if rep['streamed'] else 'In memory'}"
                       f"; backend {rep['backend']}; wrote {escape(str(result.out))}/assignments.parquet, drift.json, "
                       "score_report.json", highlight=False)

@@ -39,6 +39,9 @@ class SegmentModel:
     training: dict[str, Any] = field(default_factory=dict)
     version: str = ""
     segment_names: tuple[str, ...] = ()
+    #: Segments kept for their id and name only (a reference model's segments that no
+    #: segment of this run matched): no customer is assigned to them.
+    retired: tuple[int, ...] = ()
 
     def names(self) -> list[str]:
         """Segment names; "Segment i" for models saved without names."""
@@ -49,6 +52,10 @@ class SegmentModel:
     @property
     def k(self) -> int:
         return int(self.centroids.shape[0])
+
+    def assigned(self) -> np.ndarray:
+        """The ids of the segments customers are assigned to (all but the retired ones)."""
+        return np.setdiff1d(np.arange(self.k), np.asarray(self.retired, dtype=np.int64))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +71,7 @@ class SegmentModel:
             "centroids": self.centroids.tolist(),
             "centroids_original": self.scaler.inverse_transform(self.centroids).tolist(),
             "segment_names": self.names(),
+            "retired": list(self.retired),
             "columns": dict(self.columns),
             "date_format": self.date_format,
             "training": self.training,
@@ -97,10 +105,14 @@ class SegmentModel:
             raise GpusegError(f"model format version {d.get('format_version')!r} is not supported; "
                               f"this gpuseg reads version {FORMAT_VERSION}")
         for key, kind, what in (("seed", int, "a whole number"), ("segment_names", list, "a list"),
-                                ("features", list, "a list"), ("columns", dict, "an object")):
+                                ("features", list, "a list"), ("columns", dict, "an object"),
+                                ("k", int, "a whole number"), ("retired", list, "a list")):
             if key in d and d[key] is not None and type(d[key]) is not kind:
                 raise GpusegError(f"model file {str(path)!r} is corrupted: {key} must be {what}, "
                                   f"got {d[key]!r:.60}")
+        problem = _json_problem(d)
+        if problem:
+            raise GpusegError(f"model file {str(path)!r} is corrupted: {problem}")
         try:
             features = tuple(d["features"])
             scaler = Scaler.from_dict(d["scaler"])
@@ -109,7 +121,7 @@ class SegmentModel:
                         as_of=dt.date.fromisoformat(d["as_of"]), backend=str(d["backend"]),
                         columns=dict(d["columns"]), date_format=d.get("date_format"),
                         training=dict(d.get("training") or {}), version=str(d.get("gpuseg_version", "")),
-                        segment_names=tuple(str(n) for n in d.get("segment_names") or ()))
+                        segment_names=tuple(d.get("segment_names") or ()), retired=tuple(d.get("retired") or ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise GpusegError(f"model file {str(path)!r} is corrupted: {type(exc).__name__}: {exc}") from None
         unknown = [f for f in features if f not in FEATURES]
@@ -121,6 +133,9 @@ class SegmentModel:
                 or not all(math.isfinite(v) for v in centroids.ravel())):
             raise GpusegError(f"model file {str(path)!r} is corrupted: centroids must be a finite "
                               f"k × {len(features)} array")
+        if d["k"] != centroids.shape[0]:
+            raise GpusegError(f"model file {str(path)!r} is corrupted: k is {d['k']} but there are "
+                              f"{centroids.shape[0]} centroids")
         if model.segment_names and len(model.segment_names) != centroids.shape[0]:
             raise GpusegError(f"model file {str(path)!r} is corrupted: {len(model.segment_names)} segment names "
                               f"for {centroids.shape[0]} centroids")
@@ -128,6 +143,24 @@ class SegmentModel:
         if problem:
             raise GpusegError(f"model file {str(path)!r} is corrupted: {problem}")
         return model
+
+
+def _json_problem(d: dict[str, Any]) -> str | None:
+    """What in a parsed ``model.json`` has the wrong JSON type (Python would convert it quietly), or None."""
+    if "k" not in d:
+        return "k is missing"
+    if not d.get("features"):
+        return "features must name at least one feature"
+    rows = d.get("centroids")
+    if not isinstance(rows, list) or not all(isinstance(r, list) and all(_number(v) for v in r) for r in rows):
+        return "centroids must be a list of rows of finite numbers"
+    if not all(isinstance(n, str) for n in d.get("segment_names") or ()):
+        return "segment_names must be text"
+    retired = d.get("retired") or []
+    if not all(type(i) is int and 0 <= i < len(rows) for i in retired) or len(set(retired)) != len(retired) \
+            or len(retired) >= len(rows):
+        return f"retired must list distinct segment ids below k ({len(rows)}), not all of them"
+    return None
 
 
 def _number(v: Any) -> bool:

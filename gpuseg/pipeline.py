@@ -206,20 +206,28 @@ def refuse_non_finite_scaled(Z: Any, feats: CustomerFeatures, customer_ids: pa.A
                              precision: str) -> None:
     """Stop when a finite feature scales to a value whose distances overflow, or past the range of
     ``precision``: a model's scaler on data far beyond what it was fitted on."""
+    row = unmeasurable_row(Z)
+    if row is not None:
+        raise too_far(customer_ids[int(feats.customer[row])].as_py(), names, precision)
+
+
+def unmeasurable_row(Z: Any) -> int | None:
+    """The first row of scaled features whose distances would overflow (or NaN), or None."""
     xp = get_namespace(Z)
     limit = MEASURABLE[str(Z.dtype)]
     # Two reductions without temporaries decide the usual case (a NaN makes both comparisons false).
     if Z.size == 0 or (float(Z.max()) <= limit and float(Z.min()) >= -limit):
-        return
+        return None
     bad = ~(xp.abs(Z) <= limit)  # NaN and inf too
     if bad.ndim > 1:
         bad = bad.any(axis=1)
-    if int(xp.count_nonzero(bad)):
-        row = int(xp.argmax(bad))
-        who = customer_ids[int(feats.customer[row])].as_py()
-        raise GpusegError(f"customer {who!r} is too far from every segment to measure: its features "
-                          f"({', '.join(names)}) scale to values beyond {precision}'s range for distances, far "
-                          "outside what the scaler was fitted on; check the amount column")
+    return int(xp.argmax(bad)) if int(xp.count_nonzero(bad)) else None
+
+
+def too_far(who: Any, names: Any, precision: str) -> GpusegError:
+    return GpusegError(f"customer {who!r} is too far from every segment to measure: its features "
+                       f"({', '.join(names)}) scale to values beyond {precision}'s range for distances, far "
+                       "outside what the scaler was fitted on; check the amount column")
 
 
 def date_warnings(as_of: int, given: dt.date | None, today: dt.date | None = None) -> list[str]:
@@ -355,9 +363,9 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             segment_np = transfers.to_host("segment", labels)
             distance_np = transfers.to_host("distance", distance)
             names = sums.names()
-            moves = None
+            moves, retired = None, ()
             if config.reference_model is not None:
-                segment_np, centroids, names, moves = _follow_reference(
+                segment_np, centroids, names, moves, retired = _follow_reference(
                     config.reference_model, scaler, segment_np, centroids, names, ids)
                 sums = SegmentSums.of(segment_np, host, centroids.shape[0], distance_np)
             profiles = sums.profiles(names)
@@ -365,7 +373,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
                 features=config.features, scaler=scaler, centroids=centroids, seed=config.seed,
                 as_of=day_date(tx.as_of), backend=backend.name, columns=columns,
                 date_format=config.date_format, version=__version__, segment_names=tuple(names),
-                training=sums.training())
+                training=sums.training(), retired=retired)
             written = [writers.submit(write_parquet, tmp / ASSIGNMENTS,
                                       {"customer_id": ids, "segment": segment_np,
                                        "segment_name": segment_names(segment_np, names), "distance": distance_np}),
@@ -395,9 +403,10 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
     return SegmentResult(config.out, report, profiles, model)
 
 
-def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids: np.ndarray,
-                      names: list[str], ids: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str], list[dict] | None]:
-    """Relabel segments to the reference model's ids and names; also the migration table."""
+def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids: np.ndarray, names: list[str],
+                      ids: pa.Array) -> tuple[np.ndarray, np.ndarray, list[str], list[dict] | None, tuple[int, ...]]:
+    """Relabel segments to the reference model's ids and names; also the migration table, and
+    the reference's ids that no new segment took (kept, named, in the model as retired)."""
     reference = SegmentModel.load(path)
     match = match_reference(reference, scaler, centroids)
     new = new_ids(match, reference.k)
@@ -420,7 +429,7 @@ def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids
             out_centroids[i] = scaler.transform(reference.scaler.inverse_transform(reference.centroids[i:i + 1]))[0]
     segment = new.astype(np.int32)[segment]
     moves = migration(Path(path).parent, ids, segment, old_names, out_names)
-    return segment, out_centroids, out_names, moves
+    return segment, out_centroids, out_names, moves, tuple(sorted(set(range(k_out)) - set(new.tolist())))
 
 
 def segment(inputs: str | Sequence[str] = (), **options: Any) -> SegmentResult:

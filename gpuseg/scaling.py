@@ -317,6 +317,10 @@ class Scaler:
         try:
             if not all(isinstance(v, bool) for v in d["log1p"]):  # bool("no") is True
                 raise ValueError(f"log1p must be true or false per feature, got {d['log1p']!r:.60}")
+            for key in ("mean", "scale"):  # float("1") and float(True) would pass
+                if not isinstance(d[key], list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                           for v in d[key]):
+                    raise ValueError(f"{key} must be a list of numbers, got {d[key]!r:.60}")
             sc = cls(tuple(d["features"]), tuple(bool(v) for v in d["log1p"]),
                      tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["scale"]))
         except (KeyError, TypeError, ValueError) as exc:

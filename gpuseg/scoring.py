@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from .backend import resolve_backend, to_numpy
 from .cleaning import Cleaner, KeptRows, assemble
+from .coding import INT_TEXT, IdFacts, id_facts, to_unified, unified_type
 from .cluster.fit import nearest
 from .columns import ColumnMapping, resolve_columns
 from .config import SegmentConfig, check_as_of
@@ -47,7 +48,7 @@ from .errors import GpusegError
 from .features import compute_features
 from .model import SegmentModel
 from .outputs import ASSIGNMENTS, check_out, owner_tag, segment_names, staged_output, sweep_stale, write_json
-from .pipeline import Transfers, prepare, refuse_non_finite, refuse_non_finite_scaled
+from .pipeline import Transfers, date_warnings, prepare, refuse_non_finite, refuse_non_finite_scaled
 from .scaling import first_non_finite
 from .reading import expand_inputs, file_format, iter_batches, read_column_names
 from .summary import SegmentSums, run_report
@@ -184,10 +185,13 @@ def _drift_from_counts(model: SegmentModel, counts: np.ndarray, distance_sums: n
             "segments": segments}
 
 
-def _assign_columns(model: SegmentModel, Z: Any, backend_xp: Any) -> tuple[np.ndarray, np.ndarray]:
-    centroids = backend_xp.asarray(model.centroids, dtype=Z.dtype)
+def assign_to_model(model: SegmentModel, Z: Any, backend_xp: Any = np) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's segment (the nearest of the model's segments that are not retired) and its
+    distance, on the host."""
+    active = model.assigned()
+    centroids = backend_xp.asarray(model.centroids[active], dtype=Z.dtype)
     labels, sqdist = nearest(Z, centroids)
-    return to_numpy(labels).astype(np.int32), np.sqrt(to_numpy(sqdist))
+    return active.astype(np.int32)[to_numpy(labels)], np.sqrt(to_numpy(sqdist))
 
 
 def _refuse_unmeasurable(distance: np.ndarray, ids: pa.Array) -> None:
@@ -201,16 +205,33 @@ def _refuse_unmeasurable(distance: np.ndarray, ids: pa.Array) -> None:
 
 
 def _hash_partition(ids: pa.Array, parts: int) -> np.ndarray:
-    """Partition of each id, the same for the same id in any batch or run."""
-    t = ids.type
-    if pa.types.is_integer(t) or pa.types.is_floating(t):
-        v = ids.to_numpy(zero_copy_only=False)
-        bits = v.astype(np.float64).view(np.uint64) if pa.types.is_floating(t) else v.astype(np.int64).view(np.uint64)
-        mixed = (bits * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
-        return (mixed % np.uint64(parts)).astype(np.int64)
-    enc = pc.dictionary_encode(pc.utf8_trim_whitespace(ids.cast(pa.string())))
-    words = [zlib.crc32(s.encode("utf-8")) % parts for s in enc.dictionary.to_pylist()]
-    return np.asarray(words, dtype=np.int64)[enc.indices.to_numpy(zero_copy_only=False)]
+    """Partition of each id, the same for the same id in any batch or run, and for ids that
+    batches of different types make one customer (:func:`gpuseg.coding.unified_type`): each
+    id is keyed by its text as that rule writes it, canonical integers by their value (5,
+    5.0, "5" and " 5" alike)."""
+    key = np.empty(len(ids), dtype=np.uint64)
+    if _short_integers(ids):
+        key[:] = ids.to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+    else:
+        text = to_unified(ids, pa.string())
+        whole = pc.fill_null(pc.match_substring_regex(text, INT_TEXT), False).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(whole)
+        key[rows] = text.take(pa.array(rows)).cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+        rows = np.flatnonzero(~whole)
+        if len(rows):
+            enc = pc.dictionary_encode(text.take(pa.array(rows)))
+            words = np.asarray([zlib.crc32(s.encode("utf-8")) for s in enc.dictionary.to_pylist()], dtype=np.uint64)
+            key[rows] = words[enc.indices.to_numpy(zero_copy_only=False)] | np.uint64(1 << 63)
+    mixed = (key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
+    return (mixed % np.uint64(parts)).astype(np.int64)
+
+
+def _short_integers(ids: pa.Array) -> bool:
+    """Integers that :data:`gpuseg.coding.INT_TEXT` matches as text (under 10**18 in size)."""
+    if not pa.types.is_integer(ids.type):
+        return False
+    lo, hi = (v.as_py() for v in pc.min_max(ids).values())
+    return lo is None or (-10**18 < lo and hi < 10**18)
 
 
 def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], None] | None = None) -> ScoreResult:
@@ -240,7 +261,7 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
                             date_format=date_format, as_of=config.as_of, precision="float64")
         p = prepare(seg, scaler=model.scaler)
         with p.timer.stage("assign"):
-            segment, distance = _assign_columns(model, p.Z, p.backend.xp)
+            segment, distance = assign_to_model(model, p.Z, p.backend.xp)
         ids = p.tx.customer_ids.take(pa.array(p.transfers.to_host("customer", p.feats.customer)))
         _refuse_unmeasurable(distance, ids)
         rows, as_of, timer, backend = p.tx.rows, p.tx.as_of, p.timer, p.backend
@@ -250,7 +271,7 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
                                [(ids, segment, distance)])
             drift = _drift(model, segment, distance)
             report = _score_report(config, model, mapping, date_format, rows, as_of, timer, backend, streamed,
-                                   n_parts, estimate, t0, files)
+                                   n_parts, estimate, t0, files, p.feats.n_without_purchase)
             write_json(tmp / DRIFT, drift)
             write_json(tmp / SCORE_REPORT, report)
         return ScoreResult(config.out, drift, report)
@@ -343,14 +364,16 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
     n_parts = config.partitions or partitions_for(estimate, config.memory_limit)
     cleaner = Cleaner(mapping, date_format, config.as_of)
     segments_all, distance_all = [], []
+    n_without = 0
     # Named by host and process, so that a later run removes what a killed one left.
     sweep_stale(Path(tempfile.gettempdir()), "gpuseg-score-")
     with _room_for_open_files(n_parts, config.partitions is None), \
             tempfile.TemporaryDirectory(prefix=f"gpuseg-score-{owner_tag()}") as scratch:
         scratch = Path(scratch)
-        # Arrow IPC streams: written as they come, no encoding buffers per open file.
-        writers: dict[int, Any] = {}
-        schema: pa.Schema | None = None
+        # Arrow IPC streams, written as they come (no encoding buffers per open file): one per
+        # partition and batch schema, as id types may change between files.
+        writers: dict[tuple[int, pa.Schema], Any] = {}
+        facts: dict[str, list[IdFacts]] = {"customer": [], "invoice": []}
         read = 0
         with timer.stage("partition"):
             for f in files:
@@ -361,54 +384,67 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                     if kept is None or len(kept.day) == 0:
                         continue
                     part = _hash_partition(kept.ids, n_parts)
+                    facts["customer"].append(id_facts(kept.ids))
+                    if kept.invoices is not None:
+                        facts["invoice"].append(id_facts(kept.invoices))
                     table = pa.table({"customer": kept.ids,
                                       "invoice": kept.invoices if kept.invoices is not None
                                       else pa.nulls(len(kept.day)),
                                       "day": pa.array(kept.day, pa.int32()),
                                       "amount": pa.array(kept.amount, pa.float64())})
-                    if schema is None:
-                        schema = table.schema
-                    elif table.schema != schema:
-                        table = _conform(table, schema)
                     order = np.argsort(part, kind="stable")
                     table = table.take(pa.array(order))
                     bounds = np.searchsorted(part[order], np.arange(n_parts + 1))
                     for j in range(n_parts):
                         lo, hi = int(bounds[j]), int(bounds[j + 1])
                         if hi > lo:
-                            if j not in writers:
-                                writers[j] = pa.ipc.new_stream(str(scratch / f"part-{j}.arrow"), schema)
-                            writers[j].write_table(table.slice(lo, hi - lo))
-        for w in writers.values():
+                            key = (j, table.schema)
+                            if key not in writers:
+                                name = f"part-{j}-{sum(k[0] == j for k in writers)}.arrow"
+                                writers[key] = (pa.ipc.new_stream(str(scratch / name), table.schema), name)
+                            writers[key][0].write_table(table.slice(lo, hi - lo))
+        for w, _ in writers.values():
             w.close()
         pa.default_memory_pool().release_unused()
         cleaner.check()
         as_of = cleaner.as_of
+        # The one id type of the whole input, as one process gives it; each partition's
+        # batches are converted to it before they are coded together.
+        id_type = unified_type(facts["customer"], cleaner.ids_to_int)
+        invoice_type = unified_type(facts["invoice"], True) if mapping.invoice else None
         outs: list[tuple[pa.Array, np.ndarray, np.ndarray]] = []
-        id_type = None
-        for done, j in enumerate(sorted(writers), start=1):
+        streams: dict[int, list[str]] = {}
+        for (j, _), (_, name) in writers.items():
+            streams.setdefault(j, []).append(name)
+        for done, j in enumerate(sorted(streams), start=1):
             with timer.stage("score"):
-                with pa.memory_map(str(scratch / f"part-{j}.arrow")) as source:
-                    t = pa.ipc.open_stream(source).read_all()
-                kept = KeptRows(ids=t.column("customer").combine_chunks(),
-                                invoices=t.column("invoice").combine_chunks() if mapping.invoice else None,
-                                day=t.column("day").to_numpy(), amount=t.column("amount").to_numpy())
-                tx = assemble([kept], as_of, cleaner.rows, cleaner.ids_to_int, mapping.invoice is not None)
-                arrays = [transfers.to_device(name, getattr(tx, name)) for name in ("customer", "day", "amount", "order")]
+                parts = []
+                for name in streams[j]:
+                    with pa.memory_map(str(scratch / name)) as source:
+                        t = pa.ipc.open_stream(source).read_all()
+                    parts.append(KeptRows(
+                        ids=to_unified(t.column("customer").combine_chunks(), id_type),
+                        invoices=to_unified(t.column("invoice").combine_chunks(), invoice_type)
+                        if invoice_type is not None else None,
+                        day=t.column("day").to_numpy(), amount=t.column("amount").to_numpy()))
+                    del t
+                tx = assemble(parts, as_of, cleaner.rows, False, mapping.invoice is not None)
+                arrays = [transfers.to_device(name, getattr(tx, name))
+                          for name in ("customer", "day", "amount", "order")]
                 feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
+                n_without += feats.n_without_purchase
                 if len(feats):
                     refuse_non_finite(feats, tx.customer_ids)
                     Z = model.scaler.transform(feats.matrix(model.features))
                     refuse_non_finite_scaled(Z, feats, tx.customer_ids, model.features, "float64")
-                    segment, distance = _assign_columns(model, Z, backend.xp)
+                    segment, distance = assign_to_model(model, Z, backend.xp)
                     ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
                     _refuse_unmeasurable(distance, ids)
-                    id_type = id_type or ids.type
-                    outs.append((ids.cast(id_type) if ids.type != id_type else ids, segment, distance))
+                    outs.append((ids, segment, distance))
                     segments_all.append(segment)
                     distance_all.append(distance)
             pa.default_memory_pool().release_unused()
-            notify("score", done, len(writers))
+            notify("score", done, len(streams))
     if not outs:
         raise GpusegError("no customer has a purchase order in the input")
     segment = np.concatenate(segments_all)
@@ -417,28 +453,20 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
         _write_assignments(pq.ParquetWriter(tmp / ASSIGNMENTS, _schema(id_type)), model, outs)
         drift = _drift(model, segment, distance)
         report = _score_report(config, model, mapping, date_format, cleaner.rows, as_of, timer, backend, True,
-                               len(writers), estimate, t0, files)
+                               len(streams), estimate, t0, files, n_without)
         write_json(tmp / DRIFT, drift)
         write_json(tmp / SCORE_REPORT, report)
     return ScoreResult(config.out, drift, report)
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    try:
-        return table.cast(schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise GpusegError("customer or invoice ids change type between input files or batches "
-                          f"({table.schema.field('customer').type} vs {schema.field('customer').type}); "
-                          "give files with one id type") from None
-
-
 def _score_report(config: ScoreConfig, model: SegmentModel, mapping: ColumnMapping, date_format: str | None,
                   rows: Any, as_of: int, timer: StageTimer, backend: Any, streamed: bool, n_parts: int | None,
-                  estimate: int, t0: float, files: list[Path]) -> dict[str, Any]:
+                  estimate: int, t0: float, files: list[Path], n_without: int) -> dict[str, Any]:
     return run_report(
         inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format, as_of=as_of,
         backend=backend.name, device=backend.device, fallbacks=backend.fallbacks, rows=rows,
         timings={**timer.as_dict(), "total": round(time.perf_counter() - t0, 6)},
+        customers_without_purchase=int(n_without), warnings=date_warnings(as_of, config.as_of),
         model=str(config.model), model_as_of=model.as_of.isoformat(), streamed=streamed, partitions=n_parts,
         memory_limit_bytes=config.memory_limit, estimated_rows=estimate,
         estimated_working_bytes=estimate * BYTES_PER_ROW)

@@ -316,6 +316,16 @@ def _edited_model(path: Path, tmp_path: Path, edit, name: str = "edited.json") -
     (lambda d: d.update(columns=[["customer", "customer_id"]]), "columns must be an object"),
     (lambda d: d["columns"].update(shop="store"), "unknown role 'shop'"),
     (lambda d: d.update(segment_names=["\x1b[2J", "b", "c"]), "printable"),  # would clear the terminal
+    # Types Python converts quietly, and a k that is not the centroids' count (all were accepted).
+    (lambda d: d.update(k=9), "k is 9 but there are 3 centroids"),
+    (lambda d: d.update(k="3"), "k must be a whole number"),
+    (lambda d: d.pop("k"), "k is missing"),
+    (lambda d: d["scaler"].update(scale=["1"] * 3), "scale must be a list of numbers"),
+    (lambda d: d["centroids"][0].__setitem__(0, True), "centroids must be a list of rows"),
+    (lambda d: d.update(segment_names=[1, 2, 3]), "segment_names must be text"),
+    (lambda d: d.update(retired=[0, 0]), "retired must list distinct segment ids"),
+    (lambda d: d.update(retired=[0, 1, 2]), "not all of them"),
+    (lambda d: d.update(retired=[3]), "below k (3)"),
 ])
 def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
     data, model = trained
@@ -323,6 +333,18 @@ def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
     refused(invoke("score", data, "--model", bad, "--out", tmp_path / "sc"), "corrupted" if "finite" not in fragment
             else "scaler", fragment)
     assert not (tmp_path / "sc").exists()
+
+
+def test_a_model_without_features_is_one_error_streamed_or_not(trained, tmp_path):
+    # Was "--features is empty" (an option nobody gave) in memory, and a traceback streamed.
+    data, model = trained
+    bad = _edited_model(model, tmp_path, lambda d: d.update(
+        features=[], scaler={"features": [], "log1p": [], "mean": [], "scale": []}, centroids=[[], []], k=2,
+        segment_names=["a", "b"], training={}))
+    for extra in ((), ("--partitions", 2)):
+        refused(invoke("score", data, "--model", bad, "--out", tmp_path / "sc", *extra),
+                "features must name at least one feature")
+        assert not (tmp_path / "sc").exists()
 
 
 def test_models_that_parse_but_mean_nothing(trained, tmp_path):

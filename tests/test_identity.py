@@ -84,3 +84,24 @@ def test_no_migration_table_is_a_warning_not_silence(first, tmp_path):
     rep = json.loads((tmp_path / "feb" / "report.json").read_text())
     assert rep["migration"] == "no customers in common with the reference run"
     assert any("no migration.csv" in w for w in rep["warnings"])
+
+
+def test_a_model_with_ids_left_empty_scores_its_own_customers_as_they_were_assigned(first, tmp_path):
+    # k = 3 against a k = 5 reference: the reference ids no new segment took stay in the model
+    # (named, empty) as retired; scoring assigned customers to them once, and 398 of 1,983
+    # customers moved.
+    from gpuseg.generate import demo_table
+    from gpuseg.scoring import ScoreConfig, score
+    log = tmp_path / "tx.parquet"
+    pq.write_table(demo_table(4000, seed=0), log)
+    third = run(SegmentConfig(inputs=(str(log),), out=tmp_path / "k3", k=3, reference_model=first.out / "model.json"))
+    retired = list(third.model.retired)
+    assert third.model.k > 3 and len(retired) == third.model.k - 3
+    assert json.loads((tmp_path / "k3" / "model.json").read_text())["retired"] == retired
+    a = pq.read_table(tmp_path / "k3" / "assignments.parquet").sort_by("customer_id")
+    assert not set(retired) & set(a.column("segment").to_pylist())
+    for partitions in (None, 2):
+        score(ScoreConfig(model=tmp_path / "k3" / "model.json", inputs=(str(log),), out=tmp_path / f"s{partitions}",
+                          partitions=partitions))
+        b = pq.read_table(tmp_path / f"s{partitions}" / "assignments.parquet").sort_by("customer_id")
+        assert b.column("segment").equals(a.column("segment"))

@@ -146,3 +146,71 @@ def test_bad_memory_limit(trained, tmp_path):
     result = runner.invoke(app, ["score", str(log), "--model", str(root / "train" / "model.json"),
                                  "--memory-limit", "lots", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--memory-limit must be a size" in result.output
+
+
+def test_ids_that_one_customer_can_be_written_as_share_a_partition():
+    # Batches of different id types make one customer of 5, 5.0, "5" and " 5 " (and of the text
+    # Arrow writes for a float: "1e+15"), so streamed scoring must put them in one partition.
+    same = [pa.array([5], pa.int32()), pa.array([5], pa.uint64()), pa.array([5.0]), pa.array([5.0], pa.float32()),
+            pa.array(["5"]), pa.array([" 5 "]), pa.array(["5"]).dictionary_encode()]
+    assert len({int(_hash_partition(a, 97)[0]) for a in same}) == 1
+    assert _hash_partition(pa.array([1e15]), 97)[0] == _hash_partition(pa.array(["1e+15"]), 97)[0]
+    assert _hash_partition(pa.array([10**18]), 97)[0] == _hash_partition(pa.array(["1000000000000000000"]), 97)[0]
+    assert _hash_partition(pa.array([-0.0]), 97)[0] == _hash_partition(pa.array([0]), 97)[0]
+
+
+def _two_files(root, second_ids, second_invoices=None, first_ids=lambda c: c):
+    """A log over two Parquet files whose second file types its ids (or invoices) otherwise."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    cust = rng.integers(1, 400, n)
+    day = pa.array(np.datetime64("2024-01-01") + rng.integers(0, 300, n).astype("timedelta64[D]"))
+    amount = np.round(rng.gamma(2, 20, n), 2)
+    invoice = np.arange(n) // 2
+    root.mkdir()
+    h = n // 2
+    pq.write_table(pa.table({"customer_id": first_ids(cust[:h]), "invoice": invoice[:h], "date": day[:h],
+                             "amount": amount[:h]}), root / "1.parquet")
+    pq.write_table(pa.table({"customer_id": second_ids(cust[h:]),
+                             "invoice": invoice[h:] if second_invoices is None else second_invoices(invoice[h:]),
+                             "date": day[h:], "amount": amount[h:]}), root / "2.parquet")
+
+
+@pytest.mark.parametrize("first_ids, second_ids, second_invoices", [
+    (np.asarray, lambda c: c.astype(np.float64), None),                           # int, then float ids
+    (lambda c: pa.array(c, pa.int32()), lambda c: c + 3_000_000_000, None),       # int32, then past its range
+    (np.asarray, lambda c: pa.array([f" {v}" for v in c]), None),                 # int, then text with spaces
+    (np.asarray, np.asarray, lambda i: [("C" if v % 10 == 0 else "") + str(v) for v in i]),  # text invoices
+])
+def test_streamed_scoring_of_files_with_differing_id_types_equals_segment(tmp_path, first_ids, second_ids,
+                                                                          second_invoices):
+    _two_files(tmp_path / "in", second_ids, second_invoices, first_ids)
+    inputs = (str(tmp_path / "in"),)
+    trained = run(SegmentConfig(inputs=inputs, out=tmp_path / "train", k=3))
+    for partitions in (None, 4):
+        score(ScoreConfig(model=tmp_path / "train" / "model.json", inputs=inputs, out=tmp_path / f"s{partitions}",
+                          partitions=partitions))
+        a = pq.read_table(tmp_path / "train" / "assignments.parquet").sort_by("customer_id")
+        b = pq.read_table(tmp_path / f"s{partitions}" / "assignments.parquet").sort_by("customer_id")
+        assert b.num_rows == trained.report["n_customers"]  # one row per customer, none split
+        assert b.schema.field("customer_id").type == a.schema.field("customer_id").type
+        assert b.column("customer_id").equals(a.column("customer_id"))
+        assert b.column("segment").equals(a.column("segment"))
+
+
+@pytest.mark.parametrize("partitions", [None, 2])
+def test_the_report_counts_customers_without_a_purchase_and_warns_of_a_future_date(tmp_path, partitions):
+    train = tmp_path / "train.csv"
+    train.write_text("customer_id,invoice,date,amount\n1,100,2024-01-02,50\n1,101,2024-02-03,20\n"
+                     "2,102,2024-01-05,30\n3,103,2024-01-07,80\n3,104,2024-03-01,10\n5,106,2024-02-09,25\n")
+    run(SegmentConfig(inputs=(str(train),), out=tmp_path / "m", k=2))
+    new = tmp_path / "new.csv"
+    new.write_text(train.read_text() + "4,105,2024-02-01,-40\n7,108,2206-01-05,10\n")
+    args = ["score", str(new), "--model", str(tmp_path / "m" / "model.json"), "--out", str(tmp_path / "s")]
+    result = runner.invoke(app, args + (["--partitions", str(partitions)] if partitions else []))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "s" / "score_report.json").read_text())
+    assert report["customers_without_purchase"] == 1  # customer 4 has only a return
+    assert report["warnings"] and "2206-01-05" in report["warnings"][0]
+    text = " ".join(result.output.split())
+    assert "1 customers without a purchase left out" in text and "2206-01-05" in text
