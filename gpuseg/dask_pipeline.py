@@ -273,6 +273,9 @@ class DaskStep:
     def labels(self) -> None:
         return None
 
+    def restart(self) -> None:
+        pass
+
     def partials(self, centers: np.ndarray, delta: bool = False) -> Partials:
         futures = self.client.map(_partials, self.parts, centers=centers, pure=False)
         return reduce_partials(self.client.gather(futures))

@@ -40,7 +40,8 @@ def test_every_step_satisfies_the_protocol(rng):
     from gpuseg.dask_pipeline import DaskStep
     from gpuseg.cluster.fused import FusedStep
     for cls in (DaskStep, FusedStep):
-        missing = [m for m in ("count", "dim", "get_subset", "partials", "labels", "assign", "inertia", "name")
+        missing = [m for m in ("count", "dim", "get_subset", "partials", "labels", "restart", "assign", "inertia",
+                               "name")
                    if not hasattr(cls, m)]
         assert not missing, (cls, missing)
 
@@ -66,6 +67,9 @@ class Blocks:
 
     def labels(self):
         return None
+
+    def restart(self):
+        pass
 
     def partials(self, centers, delta=False):
         return reduce_partials(ChunkedStep(p, 64, track_labels=False).partials(centers) for p in self.parts)

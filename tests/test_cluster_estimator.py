@@ -48,3 +48,29 @@ def test_predict_on_1d_input_says_reshape():
     km = KMeans(2, random_state=0).fit(np.arange(20.0).reshape(10, 2))
     with pytest.raises(ValueError, match="Reshape your data"):
         km.predict(np.arange(2.0))
+
+
+def test_labels_belong_to_the_kept_run_when_several_run():
+    # With n_init > 1 the labels of strict convergence were the step's own buffer, overwritten by
+    # the next run: labels_ disagreed with cluster_centers_ (5,005.9 against an inertia of 3.02).
+    from sklearn.cluster import KMeans as SKMeans
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.1, size=(50, 2)) for c in ([0, 0], [5, 0], [0, 5])])
+    g = KMeans(3, n_init=10, random_state=0).fit(X)
+    s = SKMeans(3, n_init=10, random_state=0).fit(X)
+    np.testing.assert_array_equal(g.labels_, g.predict(X))
+    assert ((X - g.cluster_centers_[g.labels_]) ** 2).sum() == pytest.approx(g.inertia_, rel=1e-12)
+    np.testing.assert_array_equal(g.labels_, s.labels_)
+    assert g.n_iter_ == s.n_iter_
+
+
+def test_each_run_counts_its_first_iteration_as_all_changed():
+    # A second run whose first assignment equals the first run's last labels stopped after one
+    # iteration; scikit-learn starts every run from no labels and needs two.
+    from gpuseg.cluster.lloyd import lloyd
+    from gpuseg.cluster.steps import ChunkedStep
+    X = np.array([[0.0], [0.1], [5.0], [5.1]])
+    step = ChunkedStep(X, 64)
+    first = lloyd(step, np.array([[0.0], [5.0]]))
+    second = lloyd(step, np.array([[0.0], [5.0]]))
+    assert first.n_iter == 2 and second.n_iter == 2 and second.history[0]["n_changed"] == 4

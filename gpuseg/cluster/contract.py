@@ -104,6 +104,11 @@ class Step(Protocol):
         when the step does not keep them."""
         ...
 
+    def restart(self) -> None:
+        """Forget the labels of an earlier run: the next :meth:`partials` call counts
+        every point as changed, as the first iteration of a fresh run does."""
+        ...
+
     def assign(self, centers: Any) -> tuple[Any, Any]:
         """Labels (int32, shape (n,)) and float64 squared distances to the nearest centre."""
         ...

@@ -214,6 +214,9 @@ class FusedStep:
     def labels(self) -> None:
         return None
 
+    def restart(self) -> None:
+        pass
+
     def partials(self, centers: Any, delta: bool = False) -> Partials:
         return self._run_step(self.Xp, centers)
 

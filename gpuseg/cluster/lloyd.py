@@ -79,6 +79,7 @@ def lloyd(step: Step, centers_init: Any, *, max_iter: int = 300, tol: float = 0.
     LloydResult
     """
     xp = step.xp
+    step.restart()  # an earlier run's labels (n_init > 1) are no "unchanged" for this one
     centers = xp.array(centers_init, copy=True)
     dtype = centers.dtype
     history: list[dict[str, float]] = []
@@ -112,7 +113,7 @@ def lloyd(step: Step, centers_init: Any, *, max_iter: int = 300, tol: float = 0.
             converged = True
             break
     if strict:
-        final_labels = step.labels()
+        final_labels = xp.array(step.labels(), copy=True)  # the step's own buffer serves the next run
         inertia = step.inertia(centers)
     else:
         final_labels, sqdist = step.assign(centers)

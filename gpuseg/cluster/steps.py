@@ -232,6 +232,10 @@ class ChunkedStep:
     def labels(self) -> Any | None:
         return self._labels
 
+    def restart(self) -> None:
+        if self._labels is not None:
+            self._labels.fill(-1)
+
     def map(self, fn: Callable[[int, int], Any]) -> list[Any]:
         """``fn(start, stop)`` over the row blocks, on the thread pool when there is one."""
         bs = blocks(self.count(), self.chunk_size)
@@ -322,6 +326,9 @@ class StreamedStep:
 
     def labels(self) -> None:
         return None
+
+    def restart(self) -> None:
+        pass
 
     def _inner(self, s: int, e: int) -> Step:
         return self.make_inner(self.device.asarray(self.X[s:e]))
