@@ -74,3 +74,16 @@ def test_each_run_counts_its_first_iteration_as_all_changed():
     first = lloyd(step, np.array([[0.0], [5.0]]))
     second = lloyd(step, np.array([[0.0], [5.0]]))
     assert first.n_iter == 2 and second.n_iter == 2 and second.history[0]["n_changed"] == 4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_init_draws_scikit_learns_rows(seed, dtype):
+    # gpuseg took a permutation's first k rows; scikit-learn draws with choice(p=unit weights).
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(int(rng.integers(20, 400)), 3)).astype(dtype)
+    k = int(rng.integers(2, 8))
+    g = KMeans(k, init="random", n_init=1, max_iter=1, random_state=seed).fit(X)
+    s = SKKMeans(k, init="random", n_init=1, max_iter=1, random_state=seed).fit(X)
+    np.testing.assert_array_equal(g.labels_, s.labels_)
+    assert g.inertia_ == pytest.approx(s.inertia_, rel=1e-5 if dtype == np.float32 else 1e-12)

@@ -71,8 +71,10 @@ def fit_kmeans(X: Any, n_clusters: int, *, init: str | Any = "k-means++", n_init
                     centers = init_array - mean
                 elif init == "k-means++":
                     centers = _seed(eng, n_clusters, random_state, n_threads)
-                else:  # random rows, as scikit-learn's init="random"
-                    centers = step.get_subset(random_state.permutation(step.count())[:n_clusters]).copy()
+                else:  # random rows, drawn as scikit-learn's init="random" draws them (unit weights)
+                    weight = np.ones(step.count(), dtype=X.dtype)
+                    rows = random_state.choice(step.count(), size=n_clusters, replace=False, p=weight / weight.sum())
+                    centers = step.get_subset(rows).copy()
                 run = lloyd(step, step.xp.asarray(centers), max_iter=max_iter, tol=abs_tol)
                 if best is None or (run.inertia < best.inertia
                                     and not _same_clustering(run.labels, best.labels)):
