@@ -87,3 +87,20 @@ def test_random_init_draws_scikit_learns_rows(seed, dtype):
     s = SKKMeans(k, init="random", n_init=1, max_iter=1, random_state=seed).fit(X)
     np.testing.assert_array_equal(g.labels_, s.labels_)
     assert g.inertia_ == pytest.approx(s.inertia_, rel=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("X, init", [
+    # A cluster left empty after relocation goes where the largest cluster is (it stayed at 14).
+    ([[3.0], [16.0], [20.0], [25.0]], [[-23.0], [15.0], [14.0]]),
+    # Every point on its centre: nothing is relocated; empty clusters join the largest one.
+    ([[1.0], [1.0], [1.0], [5.0]], [[100.0], [200.0], [5.0], [1.0]]),
+    # Several clusters empty at once: the farthest points in argpartition's order.
+    ([[0.0], [1.0], [2.0], [10.0], [11.0], [30.0], [31.0], [50.0]], [[-90.0], [-80.0], [-70.0], [1.0], [30.0]]),
+])
+def test_empty_clusters_are_handled_as_scikit_learn_handles_them(X, init):
+    X, init = np.array(X), np.array(init)
+    s = SKKMeans(len(init), init=init, n_init=1).fit(X)
+    g = KMeans(len(init), init=init, n_init=1).fit(X)
+    np.testing.assert_array_equal(g.labels_, s.labels_)
+    np.testing.assert_allclose(g.cluster_centers_, s.cluster_centers_, rtol=1e-12, atol=1e-12)
+    assert g.n_iter_ == s.n_iter_ and g.inertia_ == pytest.approx(s.inertia_, rel=1e-12)

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..backend import argsort_stable, get_namespace, to_numpy
 from .contract import Step
 
@@ -42,14 +44,22 @@ class LloydResult:
 def _relocate_empty(step: Step, centers_old: Any, sums: Any, counts: Any) -> None:
     """Move each empty cluster onto one of the points farthest from its centre.
 
-    As scikit-learn does: the point leaves its old cluster's sums and seeds
-    the empty one. Modifies ``sums`` and ``counts`` in place.
+    As scikit-learn 1.9 does (``_relocate_empty_clusters_dense``): the point
+    leaves its old cluster's sums and seeds the empty one; the farthest points
+    are taken in the order ``np.argpartition`` gives them; nothing moves when
+    every point sits on its centre (more clusters than distinct points).
+    Modifies ``sums`` and ``counts`` in place.
     """
     xp = get_namespace(sums)
     empty = to_numpy(xp.flatnonzero(counts == 0))
     labels, sqdist = step.assign(centers_old)
-    # Top len(empty) distances overall, farthest first, lowest index on ties.
-    order = argsort_stable(-sqdist)[:len(empty)]
+    if float(sqdist.max()) == 0:
+        return
+    m = len(empty)
+    if xp is np:
+        order = np.argpartition(sqdist, -m)[:-m - 1:-1]
+    else:  # the device's own order: farthest first, lowest index on ties
+        order = argsort_stable(-sqdist)[:m]
     far = to_numpy(order)
     far_labels = to_numpy(labels[order])
     rows = xp.asarray(step.get_subset(far)).astype(xp.float64)
@@ -58,6 +68,20 @@ def _relocate_empty(step: Step, centers_old: Any, sums: Any, counts: Any) -> Non
         counts[int(old_id)] -= 1
         sums[int(new_id)] = rows[j]
         counts[int(new_id)] = 1
+
+
+def _average(sums: Any, counts: Any, dtype: Any) -> Any:
+    """New centres: each cluster's mean; a cluster still empty goes where the largest is,
+    as scikit-learn's ``_average_centers`` puts it: that cluster's mean when it comes
+    before, its sum when it comes after (scikit-learn averages the clusters in order)."""
+    xp = get_namespace(sums)
+    new = sums / xp.maximum(counts, 1)[:, None]
+    empty = to_numpy(xp.flatnonzero(counts <= 0))
+    if len(empty):
+        big = int(xp.argmax(counts))
+        for j in empty.tolist():
+            new[j] = sums[big] if j < big else new[big]
+    return new.astype(dtype)
 
 
 def lloyd(step: Step, centers_init: Any, *, max_iter: int = 300, tol: float = 0.0) -> LloydResult:
@@ -98,8 +122,7 @@ def lloyd(step: Step, centers_init: Any, *, max_iter: int = 300, tol: float = 0.
         if bool((counts == 0).any()):
             _relocate_empty(step, centers, sums, counts)
             running = None  # relocation moved points without relabelling them
-        filled = (counts > 0)[:, None]
-        new = xp.where(filled, sums / xp.maximum(counts, 1)[:, None], centers).astype(dtype)
+        new = _average(sums, counts, dtype)
         shift = float(((new - centers) ** 2).sum())
         centers = new
         n_changed = part.n_changed
