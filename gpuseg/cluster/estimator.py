@@ -57,6 +57,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     cluster_centers_ : array of shape (n_clusters, n_features)
     labels_ : int32 array of shape (n_samples,)
     inertia_ : float
+        Summed in float64 for float32 data too (scikit-learn sums float32 data in float32,
+        so the two may differ in the sixth or seventh digit; labels and centres do not).
     n_iter_ : int
     converged_ : bool
     history_ : list of dict

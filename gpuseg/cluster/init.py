@@ -59,11 +59,18 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
     n = X.shape[0]
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
-    x_sq = xp.einsum("ij,ij->i", X, X)
     size = _SEED_BLOCK if xp is np else n  # one block on a device
-    threads = (n_threads or default_workers()) if n > size else 1
     starts = range(0, n, size)
-    ones = xp.ones(n, dtype=X.dtype)  # ``d @ ones`` is scikit-learn's ``d @ sample_weight``
+    # float32 distances are computed as scikit-learn computes them: on chunks upcast to
+    # float64 (norms too), rounded to float32 at the end.
+    up = X.dtype == np.float32
+    wide = xp.float64 if up else X.dtype
+    x_sq = xp.empty(n, dtype=wide)
+    for lo in starts:
+        block = X[lo:lo + size].astype(wide, copy=False)
+        x_sq[lo:lo + size] = xp.einsum("ij,ij->i", block, block)
+    threads = (n_threads or default_workers()) if n > size else 1
+    ones = xp.ones((n, 1), dtype=X.dtype)  # ``d @ ones`` is scikit-learn's ``d @ sample_weight.reshape(-1, 1)``
     buf = xp.empty((max(n_local_trials, 1), n), dtype=X.dtype)
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
@@ -78,41 +85,48 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
         """(t, n) squared distances from ``rows`` to every point (each no more than ``closest``),
         in ``buf``, in the same order of operations as scikit-learn's _euclidean_distances;
         BLAS gives the same products block by block."""
+        rows = rows.astype(wide, copy=False)
         r_sq = xp.einsum("ij,ij->i", rows, rows)[:, None]
         out = buf[:rows.shape[0]]
 
         def one(lo: int) -> None:
             hi = min(lo + size, n)
-            d = rows @ X[lo:hi].T
+            d = rows @ X[lo:hi].astype(wide, copy=False).T
             d *= -2
             d += r_sq
             d += x_sq[None, lo:hi]
+            if up:
+                out[:, lo:hi] = d
+                d = out[:, lo:hi]
             xp.maximum(d, 0, out=d)
             if closest is not None:
                 xp.minimum(closest[None, lo:hi], d, out=d)
-            out[:, lo:hi] = d
+            if not up:
+                out[:, lo:hi] = d
 
         each(one, starts)
         return out
 
     centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
     try:
-        # RandomState.choice(n, p=uniform): one uniform draw against the cdf. Its buffer then
-        # holds each round's running sum of the current distances.
-        cum = xp.full(n, 1.0 / n)
-        cum = xp.cumsum(cum, out=cum) if xp is np else xp.cumsum(cum)  # NumPy accumulates in place
-        cum /= cum[-1]
-        first = int(xp.searchsorted(cum, xp.asarray(random_state.random_sample()), side="right"))
+        # RandomState.choice(n, p=w / w.sum()) with unit weights w in X's dtype: one uniform
+        # draw against the cdf of p taken as float64.
+        p = ones[:, 0] / ones.sum()
+        cdf = xp.cumsum(p.astype(xp.float64))
+        cdf /= cdf[-1]
+        first = int(xp.searchsorted(cdf, xp.asarray(random_state.random_sample()), side="right"))
+        del p, cdf
+        cum = xp.empty(n, dtype=X.dtype)  # each round's running sum of the current distances
         centers[0] = X[first]
         d = distances(X[first:first + 1], None)
-        pot = float((d @ ones)[0])  # (1, n) @ (n,), as scikit-learn takes it
+        pot = float((d @ ones[:, 0])[0])  # (1, n) @ (n,), as scikit-learn takes it
         closest = d[0].copy()
         for c in range(1, n_clusters):
             rand = random_state.uniform(size=n_local_trials) * pot
-            xp.cumsum(closest, dtype=xp.float64, out=cum)  # unit weights: scikit-learn's cumsum(weights * closest)
+            xp.cumsum(closest, out=cum)  # unit weights: scikit-learn's cumsum(weights * closest), in X's dtype
             cand = xp.minimum(xp.searchsorted(cum, xp.asarray(rand)), n - 1)
             d = distances(X[cand], closest)
-            pots = d @ ones
+            pots = (d @ ones)[:, 0]
             best = int(xp.argmin(pots))
             pot = float(pots[best])
 
