@@ -61,9 +61,11 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
         n_local_trials = 2 + int(math.log(n_clusters))
     size = _SEED_BLOCK if xp is np else n  # one block on a device
     starts = range(0, n, size)
-    # float32 distances are computed as scikit-learn computes them: on chunks upcast to
-    # float64 (norms too), rounded to float32 at the end.
-    up = X.dtype == np.float32
+    # On the host float32 distances are computed as scikit-learn computes them: on chunks
+    # upcast to float64 (norms too), rounded to float32 at the end. A device keeps float32
+    # arithmetic (its products round otherwise anyway) and sums the running distances in
+    # float64, where scikit-learn's float32 sum loses digits over many rows.
+    up = X.dtype == np.float32 and xp is np
     wide = xp.float64 if up else X.dtype
     x_sq = xp.empty(n, dtype=wide)
     for lo in starts:
@@ -116,14 +118,14 @@ def kmeans_plusplus(X: Any, n_clusters: int, random_state: np.random.RandomState
         cdf /= cdf[-1]
         first = int(xp.searchsorted(cdf, xp.asarray(random_state.random_sample()), side="right"))
         del p, cdf
-        cum = xp.empty(n, dtype=X.dtype)  # each round's running sum of the current distances
+        cum = xp.empty(n, dtype=X.dtype if xp is np else xp.float64)  # each round's running sum
         centers[0] = X[first]
         d = distances(X[first:first + 1], None)
         pot = float((d @ ones[:, 0])[0])  # (1, n) @ (n,), as scikit-learn takes it
         closest = d[0].copy()
         for c in range(1, n_clusters):
             rand = random_state.uniform(size=n_local_trials) * pot
-            xp.cumsum(closest, out=cum)  # unit weights: scikit-learn's cumsum(weights * closest), in X's dtype
+            xp.cumsum(closest, out=cum, dtype=cum.dtype)  # unit weights: scikit-learn's cumsum(weights * closest)
             cand = xp.minimum(xp.searchsorted(cum, xp.asarray(rand)), n - 1)
             d = distances(X[cand], closest)
             pots = (d @ ones)[:, 0]
