@@ -39,7 +39,10 @@ import numpy as np
 
 from . import __version__
 from .backend import _import, cpu_description
+from .config import parse_counts
 from .errors import GpusegError
+from .generate import MAX_ROWS
+from .outputs import check_out, clear_outputs
 
 GPUSEG_BACKENDS = ("cpu", "cupy", "cuml")
 GPU_STAGES = ("features", "scale", "fit", "assign")
@@ -47,19 +50,28 @@ GPU_STAGES = ("features", "scale", "fit", "assign")
 
 def parse_sizes(text: str) -> tuple[int, ...]:
     """``"1e5,1e6"`` -> (100000, 1000000)."""
-    sizes = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            value = float(part)
-        except ValueError:
-            raise GpusegError(f"--sizes takes numbers such as 1e5,1e6, got {part!r}") from None
-        if value != int(value) or value < 100:
-            raise GpusegError(f"--sizes must be whole numbers >= 100, got {part!r}")
-        sizes.append(int(value))
-    if not sizes:
-        raise GpusegError("--sizes is empty; give sizes such as 1e5,1e6")
-    return tuple(sorted(set(sizes)))
+    return parse_counts(text, "--sizes", 100, MAX_ROWS)
+
+
+#: The largest d and k the kernel benchmark times (a float64 (n, d) array and a (chunk, k) distance block).
+KERNEL_MAX_DK = 4096
+
+
+def kernel_grid(sizes: str, d: str, k: str) -> dict[str, tuple[int, ...]]:
+    """The n, d and k of ``gpuseg bench --kernel``: whole numbers, k no more than the smallest n."""
+    grid = {"n": parse_sizes(sizes), "d": parse_counts(d, "--kernel-d", 1, KERNEL_MAX_DK),
+            "k": parse_counts(k, "--kernel-k", 1, KERNEL_MAX_DK)}
+    if max(grid["k"]) > min(grid["n"]):
+        raise GpusegError(f"--kernel-k {max(grid['k'])} is more than the {min(grid['n']):,} points of the smallest "
+                          "--sizes; k centres need at least k points")
+    return grid
+
+
+def check_backends(backends: tuple[str, ...]) -> None:
+    unknown = [b for b in backends if b not in GPUSEG_BACKENDS]
+    if unknown or not backends:
+        raise GpusegError(f"unknown backend {unknown[0] if unknown else ''!r} in --backends; "
+                          f"allowed: {', '.join(GPUSEG_BACKENDS)} (peers are added automatically)")
 
 
 def default_cache() -> Path:
@@ -82,18 +94,19 @@ class BenchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "cache", Path(self.cache))
-        unknown = [b for b in self.backends if b not in GPUSEG_BACKENDS]
-        if unknown or not self.backends:
-            raise GpusegError(f"unknown backend {unknown[0] if unknown else ''!r} in --backends; "
-                              f"allowed: {', '.join(GPUSEG_BACKENDS)} (peers are added automatically)")
+        check_backends(self.backends)
         if "cpu" not in self.backends:
             raise GpusegError("--backends must include cpu: every other backend is compared with it")
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise GpusegError(f"--k must be an integer >= 1, got {self.k!r}")
         if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
             raise GpusegError(f"--repeats must be an integer >= 1, got {self.repeats!r}")
-        if self.out.exists() and not self.out.is_dir():
-            raise GpusegError(f"--out {str(self.out)!r} exists and is not a folder")
+        smallest = min(self.sizes) // 10  # the customers of the smallest log (see ensure_log)
+        if self.k > smallest:
+            raise GpusegError(f"--k {self.k} is more than the {smallest:,} customers of the smallest log "
+                              f"({min(self.sizes):,} transactions, one customer per 10); give a smaller --k or "
+                              "larger --sizes")
+        check_out(self.out)
 
 
 # -- the machine ------------------------------------------------------------------
@@ -251,9 +264,9 @@ def _sklearn_worker(k: int, repeats: int, seed: int, work: Path, reference: np.n
 
 def ensure_log(cache: Path, size: int, seed: int) -> Path:
     """The cached synthetic log of ``size`` rows (size // 10 customers), made if missing."""
-    from .generate import write_log
+    from .generate import GENERATOR_VERSION, write_log
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"tx-{size}-seed{seed}.parquet"
+    path = cache / f"tx-{size}-seed{seed}-v{GENERATOR_VERSION}.parquet"
     if not path.exists():
         write_log(path, size, max(1, size // 10), seed=seed, dirty=0.001)
     return path
@@ -374,7 +387,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:
-    """bench.json, bench.md and bench.png, each replaced whole."""
+    """bench.json, bench.md and bench.png, each replaced whole (they are rewritten after every
+    backend, so that an interrupted run keeps what it measured)."""
     out.mkdir(parents=True, exist_ok=True)
     result["records"] = summarise(result["runs"])
     for name, write in (("bench.json", lambda p: p.write_text(json.dumps(result, indent=2) + "\n")),
@@ -405,6 +419,7 @@ def run_bench(config: BenchConfig, on_event: Callable[[str, dict[str, Any]], Non
         "backends_run": order, "unavailable": missing, "runs": [], "records": [], "interrupted": False,
     }
     proc: subprocess.Popen | None = None
+    clear_outputs(config.out)  # an earlier run's files (of any gpuseg command) go: none is left stale
     try:
         for size in config.sizes:
             notify("data", {"size": size})

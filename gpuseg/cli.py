@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .config import SegmentConfig, parse_date, parse_features
+from .config import SegmentConfig, _int, parse_count, parse_date, parse_features
 from .errors import GpusegError
 from .features import DEFAULT_FEATURES, FEATURES
 
@@ -224,15 +224,14 @@ def _no_live(quiet: bool) -> bool:
     return quiet or not out_console.is_terminal
 
 
-def _count(text: str) -> int:
-    """'100000', '1e8' or '10_000_000' -> int."""
+def _count(text: str | int) -> int:
+    """'100000', '1e8' or '10_000_000' -> int (an int is a default Typer passes through)."""
+    if isinstance(text, int):
+        return text
     try:
-        value = float(text.replace("_", "")) if any(c in text for c in "eE.") else int(text.replace("_", ""))
-    except ValueError:
-        raise typer.BadParameter(f"expected a whole number such as 1000000 or 1e6, got {text!r}") from None
-    if value != int(value) or value < 0:
-        raise typer.BadParameter(f"expected a whole number >= 0, got {text!r}")
-    return int(value)
+        return parse_count(text, "the value")
+    except GpusegError as exc:
+        raise typer.BadParameter(str(exc).replace("the value ", "", 1)) from None
 
 
 def _version(value: bool) -> None:
@@ -430,6 +429,7 @@ def choose_k_command(
     from .choose_k import choose_k
 
     with _silenced(quiet), _user_errors():
+        _int("--k-min", k_min, 2)  # before it serves as the config's k, which would name --k
         config = _segment_config(inputs, out, k_min, features, backend, customer_col, date_col, invoice_col,
                                  amount_col, quantity_col, price_col, date_format, as_of, seed=seed)
         with out_console.status("Starting…") if not quiet else nullcontext() as status:
@@ -568,7 +568,7 @@ def bench(
     sizes: Annotated[str, typer.Option(help="Transactions per run, comma-separated (kernel mode: points n).")] = "1e5,1e6,1e7",
     k: Annotated[int, typer.Option("--k", "-k", help="Segments (clusters).")] = 8,
     backends: Annotated[str, typer.Option(help="gpuseg backends to compare: cpu,cupy,cuml; peers are added when installed.")] = "cpu,cupy,cuml",
-    repeats: Annotated[int, typer.Option(help="Timed runs per backend and size, after one untimed run.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Timed runs per backend and size (kernel mode: per case), after one untimed run.")] = 3,
     cache: Annotated[Optional[Path], typer.Option(help="Where generated logs are cached (default ~/.cache/gpuseg/bench).")] = None,
     kernel: Annotated[bool, typer.Option("--kernel", help="Time the Lloyd step alone over a grid of n, d, k.")] = False,
     kernel_d: Annotated[str, typer.Option(help="Kernel mode: feature counts d.")] = "3,8",
@@ -579,23 +579,27 @@ def bench(
     Example: [bold]gpuseg bench --sizes 1e5,1e6,1e7 --backends cpu,cupy --out bench/[/]
     Kernel mode: [bold]gpuseg bench --kernel --sizes 1e6,1e7 --out bench-kernel/[/]
     """
-    from .bench import (BenchConfig, kernel_markdown, machine_info, parse_sizes, run_bench, run_kernel_bench)
+    from .bench import (BenchConfig, check_backends, kernel_grid, kernel_markdown, machine_info, parse_sizes,
+                        run_bench, run_kernel_bench)
+    from .outputs import check_out, staged_output
 
     with _user_errors():
         backend_list = tuple(b.strip() for b in backends.split(",") if b.strip())
         if kernel:
-            grid = {"n": parse_sizes(sizes), "d": tuple(int(float(x)) for x in kernel_d.split(",")),
-                    "k": tuple(int(float(x)) for x in kernel_k.split(","))}
+            grid = kernel_grid(sizes, kernel_d, kernel_k)
+            check_backends(backend_list)
+            check_out(out)
+            _int("--repeats", repeats, 1)
             with out_console.status("Timing the Lloyd step…") as status:
-                res = run_kernel_bench(grid, backend_list, on_case=lambda c: status.update(
+                res = run_kernel_bench(grid, backend_list, reps=repeats, on_case=lambda c: status.update(
                     f"{c['impl']} n={c['n']:,} d={c['d']} k={c['k']}: {c['ms_per_iter']:.3f} ms"))
             import datetime as _dt
             import json as _json
             res.update({"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        "machine": machine_info(), "mode": "kernel"})
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "bench.json").write_text(_json.dumps(res, indent=2) + "\n")
-            (out / "bench.md").write_text(kernel_markdown(res))
+                        "machine": machine_info(), "mode": "kernel", "repeats": repeats})
+            with staged_output(out) as tmp:
+                (tmp / "bench.json").write_text(_json.dumps(res, indent=2) + "\n")
+                (tmp / "bench.md").write_text(kernel_markdown(res))
             _print_kernel_bench(res, out)
             return
         config = BenchConfig(out=out, sizes=parse_sizes(sizes), k=k, backends=backend_list, repeats=repeats,

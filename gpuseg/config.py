@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import numbers
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,36 @@ def _int(name: str, value: object, low: int, high: int | None = None) -> None:
         raise GpusegError(f"{name} must be an integer >= {low}, got {value!r}")
     if high is not None and value > high:
         raise GpusegError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+
+def parse_count(text: str, option: str, low: int = 0, high: int | None = None) -> int:
+    """``'100000'``, ``'1e8'`` or ``'10_000_000'`` -> int, from ``low`` to ``high``.
+
+    Raises
+    ------
+    GpusegError
+        For text that is no whole number in range (fractions, inf, nan, 1e400 too).
+    """
+    clean = text.strip().replace("_", "")
+    try:
+        value: float = int(clean)
+    except ValueError:
+        try:
+            value = float(clean)
+        except ValueError:
+            raise GpusegError(f"{option} takes whole numbers such as 1000000 or 1e6, got {text!r}") from None
+    if not math.isfinite(value) or value != int(value) or value < low or (high is not None and value > high):
+        span = f"from {low:,} to {high:,}" if high is not None else f">= {low:,}"
+        raise GpusegError(f"{option} must be a whole number {span}, got {text!r}")
+    return int(value)
+
+
+def parse_counts(text: str, option: str, low: int = 0, high: int | None = None) -> tuple[int, ...]:
+    """Comma-separated :func:`parse_count` values, sorted, without repeats; at least one."""
+    values = sorted({parse_count(part, option, low, high) for part in text.split(",") if part.strip()})
+    if not values:
+        raise GpusegError(f"{option} is empty; give numbers such as 1e5,1e6")
+    return tuple(values)
 
 
 def parse_features(text: str | None) -> tuple[str, ...]:

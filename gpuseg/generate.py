@@ -43,6 +43,7 @@ class Archetype:
     price: float          # median unit price
     quantity: float       # mean extra units per line
     return_rate: float    # share of orders that are returns
+    last_spread: int = 30  # days over which the last order falls, back from last_min_back
 
 
 ARCHETYPES = (
@@ -51,8 +52,12 @@ ARCHETYPES = (
     Archetype("new", 0.15, 1.2, 2.5, (60, 0), 4.0, 2.0, 0.02),
     Archetype("at_risk", 0.15, 5.0, 3.5, (730, 200), 5.0, 3.0, 0.05),
     Archetype("hibernating", 0.20, 1.6, 2.0, (730, 400), 3.0, 1.5, 0.05),
-    Archetype("one_off", 0.25, 0.8, 2.0, (730, 0), 2.5, 1.0, 0.03),
+    Archetype("one_off", 0.25, 0.8, 2.0, (730, 0), 2.5, 1.0, 0.03, last_spread=731),  # any day of the two years
 )
+
+#: Bumped whenever the same options and seed give other rows (``gpuseg bench`` names its cached logs by it).
+#: 2: the last order of champions, new and one-off customers no longer always falls on the last day.
+GENERATOR_VERSION = 2
 
 SCHEMA = pa.schema([
     ("customer_id", pa.int64()),
@@ -74,7 +79,8 @@ def _customers(n_customers: int, n_rows: int, rng: np.random.Generator) -> dict[
     orders = np.clip(np.rint(lines / (lpo * rng.uniform(0.6, 1.4, n_customers))), 1, lines).astype(np.int64)
     first_back = np.array([a.window[0] for a in ARCHETYPES])[kind]
     last_back = np.array([a.window[1] for a in ARCHETYPES])[kind]
-    last = DAYS - 1 - (last_back + rng.integers(0, 30, n_customers) * (last_back > 0))
+    spread = np.array([a.last_spread for a in ARCHETYPES])[kind]
+    last = DAYS - 1 - (last_back + (rng.random(n_customers) * spread).astype(np.int64))
     first = DAYS - 1 - rng.integers(last_back, np.maximum(first_back, last_back) + 1)
     first = np.minimum(first, last)
     return {
@@ -207,6 +213,8 @@ def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed:
     name = path.name.lower()
     if not name.endswith((".csv", ".parquet", ".pq")):
         raise GpusegError(f"unsupported output {str(path)!r}; allowed suffixes: .csv, .parquet, .pq")
+    if path.exists() and not path.is_file():
+        raise GpusegError(f"--out {str(path)!r} exists and is not a file; give a file name to write the log to")
     if not path.parent.is_dir():
         raise GpusegError(f"folder {str(path.parent)!r} does not exist" if not path.parent.exists() else
                           f"{str(path.parent)!r} is a file, not a folder to write {path.name!r} in")

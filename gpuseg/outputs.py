@@ -38,8 +38,9 @@ MIGRATION = "migration.csv"
 #: A folder holding anything else was not written by gpuseg and is never replaced.
 OUTPUT_NAMES = frozenset({ASSIGNMENTS, FEATURES_FILE, SEGMENTS, MODEL, REPORT, MIGRATION, "report.html",
                           "drift.json", "score_report.json", "choose_k.json", "choose_k.png",
-                          "assignments", "features",
+                          "assignments", "features", "bench.json", "bench.md", "bench.png",
                           ".report.html.partial",  # left by a `gpuseg report` that was killed
+                          ".partial-bench.json", ".partial-bench.md", ".partial-bench.png",  # and `gpuseg bench`
                           ".DS_Store", "Thumbs.db"})  # what file browsers leave in a folder they showed
 
 
@@ -143,6 +144,19 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
             raise GpusegError(f"--out {text!r} holds an earlier run's files that this user may not remove (the "
                               "folder is not writable to it); give another folder, or make it writable")
     return path
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove an earlier run's outputs from ``out`` (which passed :func:`check_out`), for a
+    command that writes into ``out`` as it goes instead of through :func:`staged_output`."""
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.name in OUTPUT_NAMES:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 @contextmanager

@@ -175,10 +175,11 @@ lloyd_keep=0
 if [ -n "$BENCH_SIZES" ]; then
   stamp "gpuseg bench --sizes $BENCH_SIZES --backends $BENCH_BACKENDS"
   mkdir -p "$DATA/bench-cache"
-  # Reuse the pipeline's log for the size it has (bench names its logs tx-<rows>-seed0.parquet).
+  # Reuse the pipeline's log for the size it has (bench names its logs tx-<rows>-seed0-v<generator>.parquet).
   if [ "$ROWS" != "0" ] && [ -f "$DATA/gpuseg-$(tag "$ROWS").parquet" ]; then
-    ln -sf "$(realpath "$DATA/gpuseg-$(tag "$ROWS").parquet")" \
-      "$DATA/bench-cache/tx-$($PY -c "import sys; print(int(float(sys.argv[1])))" "$ROWS")-seed0.parquet"
+    ln -sf "$(realpath "$DATA/gpuseg-$(tag "$ROWS").parquet")" "$DATA/bench-cache/$($PY -c "import sys
+from gpuseg.generate import GENERATOR_VERSION
+print(f'tx-{int(float(sys.argv[1]))}-seed0-v{GENERATOR_VERSION}.parquet')" "$ROWS")"
   fi
   # The Lloyd step after it keeps its LLOYD_S; the bench writes its results after every worker.
   run_capped 200 "$lloyd_keep" $PY -m gpuseg.cli bench --sizes "$BENCH_SIZES" --backends "$BENCH_BACKENDS" --repeats 1 \

@@ -139,11 +139,23 @@ def test_kernel_mode(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--sizes", "abc"], "--sizes takes numbers"),
-    (["--sizes", "10"], "whole numbers >= 100"),
+    (["--sizes", "abc"], "--sizes takes whole numbers"),
+    (["--sizes", "10"], "--sizes must be a whole number from 100"),
+    # Were tracebacks (OverflowError, ValueError) from int(float(...)).
+    (["--sizes", "inf"], "--sizes must be a whole number"),
+    (["--sizes", "nan"], "--sizes must be a whole number"),
+    (["--sizes", "1e400"], "--sizes must be a whole number"),
     (["--backends", "cupy"], "--backends must include cpu"),
     (["--backends", "cpu,tpu"], "unknown backend 'tpu'"),
     (["--repeats", "0"], "--repeats must be an integer >= 1"),
+    # Exited 0 with an empty table: 20 customers at 200 transactions.
+    (["--sizes", "200", "--k", "50"], "--k 50 is more than the 20 customers of the smallest log"),
+    (["--kernel", "--kernel-d", "abc"], "--kernel-d takes whole numbers"),
+    (["--kernel", "--kernel-k", "1e400"], "--kernel-k must be a whole number"),
+    (["--kernel", "--kernel-k", "0", "--sizes", "1e3"], "--kernel-k must be a whole number from 1"),  # ZeroDivisionError
+    (["--kernel", "--kernel-k", "-3", "--sizes", "1e3"], "--kernel-k must be a whole number"),  # timed X[:-3]
+    (["--kernel", "--kernel-k", "2000", "--sizes", "1e3"], "--kernel-k 2000 is more than the 1,000 points"),
+    (["--kernel", "--backends", "foo", "--sizes", "1e3"], "unknown backend 'foo'"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, args, message):
     result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "o"), *args])
@@ -220,3 +232,20 @@ def test_kernel_mode_where_the_fused_kernel_does_not_build_times_the_rest(device
     assert "fused" not in [c["impl"] for c in r["cases"]]
     why = [u["reason"] for u in r["unavailable"] if u["backend"] == "fused at n=5003, d=3, k=4"]
     assert len(why) == 1 and why[0].startswith("the fused kernel failed to compile or launch")
+
+
+def test_out_holds_one_run_of_one_command(tmp_path):
+    # bench wrote into --out as it pleased: beside another command's files, and leaving a pipeline
+    # run's bench.png beside a kernel run's bench.json.
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["bench", "--kernel", "--sizes", "2000", "--kernel-d", "3", "--kernel-k", "2", "--backends", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2 and "holds files gpuseg did not write (e.g. 'notes.txt')" in result.output
+    (out / "notes.txt").unlink()
+    (out / "bench.png").write_bytes(b"an earlier pipeline run's plot")
+    (out / "choose_k.json").write_text("{}")
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md"]

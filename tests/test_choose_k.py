@@ -92,6 +92,8 @@ def test_rule_prefers_stable_k_then_silhouette_then_smaller_k():
 
 @pytest.mark.parametrize("args, message", [
     (["--k-min", "1"], "--k-min must be an integer >= 2"),
+    (["--k-min", "0"], "--k-min must be an integer >= 2"),  # was "--k must be an integer >= 1": no such option
+    (["--k-min", "-2"], "--k-min must be an integer >= 2"),
     (["--k-min", "5", "--k-max", "3"], "--k-max (3) must be >= --k-min (5)"),
     (["--k-max", "900"], "--k-max 900 needs more customers"),
     (["--runs", "0"], "--runs must be an integer >= 1"),

@@ -153,3 +153,40 @@ def test_worker_processes_give_the_same_rows():
     many = pa.concat_tables(iter_tables(60_000, 3_000, seed=4, block_rows=10_000, workers=3))
     assert one.num_rows == 60_000
     assert one.equals(many)
+
+
+def test_planted_last_orders_spread_over_each_archetypes_window():
+    # The last order of champions, new and one-off customers fell on the last day, always: one-off
+    # buyers (a quarter of customers) looked new, and "New" took 42% of a segmentation.
+    t = concat(200_000, 20_000, seed=0)
+    day = (t.column("invoice_date").to_numpy().astype("datetime64[D]") - np.datetime64(START)).astype(np.int64)
+    last = np.full(t.column("customer_id").to_numpy().max() + 1, -1)
+    np.maximum.at(last, t.column("customer_id").to_numpy(), day)
+    recency = DAYS - last[last >= 0]  # 1 = the last day
+    assert np.mean(recency == 1) < 0.05
+    assert np.mean(recency > 365) > 0.15  # one-off and hibernating customers, a year and more ago
+    for a in ARCHETYPES:
+        assert a.last_spread >= 1 and a.window[1] + a.last_spread <= DAYS
+
+
+def test_generate_cli_defaults_and_numbers_out_of_reach(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+    from gpuseg.cli import app
+    import gpuseg.generate as generate
+    calls = []
+    monkeypatch.setattr(generate, "write_log", lambda path, n, m, **kw: calls.append((n, m)) or n)
+    # Typer hands the default (an int) to the parser: a TypeError traceback whenever one was left out.
+    result = CliRunner().invoke(app, ["generate", "--out", str(tmp_path / "t.parquet"), "-q"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["generate", "--customers", "1e3", "--out", str(tmp_path / "t.parquet"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(1_000_000, 100_000), (1_000_000, 1000)]
+    for bad in ("1e400", "inf", "nan", "1.5", "-3", "x"):  # 1e400 and inf were OverflowError tracebacks
+        result = CliRunner().invoke(app, ["generate", "--transactions", bad, "--out", str(tmp_path / "u.parquet")])
+        assert result.exit_code == 2 and "Traceback" not in result.output and "whole number" in result.output
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_row_is_made(tmp_path):
+    (tmp_path / "d.parquet").mkdir()
+    with pytest.raises(GpusegError, match="exists and is not a file"):  # was "Is a directory: .d.parquet.partial"
+        write_log(tmp_path / "d.parquet", 10**5, 10)
