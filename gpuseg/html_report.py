@@ -50,33 +50,61 @@ def _img(b64: str, alt: str) -> str:
 
 
 def _load(out: Path, choose_k_dir: Path | None = None) -> dict[str, Any]:
-    missing = [name for name in NEEDED if not (out / name).exists()]
     if not out.is_dir():
         raise GpusegError(f"{str(out)!r} is not a folder; give the --out folder of a gpuseg segment run")
+    # One process writes the two tables as files, a Dask run as folders of parts (in the same order).
+    tables = {name: out / f"{name}.parquet" if (out / f"{name}.parquet").exists() else out / name
+              for name in ("features", "assignments")}
+    missing = [name for name in NEEDED if not (out / name).exists()
+               and not (name.endswith(".parquet") and tables[name[:-len(".parquet")]].is_dir())]
     if missing:
         raise GpusegError(f"{str(out)!r} is not a complete gpuseg segment output: missing {', '.join(missing)}")
     try:
         segments = pacsv.read_csv(out / "segments.csv").to_pylist()
-        features = pq.read_table(out / "features.parquet")
-        assignments = pq.read_table(out / "assignments.parquet", columns=["segment"])
+        features = pq.read_table(tables["features"])
+        assignments = pq.read_table(tables["assignments"], columns=["segment"])
         report = json.loads((out / "report.json").read_text())
     except Exception as exc:  # any unreadable piece is one clear error
         raise GpusegError(f"cannot read the outputs in {str(out)!r}: {short_error(exc)[:300]}") from None
     model = SegmentModel.load(out / "model.json")
+    segment = assignments.column("segment").to_numpy()
+    problem = _mismatch(segments, features, segment, model)
+    if problem:
+        raise GpusegError(f"the outputs in {str(out)!r} do not fit together as one gpuseg segment run wrote them "
+                          f"({problem}); run gpuseg segment again")
     choose = None
     if choose_k_dir is not None:
         path = choose_k_dir / "choose_k.json" if choose_k_dir.is_dir() else choose_k_dir
+        if path.exists() and not path.is_file():  # a FIFO would block the read forever
+            raise GpusegError(f"--choose-k {str(choose_k_dir)!r}: {str(path)!r} is not a file")
         try:
             choose = json.loads(path.read_text(encoding="utf-8"))
             int(choose["recommended_k"]), list(choose["metrics"])
         except FileNotFoundError:
             raise GpusegError(f"--choose-k {str(choose_k_dir)!r} holds no choose_k.json; give the --out folder "
                               "of a gpuseg choose-k run") from None
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, OverflowError) as exc:
             raise GpusegError(f"--choose-k {str(choose_k_dir)!r}: choose_k.json is not a gpuseg choose-k "
                               f"result ({type(exc).__name__})") from None
-    return {"segments": segments, "features": features, "segment": assignments.column("segment").to_numpy(),
+    return {"segments": segments, "features": features, "segment": segment,
             "report": report, "model": model, "choose_k": choose}
+
+
+def _mismatch(segments: list[dict[str, Any]], features: pa.Table, segment: np.ndarray,
+              model: SegmentModel) -> str | None:
+    """How a segment run's files disagree with each other (edited, or from different runs), or None."""
+    ids = [s.get("segment") for s in segments]
+    if ids != list(range(model.k)):
+        return f"segments.csv lists segments {ids[:12]}, the model has segments 0 to {model.k - 1}"
+    if features.num_rows != len(segment):
+        return f"{features.num_rows} customers in the features, {len(segment)} in the assignments"
+    if len(segment) and (segment.min() < 0 or segment.max() >= model.k):
+        return f"assignments name segment {int(segment.max() if segment.max() >= model.k else segment.min())}"
+    counts = np.bincount(segment, minlength=model.k).tolist()
+    listed = [s.get("n_customers") for s in segments]
+    if counts != listed:
+        return f"segments.csv counts {listed[:12]} customers per segment, the assignments {counts[:12]}"
+    return None
 
 
 def _sizes_figure(segments: list[dict[str, Any]]) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -115,6 +117,14 @@ def _edit_table(name, edit):
     (_edit_table("assignments.parquet", lambda t: t.slice(0, 0)), "do not fit together"),
     (_edit_table("assignments.parquet", lambda t: t.drop(["segment"])), "cannot read the outputs"),
     (lambda f: (f / "report.html").mkdir(), "exists and is not a file"),
+    # Edited, or mixed from two runs: the report was written with a segment 9 nobody is in.
+    (lambda f: (f / "segments.csv").write_text((f / "segments.csv").read_text().replace("\n0,", "\n9,", 1)),
+     "segments.csv lists segments [9"),
+    (lambda f: (f / "segments.csv").write_text((f / "segments.csv").read_text()
+                                               + (f / "segments.csv").read_text().splitlines()[-1] + "\n"),
+     "the model has segments 0 to 3"),
+    (_edit_table("assignments.parquet", lambda t: t.set_column(1, "segment", pa.array([0] * t.num_rows, pa.int32()))),
+     "customers per segment"),
 ])
 def test_spoiled_outputs_are_one_error_and_leave_nothing(out_dir, tmp_path, spoil, fragment):
     # Each was a traceback (or a multi-line Arrow message); a folder in report.html's place left a partial file.
@@ -127,3 +137,37 @@ def test_spoiled_outputs_are_one_error_and_leave_nothing(out_dir, tmp_path, spoi
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and fragment in lines[0], result.output
     assert not (folder / ".report.html.partial").exists() and not (folder / "report.html").is_file()
+
+
+def test_a_choose_k_file_that_is_no_number_or_no_file_is_one_error(out_dir, tmp_path):
+    chosen = out_dir.parent / "choose-k"
+    bad = tmp_path / "bad"
+    shutil.copytree(chosen, bad)
+    path = bad / "choose_k.json"
+    path.write_text(re.sub(r'"recommended_k": \d+', '"recommended_k": 1e999', path.read_text()))  # OverflowError
+    result = runner.invoke(app, ["report", str(out_dir), "--choose-k", str(bad)])
+    assert result.exit_code == 2 and "is not a gpuseg choose-k result (OverflowError)" in result.output
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # reading it blocked forever
+    result = runner.invoke(app, ["report", str(out_dir), "--choose-k", str(fifo)])
+    assert result.exit_code == 2 and "is not a file" in result.output
+
+
+def test_a_dask_runs_folders_of_parts_are_read(out_dir, tmp_path):
+    # segment --scheduler writes features/ and assignments/ as Parquet datasets: "missing features.parquet".
+    folder = tmp_path / "dask"
+    shutil.copytree(out_dir, folder)
+    (folder / "report.html").unlink()
+    for name in ("features", "assignments"):
+        table = pq.read_table(folder / f"{name}.parquet")
+        (folder / f"{name}.parquet").unlink()
+        (folder / name).mkdir()
+        half = table.num_rows // 2
+        pq.write_table(table.slice(0, half), folder / name / "part-00000.parquet")
+        pq.write_table(table.slice(half), folder / name / "part-00001.parquet")
+    result = runner.invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    page = (folder / "report.html").read_text()
+    for segment in pq.read_table(out_dir / "assignments.parquet").column("segment_name").unique().to_pylist():
+        assert segment in page
+    assert f"{pq.read_metadata(out_dir / 'features.parquet').num_rows:,}" in page
