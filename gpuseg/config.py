@@ -84,7 +84,9 @@ def check_as_of(as_of: dt.date, option: str = "--as-of") -> dt.date:
     """``as_of`` if it can follow a usable transaction date (:data:`gpuseg.cleaning.FIRST_DATE` ..
     :data:`~gpuseg.cleaning.LAST_DATE`), else :class:`GpusegError`."""
     first, last = FIRST_DATE + dt.timedelta(days=1), LAST_DATE + dt.timedelta(days=1)
-    if not isinstance(as_of, dt.date) or not first <= as_of <= last:
+    if not isinstance(as_of, dt.date):
+        raise GpusegError(f"{option} must be a date (YYYY-MM-DD), got {as_of!r}")
+    if not first <= as_of <= last:
         raise GpusegError(f"{option} {as_of!s} is out of range; allowed: {first} to {last}")
     return as_of
 
@@ -118,10 +120,14 @@ class SegmentConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
         check_out(self.out, self.inputs, {"--reference-model": self.reference_model})
+        if isinstance(self.as_of, str):  # from Python: gpuseg.segment(as_of="2024-06-01")
+            object.__setattr__(self, "as_of", parse_date(self.as_of))
         if self.as_of is not None:
             check_as_of(self.as_of)
         object.__setattr__(self, "out", Path(self.out))
-        object.__setattr__(self, "features", tuple(self.features))
+        # From Python, "recency_days,frequency" as the CLI takes it (a tuple of its letters otherwise).
+        object.__setattr__(self, "features", parse_features(self.features) if isinstance(self.features, str)
+                           else tuple(self.features))
         if self.reference_model is not None:
             object.__setattr__(self, "reference_model", Path(self.reference_model))
             if not self.reference_model.is_file():

@@ -104,3 +104,35 @@ def test_empty_clusters_are_handled_as_scikit_learn_handles_them(X, init):
     np.testing.assert_array_equal(g.labels_, s.labels_)
     np.testing.assert_allclose(g.cluster_centers_, s.cluster_centers_, rtol=1e-12, atol=1e-12)
     assert g.n_iter_ == s.n_iter_ and g.inertia_ == pytest.approx(s.inertia_, rel=1e-12)
+
+
+def test_smaller_differences_from_scikit_learn_are_gone():
+    import pandas as pd
+    rng = np.random.default_rng(3)
+    X32 = rng.normal(size=(200, 3)).astype(np.float32)
+    g = KMeans(4, random_state=0).fit(X32)
+    assert g.transform(X32).dtype == np.float32 == SKKMeans(4, random_state=0).fit(X32).transform(X32).dtype
+    with pytest.raises(ValueError, match="init contains NaN"):  # was accepted silently
+        KMeans(2, init=np.array([[np.nan, 0, 0], [1, 1, 1]]), n_init=1).fit(X32)
+    with pytest.raises(ValueError, match="copy_x must be a bool"):  # "yes" was taken as True
+        KMeans(2, copy_x="yes").fit(X32)
+    frame = pd.DataFrame({"a": pd.array([1, None, 3], dtype="Int64"), "b": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="contains NaN"):  # was TypeError: float() argument ... 'NAType'
+        KMeans(1).fit(frame)
+
+
+def test_a_callable_init_is_called_as_scikit_learn_calls_it():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 2)) + 10
+    calls = []
+
+    def first_rows(data, k, random_state):
+        calls.append((data.mean(axis=0), k, type(random_state)))
+        return data[random_state.permutation(len(data))[:k]]
+
+    g = KMeans(3, init=first_rows, random_state=1).fit(X)
+    s = SKKMeans(3, init=first_rows, random_state=1).fit(X)
+    assert len(calls) == 20  # n_init "auto": 10 runs each, as scikit-learn
+    np.testing.assert_allclose(calls[0][0], 0, atol=1e-12)  # the centred data
+    np.testing.assert_array_equal(g.labels_, s.labels_)
+    assert g.inertia_ == pytest.approx(s.inertia_, rel=1e-12)

@@ -301,3 +301,14 @@ def test_ids_the_cudf_reader_leaves_to_the_host(tmp_path, cudf_reads):
     host = pipeline.run(SegmentConfig(inputs=(str(files[0]), str(floats)), out=tmp_path / "host", backend="cpu",
                                       k=3))
     assert outputs(got) == outputs(host)
+
+
+def test_segment_from_python_takes_a_date_and_features_as_the_cli_writes_them(tmp_path):
+    # as_of="2024-06-01" was "out of range; allowed: 1900-01-02 to ..."; features="a,b" became its letters.
+    from gpuseg import segment
+    result = segment(out=tmp_path / "o", k=3, demo_customers=2000, as_of="2024-06-01",
+                     features="recency_days,frequency,monetary")
+    assert result.report["as_of"] == "2024-06-01"
+    assert result.report["features"] == ["recency_days", "frequency", "monetary"]
+    with pytest.raises(GpusegError, match="--as-of must be a date"):
+        SegmentConfig(out=tmp_path / "p", as_of=20240601)

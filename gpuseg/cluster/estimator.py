@@ -36,10 +36,12 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     n_clusters : int, default=8
-    init : {"k-means++", "random"} or array of shape (n_clusters, n_features)
+    init : {"k-means++", "random"}, callable or array of shape (n_clusters, n_features)
+        A callable is called as scikit-learn calls it, ``init(X, n_clusters,
+        random_state=random_state)`` on the centred ``X``, once per run.
     n_init : "auto" or int, default="auto"
         Runs with different seeds; "auto" is 1 for k-means++ and arrays, 10
-        for "random". The run with the lowest inertia is kept.
+        for "random" and callables. The run with the lowest inertia is kept.
     max_iter : int, default=300
     tol : float, default=1e-4
         Relative tolerance: convergence when the squared centre shift is at
@@ -93,13 +95,20 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if self.n_threads is not None:
             _check_int("n_threads", self.n_threads, 1)
         if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
-            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}.")
+            raise ValueError(f"init must be 'k-means++', 'random', a callable or an array, got {self.init!r}.")
+        if not isinstance(self.copy_x, (bool, np.bool_)):
+            raise ValueError(f"copy_x must be a bool, got {self.copy_x!r}.")
 
     def _validate_data(self, X: Any, reset: bool) -> Any:
         # scikit-learn's own wording for each refusal, which its estimator checks look for.
         if hasattr(X, "tocsr"):  # SciPy and CuPy sparse matrices and arrays
             raise TypeError("Sparse data was passed for KMeans, but dense data is required: sparse input is not "
                             "supported. Use X.toarray() to convert to a dense array.")
+        if hasattr(X, "to_numpy") and hasattr(X, "columns"):  # pandas: nullable columns hold pd.NA, not NaN
+            try:
+                X = X.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                X = X.to_numpy()
         xp = get_namespace(X)
         X = xp.asarray(X)
         if X.dtype.kind == "c":
@@ -124,9 +133,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         return xp.ascontiguousarray(X)
 
     def _n_init(self) -> int:
-        if self.n_init == "auto":
-            return 10 if isinstance(self.init, str) and self.init == "random" else 1
-        if not isinstance(self.init, str) and self.n_init != 1:
+        if self.n_init == "auto":  # scikit-learn's: 10 runs for random and callable inits
+            return 10 if callable(self.init) or isinstance(self.init, str) and self.init == "random" else 1
+        if not isinstance(self.init, str) and not callable(self.init) and self.n_init != 1:
             warnings.warn(f"Explicit initial center position passed: performing only one init "
                           f"in KMeans instead of n_init={self.n_init}.", RuntimeWarning, stacklevel=3)
             return 1
@@ -142,11 +151,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if n < self.n_clusters:
             raise ValueError(f"n_samples={n} should be >= n_clusters={self.n_clusters}.")
         init = self.init
-        if not isinstance(init, str):
+        if not isinstance(init, str) and not callable(init):
             init = xp.asarray(init, dtype=X.dtype)
             if init.shape != (self.n_clusters, d):
                 raise ValueError(f"The shape of the initial centers {tuple(init.shape)} does not match "
                                  f"the number of clusters {self.n_clusters} and features {d}.")
+            if not bool(xp.isfinite(init).all()):
+                raise ValueError("Input init contains NaN or infinity.")
         fit = fit_kmeans(X, self.n_clusters, init=init, n_init=self._n_init(), max_iter=self.max_iter,
                          tol=self.tol, random_state=self.random_state, copy_x=self.copy_x,
                          chunk_size=self.chunk_size, n_threads=self.n_threads)
@@ -182,7 +193,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         C = xp.asarray(self.cluster_centers_, dtype=xp.float64)
         Xf = X.astype(xp.float64)
         d = (Xf * Xf).sum(axis=1)[:, None] - 2.0 * (Xf @ C.T) + (C * C).sum(axis=1)[None, :]
-        return xp.sqrt(xp.maximum(d, 0))
+        return xp.sqrt(xp.maximum(d, 0)).astype(X.dtype, copy=False)  # in X's dtype, as scikit-learn gives it
 
     def score(self, X: Any, y: Any = None) -> float:
         """Opposite of the inertia of ``X`` against the fitted centres."""

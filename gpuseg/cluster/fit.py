@@ -53,7 +53,7 @@ def fit_kmeans(X: Any, n_clusters: int, *, init: str | Any = "k-means++", n_init
     """
     xp = get_namespace(X)
     random_state = check_random_state(random_state)
-    init_array = None if isinstance(init, str) else xp.asarray(init, dtype=X.dtype)
+    init_array = None if isinstance(init, str) or callable(init) else xp.asarray(init, dtype=X.dtype)
     # Centre the data for accurate distances, as scikit-learn does.
     X_in = X
     X, mean, restore = _centred(X, copy_x, feature_major=xp is np and engine in ("auto", "generic"))
@@ -69,6 +69,11 @@ def fit_kmeans(X: Any, n_clusters: int, *, init: str | Any = "k-means++", n_init
             for _ in range(n_init):
                 if init_array is not None:
                     centers = init_array - mean
+                elif callable(init):  # scikit-learn's contract: init(X, k, random_state) on the centred X
+                    centers = xp.asarray(init(X, n_clusters, random_state=random_state), dtype=X.dtype)
+                    if centers.shape != (n_clusters, X.shape[1]):
+                        raise ValueError(f"The shape of the initial centers {tuple(centers.shape)} does not match "
+                                         f"the number of clusters {n_clusters} and features {X.shape[1]}.")
                 elif init == "k-means++":
                     centers = _seed(eng, n_clusters, random_state, n_threads)
                 else:  # random rows, drawn as scikit-learn's init="random" draws them (unit weights)
