@@ -280,7 +280,7 @@ def test_sklearn_estimator_api(rng):
     ({"n_clusters": 0}, (10, 2), r"n_clusters must be an int >= 1, got 0\."),
     ({"n_clusters": 2, "max_iter": 0}, (10, 2), r"max_iter must be an int >= 1, got 0\."),
     ({"n_clusters": 2, "tol": -1.0}, (10, 2), r"tol must be a float >= 0"),
-    ({"n_clusters": 2, "init": "kmeans"}, (10, 2), r"init must be 'k-means\+\+', 'random' or an array"),
+    ({"n_clusters": 2, "init": "kmeans"}, (10, 2), r"init must be 'k-means\+\+', 'random', a callable or an array"),
     ({"n_clusters": 2, "init": np.zeros((3, 2))}, (10, 2), r"shape of the initial centers \(3, 2\)"),
 ])
 def test_bad_parameters_say_what_is_allowed(params, X_shape, message):
