@@ -65,6 +65,7 @@ from .errors import GpusegError
 from .features import FEATURES, compute_features
 from .model import SegmentModel
 from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
+from .pipeline import NO_PURCHASE, Unusable, date_warnings, refuse_empty_segments
 from .reading import FilePiece, expand_inputs, file_pieces, read_column_names, read_piece
 from .scaling import Moments, Scaler
 from .summary import SegmentResult, SegmentSums, fit_warnings, run_report, segment_report
@@ -158,12 +159,13 @@ def _piece_frame(piece: CleanedPiece, schema: pa.Schema) -> Any:
     return _frame(schema, piece.kept)
 
 
-def _features_part(pdf: Any, as_of: int, schema: pa.Schema) -> tuple[Any, int]:
-    """Features of the customers of one shuffled partition (all their rows are here)."""
+def _features_part(pdf: Any, as_of: int, schema: pa.Schema) -> tuple[Any, tuple[int, Unusable]]:
+    """Features of the customers of one shuffled partition (all their rows are here), and the
+    customers without a purchase and those whose features cannot be used (the client reports them)."""
     import pandas as pd
     table = pa.Table.from_pandas(pdf, preserve_index=False)
     if table.num_rows == 0:
-        return pd.DataFrame(), 0
+        return pd.DataFrame(), (0, Unusable())
     has_invoice = "invoice" in schema.names
     # The ids have the input's one type already (as Dask handed them: the schema's again).
     kept = KeptRows(ids=table.column("customer").combine_chunks().cast(schema.field("customer").type),
@@ -172,11 +174,10 @@ def _features_part(pdf: Any, as_of: int, schema: pa.Schema) -> tuple[Any, int]:
                     day=table.column("day").to_numpy(), amount=table.column("amount").to_numpy())
     tx = assemble([kept], as_of, RowCounts(), False, has_invoice)
     feats = compute_features(tx.customer, tx.day, tx.amount, tx.order, tx.n_customers, tx.n_orders, tx.as_of)
-    from .pipeline import refuse_non_finite  # the same rule as in one process
-    refuse_non_finite(feats, tx.customer_ids)
+    unusable = Unusable().check_features(feats, tx.customer_ids)
     ids = tx.customer_ids.take(pa.array(feats.customer))
     out = pa.table({"customer_id": ids, **{name: feats.columns[name] for name in FEATURES}})
-    return out.to_pandas(types_mapper=pd.ArrowDtype), feats.n_without_purchase
+    return out.to_pandas(types_mapper=pd.ArrowDtype), (feats.n_without_purchase, unusable)
 
 
 def _matrix(pdf: Any, names: tuple[str, ...]) -> np.ndarray:
@@ -305,7 +306,7 @@ def _fit_scaler(client: Any, parts: list[Any], names: tuple[str, ...]) -> tuple[
     moments = reduce(operator.add, client.gather(client.map(_moments, parts, names=names, pure=False)),
                      Moments.empty(len(names)))
     if moments.n == 0:
-        raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
+        raise GpusegError(NO_PURCHASE)
     return Scaler.from_moments(moments, names), moments.n
 
 
@@ -439,8 +440,12 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
         shuffled = kept.shuffle(on="customer", npartitions=max(1, kept.npartitions), shuffle_method="tasks")
         pairs = [dask.delayed(_features_part, nout=2)(p, as_of_day, schema) for p in shuffled.to_delayed()]
         futures = client.compute([p[0] for p in pairs] + [p[1] for p in pairs])  # one pass over each partition
-        feats, counts_without = futures[:len(pairs)], futures[len(pairs):]
-        n_without = sum(client.gather(counts_without))
+        feats, checks = futures[:len(pairs)], futures[len(pairs):]
+        n_without, unusable = 0, Unusable()
+        for n, found in client.gather(checks):
+            n_without += n
+            unusable += found
+        unusable.refuse()  # as one process: the first customer in id order, counts over all partitions
         del kept, shuffled, frames
     return ClusterFeatures(feats, files, mapping, rows, as_of_day, int(n_without), workers,
                            schema.field("customer").type)
@@ -470,7 +475,6 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
         fit = KMeansFit(result.centers + shift, result.labels, result.inertia, result.n_iter, result.converged,
                         result.history, int(np.count_nonzero(np.bincount(result.labels, minlength=config.k))),
                         engine="dask")
-        from .pipeline import refuse_empty_segments  # the same rule as in one process
         refuse_empty_segments(fit.n_distinct, config.k, n, config.features)
 
     with timer.stage("assign"):
@@ -498,7 +502,6 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
                 as_of=day_date(as_of), backend="cpu", columns=mapping.to_dict(), date_format=config.date_format,
                 version=__version__, segment_names=tuple(names), training=sums.training())
             model.save(tmp / MODEL)
-        from .pipeline import date_warnings
         notes = fit_warnings(fit, k, config.max_iter) + date_warnings(as_of, config.as_of)
         if config.n_init > 1:
             notes.append(f"--n-init {config.n_init}: with --scheduler one initialisation runs")
@@ -513,23 +516,24 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
     return SegmentResult(config.out, report, profiles, model)
 
 
-def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str, id_type: pa.DataType) -> SegmentSums:
+def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str,
+                id_type: pa.DataType) -> tuple[SegmentSums, Unusable]:
     """Assign one partition to the model's segments, write it, and return its sums (counts,
-    distances); stops, as one process does, at a customer too far to measure."""
-    from .pipeline import too_far, unmeasurable_row
-    from .scoring import _refuse_unmeasurable, assign_to_model
+    distances) and the customers too far to measure (the client reports them, as one process)."""
+    from .scoring import assign_to_model
     if len(pdf) == 0:
-        return SegmentSums.of(np.empty(0, np.int32), {}, model.k, np.empty(0))
+        return SegmentSums.of(np.empty(0, np.int32), {}, model.k, np.empty(0)), Unusable()
     ids = _with_id_type(pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False), id_type).column(0)
     Z = model.scaler.transform(_matrix(pdf, model.features))
-    if (row := unmeasurable_row(Z)) is not None:
-        raise too_far(ids[row].as_py(), model.features, "float64")
+    unusable = Unusable().check_scaled(Z, lambda row: ids[row].as_py())
+    if unusable.scaled:  # the run stops (on the client); distances would overflow
+        return SegmentSums.of(np.empty(0, np.int32), {}, model.k, np.empty(0)), unusable
     labels, dist = assign_to_model(model, Z)
-    _refuse_unmeasurable(dist, ids)
+    unusable.check_distance(dist, ids)
     pq.write_table(pa.table({"customer_id": ids, "segment": labels.astype(np.int32),
                              "segment_name": segment_names(labels, model.names()), "distance": dist}),
                    Path(folder) / "assignments" / f"part-{index:05d}.parquet")
-    return SegmentSums.of(labels, {}, model.k, dist, workers=1)  # a task: no nested pool
+    return SegmentSums.of(labels, {}, model.k, dist, workers=1), unusable  # a task: no nested pool
 
 
 def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dict[str, Any]:
@@ -537,7 +541,6 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
 
     ``config`` is a :class:`gpuseg.scoring.ScoreConfig`.
     """
-    from .pipeline import date_warnings
     from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping, with_model_as_of
     _refuse_gpu_backend(config.backend)
     with _session(scheduler, client) as (client, where):
@@ -554,7 +557,11 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
                 (tmp / "assignments").mkdir()
                 parts = client.gather(client.map(_score_part, cf.parts, list(range(len(cf.parts))),
                                                  model=model, folder=str(tmp), id_type=cf.id_type, pure=False))
-            sums = reduce(operator.add, parts)
+            unusable = Unusable("float64", model.features)
+            for _, found in parts:
+                unusable += found
+            unusable.refuse()
+            sums = reduce(operator.add, [p[0] for p in parts])
             drift = _drift_from_counts(model, sums.counts, sums.distance_sums)
             report = run_report(inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format,
                                 as_of=cf.as_of, backend="cpu", device=f"Dask ({where})", fallbacks=[], rows=cf.rows,

@@ -6,8 +6,8 @@ import datetime as dt
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -178,23 +178,93 @@ def _plan(Z: Any, config: SegmentConfig, backend: Backend) -> MemoryPlan | None:
     return plan_fit(Z.shape[0], Z.shape[1], config.k, Z.dtype, device_free_bytes(backend.xp))
 
 
-def refuse_non_finite(feats: CustomerFeatures, customer_ids: pa.Array) -> None:
-    """Stop on a customer with a non-finite feature, naming the customer.
+#: Every front-end's words when no customer is left to segment or score.
+NO_PURCHASE = "no customer has a purchase order (every order nets to zero or less)"
 
-    Every line amount is finite (the drop rule), so a non-finite feature is a
-    sum past float64's range: a corrupt amount column, which dropping the
-    customer would hide. Every front-end calls this before scaling.
+
+@dataclass
+class Unusable:
+    """Customers whose features cannot be used, found part by part (a streamed partition, a Dask
+    task) and reported as one process reports them: the first check that fails, and for it the
+    first customer in id order, with counts over the whole input.
+
+    The checks, in order: a feature that is not finite (every line amount is finite, by the drop
+    rule, so it is a sum past float64's range: a corrupt amount column, which dropping the
+    customer would hide); scaled features whose distances would overflow ``precision`` (a model's
+    scaler on data far beyond what it was fitted on); a distance that overflows.
     """
-    for name, col in feats.columns.items():
-        row = first_non_finite(col)
+
+    precision: str = "float64"
+    names: tuple[str, ...] = ()                                        # the features scaled
+    order: list[str] = field(default_factory=list)                    # feature columns, as computed
+    features: dict[str, list[Any]] = field(default_factory=dict)      # name -> [who, value, count]
+    scaled: list[Any] = field(default_factory=list)                   # the first customer, if any
+    distance: list[Any] = field(default_factory=list)
+
+    def check_features(self, feats: CustomerFeatures, customer_ids: pa.Array) -> "Unusable":
+        self.order = self.order or list(feats.columns)
+        for name, col in feats.columns.items():
+            row = first_non_finite(col)
+            if row is not None:
+                xp = get_namespace(col)
+                count = int(col.shape[0] - xp.count_nonzero(xp.isfinite(col)))
+                self._first(self.features.setdefault(name, []), customer_ids[int(feats.customer[row])].as_py(),
+                            float(col[row]), count)
+        return self
+
+    def check_scaled(self, Z: Any, who: Callable[[int], Any]) -> "Unusable":
+        """``who(row)``: the id of the customer of a row of ``Z``."""
+        row = unmeasurable_row(Z)
         if row is not None:
-            xp = get_namespace(col)
-            n_bad = int(col.shape[0] - xp.count_nonzero(xp.isfinite(col)))
-            who = customer_ids[int(feats.customer[row])].as_py()
-            raise GpusegError(
-                f"customer {who!r} has a {name} of {float(col[row])} ({n_bad} customer(s) in all): their line "
-                "amounts sum past float64's range (about 1.8e308); fix or remove those rows, every feature "
-                "must be finite")
+            self._first(self.scaled, who(row))
+        return self
+
+    def check_distance(self, distance: Any, ids: pa.Array) -> "Unusable":
+        row = first_non_finite(distance)
+        if row is not None:
+            self._first(self.distance, ids[row].as_py())
+        return self
+
+    @staticmethod
+    def _first(slot: list[Any], who: Any, value: float = 0.0, count: int = 1) -> None:
+        if not slot:
+            slot[:] = [who, value, count]
+            return
+        if who < slot[0]:  # ids of one type throughout (gpuseg.coding.unified_type)
+            slot[0], slot[1] = who, value
+        slot[2] += count
+
+    def __iadd__(self, other: "Unusable") -> "Unusable":
+        self.order = self.order or other.order
+        for name, slot in other.features.items():
+            self._first(self.features.setdefault(name, []), *slot)
+        for mine, theirs in ((self.scaled, other.scaled), (self.distance, other.distance)):
+            if theirs:
+                self._first(mine, *theirs)
+        return self
+
+    def refuse(self) -> None:
+        """Raise the error one process would raise for the whole input, if any."""
+        for name in self.order:
+            if name in self.features:
+                who, value, count = self.features[name]
+                raise GpusegError(
+                    f"customer {who!r} has a {name} of {value} ({count} customer(s) in all): their line "
+                    "amounts sum past float64's range (about 1.8e308); fix or remove those rows, every feature "
+                    "must be finite")
+        if self.scaled:
+            raise GpusegError(f"customer {self.scaled[0]!r} is too far from every segment to measure: its features "
+                              f"({', '.join(self.names)}) scale to values beyond {self.precision}'s range for "
+                              "distances, far outside what the scaler was fitted on; check the amount column")
+        if self.distance:
+            raise GpusegError(f"customer {self.distance[0]!r} is too far from every segment to measure (its "
+                              "distance overflows float64): its features are far outside what the model was "
+                              "trained on; check the amount column")
+
+
+def refuse_non_finite(feats: CustomerFeatures, customer_ids: pa.Array) -> None:
+    """Stop on a customer with a non-finite feature, naming the customer (see :class:`Unusable`)."""
+    Unusable().check_features(feats, customer_ids).refuse()
 
 
 #: Largest scaled value whose distances can be measured, per precision: its square, summed
@@ -206,9 +276,8 @@ def refuse_non_finite_scaled(Z: Any, feats: CustomerFeatures, customer_ids: pa.A
                              precision: str) -> None:
     """Stop when a finite feature scales to a value whose distances overflow, or past the range of
     ``precision``: a model's scaler on data far beyond what it was fitted on."""
-    row = unmeasurable_row(Z)
-    if row is not None:
-        raise too_far(customer_ids[int(feats.customer[row])].as_py(), names, precision)
+    Unusable(precision, tuple(names)).check_scaled(
+        Z, lambda row: customer_ids[int(feats.customer[row])].as_py()).refuse()
 
 
 def unmeasurable_row(Z: Any) -> int | None:
@@ -222,12 +291,6 @@ def unmeasurable_row(Z: Any) -> int | None:
     if bad.ndim > 1:
         bad = bad.any(axis=1)
     return int(xp.argmax(bad)) if int(xp.count_nonzero(bad)) else None
-
-
-def too_far(who: Any, names: Any, precision: str) -> GpusegError:
-    return GpusegError(f"customer {who!r} is too far from every segment to measure: its features "
-                       f"({', '.join(names)}) scale to values beyond {precision}'s range for distances, far "
-                       "outside what the scaler was fitted on; check the amount column")
 
 
 def date_warnings(as_of: int, given: dt.date | None, today: dt.date | None = None) -> list[str]:
@@ -291,7 +354,7 @@ def prepare(config: SegmentConfig, progress: Progress | None = None, scaler: Sca
 
     feats = tx.features
     if len(feats) == 0:
-        raise GpusegError("no customer has a purchase order (every order nets to zero or less)")
+        raise GpusegError(NO_PURCHASE)
     refuse_non_finite(feats, tx.customer_ids)
 
     precision = resolve_precision(config, backend)

@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -48,8 +49,7 @@ from .errors import GpusegError
 from .features import compute_features
 from .model import SegmentModel
 from .outputs import ASSIGNMENTS, check_out, owner_tag, segment_names, staged_output, sweep_stale, write_json
-from .pipeline import Transfers, date_warnings, prepare, refuse_non_finite, refuse_non_finite_scaled
-from .scaling import first_non_finite
+from .pipeline import NO_PURCHASE, Transfers, Unusable, date_warnings, prepare
 from .reading import expand_inputs, file_format, iter_batches, read_column_names
 from .summary import SegmentSums, run_report
 from .timing import StageTimer
@@ -194,36 +194,32 @@ def assign_to_model(model: SegmentModel, Z: Any, backend_xp: Any = np) -> tuple[
     return active.astype(np.int32)[to_numpy(labels)], np.sqrt(to_numpy(sqdist))
 
 
-def _refuse_unmeasurable(distance: np.ndarray, ids: pa.Array) -> None:
-    """Stop when a customer's distance overflows: finite scaled features far beyond the
-    training data (a feature the model does not log, at 1e155 and more) square past float64."""
-    row = first_non_finite(distance)
-    if row is not None:
-        raise GpusegError(f"customer {ids[row].as_py()!r} is too far from every segment to measure (its "
-                          "distance overflows float64): its features are far outside what the model was "
-                          "trained on; check the amount column")
-
-
 def _hash_partition(ids: pa.Array, parts: int) -> np.ndarray:
     """Partition of each id, the same for the same id in any batch or run, and for ids that
     batches of different types make one customer (:func:`gpuseg.coding.unified_type`): each
     id is keyed by its text as that rule writes it, canonical integers by their value (5,
-    5.0, "5" and " 5" alike)."""
-    key = np.empty(len(ids), dtype=np.uint64)
+    5.0, "5" and " 5" alike); short integers directly, other ids once per distinct value."""
     if _short_integers(ids):
-        key[:] = ids.to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        key = ids.to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
     else:
-        text = to_unified(ids, pa.string())
-        whole = pc.fill_null(pc.match_substring_regex(text, INT_TEXT), False).to_numpy(zero_copy_only=False)
-        rows = np.flatnonzero(whole)
-        key[rows] = text.take(pa.array(rows)).cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
-        rows = np.flatnonzero(~whole)
-        if len(rows):
-            enc = pc.dictionary_encode(text.take(pa.array(rows)))
-            words = np.asarray([zlib.crc32(s.encode("utf-8")) for s in enc.dictionary.to_pylist()], dtype=np.uint64)
-            key[rows] = words[enc.indices.to_numpy(zero_copy_only=False)] | np.uint64(1 << 63)
+        enc = ids if pa.types.is_dictionary(ids.type) else pc.dictionary_encode(ids)
+        key = _text_keys(enc.dictionary)[enc.indices.to_numpy(zero_copy_only=False)]
     mixed = (key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)
     return (mixed % np.uint64(parts)).astype(np.int64)
+
+
+def _text_keys(values: pa.Array) -> np.ndarray:
+    """A uint64 key of each (distinct) id: its value when its text is a canonical integer, else a
+    checksum of its text."""
+    key = np.empty(len(values), dtype=np.uint64)
+    text = to_unified(values, pa.string())
+    whole = pc.fill_null(pc.match_substring_regex(text, INT_TEXT), False).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(whole)
+    key[rows] = text.take(pa.array(rows)).cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+    rows = np.flatnonzero(~whole)
+    words = [zlib.crc32(s.encode("utf-8")) for s in text.take(pa.array(rows)).to_pylist()]
+    key[rows] = np.asarray(words, dtype=np.uint64) | np.uint64(1 << 63)
+    return key
 
 
 def _short_integers(ids: pa.Array) -> bool:
@@ -263,7 +259,7 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
         with p.timer.stage("assign"):
             segment, distance = assign_to_model(model, p.Z, p.backend.xp)
         ids = p.tx.customer_ids.take(pa.array(p.transfers.to_host("customer", p.feats.customer)))
-        _refuse_unmeasurable(distance, ids)
+        Unusable().check_distance(distance, ids).refuse()
         rows, as_of, timer, backend = p.tx.rows, p.tx.as_of, p.timer, p.backend
         n_parts = None
         with staged_output(config.out) as tmp:
@@ -365,6 +361,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
     cleaner = Cleaner(mapping, date_format, config.as_of)
     segments_all, distance_all = [], []
     n_without = 0
+    unusable = Unusable("float64", model.features)
     # Named by host and process, so that a later run removes what a killed one left.
     sweep_stale(Path(tempfile.gettempdir()), "gpuseg-score-")
     with _room_for_open_files(n_parts, config.partitions is None), \
@@ -372,7 +369,10 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
         scratch = Path(scratch)
         # Arrow IPC streams, written as they come (no encoding buffers per open file): one per
         # partition and batch schema, as id types may change between files.
-        writers: dict[tuple[int, pa.Schema], Any] = {}
+        # At most n_parts streams are open at once (the open-file budget): a stream of another
+        # schema closes the one written least recently, and its partition gets a new file.
+        writers: OrderedDict[tuple[int, pa.Schema], Any] = OrderedDict()
+        streams: dict[int, list[str]] = {}
         facts: dict[str, list[IdFacts]] = {"customer": [], "invoice": []}
         read = 0
         with timer.stage("partition"):
@@ -399,11 +399,16 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                         lo, hi = int(bounds[j]), int(bounds[j + 1])
                         if hi > lo:
                             key = (j, table.schema)
-                            if key not in writers:
-                                name = f"part-{j}-{sum(k[0] == j for k in writers)}.arrow"
-                                writers[key] = (pa.ipc.new_stream(str(scratch / name), table.schema), name)
-                            writers[key][0].write_table(table.slice(lo, hi - lo))
-        for w, _ in writers.values():
+                            if key in writers:
+                                writers.move_to_end(key)
+                            else:
+                                if len(writers) >= n_parts:
+                                    writers.popitem(last=False)[1].close()
+                                name = f"part-{j}-{len(streams.setdefault(j, []))}.arrow"
+                                streams[j].append(name)
+                                writers[key] = pa.ipc.new_stream(str(scratch / name), table.schema)
+                            writers[key].write_table(table.slice(lo, hi - lo))
+        for w in writers.values():
             w.close()
         pa.default_memory_pool().release_unused()
         cleaner.check()
@@ -413,9 +418,6 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
         id_type = unified_type(facts["customer"], cleaner.ids_to_int)
         invoice_type = unified_type(facts["invoice"], True) if mapping.invoice else None
         outs: list[tuple[pa.Array, np.ndarray, np.ndarray]] = []
-        streams: dict[int, list[str]] = {}
-        for (j, _), (_, name) in writers.items():
-            streams.setdefault(j, []).append(name)
         for done, j in enumerate(sorted(streams), start=1):
             with timer.stage("score"):
                 parts = []
@@ -433,20 +435,25 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                           for name in ("customer", "day", "amount", "order")]
                 feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
                 n_without += feats.n_without_purchase
-                if len(feats):
-                    refuse_non_finite(feats, tx.customer_ids)
+                # A customer that cannot be used is reported once every partition is seen, as one
+                # process reports it (the first in id order, counts over the whole input).
+                unusable += Unusable().check_features(feats, tx.customer_ids)
+                if len(feats) and not unusable.features:
                     Z = model.scaler.transform(feats.matrix(model.features))
-                    refuse_non_finite_scaled(Z, feats, tx.customer_ids, model.features, "float64")
+                    unusable += Unusable().check_scaled(
+                        Z, lambda row: tx.customer_ids[int(feats.customer[row])].as_py())
+                if len(feats) and not unusable.features and not unusable.scaled:
                     segment, distance = assign_to_model(model, Z, backend.xp)
                     ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
-                    _refuse_unmeasurable(distance, ids)
+                    unusable += Unusable().check_distance(distance, ids)
                     outs.append((ids, segment, distance))
                     segments_all.append(segment)
                     distance_all.append(distance)
             pa.default_memory_pool().release_unused()
             notify("score", done, len(streams))
+    unusable.refuse()
     if not outs:
-        raise GpusegError("no customer has a purchase order in the input")
+        raise GpusegError(NO_PURCHASE)
     segment = np.concatenate(segments_all)
     distance = np.concatenate(distance_all)
     with staged_output(config.out) as tmp:

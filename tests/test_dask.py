@@ -336,3 +336,17 @@ def test_score_on_the_cluster_refuses_a_customer_too_far_to_measure(client, tmp_
         score_dask(config, client=client)
     assert "too far from every segment to measure" in str(one.value)
     assert str(many.value) == str(one.value) and not (tmp_path / "s").exists()
+
+
+def test_customers_that_cannot_be_used_are_reported_as_in_one_process(client, tmp_path):
+    # Each partition refused alone: a count of its own customers, and whichever it held first.
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"customer_id": list(range(1, 41)) * 2,
+                             "invoice_date": ["2024-01-02"] * 40 + ["2024-01-03"] * 40,
+                             "amount": [1.7e308 if i % 2 else 3.0 for i in range(40)] * 2}), tmp_path / "in" / "a.parquet")
+    config = dict(inputs=(str(tmp_path / "in"),), k=2)
+    with pytest.raises(GpusegError) as one:
+        run(SegmentConfig(out=tmp_path / "one", **config))
+    with pytest.raises(GpusegError) as many:
+        run_dask(SegmentConfig(out=tmp_path / "many", **config), client=client)
+    assert str(many.value) == str(one.value) and "(20 customer(s) in all)" in str(one.value)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from gpuseg.cli import app
 from gpuseg.config import SegmentConfig
+from gpuseg.errors import GpusegError
 from gpuseg.generate import demo_table
 from gpuseg.pipeline import run
 from gpuseg.scoring import ScoreConfig, _hash_partition, parse_memory, partitions_for, score
@@ -214,3 +215,77 @@ def test_the_report_counts_customers_without_a_purchase_and_warns_of_a_future_da
     assert report["warnings"] and "2206-01-05" in report["warnings"][0]
     text = " ".join(result.output.split())
     assert "1 customers without a purchase left out" in text and "2206-01-05" in text
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(0)
+    day = np.datetime64("2024-01-01") + rng.integers(0, 300, 300).astype("timedelta64[D]")
+    pq.write_table(pa.table({"customer_id": rng.integers(0, 40, 300), "date": pa.array(day),
+                             "amount": rng.random(300) * 100}), root / "t.parquet")
+    run(SegmentConfig(inputs=(str(root / "t.parquet"),), out=root / "seg", k=3))
+    return root / "seg" / "model.json"
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("no_purchase", "no customer has a purchase order (every order nets to zero or less)"),
+    ("overflow", "customer 1 has a monetary of inf (20 customer(s) in all)"),
+    ("too_far", "customer 1 is too far from every segment to measure"),
+])
+def test_streamed_scoring_refuses_as_one_process_does(small_model, tmp_path, case, fragment):
+    # Each partition reported alone: another message for no purchase, "11 customer(s) in all" and
+    # "customer 3" depending on the number of partitions.
+    first, second = "2024-01-02", "2024-01-03"
+    if case == "no_purchase":
+        table = {"customer_id": [1, 2], "date": [first, second], "amount": [-5.0, 0.0]}
+    elif case == "overflow":
+        table = {"customer_id": list(range(1, 21)) * 2, "date": [first] * 20 + [second] * 20, "amount": [1.7e308] * 40}
+    else:
+        table = {"customer_id": list(range(1, 11)), "date": [first] * 10, "amount": [1e300 * (i + 1) for i in range(10)]}
+    pq.write_table(pa.table({k: pa.array(v) for k, v in table.items()}), tmp_path / "new.parquet")
+    messages = set()
+    for partitions in (None, 1, 2, 3, 5):
+        with pytest.raises(GpusegError) as err:
+            score(ScoreConfig(model=small_model, inputs=(str(tmp_path / "new.parquet"),), out=tmp_path / "s",
+                              partitions=partitions))
+        messages.add(str(err.value))
+        assert not (tmp_path / "s").exists()
+    assert len(messages) == 1 and fragment in messages.pop()
+
+
+def test_streamed_scoring_keeps_no_more_streams_open_than_partitions(tmp_path, monkeypatch):
+    # Spill streams are per partition and batch schema; with ids typed four ways they were
+    # n_parts x 4 open files, past the budget _room_for_open_files had made room for.
+    import pyarrow.ipc as ipc
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    for i, typed in enumerate([lambda c: pa.array(c), lambda c: pa.array([str(v) for v in c]),
+                               lambda c: pa.array([str(v) for v in c], pa.large_string()),
+                               lambda c: pa.array([str(v) for v in c]).dictionary_encode()]):
+        cust = rng.integers(0, 300, 500)
+        pq.write_table(pa.table({"customer_id": typed(cust), "date": ["2024-03-01"] * 500,
+                                 "amount": rng.random(500) + 1}), tmp_path / "in" / f"{i}.parquet")
+    run(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "seg", k=3))
+    state = {"open": 0, "most": 0}
+    real = ipc.new_stream
+
+    def counted(*args, **kwargs):
+        writer = real(*args, **kwargs)
+        state["open"] += 1
+        state["most"] = max(state["most"], state["open"])
+        close = writer.close
+
+        def closed():
+            state["open"] -= 1
+            close()
+        writer.close = closed
+        return writer
+
+    monkeypatch.setattr(ipc, "new_stream", counted)
+    score(ScoreConfig(model=tmp_path / "seg" / "model.json", inputs=(str(tmp_path / "in"),), out=tmp_path / "s",
+                      partitions=5))
+    assert state["most"] <= 5 and state["open"] == 0
+    a = pq.read_table(tmp_path / "seg" / "assignments.parquet").sort_by("customer_id")
+    b = pq.read_table(tmp_path / "s" / "assignments.parquet").sort_by("customer_id")
+    assert b.column("segment").equals(a.column("segment"))
