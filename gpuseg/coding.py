@@ -383,6 +383,10 @@ def to_unified(arr: pa.Array, target: pa.DataType) -> pa.Array:
         return arr
     if pa.types.is_integer(arr.type) and pa.types.is_integer(target):
         return arr.cast(target)
+    if pa.types.is_floating(arr.type):  # -0.0 is 0.0's customer (Arrow would write "-0")
+        if pa.types.is_float16(arr.type):  # Arrow adds no half floats; float32 holds them exactly
+            arr = arr.cast(pa.float32())
+        arr = pc.add(arr, pa.scalar(0.0, arr.type))
     text = pc.utf8_trim_whitespace(arr.cast(target if is_text(target) else pa.string()))
     return text if is_text(target) else text.cast(target)
 

@@ -13,7 +13,9 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -272,7 +274,7 @@ def file_pieces(path: Path, mapping: ColumnMapping) -> list[FilePiece]:
                     pieces.append(FilePiece(str(path), tuple(groups)))
                     groups, rows = [], 0
             return pieces + [FilePiece(str(path), tuple(groups))] if groups or not pieces else pieces
-        if not path.name.lower().endswith(".csv"):
+        if not path.name.lower().endswith(".csv") or not _splits_at_newlines(path):
             return [FilePiece(str(path))]
         size = path.stat().st_size
         return [FilePiece(str(path), start=a, stop=a + CSV_BLOCK_BYTES if a + CSV_BLOCK_BYTES < size else None)
@@ -281,11 +283,38 @@ def file_pieces(path: Path, mapping: ColumnMapping) -> list[FilePiece]:
         raise _fail(path, exc) from None
 
 
+def _header_line(fh: Any) -> bytes:
+    """The header line of an open CSV file (Arrow skips blank lines before it too); the file is left
+    after it."""
+    line = fh.readline()
+    while line and not line.lstrip(b"\xef\xbb\xbf").strip(b"\r\n"):
+        line = fh.readline()
+    return line
+
+
+def _quoted_line_break(body: bytes) -> bool:
+    """Whether some line of ``body`` holds an odd number of quote characters: a quoted field
+    that goes on past the line's end (escaped quotes come in pairs)."""
+    if b'"' not in body:
+        return False
+    data = np.frombuffer(body, dtype=np.uint8)
+    line = np.cumsum(data == 10)
+    return bool((np.bincount(line[data == 34]) % 2).any())
+
+
+def _splits_at_newlines(path: Path) -> bool:
+    """Whether a CSV file's lines end in a line feed, as cutting it at line ends assumes: Arrow also
+    ends lines at a lone carriage return (old Mac files), which such a file is kept whole for."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    return head.count(b"\r") == head.count(b"\r\n") and b"\n" in head
+
+
 def read_piece(piece: FilePiece, mapping: ColumnMapping) -> list[pa.RecordBatch]:
     """The mapped columns of one :class:`FilePiece`, read as :func:`iter_batches` reads the
     whole file. A CSV piece holds the lines that start in its byte range, parsed below the
     file's header line: as with ``dask.dataframe.read_csv``, a quoted field must not hold
-    a line break.
+    a line break (a piece that shows one is an error, not rows cut in two).
 
     Raises
     ------
@@ -302,9 +331,9 @@ def read_piece(piece: FilePiece, mapping: ColumnMapping) -> list[pa.RecordBatch]
         if piece.start == 0 and piece.stop is None:
             return list(iter_batches(path, mapping))
         with open(path, "rb") as fh:
-            header = fh.readline()
-            start = max(piece.start, len(header))
-            if start > len(header):
+            header = _header_line(fh)
+            start = max(piece.start, fh.tell())
+            if start > fh.tell():
                 fh.seek(start - 1)
                 start += len(fh.readline()) - 1  # to the end of the line that holds byte start - 1
             end = path.stat().st_size
@@ -315,7 +344,12 @@ def read_piece(piece: FilePiece, mapping: ColumnMapping) -> list[pa.RecordBatch]
                 return []
             fh.seek(start)
             body = fh.read(end - start)
-        table = pacsv.read_csv(pa.BufferReader(header + body), convert_options=csv_convert(mapping))
+        if _quoted_line_break(body):
+            raise GpusegError(f"input file {str(path)!r} has a line with an unpaired quote character (a quoted "
+                              "field holding a line break, or a stray quote); with --scheduler a CSV file is cut "
+                              "at line ends for the workers: convert it to Parquet, or run without --scheduler")
+        table = pacsv.read_csv(pa.BufferReader(header + body), convert_options=csv_convert(mapping),
+                               read_options=pacsv.ReadOptions(block_size=64 << 20))  # as iter_batches reads
         return table.combine_chunks().to_batches()
     except GpusegError:
         raise

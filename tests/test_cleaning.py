@@ -554,3 +554,28 @@ def test_parquet_pieces_are_runs_of_row_groups(tmp_path, monkeypatch):
     assert [p.row_groups for p in pieces] == [(0, 1, 2), (3, 4, 5), (6, 7, 8), (9,)]
     got = pa.Table.from_batches([b for p in pieces for b in reading.read_piece(p, m)])
     assert got.column("amount").to_pylist() == table.column("amount").to_pylist()
+
+
+@pytest.mark.parametrize("layout", ["cr", "blank_lines_first", "long_line", "quoted_break"])
+def test_csv_pieces_of_awkward_files(tmp_path, monkeypatch, layout):
+    # CR-only files gave no rows (the whole file looked like a header line), blank lines before the
+    # header made a blank "header", a 2 MB line passed Arrow's default 1 MiB block, and a quoted
+    # line break cut in two gave rows that were never in the file.
+    from gpuseg import reading
+    m = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    head, rows = "customer_id,date,amount,note", [f"{i % 7},2024-01-{1 + i % 28:02d},{i}.5,a" for i in range(60)]
+    text = {"cr": "\r".join([head] + rows) + "\r",
+            "blank_lines_first": "\n\r\n" + "\n".join([head] + rows) + "\n",
+            "long_line": "\n".join([head] + rows[:30] + [rows[30][:-1] + "z" * 2_200_000] + rows[31:]) + "\n",
+            "quoted_break": "\n".join([head] + [r[:-1] + '"see\n9,2024-06-01,5000,x"' if i % 10 == 3 else r
+                                               for i, r in enumerate(rows)]) + "\n"}[layout]
+    path = tmp_path / "log.csv"
+    path.write_text(text, newline="")
+    monkeypatch.setattr(reading, "CSV_BLOCK_BYTES", 1_000_000 if layout == "long_line" else 57)
+    pieces = reading.file_pieces(path, m)
+    if layout == "quoted_break":
+        with pytest.raises(GpusegError, match="unpaired quote character"):
+            [b for p in pieces for b in reading.read_piece(p, m)]
+        return
+    got = pa.Table.from_batches([b for p in pieces for b in reading.read_piece(p, m)])
+    assert got.num_rows == 60 and got.column("amount").to_pylist() == [i + 0.5 for i in range(60)]

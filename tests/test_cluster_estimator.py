@@ -136,3 +136,11 @@ def test_a_callable_init_is_called_as_scikit_learn_calls_it():
     np.testing.assert_allclose(calls[0][0], 0, atol=1e-12)  # the centred data
     np.testing.assert_array_equal(g.labels_, s.labels_)
     assert g.inertia_ == pytest.approx(s.inertia_, rel=1e-12)
+
+
+def test_a_float32_frame_stays_float32():
+    import pandas as pd
+    X = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    g = KMeans(3, random_state=0).fit(pd.DataFrame(X))
+    assert g.cluster_centers_.dtype == np.float32 and g.transform(pd.DataFrame(X)).dtype == np.float32
+    np.testing.assert_array_equal(g.labels_, KMeans(3, random_state=0).fit(X).labels_)

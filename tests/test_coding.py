@@ -379,3 +379,9 @@ def test_uint64_past_int64_and_negative_ids_have_no_common_type():
     # An all-null integer batch has no minimum: it is not negative (once a TypeError).
     assert unified_type([id_facts(pa.array([2**63], pa.uint64())), id_facts(pa.array([None], pa.int64()))]) \
         == pa.uint64()
+
+
+def test_negative_zero_is_zeros_customer_as_text_too():
+    # Streamed scoring split -0.0 and 0 ("-0" and "0") where one process codes one customer '0'.
+    from gpuseg.coding import _unify
+    assert _unify([pa.array([-0.0, 5.5]), pa.array([0, 6])], True).to_pylist() == ["0", "5.5", "0", "6"]

@@ -105,8 +105,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise TypeError("Sparse data was passed for KMeans, but dense data is required: sparse input is not "
                             "supported. Use X.toarray() to convert to a dense array.")
         if hasattr(X, "to_numpy") and hasattr(X, "columns"):  # pandas: nullable columns hold pd.NA, not NaN
+            f32 = len(X.columns) and all(str(t) == "float32" for t in X.dtypes)  # stays float32, as in scikit-learn
             try:
-                X = X.to_numpy(dtype=np.float64, na_value=np.nan)
+                X = X.to_numpy(dtype=np.float32 if f32 else np.float64, na_value=np.nan)
             except (TypeError, ValueError):
                 X = X.to_numpy()
         xp = get_namespace(X)
