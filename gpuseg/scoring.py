@@ -441,7 +441,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                 if len(feats) and not unusable.features:
                     Z = model.scaler.transform(feats.matrix(model.features))
                     unusable += Unusable().check_scaled(
-                        Z, lambda row: tx.customer_ids[int(feats.customer[row])].as_py())
+                        Z, lambda row, ids=tx.customer_ids, code=feats.customer: ids[int(code[row])].as_py())
                 if len(feats) and not unusable.features and not unusable.scaled:
                     segment, distance = assign_to_model(model, Z, backend.xp)
                     ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
