@@ -564,7 +564,7 @@ def generate(
 
 @app.command()
 def bench(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json, bench.md and bench.png.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json, bench.md and bench.png (kernel mode: bench.json and bench.md).")],
     sizes: Annotated[str, typer.Option(help="Transactions per run, comma-separated (kernel mode: points n).")] = "1e5,1e6,1e7",
     k: Annotated[int, typer.Option("--k", "-k", help="Segments (clusters).")] = 8,
     backends: Annotated[str, typer.Option(help="gpuseg backends to compare: cpu,cupy,cuml; peers are added when installed.")] = "cpu,cupy,cuml",

@@ -53,8 +53,11 @@ def new_ids(match: np.ndarray, k_old: int) -> np.ndarray:
 
 def migration(reference_dir: Path, customer_ids: pa.Array, segment: np.ndarray, old_names: list[str],
               new_names: list[str]) -> list[dict] | None:
-    """Counts of customers present in both runs by (old segment, new segment); None without old assignments."""
+    """Counts of customers present in both runs by (old segment, new segment); None without old assignments
+    (``assignments.parquet`` beside the reference model, or a Dask run's ``assignments/`` folder)."""
     path = Path(reference_dir) / "assignments.parquet"
+    if not path.exists() and (Path(reference_dir) / "assignments").is_dir():
+        path = Path(reference_dir) / "assignments"
     if not path.exists():
         return None
     try:

@@ -13,12 +13,14 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import __version__
 from .backend import (Backend, default_workers, get_namespace, host_to_device, probe_cudf, resolve_backend,
                       short_error, to_numpy)
 from .cleaning import day_date
 from .cluster.fit import KMeansFit, fit_kmeans, nearest
+from .coding import is_text
 from .columns import ColumnMapping, resolve_columns
 from .cudf_reading import load_cudf
 from .config import SegmentConfig
@@ -303,6 +305,27 @@ def date_warnings(as_of: int, given: dt.date | None, today: dt.date | None = Non
             "it: check the date column, or give --as-of"]
 
 
+def dotted_twins(ids: pa.Array) -> int:
+    """How many text customer ids are another id written with a decimal point and zeros ('12346.0'
+    beside '12346'): a CSV export of float ids writes them so, Parquet and integer files do not."""
+    if not is_text(ids.type) or not len(ids):
+        return 0
+    dotted = pc.match_substring_regex(ids, r"^-?[0-9]+\.0+$")
+    if not pc.any(dotted).as_py():
+        return 0
+    stripped = pc.replace_substring_regex(ids.filter(dotted), r"\.0+$", "")
+    return int(pc.sum(pc.is_in(stripped, value_set=ids)).as_py() or 0)
+
+
+def id_warnings(twins: int) -> list[str]:
+    """A note when :func:`dotted_twins` found some: they are counted as different customers."""
+    if not twins:
+        return []
+    return [f"{twins} customer id(s) appear both as a whole number and with a decimal point (as 12346 and "
+            "12346.0) and are counted as different customers; write the ids one way in every file (a CSV "
+            "export of float ids writes the .0)"]
+
+
 def refuse_empty_segments(n_distinct: int, k: int, n: int, features: Any, option: str = "--k") -> None:
     """Stop when k-means could fill fewer than ``k`` segments.
 
@@ -404,7 +427,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             if plan is not None and plan.mode == "streamed":
                 Z = transfers.to_host("scaled features (streamed fit)", Z)
             km, notes = fit_centroids(Z, config, backend, plan)
-            notes += date_warnings(tx.as_of, config.as_of)
+            notes += date_warnings(tx.as_of, config.as_of) + id_warnings(dotted_twins(tx.customer_ids))
             refuse_empty_segments(km.n_distinct, config.k, n, config.features)
 
         with timer.stage("assign"):

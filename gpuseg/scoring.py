@@ -49,7 +49,7 @@ from .errors import GpusegError
 from .features import compute_features
 from .model import SegmentModel
 from .outputs import ASSIGNMENTS, check_out, owner_tag, segment_names, staged_output, sweep_stale, write_json
-from .pipeline import NO_PURCHASE, Transfers, Unusable, date_warnings, prepare
+from .pipeline import NO_PURCHASE, Transfers, Unusable, date_warnings, dotted_twins, id_warnings, prepare
 from .reading import expand_inputs, file_format, iter_batches, read_column_names
 from .summary import SegmentSums, run_report
 from .timing import StageTimer
@@ -212,7 +212,8 @@ def _text_keys(values: pa.Array) -> np.ndarray:
     """A uint64 key of each (distinct) id: its value when its text is a canonical integer, else a
     checksum of its text."""
     key = np.empty(len(values), dtype=np.uint64)
-    text = to_unified(values, pa.string())
+    # 12346.0 shares 12346's partition, so that a partition can tell the two apart (pipeline.dotted_twins).
+    text = pc.replace_substring_regex(to_unified(values, pa.string()), r"^(-?[0-9]+)\.0+$", r"\1")
     whole = pc.fill_null(pc.match_substring_regex(text, INT_TEXT), False).to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(whole)
     key[rows] = text.take(pa.array(rows)).cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
@@ -267,7 +268,8 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
                                [(ids, segment, distance)])
             drift = _drift(model, segment, distance)
             report = _score_report(config, model, mapping, date_format, rows, as_of, timer, backend, streamed,
-                                   n_parts, estimate, t0, files, p.feats.n_without_purchase)
+                                   n_parts, estimate, t0, files, p.feats.n_without_purchase,
+                                   dotted_twins(p.tx.customer_ids))
             write_json(tmp / DRIFT, drift)
             write_json(tmp / SCORE_REPORT, report)
         return ScoreResult(config.out, drift, report)
@@ -360,7 +362,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
     n_parts = config.partitions or partitions_for(estimate, config.memory_limit)
     cleaner = Cleaner(mapping, date_format, config.as_of)
     segments_all, distance_all = [], []
-    n_without = 0
+    n_without = twins = 0
     unusable = Unusable("float64", model.features)
     # Named by host and process, so that a later run removes what a killed one left.
     sweep_stale(Path(tempfile.gettempdir()), "gpuseg-score-")
@@ -431,6 +433,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                         day=t.column("day").to_numpy(), amount=t.column("amount").to_numpy()))
                     del t
                 tx = assemble(parts, as_of, cleaner.rows, False, mapping.invoice is not None)
+                twins += dotted_twins(tx.customer_ids)  # both forms share a partition (_text_keys)
                 arrays = [transfers.to_device(name, getattr(tx, name))
                           for name in ("customer", "day", "amount", "order")]
                 feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
@@ -460,7 +463,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
         _write_assignments(pq.ParquetWriter(tmp / ASSIGNMENTS, _schema(id_type)), model, outs)
         drift = _drift(model, segment, distance)
         report = _score_report(config, model, mapping, date_format, cleaner.rows, as_of, timer, backend, True,
-                               len(streams), estimate, t0, files, n_without)
+                               n_parts, estimate, t0, files, n_without, twins, len(streams))
         write_json(tmp / DRIFT, drift)
         write_json(tmp / SCORE_REPORT, report)
     return ScoreResult(config.out, drift, report)
@@ -468,12 +471,14 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
 
 def _score_report(config: ScoreConfig, model: SegmentModel, mapping: ColumnMapping, date_format: str | None,
                   rows: Any, as_of: int, timer: StageTimer, backend: Any, streamed: bool, n_parts: int | None,
-                  estimate: int, t0: float, files: list[Path], n_without: int) -> dict[str, Any]:
+                  estimate: int, t0: float, files: list[Path], n_without: int, twins: int,
+                  with_rows: int | None = None) -> dict[str, Any]:
     return run_report(
         inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format, as_of=as_of,
         backend=backend.name, device=backend.device, fallbacks=backend.fallbacks, rows=rows,
         timings={**timer.as_dict(), "total": round(time.perf_counter() - t0, 6)},
-        customers_without_purchase=int(n_without), warnings=date_warnings(as_of, config.as_of),
+        customers_without_purchase=int(n_without), warnings=date_warnings(as_of, config.as_of) + id_warnings(twins),
         model=str(config.model), model_as_of=model.as_of.isoformat(), streamed=streamed, partitions=n_parts,
+        partitions_with_rows=with_rows,
         memory_limit_bytes=config.memory_limit, estimated_rows=estimate,
         estimated_working_bytes=estimate * BYTES_PER_ROW)

@@ -105,3 +105,19 @@ def test_a_model_with_ids_left_empty_scores_its_own_customers_as_they_were_assig
                           partitions=partitions))
         b = pq.read_table(tmp_path / f"s{partitions}" / "assignments.parquet").sort_by("customer_id")
         assert b.column("segment").equals(a.column("segment"))
+
+
+def test_a_dask_runs_folder_of_assignments_gives_the_migration_table(first, tmp_path):
+    # segment --scheduler writes assignments/ as a dataset: "no assignments.parquet beside the reference model".
+    import shutil
+    ref = tmp_path / "ref"
+    shutil.copytree(first.out, ref)
+    table = pq.read_table(ref / "assignments.parquet")
+    (ref / "assignments.parquet").unlink()
+    (ref / "assignments").mkdir()
+    pq.write_table(table.slice(0, 1000), ref / "assignments" / "part-00000.parquet")
+    pq.write_table(table.slice(1000), ref / "assignments" / "part-00001.parquet")
+    second = run(SegmentConfig(out=tmp_path / "feb", k=5, demo_customers=4000, seed=0,
+                               reference_model=ref / "model.json"))
+    moves = pacsv.read_csv(second.out / "migration.csv").to_pylist()
+    assert sum(m["customers"] for m in moves) == table.num_rows

@@ -41,6 +41,8 @@ def test_scoring_the_training_data_reproduces_the_training_assignments(trained, 
     res = score(ScoreConfig(model=root / "train" / "model.json", inputs=(str(log),), out=tmp_path / "s",
                             partitions=partitions))
     assert res.report["streamed"] == (partitions is not None)
+    if partitions:  # partitions as asked (was the count of those that got rows), and those that did
+        assert res.report["partitions"] == partitions and 1 <= res.report["partitions_with_rows"] <= partitions
     a = sorted_assignments(root / "train" / "assignments.parquet")
     b = sorted_assignments(tmp_path / "s" / "assignments.parquet")
     np.testing.assert_array_equal(a["customer_id"], b["customer_id"])
@@ -289,3 +291,22 @@ def test_streamed_scoring_keeps_no_more_streams_open_than_partitions(tmp_path, m
     a = pq.read_table(tmp_path / "seg" / "assignments.parquet").sort_by("customer_id")
     b = pq.read_table(tmp_path / "s" / "assignments.parquet").sort_by("customer_id")
     assert b.column("segment").equals(a.column("segment"))
+
+
+def test_ids_written_with_a_decimal_point_beside_whole_ones_are_warned_of(tmp_path):
+    # An export's float ids as CSV text (12000.0) beside the same ids as Parquet doubles (12000):
+    # two customers each, silently.
+    (tmp_path / "in").mkdir()
+    ids = np.arange(12000, 12040).astype(float)
+    dates = [f"2024-01-{1 + i % 28:02d}" for i in range(40)]
+    pq.write_table(pa.table({"customer_id": ids, "date": dates, "amount": np.arange(40) + 1.0}),
+                   tmp_path / "in" / "a.parquet")
+    (tmp_path / "in" / "b.csv").write_text("customer_id,date,amount\n" + "".join(
+        f"{v:.1f},{dates[i]},{i + 2.0}\n" for i, v in enumerate(ids)))
+    seg = run(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "seg", k=2))
+    assert any("40 customer id(s) appear both as a whole number and with a decimal point" in w
+               for w in seg.report["warnings"])
+    for partitions in (None, 3):
+        res = score(ScoreConfig(model=tmp_path / "seg" / "model.json", inputs=(str(tmp_path / "in"),),
+                                out=tmp_path / f"s{partitions}", partitions=partitions))
+        assert any(w.startswith("40 customer id(s)") for w in res.report["warnings"])
