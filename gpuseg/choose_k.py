@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__
 from .cluster.fit import fit_kmeans
-from .config import SEED_MAX, SegmentConfig
+from .config import SEED_MAX, SegmentConfig, _int
 from .errors import GpusegError
 from .cluster.metrics import adjusted_rand, calinski_harabasz, davies_bouldin, silhouette
 from .outputs import staged_output, write_json
@@ -107,8 +107,8 @@ def choose_k(config: SegmentConfig, k_min: int = 2, k_max: int = 12, sample_size
     """
     for name, value, low in (("--k-min", k_min, 2), ("--k-max", k_max, 2), ("--sample-size", sample_size, 2),
                              ("--runs", runs, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise GpusegError(f"{name} must be an integer >= {low}, got {value!r}")
+        _int(name, value, low)  # NumPy integers too
+    k_min, k_max, sample_size, runs = int(k_min), int(k_max), int(sample_size), int(runs)
     if k_max < k_min:
         raise GpusegError(f"--k-max ({k_max}) must be >= --k-min ({k_min})")
     if config.seed + runs - 1 > SEED_MAX:  # run r uses seed + r

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,28 @@ MAX_N_INIT = 1000
 
 
 def _int(name: str, value: object, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise GpusegError(f"{name} must be an integer >= {low}, got {value!r}")
-    if high is not None and value > high:
-        raise GpusegError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low \
+            or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"from {low} to {high}"
+        raise GpusegError(f"{name} must be an integer {span}, got {value!r}")
+
+
+def as_inputs(inputs: object) -> tuple[str, ...]:
+    """Inputs given from Python: a path (str or Path), or several; None for none."""
+    if inputs is None:
+        return ()
+    if isinstance(inputs, (str, os.PathLike)):
+        return (str(inputs),)
+    return tuple(str(i) for i in inputs)  # type: ignore[union-attr]
+
+
+def as_date(as_of: object, option: str = "--as-of") -> dt.date | None:
+    """An as_of given from Python: None, a date, a datetime (its day) or YYYY-MM-DD text; checked."""
+    if as_of is None:
+        return None
+    if isinstance(as_of, str):
+        return parse_date(as_of, option)
+    return check_as_of(as_of, option)  # type: ignore[arg-type]
 
 
 def parse_count(text: str, option: str, low: int = 0, high: int | None = None) -> int:
@@ -84,6 +103,8 @@ def check_as_of(as_of: dt.date, option: str = "--as-of") -> dt.date:
     """``as_of`` if it can follow a usable transaction date (:data:`gpuseg.cleaning.FIRST_DATE` ..
     :data:`~gpuseg.cleaning.LAST_DATE`), else :class:`GpusegError`."""
     first, last = FIRST_DATE + dt.timedelta(days=1), LAST_DATE + dt.timedelta(days=1)
+    if isinstance(as_of, dt.datetime):  # a datetime (or pandas Timestamp) names its day
+        as_of = as_of.date()
     if not isinstance(as_of, dt.date):
         raise GpusegError(f"{option} must be a date (YYYY-MM-DD), got {as_of!r}")
     if not first <= as_of <= last:
@@ -118,12 +139,9 @@ class SegmentConfig:
     demo_customers: int = DEMO_CUSTOMERS
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
+        object.__setattr__(self, "inputs", as_inputs(self.inputs))
         check_out(self.out, self.inputs, {"--reference-model": self.reference_model})
-        if isinstance(self.as_of, str):  # from Python: gpuseg.segment(as_of="2024-06-01")
-            object.__setattr__(self, "as_of", parse_date(self.as_of))
-        if self.as_of is not None:
-            check_as_of(self.as_of)
+        object.__setattr__(self, "as_of", as_date(self.as_of))
         object.__setattr__(self, "out", Path(self.out))
         # From Python, "recency_days,frequency" as the CLI takes it (a tuple of its letters otherwise).
         object.__setattr__(self, "features", parse_features(self.features) if isinstance(self.features, str)
@@ -132,11 +150,11 @@ class SegmentConfig:
             object.__setattr__(self, "reference_model", Path(self.reference_model))
             if not self.reference_model.is_file():
                 raise GpusegError(f"--reference-model {str(self.reference_model)!r} does not exist")
-        _int("--k", self.k, 1)
-        _int("--max-iter", self.max_iter, 1)
-        _int("--n-init", self.n_init, 1, MAX_N_INIT)
-        _int("--seed", self.seed, 0, SEED_MAX)
-        _int("demo_customers", self.demo_customers, 1)
+        for name, option, low, high in (("k", "--k", 1, None), ("max_iter", "--max-iter", 1, None),
+                                        ("n_init", "--n-init", 1, MAX_N_INIT), ("seed", "--seed", 0, SEED_MAX),
+                                        ("demo_customers", "demo_customers", 1, None)):
+            _int(option, getattr(self, name), low, high)
+            object.__setattr__(self, name, int(getattr(self, name)))  # NumPy integers too: JSON writes ints
         if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not 0 <= self.tol < float("inf"):
             raise GpusegError(f"--tol must be a finite number >= 0, got {self.tol!r}")
         if self.precision not in PRECISIONS:

@@ -568,7 +568,8 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
                                 timings=timer.as_dict(), customers_without_purchase=cf.n_without,
                                 warnings=date_warnings(cf.as_of, config.as_of), model=str(config.model),
                                 model_as_of=model.as_of.isoformat(), scheduler=where, workers=cf.workers,
-                                partitions=len(cf.parts), streamed=False)
+                                partitions=len(cf.parts), streamed=False,
+                                partitions_with_rows=sum(1 for sums, _ in parts if sums.counts.sum()))
             write_json(tmp / DRIFT, drift)
             write_json(tmp / SCORE_REPORT, report)
         return {"drift": drift, "report": report}

@@ -13,6 +13,7 @@ Columns: ``customer_id`` (int64), ``invoice`` (int64), ``invoice_date``
 from __future__ import annotations
 
 import datetime as dt
+import numbers
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -164,12 +165,14 @@ def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0
     GpusegError
         When the sizes are inconsistent.
     """
+    n_rows, n_customers = _whole("--transactions", n_rows), _whole("--customers", n_customers)
     if n_customers < 1:
         raise GpusegError(f"--customers must be >= 1, got {n_customers}")
     if n_rows > MAX_ROWS:
         raise GpusegError(f"--transactions must be at most {MAX_ROWS:,}, got {n_rows:,}")
-    if not 0 <= seed <= SEED_MAX:
-        raise GpusegError(f"--seed must be an integer from 0 to {SEED_MAX}, got {seed}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise GpusegError(f"--seed must be an integer from 0 to {SEED_MAX}, got {seed!r}")
+    seed = int(seed)
     if n_rows < n_customers:
         raise GpusegError(f"--transactions ({n_rows}) must be >= --customers ({n_customers}): "
                           "every customer has at least one line")
@@ -183,18 +186,23 @@ def iter_tables(n_rows: int, n_customers: int, seed: int = 0, dirty: float = 0.0
     tasks = [(i, lo, hi, int(bases[i]), seed, dirty) for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(tasks) >= 4 else 1
-    if workers <= 1:
-        _set_plan(plan)
-        try:
-            yield from map(_make_block, tasks)
-        finally:
-            _set_plan(None)
+    if workers <= 1:  # the plan passed along, not through the module global: threads may generate at once
+        for i, lo, hi, order_base, seed_, dirty_ in tasks:
+            yield _block(plan, lo, hi, order_base, np.random.default_rng([seed_, i + 1]), dirty_)
         return
     import multiprocessing
     # forkserver: safe in a multi-threaded parent; the plan is sent once per worker.
     ctx = multiprocessing.get_context("forkserver" if hasattr(os, "fork") else "spawn")
     with ctx.Pool(workers, initializer=_set_plan, initargs=(plan,)) as pool:
         yield from pool.imap(_make_block, tasks)
+
+
+def _whole(option: str, value: object) -> int:
+    """A count given from Python: an integer, or a float that is a whole number (1e5, as the CLI takes it)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, float)) \
+            or (isinstance(value, float) and not value.is_integer()):
+        raise GpusegError(f"{option} must be a whole number, got {value!r}")
+    return int(value)
 
 
 def demo_table(n_customers: int = 50_000, seed: int = 0) -> pa.Table:

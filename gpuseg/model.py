@@ -63,7 +63,7 @@ class SegmentModel:
             "format_version": FORMAT_VERSION,
             "gpuseg_version": self.version,
             "k": self.k,
-            "seed": self.seed,
+            "seed": int(self.seed),
             "as_of": self.as_of.isoformat(),
             "backend": self.backend,
             "features": list(self.features),
@@ -77,8 +77,8 @@ class SegmentModel:
             "training": self.training,
         }
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "SegmentModel":

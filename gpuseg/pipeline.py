@@ -529,6 +529,4 @@ def segment(inputs: str | Sequence[str] = (), **options: Any) -> SegmentResult:
     >>> result = gpuseg.segment(["sales/*.parquet"], out="segments", k=6)  # doctest: +SKIP
     >>> result.report["n_customers"]  # doctest: +SKIP
     """
-    if isinstance(inputs, (str, Path)):
-        inputs = (str(inputs),)
-    return run(SegmentConfig(inputs=tuple(inputs), **options))
+    return run(SegmentConfig(inputs=inputs, **options))  # type: ignore[arg-type]  # a path, several, or None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+import threading
 import time
 import zlib
 from collections import OrderedDict
@@ -44,7 +45,7 @@ from .cleaning import Cleaner, KeptRows, assemble
 from .coding import INT_TEXT, IdFacts, id_facts, to_unified, unified_type
 from .cluster.fit import nearest
 from .columns import ColumnMapping, resolve_columns
-from .config import SegmentConfig, check_as_of
+from .config import SegmentConfig, _int, as_date, as_inputs
 from .errors import GpusegError
 from .features import compute_features
 from .model import SegmentModel
@@ -107,16 +108,22 @@ class ScoreConfig:
     as_of_from_model: bool = False  # --as-of model: the model's as_of, not the data's
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", as_inputs(self.inputs))
         if not self.inputs:
             raise GpusegError("score needs INPUT files: the new transactions to score")
-        check_out(self.out, tuple(str(i) for i in self.inputs), {"--model": Path(self.model)})
-        if self.as_of is not None:
-            check_as_of(self.as_of)
+        check_out(self.out, self.inputs, {"--model": Path(self.model)})
+        object.__setattr__(self, "as_of", as_date(self.as_of))
         if self.as_of_from_model and self.as_of is not None:
             raise GpusegError("give --as-of a date or 'model', not both")
         object.__setattr__(self, "out", Path(self.out))
-        if self.partitions is not None and not 1 <= self.partitions <= MAX_PARTITIONS:
-            raise GpusegError(f"--partitions must be from 1 to {MAX_PARTITIONS:,}, got {self.partitions}")
+        if self.memory_limit is None:
+            object.__setattr__(self, "memory_limit", default_memory_limit())
+        elif isinstance(self.memory_limit, str):  # from Python, as the CLI takes it: "4GB"
+            object.__setattr__(self, "memory_limit", parse_memory(self.memory_limit))
+        _int("memory_limit", self.memory_limit, 1)
+        if self.partitions is not None:
+            _int("--partitions", self.partitions, 1, MAX_PARTITIONS)
+            object.__setattr__(self, "partitions", int(self.partitions))
 
 
 @dataclass
@@ -325,32 +332,47 @@ def partitions_for(rows: int, memory_limit: int, baseline: int | None = None) ->
 
 @contextmanager
 def _room_for_open_files(n: int, automatic: bool) -> Iterator[None]:
-    """Let this process hold ``n`` partition files open at once while the block runs: raise
-    its soft limit on open files towards the hard one (as build tools do), and put it back
-    after; else say what the system allows. No check where the platform has no such limit."""
+    """Let this process hold ``n`` more partition files open at once while the block runs: raise
+    its soft limit on open files towards the hard one (as build tools do), and put it back once
+    no streamed score of this process holds any (scores may run on several threads); else say
+    what the system allows. No check where the platform has no such limit."""
     try:
         import resource
     except ImportError:  # not a POSIX system
         yield
         return
-    need = n + _SPARE_FILES
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= need:
-        yield
-        return
-    room = need if hard == resource.RLIM_INFINITY else min(need, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (room, hard))
-    except (ValueError, OSError):
-        room = soft
-    if room < need:
-        raise GpusegError(f"{n:,} partitions need {need:,} open files and this system allows {room:,}; give "
-                          f"--partitions {max(1, room - _SPARE_FILES):,} or fewer"
-                          + (", or a larger --memory-limit (fewer, larger partitions)" if automatic else ""))
+    global _files_held, _files_soft
+    with _files_lock:
+        need = _files_held + n + _SPARE_FILES
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            room = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (room, hard))
+                _files_soft = soft if _files_soft is None else _files_soft
+            except (ValueError, OSError):
+                room = soft
+            if room < need:
+                raise GpusegError(f"{n:,} partitions need {need - _files_held:,} open files and this system allows "
+                                  f"{room - _files_held:,}; give --partitions "
+                                  f"{max(1, room - _files_held - _SPARE_FILES):,} or fewer"
+                                  + (", or a larger --memory-limit (fewer, larger partitions)" if automatic else ""))
+        _files_held += n
     try:
         yield
     finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with _files_lock:
+            _files_held -= n
+            if _files_held == 0 and _files_soft is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (_files_soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+                _files_soft = None
+
+
+#: Partition files the streamed scores running in this process hold open, and the soft limit
+#: on open files before the first of them raised it (put back when the last ends).
+_files_lock = threading.Lock()
+_files_held = 0
+_files_soft: int | None = None
 
 
 def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path], mapping: ColumnMapping,

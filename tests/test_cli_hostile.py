@@ -682,7 +682,7 @@ def test_a_column_named_twice_is_refused(tmp_path):
 def test_partitions_out_of_range(trained, tmp_path, parts):
     data, model = trained
     refused(invoke("score", data, "--model", model, "--out", tmp_path / "sc", "--partitions", parts),
-            "--partitions must be from 1 to 10,000")
+            "--partitions must be an integer from 1 to 10000")
 
 
 def test_partitions_beyond_the_soft_limit_on_open_files(trained, tmp_path):

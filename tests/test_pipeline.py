@@ -312,3 +312,46 @@ def test_segment_from_python_takes_a_date_and_features_as_the_cli_writes_them(tm
     assert result.report["features"] == ["recency_days", "frequency", "monetary"]
     with pytest.raises(GpusegError, match="--as-of must be a date"):
         SegmentConfig(out=tmp_path / "p", as_of=20240601)
+
+
+def test_python_callers_give_numpy_integers_datetimes_and_single_paths(tmp_path):
+    import datetime as dt
+    from gpuseg.choose_k import choose_k
+    from gpuseg.generate import write_log
+    from gpuseg.scoring import ScoreConfig, score
+    log = tmp_path / "tx.parquet"
+    assert write_log(log, 2e4, 2e3, seed=np.int64(1)) == 20_000  # 2e4 was numpy's TypeError on 2000.0
+    with pytest.raises(GpusegError, match="--transactions must be a whole number"):
+        write_log(tmp_path / "u.parquet", 20000.9, 2000)  # was cut to 20000
+    with pytest.raises(GpusegError, match="--seed must be an integer"):
+        write_log(tmp_path / "u.parquet", 2e4, 2e3, seed=True)  # was taken as 1
+    # A NumPy seed failed at the end (model.json: int64 is not JSON); a datetime as_of was a TypeError;
+    # one path as a str was split into its letters.
+    config = SegmentConfig(inputs=str(log), out=tmp_path / "a", k=np.int64(3), seed=np.int64(3),
+                           as_of=dt.datetime(2025, 1, 1, 15, 30))
+    assert config.inputs == (str(log),) and config.as_of == dt.date(2025, 1, 1) and type(config.seed) is int
+    result = pipeline.run(config)
+    result.model.save(str(tmp_path / "copy.json"))  # a str path was an AttributeError
+    assert json.loads((tmp_path / "copy.json").read_text())["seed"] == 3
+    assert SegmentConfig(inputs=None, out=tmp_path / "b").inputs == ()
+    got = choose_k(SegmentConfig(inputs=str(log), out=tmp_path / "ck"), k_min=np.int64(2), k_max=np.int64(3),
+                   runs=np.int64(1), sample_size=np.int64(500))  # was "--k-min must be an integer >= 2"
+    assert [m["k"] for m in got["metrics"]] == [2, 3]
+    scored = score(ScoreConfig(model=tmp_path / "a" / "model.json", inputs=log, out=tmp_path / "s",
+                               as_of="2025-01-01", memory_limit="2GB", partitions=np.int64(2)))
+    assert scored.report["as_of"] == "2025-01-01" and scored.report["partitions"] == 2
+    for bad, message in ((dict(partitions=3.0), "--partitions must be an integer"),
+                         (dict(partitions=True), "--partitions must be an integer"),
+                         (dict(memory_limit="lots"), "memory")):
+        with pytest.raises(GpusegError, match=message):
+            ScoreConfig(model=tmp_path / "a" / "model.json", inputs=log, out=tmp_path / "t", **bad)
+
+
+def test_logs_made_on_two_threads_at_once_are_each_their_own():
+    # The one-process path kept its customer plan in a module global that each thread reset.
+    from concurrent.futures import ThreadPoolExecutor
+    from gpuseg.generate import iter_tables
+    def rows(n):
+        return sum(t.num_rows for t in iter_tables(n, n // 10, seed=0, block_rows=2000, workers=1))
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(rows, [20_000, 30_000] * 3)) == [20_000, 30_000] * 3

@@ -310,3 +310,23 @@ def test_ids_written_with_a_decimal_point_beside_whole_ones_are_warned_of(tmp_pa
         res = score(ScoreConfig(model=tmp_path / "seg" / "model.json", inputs=(str(tmp_path / "in"),),
                                 out=tmp_path / f"s{partitions}", partitions=partitions))
         assert any(w.startswith("40 customer id(s)") for w in res.report["warnings"])
+
+
+def test_two_streamed_scores_at_once_keep_room_for_both(monkeypatch):
+    # Each raised the soft limit on open files for its own partitions and put the old one back on
+    # leaving, while the other still held its files: "Too many open files" on a limit of 1024.
+    import resource
+    from gpuseg import scoring
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2000:
+        pytest.skip("the hard limit on open files is too low to raise towards")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (400, hard))
+    try:
+        with scoring._room_for_open_files(300, False):
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 300 + 256
+            with scoring._room_for_open_files(300, False):  # a second score on another thread
+                assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 600 + 256
+            assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 300 + 256  # the first's room stays
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 400  # put back once neither holds files
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
