@@ -54,7 +54,7 @@ from .backend import _import
 from .cleaning import (AFTER_AS_OF, BatchStats, Cleaner, KeptRows, RowCounts, as_of_of, assemble, check_rows,
                        day_date, day_number, ids_to_int)
 from .cluster.contract import Partials, reduce_partials
-from .coding import IdFacts, id_facts, to_unified, unified_type
+from .coding import IdFacts, id_facts, is_text, to_unified, unified_type
 from .cluster.fit import KMeansFit, nearest
 from .cluster.init import check_random_state, kmeans_plusplus
 from .cluster.lloyd import LloydResult, lloyd
@@ -65,7 +65,7 @@ from .errors import GpusegError
 from .features import FEATURES, compute_features
 from .model import SegmentModel
 from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
-from .pipeline import NO_PURCHASE, Unusable, date_warnings, refuse_empty_segments
+from .pipeline import NO_PURCHASE, Unusable, date_warnings, id_warnings, refuse_empty_segments
 from .reading import FilePiece, expand_inputs, file_pieces, read_column_names, read_piece
 from .scaling import Moments, Scaler
 from .summary import SegmentResult, SegmentSums, fit_warnings, run_report, segment_report
@@ -402,6 +402,7 @@ class ClusterFeatures:
     n_without: int
     workers: int
     id_type: pa.DataType
+    twins: int = 0  # ids written 12346.0 beside 12346 (pipeline.dotted_twins), over every partition
 
 
 def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, str], date_format: str | None,
@@ -448,7 +449,35 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
         unusable.refuse()  # as one process: the first customer in id order, counts over all partitions
         del kept, shuffled, frames
     return ClusterFeatures(feats, files, mapping, rows, as_of_day, int(n_without), workers,
-                           schema.field("customer").type)
+                           schema.field("customer").type, _twins(client, feats))
+
+
+def _dotted(pdf: Any) -> pa.Array:
+    """A partition's ids written with a decimal point and zeros, without them ('12346.0' -> '12346')."""
+    if not len(pdf):
+        return pa.array([], pa.string())
+    ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0).combine_chunks()
+    if not is_text(ids.type):
+        return pa.array([], pa.string())
+    ids = ids.cast(pa.string())
+    return pc.replace_substring_regex(ids.filter(pc.match_substring_regex(ids, r"^-?[0-9]+\.0+$")), r"\.0+$", "")
+
+
+def _count_in(pdf: Any, values: pa.Array) -> int:
+    if not len(pdf):
+        return 0
+    ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0).combine_chunks()
+    return int(pc.sum(pc.is_in(ids.cast(pa.string()), value_set=values)).as_py() or 0)
+
+
+def _twins(client: Any, feats: list[Any]) -> int:
+    """:func:`gpuseg.pipeline.dotted_twins` over partitions that hash 12346.0 and 12346 apart: each
+    sends its dotted ids (usually none), and each counts its ids among them."""
+    dotted = [d for d in client.gather(client.map(_dotted, feats, pure=False)) if len(d)]
+    if not dotted:
+        return 0
+    values = pc.unique(pa.concat_arrays(dotted))
+    return sum(client.gather(client.map(_count_in, feats, values=values, pure=False)))
 
 
 def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init: np.ndarray | None) -> SegmentResult:
@@ -502,7 +531,7 @@ def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init
                 as_of=day_date(as_of), backend="cpu", columns=mapping.to_dict(), date_format=config.date_format,
                 version=__version__, segment_names=tuple(names), training=sums.training())
             model.save(tmp / MODEL)
-        notes = fit_warnings(fit, k, config.max_iter) + date_warnings(as_of, config.as_of)
+        notes = fit_warnings(fit, k, config.max_iter) + date_warnings(as_of, config.as_of) + id_warnings(cf.twins)
         if config.n_init > 1:
             notes.append(f"--n-init {config.n_init}: with --scheduler one initialisation runs")
         report = segment_report(
@@ -562,11 +591,14 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
                 unusable += found
             unusable.refuse()
             sums = reduce(operator.add, [p[0] for p in parts])
+            if not int(sums.counts.sum()):
+                raise GpusegError(NO_PURCHASE)  # as one process (it wrote outputs for no customer)
             drift = _drift_from_counts(model, sums.counts, sums.distance_sums)
             report = run_report(inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format,
                                 as_of=cf.as_of, backend="cpu", device=f"Dask ({where})", fallbacks=[], rows=cf.rows,
                                 timings=timer.as_dict(), customers_without_purchase=cf.n_without,
-                                warnings=date_warnings(cf.as_of, config.as_of), model=str(config.model),
+                                warnings=date_warnings(cf.as_of, config.as_of) + id_warnings(cf.twins),
+                                model=str(config.model),
                                 model_as_of=model.as_of.isoformat(), scheduler=where, workers=cf.workers,
                                 partitions=len(cf.parts), streamed=False,
                                 partitions_with_rows=sum(1 for sums, _ in parts if sums.counts.sum()))

@@ -293,13 +293,20 @@ def _header_line(fh: Any) -> bytes:
 
 
 def _quoted_line_break(body: bytes) -> bool:
-    """Whether some line of ``body`` holds an odd number of quote characters: a quoted field
-    that goes on past the line's end (escaped quotes come in pairs)."""
+    """Whether a line of ``body`` opens a quoted field (a quote at a field's start) and holds an
+    odd number of quote characters: that field goes on past the line's end. A quote inside an
+    unquoted field (12" PIZZA TRAY) opens nothing, as Arrow reads it."""
     if b'"' not in body:
         return False
     data = np.frombuffer(body, dtype=np.uint8)
-    line = np.cumsum(data == 10)
-    return bool((np.bincount(line[data == 34]) % 2).any())
+    quotes = np.flatnonzero(data == 34)
+    before = data[np.maximum(quotes - 1, 0)]
+    opens = (quotes == 0) | (before == 44) | (before == 10) | (before == 13)
+    if not opens.any():
+        return False
+    line = np.searchsorted(np.flatnonzero(data == 10), quotes)  # the line of each quote
+    odd = np.bincount(line) % 2 == 1
+    return bool(odd[line[opens]].any())
 
 
 def _splits_at_newlines(path: Path) -> bool:
@@ -307,7 +314,8 @@ def _splits_at_newlines(path: Path) -> bool:
     ends lines at a lone carriage return (old Mac files), which such a file is kept whole for."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 20)
-    return head.count(b"\r") == head.count(b"\r\n") and b"\n" in head
+    lone = head.count(b"\r") - head.count(b"\r\n") - head.endswith(b"\r")  # a CRLF cut at the sample's end
+    return lone == 0 and b"\n" in head
 
 
 def read_piece(piece: FilePiece, mapping: ColumnMapping) -> list[pa.RecordBatch]:

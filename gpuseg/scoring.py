@@ -112,6 +112,9 @@ class ScoreConfig:
         if not self.inputs:
             raise GpusegError("score needs INPUT files: the new transactions to score")
         check_out(self.out, self.inputs, {"--model": Path(self.model)})
+        if isinstance(self.as_of, str) and self.as_of.strip() == "model":  # as the CLI's --as-of model
+            object.__setattr__(self, "as_of", None)
+            object.__setattr__(self, "as_of_from_model", True)
         object.__setattr__(self, "as_of", as_date(self.as_of))
         if self.as_of_from_model and self.as_of is not None:
             raise GpusegError("give --as-of a date or 'model', not both")
@@ -219,8 +222,10 @@ def _text_keys(values: pa.Array) -> np.ndarray:
     """A uint64 key of each (distinct) id: its value when its text is a canonical integer, else a
     checksum of its text."""
     key = np.empty(len(values), dtype=np.uint64)
-    # 12346.0 shares 12346's partition, so that a partition can tell the two apart (pipeline.dotted_twins).
-    text = pc.replace_substring_regex(to_unified(values, pa.string()), r"^(-?[0-9]+)\.0+$", r"\1")
+    text = to_unified(values, pa.string())
+    if pc.any(pc.match_substring(text, ".0")).as_py():
+        # 12346.0 shares 12346's partition, so that a partition can tell the two apart (pipeline.dotted_twins).
+        text = pc.replace_substring_regex(text, r"^(-?[0-9]+)\.0+$", r"\1")
     whole = pc.fill_null(pc.match_substring_regex(text, INT_TEXT), False).to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(whole)
     key[rows] = text.take(pa.array(rows)).cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)

@@ -579,3 +579,25 @@ def test_csv_pieces_of_awkward_files(tmp_path, monkeypatch, layout):
         return
     got = pa.Table.from_batches([b for p in pieces for b in reading.read_piece(p, m)])
     assert got.num_rows == 60 and got.column("amount").to_pylist() == [i + 0.5 for i in range(60)]
+
+
+def test_csv_pieces_read_a_stray_quote_and_cut_crlf_files_at_the_sample_edge(tmp_path, monkeypatch):
+    # A quote inside an unquoted field (12" PIZZA TRAY) opens nothing for Arrow, but the check for
+    # quoted line breaks refused it; a CRLF file whose 1 MiB sample ended between \r and \n was read whole.
+    from gpuseg import reading
+    m = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    rows = [f"{i % 7},2024-01-{1 + i % 28:02d},{i}.5,12\" PIZZA TRAY" if i % 5 == 0 else
+            f"{i % 7},2024-01-{1 + i % 28:02d},{i}.5,\"a, b\"" for i in range(60)]
+    path = tmp_path / "log.csv"
+    path.write_text("customer_id,date,amount,note\n" + "\n".join(rows) + "\n")
+    monkeypatch.setattr(reading, "CSV_BLOCK_BYTES", 57)
+    got = sum(b.num_rows for p in reading.file_pieces(path, m) for b in reading.read_piece(p, m))
+    assert got == 60
+    crlf = tmp_path / "crlf.csv"
+    head = b"customer_id,date,amount\r\n"
+    line = b"1,2024-01-02,3.5\r\n"
+    first = (1 << 20) + 1 - len(head)  # the first row's \r is the sample's last byte, its \n the next
+    zeros = first - len(b"9,2024-01-02,") - len(b".5") - 2
+    crlf.write_bytes(head + b"9,2024-01-02," + b"0" * zeros + b".5\r\n" + line * 10)
+    assert crlf.read_bytes()[(1 << 20) - 1:(1 << 20) + 1] == b"\r\n"
+    assert reading._splits_at_newlines(crlf)

@@ -350,3 +350,28 @@ def test_customers_that_cannot_be_used_are_reported_as_in_one_process(client, tm
     with pytest.raises(GpusegError) as many:
         run_dask(SegmentConfig(out=tmp_path / "many", **config), client=client)
     assert str(many.value) == str(one.value) and "(20 customer(s) in all)" in str(one.value)
+
+
+def test_dotted_twins_are_warned_of_and_a_score_without_purchases_is_refused(client, tmp_path):
+    # Neither Dask path warned of ids written 12346.0 beside 12346 (they hash to other partitions),
+    # and a Dask score of customers who only returned goods wrote outputs for no customer.
+    (tmp_path / "in").mkdir()
+    rows = [f"{100 + i},2024-01-{1 + i % 27:02d},{i + 1}.5" for i in range(60)]
+    rows += [f"{100 + i}.0,2024-02-{1 + i % 27:02d},{i + 2}.5" for i in range(10)]
+    (tmp_path / "in" / "a.csv").write_text("customer_id,invoice_date,amount\n" + "\n".join(rows) + "\n")
+    one = run(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "one", k=2))
+    many = run_dask(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "many", k=2), client=client)
+    twins = [w for w in one.report["warnings"] if "decimal point" in w]
+    assert twins and twins[0].startswith("10 customer id(s)") and twins == \
+        [w for w in many.report["warnings"] if "decimal point" in w]
+    scored = score_dask(ScoreConfig(model=tmp_path / "one" / "model.json", inputs=(str(tmp_path / "in"),),
+                                    out=tmp_path / "s"), client=client)
+    assert any(w.startswith("10 customer id(s)") for w in scored["report"]["warnings"])
+    (tmp_path / "ret.csv").write_text("customer_id,invoice_date,amount\n1,2024-01-02,-5\n2,2024-01-03,-1\n")
+    config = ScoreConfig(model=tmp_path / "one" / "model.json", inputs=(str(tmp_path / "ret.csv"),),
+                         out=tmp_path / "r")
+    with pytest.raises(GpusegError) as in_one:
+        score(config)
+    with pytest.raises(GpusegError) as on_dask:
+        score_dask(config, client=client)
+    assert str(on_dask.value) == str(in_one.value) and not (tmp_path / "r").exists()

@@ -330,3 +330,9 @@ def test_two_streamed_scores_at_once_keep_room_for_both(monkeypatch):
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 400  # put back once neither holds files
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_score_config_takes_as_of_model_as_the_cli_does(trained, tmp_path):
+    root, log, _ = trained
+    config = ScoreConfig(model=root / "train" / "model.json", inputs=(str(log),), out=tmp_path / "s", as_of="model")
+    assert config.as_of is None and config.as_of_from_model
