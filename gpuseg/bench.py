@@ -42,7 +42,7 @@ from .backend import _import, cpu_description
 from .config import parse_counts
 from .errors import GpusegError
 from .generate import MAX_ROWS
-from .outputs import check_out, clear_outputs
+from .outputs import check_out, owner_tag, staged_output, sweep_stale
 
 GPUSEG_BACKENDS = ("cpu", "cupy", "cuml")
 GPU_STAGES = ("features", "scale", "fit", "assign")
@@ -379,7 +379,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("seconds (median)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # none before the first backend has a run (interrupted)
+            ax.legend(fontsize=8)
     fig.suptitle(f"gpuseg bench, k={result['config']['k']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -418,13 +419,23 @@ def run_bench(config: BenchConfig, on_event: Callable[[str, dict[str, Any]], Non
                    "repeats": config.repeats, "seed": config.seed},
         "backends_run": order, "unavailable": missing, "runs": [], "records": [], "interrupted": False,
     }
+    # Into a staging folder that replaces --out at the end, or when interrupted (what was measured
+    # is kept); a killed run leaves --out as it was, and the next run sweeps the staging folder.
+    with staged_output(config.out, swap_on_interrupt=True) as out:
+        _run_workers(config, order, result, notify, out)
+    return result
+
+
+def _run_workers(config: BenchConfig, order: list[str], result: dict[str, Any],
+                 notify: Callable[[str, dict[str, Any]], None], out: Path) -> None:
     proc: subprocess.Popen | None = None
-    clear_outputs(config.out)  # an earlier run's files (of any gpuseg command) go: none is left stale
+    # Scratch named by host and process: a later run removes what a killed one left.
+    sweep_stale(Path(tempfile.gettempdir()), "gpuseg-bench-")
     try:
         for size in config.sizes:
             notify("data", {"size": size})
             data = ensure_log(config.cache, size, config.seed)
-            with tempfile.TemporaryDirectory(prefix="gpuseg-bench-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"gpuseg-bench-{owner_tag()}") as tmp:
                 work = Path(tmp)
                 for backend in order:
                     notify("start", {"size": size, "backend": backend})
@@ -441,7 +452,7 @@ def run_bench(config: BenchConfig, on_event: Callable[[str, dict[str, Any]], Non
                         last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
                         result["unavailable"].append({"backend": f"{backend} at {size:,} rows", "reason": last})
                     proc = None
-                    write_outputs(result, config.out)
+                    write_outputs(result, out)
         notify("done", {})
     except KeyboardInterrupt:
         if proc is not None and proc.poll() is None:
@@ -451,10 +462,9 @@ def run_bench(config: BenchConfig, on_event: Callable[[str, dict[str, Any]], Non
             except subprocess.TimeoutExpired:
                 proc.kill()
         result["interrupted"] = True
-        write_outputs(result, config.out)
+        write_outputs(result, out)
         raise
-    write_outputs(result, config.out)
-    return result
+    write_outputs(result, out)
 
 
 # -- kernel mode -------------------------------------------------------------------

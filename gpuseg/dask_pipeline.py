@@ -36,6 +36,8 @@ import datetime as dt
 import logging
 import operator
 import os
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,8 +102,9 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
             pass
         # Workers' own logs (a task's error, shutdown chatter) stay quiet: gpuseg reports errors itself.
         # The dashboard takes any free port: 8787 may be another cluster's, which Dask warns about.
-        cluster = distributed.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                           silence_logs=logging.CRITICAL, dashboard_address=":0")
+        with _children_ignore_sigint():
+            cluster = distributed.LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                               silence_logs=logging.CRITICAL, dashboard_address=":0")
         return distributed.Client(cluster), cluster, "LocalCluster"
     try:
         return distributed.Client(scheduler, timeout="10s"), None, scheduler
@@ -110,6 +113,21 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
                           "address such as tcp://host:8786, or 'local'") from None
     except (OSError, TimeoutError) as exc:
         raise GpusegError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+
+
+@contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start the local workers with SIGINT ignored: a terminal's Ctrl-C reaches the whole process
+    group, and workers that took it printed tracebacks while gpuseg stopped the run and closed
+    them. Only the main thread may set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- tasks that run on the workers (module-level, so they pickle) --------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import numbers
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 
 from .config import SEED_MAX
 from .errors import GpusegError
+from .outputs import owner_tag, sweep_stale
 
 #: The most rows a log can have (some 10 TB of CSV): counts stay well inside int64.
 MAX_ROWS = 10**12
@@ -226,7 +228,10 @@ def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed:
     if not path.parent.is_dir():
         raise GpusegError(f"folder {str(path.parent)!r} does not exist" if not path.parent.exists() else
                           f"{str(path.parent)!r} is a file, not a folder to write {path.name!r} in")
-    tmp = path.with_name(f".{path.name}.partial")
+    # Named by host and process: two runs writing the same file each write their own (one then
+    # replaces the other whole), and a later run removes what a killed one left.
+    sweep_stale(path.parent, f".{path.name}.partial-")
+    tmp = path.with_name(f".{path.name}.partial-{owner_tag()}{threading.get_ident()}")
     written = 0
     try:
         if name.endswith(".csv"):

@@ -85,7 +85,10 @@ def sweep_stale(folder: Path, prefix: str, restore: Path | None = None) -> None:
                 continue
             except OSError:
                 pass
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)  # a file (gpuseg generate's partial log)
 
 
 def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, Path | None] | None = None) -> Path:
@@ -146,21 +149,8 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
     return path
 
 
-def clear_outputs(out: Path) -> None:
-    """Remove an earlier run's outputs from ``out`` (which passed :func:`check_out`), for a
-    command that writes into ``out`` as it goes instead of through :func:`staged_output`."""
-    if not out.is_dir():
-        return
-    for entry in out.iterdir():
-        if entry.name in OUTPUT_NAMES:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-
-
 @contextmanager
-def staged_output(out: Path | str) -> Iterator[Path]:
+def staged_output(out: Path | str, swap_on_interrupt: bool = False) -> Iterator[Path]:
     """Yield a fresh staging folder beside ``out``; on success it replaces ``out`` whole.
 
     ``out`` then holds exactly one run's outputs: the previous folder is
@@ -169,7 +159,9 @@ def staged_output(out: Path | str) -> Iterator[Path]:
     exception, SIGINT or SIGTERM (see :func:`gpuseg.cli.main`) the staging
     folder is removed, and ``out``'s parent if this call created it; ``out``
     is left as it was. Leftovers of dead runs (SIGKILL) are swept first.
-    ``out`` must pass :func:`check_out`.
+    ``out`` must pass :func:`check_out`. With ``swap_on_interrupt`` an interrupted run
+    (KeyboardInterrupt: SIGINT or SIGTERM) swaps in what it wrote, for a command whose partial
+    results are worth keeping (``gpuseg bench``).
     """
     out = check_out(out)
     made: list[Path] = []
@@ -187,7 +179,10 @@ def staged_output(out: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         _swap(tmp, out)
-    except BaseException:
+    except BaseException as exc:
+        if swap_on_interrupt and isinstance(exc, KeyboardInterrupt):
+            _swap(tmp, out)
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
         for p in made:
             try:

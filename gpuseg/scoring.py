@@ -256,6 +256,8 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
         mapping cannot read, or bad options; nothing is written then.
     """
     notify = on_progress or (lambda stage, done, total: None)
+    # A streamed score killed earlier left its scratch: any score removes it, streamed or not.
+    sweep_stale(Path(tempfile.gettempdir()), "gpuseg-score-")
     model = SegmentModel.load(config.model)
     config = with_model_as_of(config, model)
     files = expand_inputs(config.inputs)

@@ -249,3 +249,24 @@ def test_out_holds_one_run_of_one_command(tmp_path):
     result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md"]
+
+
+def test_out_is_replaced_only_when_the_run_ends_or_is_interrupted(tmp_path):
+    # bench removed the earlier run's files first and wrote into --out as it went: a killed run
+    # left a mix of the two. Now it stages; an interrupt still keeps what was measured.
+    from gpuseg.outputs import staged_output
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "bench.json").write_text("earlier")
+    with pytest.raises(RuntimeError):
+        with staged_output(out, swap_on_interrupt=True) as tmp:
+            (tmp / "bench.json").write_text("half")
+            assert (out / "bench.json").read_text() == "earlier"  # untouched while the run goes on
+            raise RuntimeError("a crash")
+    assert (out / "bench.json").read_text() == "earlier"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_output(out, swap_on_interrupt=True) as tmp:
+            (tmp / "bench.json").write_text("interrupted")
+            raise KeyboardInterrupt
+    assert (out / "bench.json").read_text() == "interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging folder left

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -375,3 +377,21 @@ def test_dotted_twins_are_warned_of_and_a_score_without_purchases_is_refused(cli
     with pytest.raises(GpusegError) as on_dask:
         score_dask(config, client=client)
     assert str(on_dask.value) == str(in_one.value) and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_local_cluster_prints_no_worker_tracebacks(tmp_path):
+    # A terminal's Ctrl-C reaches the whole process group: the workers took it too and printed
+    # four tracebacks while gpuseg stopped the run.
+    import time
+    data = tmp_path / "tx.parquet"
+    pq.write_table(pa.concat_tables(iter_tables(1_000_000, 100_000, seed=1, workers=1)), data)
+    gpuseg = os.path.join(os.path.dirname(sys.executable), "gpuseg")
+    proc = subprocess.Popen([gpuseg, "segment", str(data), "--out", str(tmp_path / "o"), "-q", "--scheduler", "local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run ended before the interrupt")
+    assert proc.returncode == 130 and "Traceback" not in err.decode() and not (tmp_path / "o").exists()

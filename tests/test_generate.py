@@ -190,3 +190,22 @@ def test_an_output_that_is_a_folder_is_refused_before_any_row_is_made(tmp_path):
     (tmp_path / "d.parquet").mkdir()
     with pytest.raises(GpusegError, match="exists and is not a file"):  # was "Is a directory: .d.parquet.partial"
         write_log(tmp_path / "d.parquet", 10**5, 10)
+
+
+def test_two_writers_of_one_file_each_write_their_own_and_a_dead_ones_partial_is_swept(tmp_path):
+    # Both wrote .tx.parquet.partial: the file one renamed into place was the other's, half written.
+    import os
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    path = tmp_path / "tx.parquet"
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(lambda seed: write_log(path, 200_000, 20_000, seed=seed, workers=1), [1, 2]))
+    assert counts == [200_000, 200_000]
+    table = pq.read_table(path)  # one writer's whole file (was: "Couldn't deserialize thrift")
+    assert table.num_rows == 200_000
+    written = table.cast(SCHEMA)  # Parquet keeps seconds as milliseconds
+    assert written.equals(concat(200_000, 20_000, seed=1)) or written.equals(concat(200_000, 20_000, seed=2))
+    dead = tmp_path / f".tx.parquet.partial-{socket.gethostname().replace('-', '_')}-{2**22 + os.getpid()}-7"
+    dead.write_bytes(b"left by a killed run")
+    write_log(path, 1000, 100)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.parquet"]

@@ -336,3 +336,19 @@ def test_score_config_takes_as_of_model_as_the_cli_does(trained, tmp_path):
     root, log, _ = trained
     config = ScoreConfig(model=root / "train" / "model.json", inputs=(str(log),), out=tmp_path / "s", as_of="model")
     assert config.as_of is None and config.as_of_from_model
+
+
+def test_any_score_sweeps_a_dead_streamed_scores_scratch(trained, tmp_path, monkeypatch):
+    # Only a later streamed score removed it; an in-memory one (or any other command) left it.
+    import os
+    import socket
+    import tempfile
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    dead = tmp_path / "t" / f"gpuseg-score-{socket.gethostname().replace('-', '_')}-{2**22 + os.getpid()}-x"
+    dead.mkdir()
+    (dead / "part-0-0.arrow").write_bytes(b"left by a killed run")
+    root, log, _ = trained
+    score(ScoreConfig(model=root / "train" / "model.json", inputs=(str(log),), out=tmp_path / "s"))
+    assert not dead.exists()
