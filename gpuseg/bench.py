@@ -421,7 +421,7 @@ def run_bench(config: BenchConfig, on_event: Callable[[str, dict[str, Any]], Non
     }
     # Into a staging folder that replaces --out at the end, or when interrupted (what was measured
     # is kept); a killed run leaves --out as it was, and the next run sweeps the staging folder.
-    with staged_output(config.out, swap_on_interrupt=True) as out:
+    with staged_output(config.out, swap_on_interrupt=lambda: bool(result["runs"])) as out:
         _run_workers(config, order, result, notify, out)
     return result
 
@@ -430,7 +430,7 @@ def _run_workers(config: BenchConfig, order: list[str], result: dict[str, Any],
                  notify: Callable[[str, dict[str, Any]], None], out: Path) -> None:
     proc: subprocess.Popen | None = None
     # Scratch named by host and process: a later run removes what a killed one left.
-    sweep_stale(Path(tempfile.gettempdir()), "gpuseg-bench-")
+    sweep_stale(Path(tempfile.gettempdir()), "gpuseg-bench-", min_age_s=3600)
     try:
         for size in config.sizes:
             notify("data", {"size": size})
@@ -455,14 +455,16 @@ def _run_workers(config: BenchConfig, order: list[str], result: dict[str, Any],
                     write_outputs(result, out)
         notify("done", {})
     except KeyboardInterrupt:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        result["interrupted"] = True
-        write_outputs(result, out)
+        result["interrupted"] = True  # first: a second interrupt below must not leave a run that looks whole
+        try:
+            write_outputs(result, out)
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=10)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    proc.kill()
         raise
     write_outputs(result, out)
 

@@ -119,7 +119,9 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
 def _children_ignore_sigint() -> Iterator[None]:
     """Start the local workers with SIGINT ignored: a terminal's Ctrl-C reaches the whole process
     group, and workers that took it printed tracebacks while gpuseg stopped the run and closed
-    them. Only the main thread may set handlers; elsewhere nothing changes."""
+    them. Only the main thread may set handlers; elsewhere nothing changes. A Ctrl-C in the second
+    or so the workers take to start is lost (an ignored signal is discarded; blocking it instead
+    is not inherited by Dask's worker processes): the run goes on and stops at the next one."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -471,7 +473,8 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
 
 
 def _dotted(pdf: Any) -> pa.Array:
-    """A partition's ids written with a decimal point and zeros, without them ('12346.0' -> '12346')."""
+    """A partition's ids written with a decimal point and zeros, without them ('12346.0' -> '12346'),
+    one per such id."""
     if not len(pdf):
         return pa.array([], pa.string())
     ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0).combine_chunks()
@@ -481,21 +484,24 @@ def _dotted(pdf: Any) -> pa.Array:
     return pc.replace_substring_regex(ids.filter(pc.match_substring_regex(ids, r"^-?[0-9]+\.0+$")), r"\.0+$", "")
 
 
-def _count_in(pdf: Any, values: pa.Array) -> int:
+def _present(pdf: Any, values: pa.Array) -> pa.Array:
+    """Which of ``values`` are ids of this partition."""
     if not len(pdf):
-        return 0
+        return pa.array([], pa.string())
     ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0).combine_chunks()
-    return int(pc.sum(pc.is_in(ids.cast(pa.string()), value_set=values)).as_py() or 0)
+    return values.filter(pc.is_in(values, value_set=ids.cast(pa.string())))
 
 
 def _twins(client: Any, feats: list[Any]) -> int:
     """:func:`gpuseg.pipeline.dotted_twins` over partitions that hash 12346.0 and 12346 apart: each
-    sends its dotted ids (usually none), and each counts its ids among them."""
+    sends its dotted ids stripped (usually none), each says which of them it holds, and a dotted
+    id counts when its whole-number twin is anywhere."""
     dotted = [d for d in client.gather(client.map(_dotted, feats, pure=False)) if len(d)]
     if not dotted:
         return 0
     values = pc.unique(pa.concat_arrays(dotted))
-    return sum(client.gather(client.map(_count_in, feats, values=values, pure=False)))
+    found = pa.concat_arrays(client.gather(client.map(_present, feats, values=values, pure=False)))
+    return sum(int(pc.sum(pc.is_in(d, value_set=found)).as_py() or 0) for d in dotted)
 
 
 def _run(config: SegmentConfig, client: Any, where: str, timer: StageTimer, init: np.ndarray | None) -> SegmentResult:

@@ -230,7 +230,7 @@ def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed:
                           f"{str(path.parent)!r} is a file, not a folder to write {path.name!r} in")
     # Named by host and process: two runs writing the same file each write their own (one then
     # replaces the other whole), and a later run removes what a killed one left.
-    sweep_stale(path.parent, f".{path.name}.partial-")
+    sweep_stale(path.parent, f".{path.name}.partial-", min_age_s=600)
     tmp = path.with_name(f".{path.name}.partial-{owner_tag()}{threading.get_ident()}")
     written = 0
     try:

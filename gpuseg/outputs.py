@@ -13,7 +13,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale(folder: Path, prefix: str, restore: Path | None = None) -> None:
+def sweep_stale(folder: Path, prefix: str, restore: Path | None = None, min_age_s: float = 0) -> None:
     """Remove the entries ``prefix + HOST-PID-*`` in ``folder`` left by dead runs on this host.
 
     A run killed by SIGKILL (or a power cut) cannot clean up after itself;
     the next run does. Entries of live processes, and of other hosts (a
     shared filesystem), are left alone. With ``restore``, an entry that
     holds a previous output set aside during a swap is moved back to
-    ``restore`` when that is missing (the run died between the two renames).
+    ``restore`` when that is missing (the run died between the two renames). With ``min_age_s``
+    only entries untouched that long go: a live run in another PID namespace (a container of
+    the same host name) cannot be told from a dead one, but a file being written is fresh.
     """
     host = socket.gethostname().replace("-", "_")
     try:
@@ -79,6 +82,12 @@ def sweep_stale(folder: Path, prefix: str, restore: Path | None = None) -> None:
         parts = entry.name[len(prefix):].split("-")
         if len(parts) < 3 or parts[0] != host or not parts[1].isdigit() or _alive(int(parts[1])):
             continue
+        if min_age_s:
+            try:
+                if time.time() - entry.stat().st_mtime < min_age_s:
+                    continue
+            except OSError:
+                continue
         if restore is not None and not restore.exists():
             try:
                 os.replace(entry, restore)
@@ -150,7 +159,7 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
 
 
 @contextmanager
-def staged_output(out: Path | str, swap_on_interrupt: bool = False) -> Iterator[Path]:
+def staged_output(out: Path | str, swap_on_interrupt: Callable[[], bool] | None = None) -> Iterator[Path]:
     """Yield a fresh staging folder beside ``out``; on success it replaces ``out`` whole.
 
     ``out`` then holds exactly one run's outputs: the previous folder is
@@ -159,9 +168,9 @@ def staged_output(out: Path | str, swap_on_interrupt: bool = False) -> Iterator[
     exception, SIGINT or SIGTERM (see :func:`gpuseg.cli.main`) the staging
     folder is removed, and ``out``'s parent if this call created it; ``out``
     is left as it was. Leftovers of dead runs (SIGKILL) are swept first.
-    ``out`` must pass :func:`check_out`. With ``swap_on_interrupt`` an interrupted run
-    (KeyboardInterrupt: SIGINT or SIGTERM) swaps in what it wrote, for a command whose partial
-    results are worth keeping (``gpuseg bench``).
+    ``out`` must pass :func:`check_out`. When ``swap_on_interrupt()`` says so, an interrupted
+    run (KeyboardInterrupt: SIGINT or SIGTERM) swaps in what it wrote, for a command whose partial
+    results are worth keeping (``gpuseg bench``, once it measured something).
     """
     out = check_out(out)
     made: list[Path] = []
@@ -180,8 +189,8 @@ def staged_output(out: Path | str, swap_on_interrupt: bool = False) -> Iterator[
         yield tmp
         _swap(tmp, out)
     except BaseException as exc:
-        if swap_on_interrupt and isinstance(exc, KeyboardInterrupt):
-            _swap(tmp, out)
+        if isinstance(exc, KeyboardInterrupt) and tmp.exists() and swap_on_interrupt and swap_on_interrupt():
+            _swap(tmp, out)  # (tmp is gone when the interrupt came in the swap itself: out is the new run)
             raise
         shutil.rmtree(tmp, ignore_errors=True)
         for p in made:

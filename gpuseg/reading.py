@@ -293,9 +293,9 @@ def _header_line(fh: Any) -> bytes:
 
 
 def _quoted_line_break(body: bytes) -> bool:
-    """Whether a line of ``body`` opens a quoted field (a quote at a field's start) and holds an
-    odd number of quote characters: that field goes on past the line's end. A quote inside an
-    unquoted field (12" PIZZA TRAY) opens nothing, as Arrow reads it."""
+    """Whether a quoted field of ``body`` holds a line break, or is still open at its end: a
+    field opens with a quote at its start (a quote inside an unquoted field, 12" PIZZA TRAY,
+    opens nothing, as Arrow reads it), two quotes inside are one, one quote closes it."""
     if b'"' not in body:
         return False
     data = np.frombuffer(body, dtype=np.uint8)
@@ -304,9 +304,29 @@ def _quoted_line_break(body: bytes) -> bool:
     opens = (quotes == 0) | (before == 44) | (before == 10) | (before == 13)
     if not opens.any():
         return False
-    line = np.searchsorted(np.flatnonzero(data == 10), quotes)  # the line of each quote
-    odd = np.bincount(line) % 2 == 1
-    return bool(odd[line[opens]].any())
+    lines = np.flatnonzero(data == 10)
+    line = np.searchsorted(lines, quotes)  # the line of each quote
+    # The usual case at NumPy speed: every line's quotes open and close fields on it (an even count,
+    # each at a field's start or end), so no field spans a line.
+    after = data[np.minimum(quotes + 1, len(data) - 1)]
+    edge = opens | (after == 44) | (after == 10) | (after == 13) | (after == 34) | (quotes == len(data) - 1)
+    if edge.all() and not (np.bincount(line) % 2).any():
+        return False
+    inside, i, n = False, 0, len(quotes)
+    start = 0
+    while i < n:  # the quotes in order, as Arrow's parser meets them
+        q = int(quotes[i])
+        if not inside:
+            if opens[i]:
+                inside, start = True, q
+        elif i + 1 < n and int(quotes[i + 1]) == q + 1:
+            i += 1  # an escaped quote ("")
+        else:
+            if line[i] != np.searchsorted(lines, start):
+                return True
+            inside = False
+        i += 1
+    return inside
 
 
 def _splits_at_newlines(path: Path) -> bool:

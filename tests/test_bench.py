@@ -259,14 +259,27 @@ def test_out_is_replaced_only_when_the_run_ends_or_is_interrupted(tmp_path):
     out.mkdir()
     (out / "bench.json").write_text("earlier")
     with pytest.raises(RuntimeError):
-        with staged_output(out, swap_on_interrupt=True) as tmp:
+        with staged_output(out, swap_on_interrupt=lambda: True) as tmp:
             (tmp / "bench.json").write_text("half")
             assert (out / "bench.json").read_text() == "earlier"  # untouched while the run goes on
             raise RuntimeError("a crash")
     assert (out / "bench.json").read_text() == "earlier"
     with pytest.raises(KeyboardInterrupt):
-        with staged_output(out, swap_on_interrupt=True) as tmp:
+        with staged_output(out, swap_on_interrupt=lambda: True) as tmp:
             (tmp / "bench.json").write_text("interrupted")
             raise KeyboardInterrupt
     assert (out / "bench.json").read_text() == "interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging folder left
+
+
+def test_an_interrupt_keeps_the_earlier_run_when_nothing_was_measured(tmp_path):
+    from gpuseg.outputs import staged_output
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "bench.json").write_text("earlier")
+    with pytest.raises(KeyboardInterrupt):
+        with staged_output(out, swap_on_interrupt=lambda: False) as tmp:  # bench: no run yet
+            (tmp / "bench.json").write_text("empty")
+            raise KeyboardInterrupt
+    assert (out / "bench.json").read_text() == "earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]

@@ -601,3 +601,13 @@ def test_csv_pieces_read_a_stray_quote_and_cut_crlf_files_at_the_sample_edge(tmp
     crlf.write_bytes(head + b"9,2024-01-02," + b"0" * zeros + b".5\r\n" + line * 10)
     assert crlf.read_bytes()[(1 << 20) - 1:(1 << 20) + 1] == b"\r\n"
     assert reading._splits_at_newlines(crlf)
+
+
+def test_quoted_line_breaks_are_found_by_arrows_quoting_rules():
+    # Counting a line's quotes missed a break after an inch mark (made-up rows) and refused an inch
+    # mark beside a quoted field (which Arrow reads).
+    from gpuseg.reading import _quoted_line_break
+    assert _quoted_line_break(b'0,2024-01-01,0.5,12" TRAY,"line one\n100,2024-02-01,999.5,x,y"\n')
+    assert not _quoted_line_break(b'1,2024-01-02,3.5,12" PIZZA TRAY,"red, large"\n')
+    assert not _quoted_line_break(b'1,"""x""",2\n1,"a, b",2\r\n1,x"\n')
+    assert _quoted_line_break(b'1,"a""\nb",2\n') and _quoted_line_break(b'x,"ok",y\n1,"open')

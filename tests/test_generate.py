@@ -207,5 +207,10 @@ def test_two_writers_of_one_file_each_write_their_own_and_a_dead_ones_partial_is
     assert written.equals(concat(200_000, 20_000, seed=1)) or written.equals(concat(200_000, 20_000, seed=2))
     dead = tmp_path / f".tx.parquet.partial-{socket.gethostname().replace('-', '_')}-{2**22 + os.getpid()}-7"
     dead.write_bytes(b"left by a killed run")
+    fresh = tmp_path / f".tx.parquet.partial-{socket.gethostname().replace('-', '_')}-{2**22 + os.getpid() + 1}-7"
+    fresh.write_bytes(b"being written, maybe by another PID namespace's run")
+    os.utime(dead, (0, 0))  # untouched for a long time
     write_log(path, 1000, 100)
+    assert fresh.exists()
+    fresh.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.parquet"]
