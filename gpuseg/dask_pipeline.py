@@ -56,7 +56,7 @@ from .backend import _import
 from .cleaning import (AFTER_AS_OF, BatchStats, Cleaner, KeptRows, RowCounts, as_of_of, assemble, check_rows,
                        day_date, day_number, ids_to_int)
 from .cluster.contract import Partials, reduce_partials
-from .coding import IdFacts, id_facts, is_text, to_unified, unified_type
+from .coding import IdFacts, id_facts, to_unified, unified_type
 from .cluster.fit import KMeansFit, nearest
 from .cluster.init import check_random_state, kmeans_plusplus
 from .cluster.lloyd import LloydResult, lloyd
@@ -67,7 +67,7 @@ from .errors import GpusegError
 from .features import FEATURES, compute_features
 from .model import SegmentModel
 from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
-from .pipeline import NO_PURCHASE, Unusable, date_warnings, id_warnings, refuse_empty_segments
+from .pipeline import NO_PURCHASE, Unusable, date_warnings, dotted_ids, id_warnings, refuse_empty_segments
 from .reading import FilePiece, expand_inputs, file_pieces, read_column_names, read_piece
 from .scaling import Moments, Scaler
 from .summary import SegmentResult, SegmentSums, fit_warnings, run_report, segment_report
@@ -472,24 +472,20 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
                            schema.field("customer").type, _twins(client, feats))
 
 
+def _ids(pdf: Any) -> pa.Array:
+    """A features partition's customer ids as one Arrow array."""
+    return pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0).combine_chunks()
+
+
 def _dotted(pdf: Any) -> pa.Array:
-    """A partition's ids written with a decimal point and zeros, without them ('12346.0' -> '12346'),
-    one per such id."""
-    if not len(pdf):
-        return pa.array([], pa.string())
-    ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0).combine_chunks()
-    if not is_text(ids.type):
-        return pa.array([], pa.string())
-    ids = ids.cast(pa.string())
-    return pc.replace_substring_regex(ids.filter(pc.match_substring_regex(ids, r"^-?[0-9]+\.0+$")), r"\.0+$", "")
+    return dotted_ids(_ids(pdf)) if len(pdf) else pa.array([], pa.string())
 
 
 def _present(pdf: Any, values: pa.Array) -> pa.Array:
     """Which of ``values`` are ids of this partition."""
     if not len(pdf):
         return pa.array([], pa.string())
-    ids = pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False).column(0).combine_chunks()
-    return values.filter(pc.is_in(values, value_set=ids.cast(pa.string())))
+    return values.filter(pc.is_in(values, value_set=_ids(pdf).cast(pa.string())))
 
 
 def _twins(client: Any, feats: list[Any]) -> int:
@@ -576,7 +572,7 @@ def _score_part(pdf: Any, index: int, model: SegmentModel, folder: str,
     from .scoring import assign_to_model
     if len(pdf) == 0:
         return SegmentSums.of(np.empty(0, np.int32), {}, model.k, np.empty(0)), Unusable()
-    ids = _with_id_type(pa.Table.from_pandas(pdf[["customer_id"]], preserve_index=False), id_type).column(0)
+    ids = _ids(pdf).cast(id_type)
     Z = model.scaler.transform(_matrix(pdf, model.features))
     unusable = Unusable().check_scaled(Z, lambda row: ids[row].as_py())
     if unusable.scaled:  # the run stops (on the client); distances would overflow

@@ -305,16 +305,22 @@ def date_warnings(as_of: int, given: dt.date | None, today: dt.date | None = Non
             "it: check the date column, or give --as-of"]
 
 
+def dotted_ids(ids: pa.Array) -> pa.Array:
+    """The text ids written with a decimal point and zeros, without them ('12346.0' -> '12346'), one
+    per such id; empty for ids that are not text."""
+    if not is_text(ids.type) or not len(ids):
+        return pa.array([], pa.string())
+    dotted = pc.match_substring_regex(ids, r"^-?[0-9]+\.0+$")
+    if not pc.any(dotted).as_py():
+        return pa.array([], pa.string())
+    return pc.replace_substring_regex(ids.filter(dotted), r"\.0+$", "").cast(pa.string())
+
+
 def dotted_twins(ids: pa.Array) -> int:
     """How many text customer ids are another id written with a decimal point and zeros ('12346.0'
     beside '12346'): a CSV export of float ids writes them so, Parquet and integer files do not."""
-    if not is_text(ids.type) or not len(ids):
-        return 0
-    dotted = pc.match_substring_regex(ids, r"^-?[0-9]+\.0+$")
-    if not pc.any(dotted).as_py():
-        return 0
-    stripped = pc.replace_substring_regex(ids.filter(dotted), r"\.0+$", "")
-    return int(pc.sum(pc.is_in(stripped, value_set=ids)).as_py() or 0)
+    stripped = dotted_ids(ids)
+    return int(pc.sum(pc.is_in(stripped, value_set=ids)).as_py() or 0) if len(stripped) else 0
 
 
 def id_warnings(twins: int) -> list[str]:
