@@ -14,6 +14,7 @@ import datetime as dt
 import importlib.abc
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -168,6 +169,11 @@ def _strictly_valid(text: str, date_format: str) -> bool:
         # Only an impossible day is judged here; other disagreements between
         # Python's and Arrow's strptime leave Arrow's reading alone.
         return "range" not in str(exc)
+    if "%j" in date_format.replace("%%", ""):
+        # Python rolls day 366 of a 365-day year over into the next year; time.strptime
+        # keeps the day of the year as written beside the date it rolled to.
+        t = time.strptime(text, date_format)
+        return dt.date(t.tm_year, t.tm_mon, t.tm_mday).timetuple().tm_yday == t.tm_yday
     return True
 
 
@@ -187,10 +193,53 @@ def _reject_rollover(text: pa.Array, parsed: pa.Array, date_format: str) -> pa.A
     return pc.if_else(pc.is_in(text, pa.array(bad, text.type)), pa.scalar(None, parsed.type), parsed)
 
 
+#: A UTC offset at the end of a date's text, as Arrow's strptime reads %z.
+_ZONE_SUFFIX = r"\s*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+
+
+def _has_zone(date_format: str) -> bool:
+    return "%z" in date_format.replace("%%", "")
+
+
+def _wall_clock(text: pa.Array, date_format: str) -> pa.Array:
+    """The written (wall-clock) time of text whose format has a UTC offset (%z), as a
+    naive timestamp; null where it does not parse.
+
+    Arrow's strptime gives the UTC instant, whose day may be the day before or
+    after the written one. A format that ends in %z is parsed again without
+    it, the offset cut off the text; rows that this does not read (or any
+    other place of %z) are read by Python's strptime, once per distinct text.
+    """
+    instant = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
+    head = date_format.rstrip()
+    wall = pa.nulls(len(text), pa.timestamp("s"))
+    if head.endswith("%z") and not _has_zone(head[:-2]):
+        cut = pc.replace_substring_regex(text, _ZONE_SUFFIX, "")
+        wall = pc.strptime(cut, format=head[:-2].rstrip(), unit="s", error_is_null=True)
+    wall = pc.if_else(instant.is_valid(), wall, pa.scalar(None, wall.type))
+    missing = pc.and_(instant.is_valid(), wall.is_null())
+    if pc.any(missing).as_py():
+        distinct = pc.unique(text.filter(missing))
+        seconds = []
+        for value in distinct.to_pylist():
+            try:
+                written = dt.datetime.strptime(value, date_format).replace(tzinfo=None)
+                seconds.append(int((written - dt.datetime(1970, 1, 1)).total_seconds()))
+            except ValueError:  # a form Arrow reads and Python does not: the UTC instant's day
+                seconds.append(None)
+        found = pc.take(pa.array(seconds, pa.int64()), pc.index_in(text, value_set=distinct)).cast(wall.type)
+        found = pc.coalesce(found, instant.cast(pa.int64()).cast(wall.type))
+        wall = pc.if_else(missing, found, wall)
+    return wall
+
+
 def _text_days(arr: pa.Array, date_format: str | None) -> tuple[np.ndarray, np.ndarray]:
     text = pc.utf8_trim_whitespace(arr)
     if date_format:
-        parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
+        if _has_zone(date_format):  # the day in the written zone, as ISO text and zoned timestamps count it
+            parsed = _wall_clock(text, date_format)
+        else:
+            parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
         return _date32_days(_reject_rollover(text, parsed, date_format))
     # ISO 8601 (date, or date then 'T' or ' ' and a time): the date part must
     # round-trip, since strptime would roll 2024-02-30 over into March.

@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 from .backend import default_workers, get_namespace, to_numpy
 from .errors import GpusegError
 
-#: A canonical integer written as text (that int64 holds: at most 18 digits).
-INT_TEXT = r"^-?(0|[1-9][0-9]{0,17})$"
+#: A canonical integer written as text (that int64 holds: at most 18 digits; "-0" is not one).
+INT_TEXT = r"^(0|-?[1-9][0-9]{0,17})$"
 
 
 def is_text(t: pa.DataType) -> bool:
@@ -383,12 +383,39 @@ def to_unified(arr: pa.Array, target: pa.DataType) -> pa.Array:
         return arr
     if pa.types.is_integer(arr.type) and pa.types.is_integer(target):
         return arr.cast(target)
-    if pa.types.is_floating(arr.type):  # -0.0 is 0.0's customer (Arrow would write "-0")
-        if pa.types.is_float16(arr.type):  # Arrow adds no half floats; float32 holds them exactly
-            arr = arr.cast(pa.float32())
-        arr = pc.add(arr, pa.scalar(0.0, arr.type))
+    if pa.types.is_floating(arr.type):
+        # float16 and float32 hold their values exactly in float64; -0.0 is 0.0's customer
+        # (Arrow would write "-0").
+        arr = pc.add(arr.cast(pa.float64()), 0.0)
+        if pa.types.is_floating(target):
+            return arr
+        if pa.types.is_integer(target):  # every value whole (unified_type): the integer it holds
+            return arr.cast(target)
+        return float_text(arr)
     text = pc.utf8_trim_whitespace(arr.cast(target if is_text(target) else pa.string()))
     return text if is_text(target) else text.cast(target)
+
+
+def float_text(values: pa.Array) -> pa.Array:
+    """float64 ids as text, whole values as the integer they hold, as the integer path
+    writes them: Arrow writes 1e15 and up in exponent form ("1e+15",
+    "1.2345678901234568e+17"), where the same id read as an integer, or as text, is
+    "1000000000000000"."""
+    text = values.cast(pa.string())
+    exponent = pc.fill_null(pc.match_substring(text, "e+"), False).to_numpy(zero_copy_only=False)
+    if not exponent.any():
+        return text
+    v = values.to_numpy(zero_copy_only=False)  # a float64 at or above 1e15 is whole
+    fits = exponent & (np.abs(np.nan_to_num(v, posinf=0.0, neginf=0.0)) < 2.0 ** 63)
+    if fits.any():
+        whole = pa.array(v[fits].astype(np.int64)).cast(pa.string())
+        text = pc.replace_with_mask(text, pa.array(fits), whole)
+    rest = exponent & ~fits
+    if rest.any():  # past int64 (rare): Python's integers
+        big = [str(int(x)) if np.isfinite(x) else t for x, t in
+               zip(v[rest], text.filter(pa.array(rest)).to_pylist())]
+        text = pc.replace_with_mask(text, pa.array(rest), pa.array(big, pa.string()))
+    return text
 
 
 def _decoded(arr: pa.Array) -> pa.Array:

@@ -360,6 +360,18 @@ def local_days(raw: Any, unit: str, valid: Any, zone: str) -> Any:
     return xp.floor_divide(seconds + offsets[at], _DAY_SECONDS).astype(xp.int32)
 
 
+def stored_as_int96(path: Path, column: str) -> bool:
+    """Whether a Parquet file stores ``column`` as INT96 (Spark's and Impala's timestamps).
+
+    cuDF reads them as nanoseconds, where dates past 2262 wrap around into range; the
+    CPU path reads them as microseconds (:func:`gpuseg.reading.open_parquet`)."""
+    if file_format(path) != "parquet":
+        return False
+    schema = pq.ParquetFile(path).schema
+    return any(schema.column(i).path == column and schema.column(i).physical_type == "INT96"
+               for i in range(len(schema)))
+
+
 def file_zone(path: Path, column: str) -> str | None:
     """The time zone of a Parquet file's timestamp ``column`` (its Arrow schema), else None."""
     if file_format(path) != "parquet":
@@ -460,6 +472,8 @@ def _decode(cudf: Any, cp: Any, path: Path, df: Any, mapping: ColumnMapping, dat
     # Per file, as the CPU path decodes per batch: files may type a column differently
     # (text dates in one, timestamps in another; float or decimal amounts).
     df = df.reset_index(drop=True)
+    if stored_as_int96(path, mapping.date):
+        raise CudfUnsupported("INT96 timestamps")
     has_cust = _present(cp, df[mapping.customer])
     day, date_ok = _days(cudf, cp, df[mapping.date], date_format, file_zone(path, mapping.date))
     amount = _amounts(cudf, df, mapping)

@@ -147,13 +147,21 @@ def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = 
                           "name of its own (rename or drop the others)")
 
 
+def open_parquet(path: Path, **options: Any) -> pq.ParquetFile:
+    """A Parquet file opened for reading its rows. INT96 timestamps (Spark's and Impala's
+    default) come back in microseconds, which hold years 1 to 9999: as nanoseconds,
+    Arrow's default, dates past 2262 would wrap around into range instead of being
+    dropped as out of range."""
+    return pq.ParquetFile(path, coerce_int96_timestamp_unit="us", **options)
+
+
 def _row_group_reader(path: Path, index: int, columns: list[str], as_dictionary: list[str],
                       metadata: pq.FileMetaData) -> Callable[[], pa.RecordBatch | None]:
     def read() -> pa.RecordBatch | None:
         try:
             # A file handle per call: row groups are decoded on several threads at once. The
             # footer is parsed once per file, not per row group (~4 ms on the retail log).
-            table = pq.ParquetFile(path, metadata=metadata, read_dictionary=as_dictionary).read_row_group(
+            table = open_parquet(path, metadata=metadata, read_dictionary=as_dictionary).read_row_group(
                 index, columns=columns, use_threads=False)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise _fail(path, exc) from None
@@ -184,7 +192,7 @@ def iter_readers(path: Path, mapping: ColumnMapping) -> Iterator[pa.RecordBatch 
         yield from iter_batches(path, mapping)
         return
     try:
-        pf = pq.ParquetFile(path)
+        pf = open_parquet(path)
         schema, n, metadata = pf.schema_arrow, pf.num_row_groups, pf.metadata
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
@@ -211,7 +219,7 @@ def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = No
         if file_format(path) == "parquet":
             # Whole row groups decode faster (columns in parallel) than
             # iter_batches, and bound memory by the row group.
-            pf = pq.ParquetFile(path)
+            pf = open_parquet(path)
             if pf.num_row_groups == 0:
                 return
             if batch_rows:
@@ -354,7 +362,7 @@ def read_piece(piece: FilePiece, mapping: ColumnMapping) -> list[pa.RecordBatch]
         if file_format(path) == "parquet":
             if not piece.row_groups:
                 return []
-            return pq.ParquetFile(path).read_row_groups(list(piece.row_groups), columns=mapping.needed,
+            return open_parquet(path).read_row_groups(list(piece.row_groups), columns=mapping.needed,
                                                         use_threads=False).to_batches()
         if piece.start == 0 and piece.stop is None:
             return list(iter_batches(path, mapping))

@@ -144,6 +144,26 @@ def test_explicit_date_format_rejects_impossible_days_instead_of_rolling_over():
     assert got == [None, None, None, D(dt.date(2024, 2, 29)), D(dt.date(2024, 3, 1))]
 
 
+def test_a_day_of_the_year_past_the_years_length_is_unparseable():
+    # Arrow reads day 366 of 2023 as 2025-02-01, Python as 2024-01-01: neither is a date.
+    assert days(["2023366", "2024366", "2023365", "2023001", "2022366"], "%Y%j") == \
+        [None, D(dt.date(2024, 12, 31)), D(dt.date(2023, 12, 31)), D(dt.date(2023, 1, 1)), None]
+
+
+def test_a_format_with_a_utc_offset_counts_days_in_the_written_zone():
+    # 23:30 at -05:00 is Jan 2 in UTC and Jan 1 as written; ISO text without --date-format
+    # and zoned timestamps count the written day too.
+    fmt = "%Y-%m-%dT%H:%M:%S%z"
+    text = ["2024-01-01T23:30:00-0500", "2024-01-02T01:30:00+03:00", "2024-01-03T12:00:00Z",
+            "2024-01-01T23:30:00-05", "2024-01-01T23:30:00 +0500", "2024-02-30T01:00:00+0500", "junk"]
+    assert days(text, fmt) == [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2)), D(dt.date(2024, 1, 3)),
+                               D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 1)), None, None]
+    assert days(text[:3]) == days(text[:3], fmt)
+    # %z elsewhere than at the end: Python's strptime reads the written time.
+    assert days(["+0500 2024-01-01 23:30", "-0500 2024-01-02 01:30", "+0500 2024-01-01"], "%z %Y-%m-%d %H:%M") == \
+        [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2)), None]
+
+
 def test_date_of_other_type_is_an_error():
     with pytest.raises(GpusegError, match="--date-format"):
         parse_days(pa.array([True]), column="when")
@@ -232,6 +252,27 @@ def test_ids_of_different_types_across_files_become_text():
     tx = clean(files, MAP, xp=_XP[0])
     assert tx.customer_ids.to_pylist() == ["5", "6", "X9"]
     assert tx.rows.read == 3
+
+
+def test_minus_zero_text_is_not_a_canonical_integer():
+    # "-0" and "0" are two ids as written; as integers they would be one id 0 twice.
+    tx = run_clean({"customer_id": ["-0", "0", "5"], "date": ["2024-01-01"] * 3, "amount": [1.0] * 3})
+    assert pa.types.is_string(tx.customer_ids.type)
+    assert sorted(tx.customer_ids.to_pylist()) == ["-0", "0", "5"]
+
+
+def test_large_whole_float_ids_meet_the_same_ids_as_integers_or_text():
+    # Arrow writes 1e15 as "1e+15": the float id of 16 digits met neither the integer nor the text.
+    def parquet(name, ids):
+        return (Path(name), iter([pa.record_batch({"customer_id": ids, "date": ["2024-01-01"] * len(ids),
+                                                   "amount": [1.0] * len(ids)})]))
+    big = 1234567890123456
+    tx = clean([parquet("a.parquet", pa.array([float(big), 2.0])), parquet("b.parquet", pa.array([big, 3]))],
+               MAP, xp=_XP[0])
+    assert tx.customer_ids.to_pylist() == [2, 3, big] and tx.n_customers == 3
+    tx = clean([parquet("a.parquet", pa.array([float(big), 2.5, 1e19])), (Path("b.csv"), iter([pa.record_batch(
+        {"customer_id": [str(big), "x"], "date": ["2024-01-01"] * 2, "amount": [1.0] * 2})]))], MAP, xp=_XP[0])
+    assert sorted(tx.customer_ids.to_pylist()) == sorted([str(big), "2.5", "10000000000000000000", "x"])
 
 
 def test_float_ids_with_nan_count_as_missing():
@@ -381,7 +422,7 @@ def test_digit_text_ids_from_parquet_stay_text(tmp_path):
     import pyarrow.parquet as pq
 
     from gpuseg.columns import resolve_columns
-    from gpuseg.reading import iter_batches
+    from gpuseg.reading import file_pieces, iter_batches, iter_readers, read_piece
     path = tmp_path / "ids.parquet"
     pq.write_table(pa.table({"customer_id": ["123", "45", "123"], "date": ["2024-01-02"] * 3,
                              "amount": [1.0, 2.0, 3.0]}), path)
@@ -411,6 +452,28 @@ def test_timestamps_and_yyyymmdd_out_of_range():
     assert tx.rows.dropped["date_out_of_range"] == 1 and tx.as_of == D(dt.date(2024, 5, 2))
     tx = run_clean({"customer_id": [1, 2], "date": [20240501, 30000101], "amount": [1.0, 1.0]})
     assert tx.rows.dropped["date_out_of_range"] == 1 and tx.as_of == D(dt.date(2024, 5, 2))
+
+
+def test_int96_timestamps_past_the_nanosecond_range_are_out_of_range_not_wrapped(tmp_path):
+    # Spark and Impala write INT96; read as nanoseconds, 2500-06-01 would wrap to 1915.
+    import pyarrow.parquet as pq
+
+    from gpuseg.reading import file_pieces, iter_batches, iter_readers, read_piece
+    ts = pa.array([dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2), dt.datetime(2500, 6, 1),
+                   dt.datetime(1000, 1, 1)], pa.timestamp("us"))
+    path = tmp_path / "int96.parquet"
+    pq.write_table(pa.table({"customer_id": [1, 2, 3, 4], "date": ts, "amount": [1.0, 2.0, 3.0, 4.0]}), path,
+                   use_deprecated_int96_timestamps=True)
+    assert pq.ParquetFile(path).schema.column(1).physical_type == "INT96"
+    tx = clean([(path, iter_batches(path, MAP))], MAP, xp=_XP[0])
+    assert tx.rows.dropped["date_out_of_range"] == 2
+    assert tx.customer_ids.to_pylist() == [1, 2] and tx.as_of == D(dt.date(2024, 1, 3))
+    # Every reader: row groups on the pool (segment), pieces (Dask), batches (score).
+    read = [r() for r in iter_readers(path, MAP)] + [b for p in file_pieces(path, MAP) for b in read_piece(p, MAP)] + \
+        list(iter_batches(path, MAP, batch_rows=2))
+    for batch in read:
+        assert batch.column("date").type == pa.timestamp("us")
+    assert pa.concat_arrays([b.column("date") for b in read]).to_pylist() == ts.to_pylist() * 3
 
 
 def test_only_dates_out_of_range_is_no_usable_rows():

@@ -350,7 +350,8 @@ _ONE_TYPE_CASES = [
     ([pa.array([1, 2]), pa.array([2.0, 3.0])], True, pa.array([1, 2, 2, 3])),   # Parquet, whole floats
     ([pa.array([1, 2]), pa.array([2.5])], True, pa.array(["1", "2", "2.5"])),
     ([pa.array([1.5], pa.float32()), pa.array([1.5])], True, pa.array(["1.5", "1.5"])),
-    ([pa.array([1e15]), pa.array([7])], True, pa.array(["1e+15", "7"])),       # as Arrow writes the float
+    ([pa.array([1e15]), pa.array([7])], True, pa.array([10**15, 7])),          # whole: the integer it holds
+    ([pa.array([1e15, 0.5]), pa.array(["x"])], True, pa.array(["1000000000000000", "0.5", "x"])),
     ([pa.array([" a", "b "]), pa.array(["a"]).dictionary_encode()], False, pa.array(["a", "b", "a"])),
     ([pa.array([" 7", "8"]), pa.array(["09"])], True, pa.array(["7", "8", "09"])),   # 09 is no canonical integer
     ([pa.array([" 7", "8"]), pa.array(["9"])], True, pa.array([7, 8, 9])),

@@ -485,6 +485,20 @@ def test_float_ids_mixed_with_others_are_left_to_the_host(tmp_path, standin, oth
         load_cudf(files, MAP)
 
 
+def test_int96_timestamps_are_left_to_the_host(tmp_path, standin):
+    # cuDF reads INT96 as nanoseconds, where 2500-06-01 wraps to 1915; the host reads microseconds.
+    ts = pa.array([dt.datetime(2024, 1, 1), dt.datetime(2500, 6, 1)], pa.timestamp("us"))
+    path = tmp_path / "int96.parquet"
+    table = pa.table({"customer_id": [1, 2], "date": ts, "invoice": [10, 11], "amount": [1.0, 2.0]})
+    pq.write_table(table, path, use_deprecated_int96_timestamps=True)
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(table, plain)
+    assert cudf_reading.stored_as_int96(path, "date") and not cudf_reading.stored_as_int96(plain, "date")
+    assert not cudf_reading.stored_as_int96(path, "customer_id")
+    with pytest.raises(cudf_reading.CudfUnsupported, match="INT96"):
+        load_cudf([path], MAP)
+
+
 # -- real cuDF on a device (skipped without one; not covered by the stand-in tests) ---------
 
 @pytest.fixture

@@ -152,12 +152,13 @@ def test_bad_memory_limit(trained, tmp_path):
 
 
 def test_ids_that_one_customer_can_be_written_as_share_a_partition():
-    # Batches of different id types make one customer of 5, 5.0, "5" and " 5 " (and of the text
-    # Arrow writes for a float: "1e+15"), so streamed scoring must put them in one partition.
+    # Batches of different id types make one customer of 5, 5.0, "5" and " 5 " (and of 1e15, 10**15
+    # and "1000000000000000"), so streamed scoring must put them in one partition.
     same = [pa.array([5], pa.int32()), pa.array([5], pa.uint64()), pa.array([5.0]), pa.array([5.0], pa.float32()),
             pa.array(["5"]), pa.array([" 5 "]), pa.array(["5"]).dictionary_encode()]
     assert len({int(_hash_partition(a, 97)[0]) for a in same}) == 1
-    assert _hash_partition(pa.array([1e15]), 97)[0] == _hash_partition(pa.array(["1e+15"]), 97)[0]
+    assert _hash_partition(pa.array([1e15]), 97)[0] == _hash_partition(pa.array(["1000000000000000"]), 97)[0] == \
+        _hash_partition(pa.array([10**15]), 97)[0]
     assert _hash_partition(pa.array([10**18]), 97)[0] == _hash_partition(pa.array(["1000000000000000000"]), 97)[0]
     assert _hash_partition(pa.array([-0.0]), 97)[0] == _hash_partition(pa.array([0]), 97)[0]
 
