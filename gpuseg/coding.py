@@ -413,7 +413,7 @@ def float_text(values: pa.Array) -> pa.Array:
     rest = exponent & ~fits
     if rest.any():  # past int64 (rare): Python's integers
         big = [str(int(x)) if np.isfinite(x) else t for x, t in
-               zip(v[rest], text.filter(pa.array(rest)).to_pylist())]
+               zip(v[rest], text.filter(pa.array(rest)).to_pylist(), strict=True)]
         text = pc.replace_with_mask(text, pa.array(rest), pa.array(big, pa.string()))
     return text
 
