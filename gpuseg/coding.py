@@ -343,7 +343,8 @@ def unified_type(facts: list[IdFacts], text_to_int: bool = False) -> pa.DataType
     """The one type that the ids of several batches take together (every front-end's rule).
 
     One type stays (text trimmed); integers of several widths become int64, or
-    uint64 where one is past int64's range (and none negative); other mixtures
+    uint64 where one is past int64's range (and none negative); floats of several
+    widths become float64; other mixtures
     become text, as Arrow casts each. With ``text_to_int`` (the text came from
     CSV files, where ids are read as text to keep leading zeros) text that is
     all canonical integers becomes int64, as the file would have typed it;
@@ -366,6 +367,8 @@ def unified_type(facts: list[IdFacts], text_to_int: bool = False) -> pa.DataType
             raise GpusegError("customer or invoice ids are uint64 past 2**63 in some files and negative in others; "
                               "no integer type holds both: give them one type (text, for instance)")
         return pa.uint64()
+    elif all(pa.types.is_floating(t) for t in types):  # float16 and float32 hold their values in float64
+        return pa.float64()
     else:
         target = pa.string()
     if is_text(target) and text_to_int and sum(f.valid for f in facts):
