@@ -141,20 +141,31 @@ def sum_lines(customer: Any, day: Any, amount: Any, order: Any, n_customers: int
         order_customer[order] = customer
     if xp is np:  # bincount's index type, cast once rather than in each call
         customer, order = customer.astype(np.intp, copy=False), order.astype(np.intp, copy=False)
-    # One scratch array for the three derived weights, not three temporaries.
-    scratch = xp.abs(amount)
-    order_gross = xp.bincount(order, weights=scratch, minlength=n_orders)
-    xp.maximum(amount, 0.0, out=scratch)
-    bought = xp.bincount(customer, weights=scratch, minlength=n_customers)
-    xp.negative(amount, out=scratch)
-    xp.maximum(scratch, 0.0, out=scratch)
-    returned = xp.bincount(customer, weights=scratch, minlength=n_customers)
-    del scratch
-    return LineSums(order_customer=order_customer,
-                    order_net=xp.bincount(order, weights=amount, minlength=n_orders),
-                    order_gross=order_gross, order_day=order_day,
-                    monetary=xp.bincount(customer, weights=amount, minlength=n_customers),
-                    bought=bought, returned=returned)
+    order_net = xp.bincount(order, weights=amount, minlength=n_orders)
+    # Returns are few: sums of negated negative lines over those lines alone. A sum of
+    # non-negative terms in row order skips the zeros without changing a bit.
+    negative = xp.flatnonzero(amount < 0)
+    returned = xp.zeros(n_customers, dtype=xp.float64)  # a bincount of no lines would be int64
+    if negative.shape[0]:
+        returned = xp.bincount(customer[negative], weights=-amount[negative], minlength=n_customers)
+    if runs is not None and xp is np:
+        # An order without a negative line grosses what it nets, bit for bit (the same terms
+        # in the same order); the others' lines are their runs.
+        order_gross = order_net.copy()
+        mixed = np.zeros(n_orders, dtype=bool)
+        mixed[order[negative]] = True
+        mixed = np.flatnonzero(mixed)
+        if len(mixed):
+            starts = runs[mixed]
+            length = np.append(runs[1:], len(amount))[mixed] - starts
+            rows = np.arange(int(length.sum())) + np.repeat(starts - (np.cumsum(length) - length), length)
+            order_gross[mixed] = np.bincount(order[rows], weights=np.abs(amount[rows]), minlength=n_orders)[mixed]
+    else:
+        order_gross = xp.bincount(order, weights=xp.abs(amount), minlength=n_orders)
+    return LineSums(order_customer=order_customer, order_net=order_net, order_gross=order_gross,
+                    order_day=order_day, monetary=xp.bincount(customer, weights=amount, minlength=n_customers),
+                    bought=xp.bincount(customer, weights=xp.maximum(amount, 0.0), minlength=n_customers),
+                    returned=returned)
 
 
 def features_from_sums(sums: LineSums, n_customers: int, as_of: int) -> CustomerFeatures:

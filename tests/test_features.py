@@ -149,6 +149,37 @@ def test_no_purchase_order_on_a_cupy_like_namespace(monkeypatch):
         np.testing.assert_allclose(got[name], want, rtol=1e-15)
 
 
+def test_line_sums_are_the_sequential_sums_bit_for_bit():
+    """Each per-order and per-customer sum is the running sum of its lines in row order from 0.0
+    (as a bincount adds them), whether orders are runs of lines or not: returns summed over the
+    negative lines alone, and orders without one grossing what they net, change no bit."""
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 9, 3000)
+    order = np.repeat(np.arange(len(lengths)), lengths)
+    runs = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    owner = rng.integers(0, 700, len(lengths))
+    customer = owner[order]
+    amount = rng.normal(3.0, 40.0, len(order)) * 10.0 ** rng.integers(-3, 4, len(order))
+    amount[rng.random(len(order)) < 0.05] = 0.0
+    amount[rng.random(len(order)) < 0.02] = -0.0
+    day = rng.integers(19000, 19400, len(order)).astype(np.int32)
+    expected = {name: np.zeros(n) for name, n in (("order_net", len(lengths)), ("order_gross", len(lengths)),
+                                                  ("monetary", 700), ("bought", 700), ("returned", 700))}
+    for i, (o, c, a) in enumerate(zip(order.tolist(), customer.tolist(), amount.tolist(), strict=True)):
+        expected["order_net"][o] += a
+        expected["order_gross"][o] += abs(a)
+        expected["monetary"][c] += a
+        expected["bought"][c] += max(a, 0.0)
+        expected["returned"][c] += max(-a, 0.0)
+    for by_runs in (runs, None):
+        sums = features_module.sum_lines(customer, day, amount, order, 700, len(lengths), by_runs)
+        for name, want in expected.items():
+            assert getattr(sums, name).dtype == np.float64
+            assert getattr(sums, name).tobytes() == (want + 0.0).tobytes(), name
+    no_returns = features_module.sum_lines(customer, day, np.abs(amount), order, 700, len(lengths), runs)
+    assert no_returns.returned.dtype == np.float64 and not no_returns.returned.any()
+
+
 def test_many_orders_on_one_day(xp):
     # Two invoices the same day are two purchase orders, zero days apart.
     feats = host(features_of([(0, 5, 1.0, 0), (0, 5, 2.0, 1)], xp, as_of=6))
