@@ -363,7 +363,7 @@ def read_piece(piece: FilePiece, mapping: ColumnMapping) -> list[pa.RecordBatch]
             if not piece.row_groups:
                 return []
             return open_parquet(path).read_row_groups(list(piece.row_groups), columns=mapping.needed,
-                                                        use_threads=False).to_batches()
+                                                      use_threads=False).to_batches()
         if piece.start == 0 and piece.stop is None:
             return list(iter_batches(path, mapping))
         with open(path, "rb") as fh:
