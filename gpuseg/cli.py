@@ -376,7 +376,7 @@ def _print_result(result: Any) -> None:
     _print_items("  warning:", rep["warnings"], style="yellow")
 
     _print_table("Segments", SEGMENT_COLUMNS, [
-        [str(p["segment"]), p["name"], f"{p['n_customers']:,}", f"{p['share']:.1%}", f"{p['revenue_share']:.1%}",
+        [str(p["segment"]), p["name"], f"{p['n_customers']:,}", f"{p['share']:.1%}", _fmt(p["revenue_share"], ".1%"),
          _fmt(p["mean_recency_days"], ".0f"), _fmt(p["mean_frequency"], ".1f"), _fmt(p["mean_monetary"], ",.0f"),
          _fmt(p["mean_avg_order_value"], ",.1f")] for p in result.profiles], full="segments.csv")
     stages = rep["timings"]

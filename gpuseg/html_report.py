@@ -115,7 +115,8 @@ def _sizes_figure(segments: list[dict[str, Any]]) -> str:
     x = np.arange(len(segments))
     fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.bar(x - 0.2, [100 * s["share"] for s in segments], width=0.4, label="customers (%)")
-    ax.bar(x + 0.2, [100 * s["revenue_share"] for s in segments], width=0.4, label="revenue (%)")
+    revenue = [np.nan if s["revenue_share"] is None else 100 * s["revenue_share"] for s in segments]
+    ax.bar(x + 0.2, revenue, width=0.4, label="revenue (%)")
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel("% of total")
     ax.legend()
@@ -132,7 +133,8 @@ def _profile_figure(columns: dict[str, np.ndarray], segment: np.ndarray, segment
     for j, name in enumerate(names):
         t = columns[name].astype(np.float64)
         t = np.sign(t) * np.log1p(np.abs(t))
-        means = np.bincount(segment, weights=t, minlength=k) / np.maximum(counts, 1)
+        with np.errstate(invalid="ignore"):  # an empty segment has no mean: a blank row
+            means = np.bincount(segment, weights=t, minlength=k) / np.where(counts > 0, counts, np.nan)
         Z[:, j] = (means - t.mean()) / (t.std() or 1.0)
     fig, ax = plt.subplots(figsize=(9, 0.5 * k + 1.6))
     im = ax.imshow(Z, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
@@ -140,7 +142,7 @@ def _profile_figure(columns: dict[str, np.ndarray], segment: np.ndarray, segment
     ax.set_yticks(range(k), [f"{s['segment']}: {s['name']}" for s in segments])
     for i in range(k):
         for j in range(len(names)):
-            ax.text(j, i, f"{Z[i, j]:+.1f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, "–" if np.isnan(Z[i, j]) else f"{Z[i, j]:+.1f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="standing (z-score of log mean)")
     return _figure_png(fig)
 
@@ -231,9 +233,9 @@ def build_html(data: dict[str, Any]) -> str:
              "<table><tr><th>segment</th><th class='l'>name</th><th class='l'>reading</th><th>customers</th>"
              "<th>share</th><th>revenue share</th><th>recency (d)</th><th>frequency</th><th>monetary</th></tr>"]
     for i, s in enumerate(segments):
-        reading = describe(S[i]) if S is not None else ""
+        reading = describe(S[i]) if S is not None and s["n_customers"] else ""  # an empty segment has no standing
         parts.append(f"<tr><td>{s['segment']}</td><td class='l'>{esc(str(s['name']))}</td><td class='l'>{esc(reading)}</td>"
-                     f"<td>{s['n_customers']:,}</td><td>{s['share']:.1%}</td><td>{s['revenue_share']:.1%}</td>"
+                     f"<td>{s['n_customers']:,}</td><td>{s['share']:.1%}</td><td>{_fmt(s['revenue_share'], '.1%')}</td>"
                      f"<td>{_fmt(s['mean_recency_days'], '.0f')}</td><td>{_fmt(s['mean_frequency'], '.1f')}</td>"
                      f"<td>{_fmt(s['mean_monetary'], ',.0f')}</td></tr>")
     parts.append("</table></section>")

@@ -186,7 +186,9 @@ def _drift_from_counts(model: SegmentModel, counts: np.ndarray, distance_sums: n
         segments.append({"segment": i, "name": names[i], "customers": int(counts[i]), "share": shares[i],
                          "training_share": train_shares[i],
                          "share_change": None if train_shares[i] is None else shares[i] - train_shares[i],
-                         "mean_distance": per_now[i] if counts[i] else None, "training_mean_distance": per_train[i]})
+                         "mean_distance": per_now[i] if counts[i] else None,
+                         # An empty training segment has no mean distance (earlier models wrote 0 for it).
+                         "training_mean_distance": None if train_shares[i] == 0 else per_train[i]})
     mean_now = float(distance_sums.sum() / n) if counts.sum() else None
     mean_train = train.get("mean_distance")
     return {"n_customers": int(counts.sum()), "training_n_customers": train.get("n_customers"),

@@ -250,8 +250,9 @@ class SegmentSums:
 
         Each row has segment, name (``Segment i`` without ``names``),
         n_customers, share (of customers), revenue_share (of the summed
-        monetary; 0 when that is 0) and ``mean_<column>`` for every summed
-        column (None for an empty segment).
+        monetary; None when that is not positive: returns outweigh purchases,
+        and a share of it has no meaning) and ``mean_<column>`` for every
+        summed column (None for an empty segment).
         """
         n = max(self.n, 1)
         revenue = self._column(REVENUE)
@@ -261,7 +262,7 @@ class SegmentSums:
         for s in range(self.k):
             row: dict[str, Any] = {"segment": s, "name": names[s] if names else f"Segment {s}",
                                    "n_customers": int(self.counts[s]), "share": float(self.counts[s] / n),
-                                   "revenue_share": float(revenue[s] / total) if total else 0.0}
+                                   "revenue_share": float(revenue[s] / total) if total > 0 else None}
             for j, name in enumerate(self.columns):
                 # An empty segment (a reference segment no customer joined) has no mean: null, not NaN.
                 row[f"mean_{name}"] = float(means[s, j]) if self.counts[s] else None
@@ -275,12 +276,14 @@ class SegmentSums:
         return self.distance_sums / np.maximum(self.counts, 1)
 
     def training(self) -> dict[str, Any]:
-        """The model's ``training`` summary, which ``score`` compares new data against."""
+        """The model's ``training`` summary, which ``score`` compares new data against
+        (an empty segment's mean distance is null: it has none)."""
         per_segment = self.mean_distances()  # raises without distances
         n = max(self.n, 1)
         return {"n_customers": self.n, "segment_shares": (self.counts / n).tolist(),
                 "mean_distance": float(self.distance_sums.sum() / n),
-                "segment_mean_distance": per_segment.tolist()}
+                "segment_mean_distance": [float(d) if c else None for d, c in zip(per_segment, self.counts,
+                                                                                   strict=True)]}
 
 
 def fit_warnings(fit: "KMeansFit", k: int, max_iter: int) -> list[str]:

@@ -167,7 +167,23 @@ def test_segment_parquet_matches_csv(tmp_path):
     assert pq_out["assignments"]["customer_id"].type == pa.int64()
 
 
-def test_same_seed_gives_identical_assignments(tmp_path):
+def test_revenue_shares_when_returns_outweigh_purchases(tmp_path):
+    # Every customer buys for 10 and later returns 50: net revenue is negative in total, and a
+    # share of it would flip sign. segments.csv leaves the share empty; the table shows "–".
+    cols = {"customer_id": [], "invoice_date": [], "invoice": [], "amount": []}
+    for c in range(40):
+        for i, amount in enumerate((10.0 + c, -50.0)):
+            cols["customer_id"].append(c)
+            cols["invoice_date"].append(dt.datetime(2024, 1, 1 + i + c % 20))
+            cols["invoice"].append(1000 + 2 * c + i)
+            cols["amount"].append(amount)
+    data = write_csv(tmp_path / "returns.csv", cols)
+    result = ok(invoke("segment", data, "--k", 3, "--out", tmp_path / "out"))
+    segs = pacsv.read_csv(tmp_path / "out" / "segments.csv")
+    assert segs.column("revenue_share").null_count == 3 and segs.column("n_customers").to_pylist() != [0, 0, 0]
+    table = result.output.split("Segments")[1].split("Stage timings")[0]
+    assert table.count("%") == 3 and table.count("–") >= 3  # the customers' shares only
+
     src = write_parquet(tmp_path / "tx.parquet", sample(n_customers=80, seed=2))
     for name in ("a", "b"):
         ok(invoke("segment", src, "--k", 4, "--seed", 5, "--n-init", 2, "--out", tmp_path / name))

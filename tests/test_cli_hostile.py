@@ -313,6 +313,8 @@ def _edited_model(path: Path, tmp_path: Path, edit, name: str = "edited.json") -
     (lambda d: d.update(segment_names="abc"), "segment_names must be a list"),  # was three names a, b, c
     (lambda d: d.update(seed=1.5), "seed must be a whole number"),  # was cut to 1
     (lambda d: d["training"].update(segment_shares=[-1.0, 1.0, 1.0]), "numbers of 0 or more"),
+    (lambda d: d["training"].update(segment_shares=[None, 0.5, 0.5]), "numbers of 0 or more"),
+    (lambda d: d["training"].update(segment_mean_distance=[None, -1.0, 1.0]), "null for an empty segment"),
     (lambda d: d.update(columns=[["customer", "customer_id"]]), "columns must be an object"),
     (lambda d: d["columns"].update(shop="store"), "unknown role 'shop'"),
     (lambda d: d.update(segment_names=["\x1b[2J", "b", "c"]), "printable"),  # would clear the terminal
@@ -333,6 +335,19 @@ def test_a_malformed_model_is_one_error(trained, tmp_path, edit, fragment):
     refused(invoke("score", data, "--model", bad, "--out", tmp_path / "sc"), "corrupted" if "finite" not in fragment
             else "scaler", fragment)
     assert not (tmp_path / "sc").exists()
+
+
+def test_an_empty_training_segment_has_no_mean_distance_in_the_drift(trained, tmp_path):
+    # A segment no training customer joined: null in the model (models before wrote 0.0, read as null too).
+    data, model = trained
+    for written in (None, 0.0):
+        def empty_first(d, written=written):
+            d["training"]["segment_shares"][0] = 0.0
+            d["training"]["segment_mean_distance"][0] = written
+        edited = _edited_model(model, tmp_path, empty_first, f"m{written}.json")
+        ok(invoke("score", data, "--model", edited, "--out", tmp_path / f"sc{written}", "-q"))
+        drift = json.loads((tmp_path / f"sc{written}" / "drift.json").read_text())["segments"]
+        assert drift[0]["training_mean_distance"] is None and drift[1]["training_mean_distance"] > 0
 
 
 def test_a_model_without_features_is_one_error_streamed_or_not(trained, tmp_path):

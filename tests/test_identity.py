@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow.compute as pc
@@ -105,6 +106,21 @@ def test_a_model_with_ids_left_empty_scores_its_own_customers_as_they_were_assig
                           partitions=partitions))
         b = pq.read_table(tmp_path / f"s{partitions}" / "assignments.parquet").sort_by("customer_id")
         assert b.column("segment").equals(a.column("segment"))
+    # A retired segment has no mean distance (null, not 0), in the model and in the drift.
+    training = json.loads((tmp_path / "k3" / "model.json").read_text())["training"]
+    assert [training["segment_mean_distance"][s] for s in retired] == [None] * len(retired)
+    assert all(d > 0 for s, d in enumerate(training["segment_mean_distance"]) if s not in retired)
+    drift = json.loads((tmp_path / "sNone" / "drift.json").read_text())["segments"]
+    assert [drift[s]["training_mean_distance"] for s in retired] == [None] * len(retired)
+    # The report reads no standing into a segment without customers, and shows none in its profile.
+    assert runner.invoke(app, ["report", str(tmp_path / "k3")]).exit_code == 0
+    page = (tmp_path / "k3" / "report.html").read_text()
+    names = third.model.names()
+    for s in retired:
+        row = re.search(rf"<tr><td>{s}</td><td class='l'>[^<]*</td><td class='l'>([^<]*)</td>", page)
+        assert row and row.group(1) == "", names[s]
+    kept = [s for s in range(third.model.k) if s not in retired]
+    assert all(re.search(rf"<tr><td>{s}</td><td class='l'>[^<]*</td><td class='l'>[^<]+</td>", page) for s in kept)
 
 
 def test_a_dask_runs_folder_of_assignments_gives_the_migration_table(first, tmp_path):

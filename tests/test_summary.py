@@ -59,7 +59,18 @@ def test_profiles_worked_by_hand(xp):
     training = sums.training()
     assert training["n_customers"] == 6 and training["mean_distance"] == pytest.approx(11 / 6)
     np.testing.assert_allclose(training["segment_shares"], [2 / 6, 3 / 6, 0, 1 / 6])
-    assert training["segment_mean_distance"] == sums.mean_distances().tolist()
+    assert training["segment_mean_distance"] == [2.0, 1.0, None, 4.0]  # the empty segment has none: null
+
+
+def test_revenue_shares_need_a_positive_total(xp):
+    # Returns outweigh purchases: shares of a negative total would flip sign (-29%, 193%): none.
+    labels, columns, distance = toy(xp)
+    columns["monetary"] = xp.asarray([10.0, -400, 30, 20, 30, 30])
+    rows = SegmentSums.of(labels, columns, 4, distance).profiles()
+    assert [r["revenue_share"] for r in rows] == [None] * 4
+    columns["monetary"] = xp.asarray([10.0, -90, 30, 20, 30, 30])  # a total of 30: shares of it
+    rows = SegmentSums.of(labels, columns, 4, distance).profiles()
+    assert [r["revenue_share"] for r in rows] == pytest.approx([40 / 30, -40 / 30, 0.0, 30 / 30])
 
 
 def test_revenue_order_puts_the_highest_mean_first_and_keeps_ties_in_id_order(xp):
