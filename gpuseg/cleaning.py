@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.abc
+import re
 import sys
 import threading
 import time
@@ -165,6 +166,8 @@ def _date32_days(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def _strictly_valid(text: str, date_format: str) -> bool:
     try:
         dt.datetime.strptime(text, date_format)
+    except re.error:  # a format Python cannot compile (a directive twice): Arrow's reading stands
+        return True
     except ValueError as exc:
         # Only an impossible day is judged here; other disagreements between
         # Python's and Arrow's strptime leave Arrow's reading alone.
@@ -225,7 +228,7 @@ def _wall_clock(text: pa.Array, date_format: str) -> pa.Array:
             try:
                 written = dt.datetime.strptime(value, date_format).replace(tzinfo=None)
                 seconds.append(int((written - dt.datetime(1970, 1, 1)).total_seconds()))
-            except ValueError:  # a form Arrow reads and Python does not: the UTC instant's day
+            except (ValueError, re.error):  # a form Arrow reads and Python does not: the UTC instant's day
                 seconds.append(None)
         found = pc.take(pa.array(seconds, pa.int64()), pc.index_in(text, value_set=distinct)).cast(wall.type)
         found = pc.coalesce(found, instant.cast(pa.int64()).cast(wall.type))

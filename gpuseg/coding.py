@@ -387,9 +387,11 @@ def to_unified(arr: pa.Array, target: pa.DataType) -> pa.Array:
     if pa.types.is_integer(arr.type) and pa.types.is_integer(target):
         return arr.cast(target)
     if pa.types.is_floating(arr.type):
-        # float16 and float32 hold their values exactly in float64; -0.0 is 0.0's customer
-        # (Arrow would write "-0").
-        arr = pc.add(arr.cast(pa.float64()), 0.0)
+        if not pa.types.is_float64(arr.type):
+            # A narrower float as written: its shortest text read as float64, so that float32's
+            # 0.1 is float64's 0.1 (not 0.10000000149011612). Arrow writes no half floats.
+            arr = arr.cast(pa.float32()).cast(pa.string()).cast(pa.float64())
+        arr = pc.add(arr, 0.0)  # -0.0 is 0.0's customer (Arrow would write "-0")
         if pa.types.is_floating(target):
             return arr
         if pa.types.is_integer(target):  # every value whole (unified_type): the integer it holds
@@ -403,20 +405,20 @@ def float_text(values: pa.Array) -> pa.Array:
     """float64 ids as text, whole values as the integer they hold, as the integer path
     writes them: Arrow writes 1e15 and up in exponent form ("1e+15",
     "1.2345678901234568e+17"), where the same id read as an integer, or as text, is
-    "1000000000000000"."""
+    "1000000000000000". Fractions (below 2**52 a float64 holds them) keep Arrow's text."""
     text = values.cast(pa.string())
     exponent = pc.fill_null(pc.match_substring(text, "e+"), False).to_numpy(zero_copy_only=False)
     if not exponent.any():
         return text
-    v = values.to_numpy(zero_copy_only=False)  # a float64 at or above 1e15 is whole
-    fits = exponent & (np.abs(np.nan_to_num(v, posinf=0.0, neginf=0.0)) < 2.0 ** 63)
+    v = np.nan_to_num(values.to_numpy(zero_copy_only=False), nan=0.5, posinf=0.5, neginf=0.5)
+    exponent &= v == np.floor(v)
+    fits = exponent & (np.abs(v) < 2.0 ** 63)
     if fits.any():
         whole = pa.array(v[fits].astype(np.int64)).cast(pa.string())
         text = pc.replace_with_mask(text, pa.array(fits), whole)
     rest = exponent & ~fits
     if rest.any():  # past int64 (rare): Python's integers
-        big = [str(int(x)) if np.isfinite(x) else t for x, t in
-               zip(v[rest], text.filter(pa.array(rest)).to_pylist(), strict=True)]
+        big = [str(int(x)) for x in v[rest]]
         text = pc.replace_with_mask(text, pa.array(rest), pa.array(big, pa.string()))
     return text
 

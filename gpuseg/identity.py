@@ -95,10 +95,9 @@ def _as_text(ids: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     t = ids.type
     if pa.types.is_dictionary(t):
         ids, t = ids.cast(t.value_type), t.value_type
-    if pa.types.is_floating(t):
-        import pyarrow.compute as pc
-        whole = pc.equal(pc.floor(ids), ids)
-        as_int = pc.if_else(whole, ids, None).cast(pa.int64(), safe=False).cast(pa.large_string())
-        return pc.if_else(whole, as_int, ids.cast(pa.large_string()))
+    if pa.types.is_floating(t):  # as coding writes float ids as text (1e15 is "1000000000000000")
+        from .coding import to_unified
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        return to_unified(ids, pa.string()).cast(pa.large_string())
     return ids.cast(pa.large_string())
 

@@ -159,6 +159,9 @@ def test_a_format_with_a_utc_offset_counts_days_in_the_written_zone():
     assert days(text, fmt) == [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2)), D(dt.date(2024, 1, 3)),
                                D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 1)), None, None]
     assert days(text[:3]) == days(text[:3], fmt)
+    # A format Python cannot compile (%z twice) leaves Arrow's reading: the UTC day, not a crash.
+    assert days(["2024-01-15 23:30 -0500 -0500", "2024-01-15 12:00 +0000 +0000"], "%Y-%m-%d %H:%M %z %z") == \
+        [D(dt.date(2024, 1, 16)), D(dt.date(2024, 1, 15))]
     # %z elsewhere than at the end: Python's strptime reads the written time.
     assert days(["+0500 2024-01-01 23:30", "-0500 2024-01-02 01:30", "+0500 2024-01-01"], "%z %Y-%m-%d %H:%M") == \
         [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2)), None]
@@ -273,6 +276,10 @@ def test_large_whole_float_ids_meet_the_same_ids_as_integers_or_text():
     tx = clean([parquet("a.parquet", pa.array([float(big), 2.5, 1e19])), (Path("b.csv"), iter([pa.record_batch(
         {"customer_id": [str(big), "x"], "date": ["2024-01-01"] * 2, "amount": [1.0] * 2})]))], MAP, xp=_XP[0])
     assert sorted(tx.customer_ids.to_pylist()) == sorted([str(big), "2.5", "10000000000000000000", "x"])
+    # Below 2**52 a float64 holds fractions: 1e15 + 0.5 is another customer than 1e15.
+    tx = clean([parquet("a.parquet", pa.array([1e15, 1e15 + 0.5])), parquet("b.parquet", pa.array([1, 2]))],
+               MAP, xp=_XP[0])
+    assert tx.n_customers == 4 and "1000000000000000" in tx.customer_ids.to_pylist()
 
 
 def test_float_ids_with_nan_count_as_missing():

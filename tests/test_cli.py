@@ -184,6 +184,8 @@ def test_revenue_shares_when_returns_outweigh_purchases(tmp_path):
     table = result.output.split("Segments")[1].split("Stage timings")[0]
     assert table.count("%") == 3 and table.count("–") >= 3  # the customers' shares only
 
+
+def test_same_seed_gives_identical_assignments(tmp_path):
     src = write_parquet(tmp_path / "tx.parquet", sample(n_customers=80, seed=2))
     for name in ("a", "b"):
         ok(invoke("segment", src, "--k", 4, "--seed", 5, "--n-init", 2, "--out", tmp_path / name))

@@ -281,6 +281,10 @@ def test_migration_ids_as_text():
     from gpuseg.identity import _as_text
     assert _as_text(pa.array([7, -3])).to_pylist() == ["7", "-3"]
     assert _as_text(pa.array([7.0, 2.5])).to_pylist() == ["7", "2.5"]
+    # As the run writes float ids as text: whole ones past int64 exactly (a cast wrapped them), float32 as written.
+    assert _as_text(pa.chunked_array([[1e19, 1e15 + 0.5, -0.0]])).to_pylist() == \
+        ["10000000000000000000", "1.0000000000000005e+15", "0"]
+    assert _as_text(pa.array([0.1], pa.float32())).to_pylist() == ["0.1"]
     assert _as_text(pa.array(["007", "7"])).to_pylist() == ["007", "7"]
 
 

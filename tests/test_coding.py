@@ -351,6 +351,10 @@ _ONE_TYPE_CASES = [
     ([pa.array([1, 2]), pa.array([2.5])], True, pa.array(["1", "2", "2.5"])),
     ([pa.array([1.5], pa.float32()), pa.array([1.5, 2.0])], True, pa.array([1.5, 1.5, 2.0])),  # floats stay floats
     ([pa.array([1.5], pa.float32()), pa.array(["x"])], True, pa.array(["1.5", "x"])),
+    ([pa.array([0.1, 1.1], pa.float32()), pa.array([0.1])], True, pa.array([0.1, 1.1, 0.1])),  # as written
+    ([pa.array([0.1], pa.float32()), pa.array(["x"])], True, pa.array(["0.1", "x"])),
+    ([pa.array([1e15, 1e15 + 0.5]), pa.array([1, 2])], True,  # a fraction a float64 holds stays one
+     pa.array(["1000000000000000", "1.0000000000000005e+15", "1", "2"])),
     ([pa.array([1e15]), pa.array([7])], True, pa.array([10**15, 7])),          # whole: the integer it holds
     ([pa.array([1e15, 0.5]), pa.array(["x"])], True, pa.array(["1000000000000000", "0.5", "x"])),
     ([pa.array([" a", "b "]), pa.array(["a"]).dictionary_encode()], False, pa.array(["a", "b", "a"])),
