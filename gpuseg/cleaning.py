@@ -476,10 +476,11 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
         return _kept_rows(column, keep)
 
     ids = kept(cust_col)
-    if isinstance(ids, EncodedText) or is_text(ids.type) or is_encoded_text(ids.type):
+    # The id type is chosen on the kept rows: a batch whose rows were all dropped has no say.
+    if len(ids) and (isinstance(ids, EncodedText) or is_text(ids.type) or is_encoded_text(ids.type)):
         stats.text_from_csv = path.name.lower().endswith(CSV_SUFFIXES)
         # Only CSV text may become integers (see ids_to_int): only it is checked.
-        if stats.text_from_csv and len(ids):
+        if stats.text_from_csv:
             stats.text_all_int = ids.all_int if isinstance(ids, EncodedText) else all_int_text(ids)
     invoices = kept(batch.column(mapping.invoice)) if mapping.invoice else None
     stats.rows.used = int(day.shape[0])

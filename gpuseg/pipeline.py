@@ -318,7 +318,8 @@ def dotted_ids(ids: pa.Array) -> pa.Array:
 
 def dotted_twins(ids: pa.Array) -> int:
     """How many text customer ids are another id written with a decimal point and zeros ('12346.0'
-    beside '12346'): a CSV export of float ids writes them so, Parquet and integer files do not."""
+    beside '12346'): a CSV export of float ids writes them so, Parquet and integer files do not.
+    Every front-end counts them among the customers it segments (those with a purchase)."""
     stripped = dotted_ids(ids)
     return int(pc.sum(pc.is_in(stripped, value_set=ids)).as_py() or 0) if len(stripped) else 0
 
@@ -433,7 +434,7 @@ def run(config: SegmentConfig, progress: Progress | None = None) -> SegmentResul
             if plan is not None and plan.mode == "streamed":
                 Z = transfers.to_host("scaled features (streamed fit)", Z)
             km, notes = fit_centroids(Z, config, backend, plan)
-            notes += date_warnings(tx.as_of, config.as_of) + id_warnings(dotted_twins(tx.customer_ids))
+            notes += date_warnings(tx.as_of, config.as_of) + id_warnings(dotted_twins(ids))
             refuse_empty_segments(km.n_distinct, config.k, n, config.features)
 
         with timer.stage("assign"):

@@ -285,7 +285,7 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
             drift = _drift(model, segment, distance)
             report = _score_report(config, model, mapping, date_format, rows, as_of, timer, backend, streamed,
                                    n_parts, estimate, t0, files, p.feats.n_without_purchase,
-                                   dotted_twins(p.tx.customer_ids))
+                                   dotted_twins(ids))
             write_json(tmp / DRIFT, drift)
             write_json(tmp / SCORE_REPORT, report)
         return ScoreResult(config.out, drift, report)
@@ -464,7 +464,6 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                         day=t.column("day").to_numpy(), amount=t.column("amount").to_numpy()))
                     del t
                 tx = assemble(parts, as_of, cleaner.rows, False, mapping.invoice is not None)
-                twins += dotted_twins(tx.customer_ids)  # both forms share a partition (_text_keys)
                 arrays = [transfers.to_device(name, getattr(tx, name))
                           for name in ("customer", "day", "amount", "order")]
                 feats = compute_features(*arrays, n_customers=tx.n_customers, n_orders=tx.n_orders, as_of=tx.as_of)
@@ -479,6 +478,7 @@ def _score_streamed(config: ScoreConfig, model: SegmentModel, files: list[Path],
                 if len(feats) and not unusable.features and not unusable.scaled:
                     segment, distance = assign_to_model(model, Z, backend.xp)
                     ids = tx.customer_ids.take(pa.array(transfers.to_host("customer", feats.customer)))
+                    twins += dotted_twins(ids)  # both forms share a partition (_text_keys)
                     unusable += Unusable().check_distance(distance, ids)
                     outs.append((ids, segment, distance))
                     segments_all.append(segment)

@@ -282,6 +282,18 @@ def test_large_whole_float_ids_meet_the_same_ids_as_integers_or_text():
     assert tx.n_customers == 4 and "1000000000000000" in tx.customer_ids.to_pylist()
 
 
+def test_a_file_whose_rows_are_all_dropped_has_no_say_in_the_id_type():
+    # CSV integers beside Parquet text ids on rows dropped (a date out of range): integers, as the
+    # CSV file alone gives; the dropped text made every id text.
+    files = [(Path("a.csv"), iter([pa.record_batch({"customer_id": ["5", "6"], "date": ["2024-01-01"] * 2,
+                                                     "amount": [1.0, 2.0]})])),
+             (Path("b.parquet"), iter([pa.record_batch({"customer_id": ["x"], "date": ["2300-01-01"],
+                                                         "amount": [1.0]})]))]
+    tx = clean(files, MAP, xp=_XP[0])
+    assert tx.customer_ids.type == pa.int64() and tx.customer_ids.to_pylist() == [5, 6]
+    assert tx.rows.dropped["date_out_of_range"] == 1
+
+
 def test_float_ids_with_nan_count_as_missing():
     tx = run_clean({"customer_id": [1.0, float("nan"), None], "date": ["2024-01-01"] * 3, "amount": [1.0] * 3})
     assert tx.rows.dropped["missing_customer_id"] == 2

@@ -360,6 +360,9 @@ def test_dotted_twins_are_warned_of_and_a_score_without_purchases_is_refused(cli
     (tmp_path / "in").mkdir()
     rows = [f"{100 + i},2024-01-{1 + i % 27:02d},{i + 1}.5" for i in range(60)]
     rows += [f"{100 + i}.0,2024-02-{1 + i % 27:02d},{i + 2}.5" for i in range(10)]
+    # Twins without a purchase are no customers anyone segments: every front-end leaves them out
+    # of the count (one process counted them on one of its two paths, Dask never).
+    rows += [f"{100 + i}.0,2024-02-{1 + i % 27:02d},-{i + 2}.5" for i in range(20, 25)]
     (tmp_path / "in" / "a.csv").write_text("customer_id,invoice_date,amount\n" + "\n".join(rows) + "\n")
     one = run(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "one", k=2))
     many = run_dask(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "many", k=2), client=client)

@@ -294,6 +294,28 @@ def test_streamed_scoring_keeps_no_more_streams_open_than_partitions(tmp_path, m
     assert b.column("segment").equals(a.column("segment"))
 
 
+@pytest.mark.parametrize("second", ["text.parquet", "int.parquet"])
+def test_twins_are_counted_among_the_customers_segmented(tmp_path, second):
+    # "5.0" beside "5": counted when both have a purchase, not when the dotted one only returned
+    # goods. One process counted the latter when the files' id types differed (the path that codes
+    # all batches at once keeps every customer's id), and not when they agreed.
+    (tmp_path / "in").mkdir()
+    rows = [f"{100 + i},2024-01-{1 + i % 27:02d},{i + 1}.5" for i in range(30)]
+    rows += [f"{100 + i}.0,2024-02-{1 + i % 27:02d},{i + 2}.5" for i in range(4)]
+    rows += [f"{110 + i}.0,2024-02-{1 + i % 27:02d},-{i + 2}.5" for i in range(6)]
+    (tmp_path / "in" / "a.csv").write_text("customer_id,date,amount\n" + "\n".join(rows) + "\n")
+    other = pa.array(["x1", "x2"]) if second == "text.parquet" else pa.array([900, 901])
+    pq.write_table(pa.table({"customer_id": other, "date": ["2024-03-01"] * 2, "amount": [5.0, 6.0]}),
+                   tmp_path / "in" / second)
+    seg = run(SegmentConfig(inputs=(str(tmp_path / "in"),), out=tmp_path / "seg", k=2))
+    warned = [w for w in seg.report["warnings"] if "decimal point" in w]
+    assert len(warned) == 1 and warned[0].startswith("4 customer id(s)")
+    for partitions in (None, 3):
+        res = score(ScoreConfig(model=tmp_path / "seg" / "model.json", inputs=(str(tmp_path / "in"),),
+                                out=tmp_path / f"s{partitions}", partitions=partitions))
+        assert [w for w in res.report["warnings"] if "decimal point" in w] == warned
+
+
 def test_ids_written_with_a_decimal_point_beside_whole_ones_are_warned_of(tmp_path):
     # An export's float ids as CSV text (12000.0) beside the same ids as Parquet doubles (12000):
     # two customers each, silently.
