@@ -204,9 +204,10 @@ def _has_zone(date_format: str) -> bool:
     return "%z" in date_format.replace("%%", "")
 
 
-def _wall_clock(text: pa.Array, date_format: str) -> pa.Array:
+def _wall_clock(text: pa.Array, date_format: str) -> tuple[pa.Array, pa.Array, str]:
     """The written (wall-clock) time of text whose format has a UTC offset (%z), as a
-    naive timestamp; null where it does not parse.
+    naive timestamp, null where it does not parse; and the text and format that the
+    rollover check reads (without the offset where it was cut off).
 
     Arrow's strptime gives the UTC instant, whose day may be the day before or
     after the written one. A format that ends in %z is parsed again without
@@ -216,9 +217,11 @@ def _wall_clock(text: pa.Array, date_format: str) -> pa.Array:
     instant = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
     head = date_format.rstrip()
     wall = pa.nulls(len(text), pa.timestamp("s"))
+    checked = text, date_format
     if head.endswith("%z") and not _has_zone(head[:-2]):
-        cut = pc.replace_substring_regex(text, _ZONE_SUFFIX, "")
-        wall = pc.strptime(cut, format=head[:-2].rstrip(), unit="s", error_is_null=True)
+        # Python's %z does not read every offset Arrow's does ("-05"): the check reads the rest.
+        checked = (pc.replace_substring_regex(text, _ZONE_SUFFIX, ""), head[:-2].rstrip())
+        wall = pc.strptime(checked[0], format=checked[1], unit="s", error_is_null=True)
     wall = pc.if_else(instant.is_valid(), wall, pa.scalar(None, wall.type))
     missing = pc.and_(instant.is_valid(), wall.is_null())
     if pc.any(missing).as_py():
@@ -233,14 +236,14 @@ def _wall_clock(text: pa.Array, date_format: str) -> pa.Array:
         found = pc.take(pa.array(seconds, pa.int64()), pc.index_in(text, value_set=distinct)).cast(wall.type)
         found = pc.coalesce(found, instant.cast(pa.int64()).cast(wall.type))
         wall = pc.if_else(missing, found, wall)
-    return wall
+    return wall, *checked
 
 
 def _text_days(arr: pa.Array, date_format: str | None) -> tuple[np.ndarray, np.ndarray]:
     text = pc.utf8_trim_whitespace(arr)
     if date_format:
         if _has_zone(date_format):  # the day in the written zone, as ISO text and zoned timestamps count it
-            parsed = _wall_clock(text, date_format)
+            parsed, text, date_format = _wall_clock(text, date_format)
         else:
             parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
         return _date32_days(_reject_rollover(text, parsed, date_format))

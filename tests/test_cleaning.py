@@ -155,9 +155,10 @@ def test_a_format_with_a_utc_offset_counts_days_in_the_written_zone():
     # and zoned timestamps count the written day too.
     fmt = "%Y-%m-%dT%H:%M:%S%z"
     text = ["2024-01-01T23:30:00-0500", "2024-01-02T01:30:00+03:00", "2024-01-03T12:00:00Z",
-            "2024-01-01T23:30:00-05", "2024-01-01T23:30:00 +0500", "2024-02-30T01:00:00+0500", "junk"]
+            "2024-01-01T23:30:00-05", "2024-01-01T23:30:00 +0500", "2024-02-30T01:00:00+0500", "junk",
+            "2023-02-30T10:00:00-05"]  # no date, whichever way the offset is written
     assert days(text, fmt) == [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2)), D(dt.date(2024, 1, 3)),
-                               D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 1)), None, None]
+                               D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 1)), None, None, None]
     assert days(text[:3]) == days(text[:3], fmt)
     # A format Python cannot compile (%z twice) leaves Arrow's reading: the UTC day, not a crash.
     assert days(["2024-01-15 23:30 -0500 -0500", "2024-01-15 12:00 +0000 +0000"], "%Y-%m-%d %H:%M %z %z") == \
