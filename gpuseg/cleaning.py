@@ -163,6 +163,11 @@ def _date32_days(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return days.astype(np.int32), valid
 
 
+def _uses(date_format: str, directive: str) -> bool:
+    """Whether ``date_format`` has ``directive`` (``%z``), not as escaped text (``%%z``)."""
+    return directive in date_format.replace("%%", "")
+
+
 def _strictly_valid(text: str, date_format: str) -> bool:
     try:
         dt.datetime.strptime(text, date_format)
@@ -172,7 +177,7 @@ def _strictly_valid(text: str, date_format: str) -> bool:
         # Only an impossible day is judged here; other disagreements between
         # Python's and Arrow's strptime leave Arrow's reading alone.
         return "range" not in str(exc)
-    if "%j" in date_format.replace("%%", ""):
+    if _uses(date_format, "%j"):
         # Python rolls day 366 of a 365-day year over into the next year; time.strptime
         # keeps the day of the year as written beside the date it rolled to.
         t = time.strptime(text, date_format)
@@ -200,10 +205,6 @@ def _reject_rollover(text: pa.Array, parsed: pa.Array, date_format: str) -> pa.A
 _ZONE_SUFFIX = r"\s*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
 
 
-def _has_zone(date_format: str) -> bool:
-    return "%z" in date_format.replace("%%", "")
-
-
 def _wall_clock(text: pa.Array, date_format: str) -> tuple[pa.Array, pa.Array, str]:
     """The written (wall-clock) time of text whose format has a UTC offset (%z), as a
     naive timestamp, null where it does not parse; and the text and format that the
@@ -218,7 +219,7 @@ def _wall_clock(text: pa.Array, date_format: str) -> tuple[pa.Array, pa.Array, s
     head = date_format.rstrip()
     wall = pa.nulls(len(text), pa.timestamp("s"))
     checked = text, date_format
-    if head.endswith("%z") and not _has_zone(head[:-2]):
+    if head.endswith("%z") and not _uses(head[:-2], "%z"):
         # Python's %z does not read every offset Arrow's does ("-05"): the check reads the rest.
         checked = (pc.replace_substring_regex(text, _ZONE_SUFFIX, ""), head[:-2].rstrip())
         wall = pc.strptime(checked[0], format=checked[1], unit="s", error_is_null=True)
@@ -242,7 +243,7 @@ def _wall_clock(text: pa.Array, date_format: str) -> tuple[pa.Array, pa.Array, s
 def _text_days(arr: pa.Array, date_format: str | None) -> tuple[np.ndarray, np.ndarray]:
     text = pc.utf8_trim_whitespace(arr)
     if date_format:
-        if _has_zone(date_format):  # the day in the written zone, as ISO text and zoned timestamps count it
+        if _uses(date_format, "%z"):  # the day in the written zone, as ISO text and zoned timestamps count it
             parsed, text, date_format = _wall_clock(text, date_format)
         else:
             parsed = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
