@@ -201,8 +201,9 @@ def _reject_rollover(text: pa.Array, parsed: pa.Array, date_format: str) -> pa.A
     return pc.if_else(pc.is_in(text, pa.array(bad, text.type)), pa.scalar(None, parsed.type), parsed)
 
 
-#: A UTC offset at the end of a date's text, as Arrow's strptime reads %z.
+#: A UTC offset at the end, or at the start, of a date's text, as Arrow's strptime reads %z.
 _ZONE_SUFFIX = r"\s*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+_ZONE_PREFIX = r"^(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)\s*"
 
 
 def _wall_clock(text: pa.Array, date_format: str) -> tuple[pa.Array, pa.Array, str]:
@@ -211,17 +212,20 @@ def _wall_clock(text: pa.Array, date_format: str) -> tuple[pa.Array, pa.Array, s
     rollover check reads (without the offset where it was cut off).
 
     Arrow's strptime gives the UTC instant, whose day may be the day before or
-    after the written one. A format that ends in %z is parsed again without
-    it, the offset cut off the text; rows that this does not read (or any
-    other place of %z) are read by Python's strptime, once per distinct text.
+    after the written one. A format that ends or starts with %z is parsed
+    again without it, the offset cut off the text; rows that this does not
+    read (or any other place of %z) are read by Python's strptime, once per
+    distinct text.
     """
     instant = pc.strptime(text, format=date_format, unit="s", error_is_null=True)
-    head = date_format.rstrip()
+    head = date_format.strip()
     wall = pa.nulls(len(text), pa.timestamp("s"))
     checked = text, date_format
-    if head.endswith("%z") and not _uses(head[:-2], "%z"):
+    cut = (_ZONE_SUFFIX, head[:-2].rstrip()) if head.endswith("%z") else \
+        (_ZONE_PREFIX, head[2:].lstrip()) if head.startswith("%z") else None
+    if cut is not None and not _uses(cut[1], "%z"):
         # Python's %z does not read every offset Arrow's does ("-05"): the check reads the rest.
-        checked = (pc.replace_substring_regex(text, _ZONE_SUFFIX, ""), head[:-2].rstrip())
+        checked = (pc.replace_substring_regex(text, cut[0], ""), cut[1])
         wall = pc.strptime(checked[0], format=checked[1], unit="s", error_is_null=True)
     wall = pc.if_else(instant.is_valid(), wall, pa.scalar(None, wall.type))
     missing = pc.and_(instant.is_valid(), wall.is_null())

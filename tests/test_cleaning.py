@@ -163,9 +163,12 @@ def test_a_format_with_a_utc_offset_counts_days_in_the_written_zone():
     # A format Python cannot compile (%z twice) leaves Arrow's reading: the UTC day, not a crash.
     assert days(["2024-01-15 23:30 -0500 -0500", "2024-01-15 12:00 +0000 +0000"], "%Y-%m-%d %H:%M %z %z") == \
         [D(dt.date(2024, 1, 16)), D(dt.date(2024, 1, 15))]
-    # %z elsewhere than at the end: Python's strptime reads the written time.
-    assert days(["+0500 2024-01-01 23:30", "-0500 2024-01-02 01:30", "+0500 2024-01-01"], "%z %Y-%m-%d %H:%M") == \
-        [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2)), None]
+    # %z at the start, short offsets too; in the middle, Python's strptime reads the written time.
+    assert days(["+0500 2024-01-01 23:30", "-0500 2024-01-02 01:30", "+0500 2024-01-01", "-05 2023-03-01 23:30",
+                 "-05 2023-02-30 10:00"], "%z %Y-%m-%d %H:%M") == \
+        [D(dt.date(2024, 1, 1)), D(dt.date(2024, 1, 2)), None, D(dt.date(2023, 3, 1)), None]
+    assert days(["2024-01-01 +0500 23:30", "2024-01-01 -0500 23:30"], "%Y-%m-%d %z %H:%M") == \
+        [D(dt.date(2024, 1, 1))] * 2
 
 
 def test_date_of_other_type_is_an_error():
