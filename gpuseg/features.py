@@ -174,6 +174,9 @@ def features_from_sums(sums: LineSums, n_customers: int, as_of: int) -> Customer
     # Float sums leave residue: an order fully returned within itself
     # (0.1 + 0.2 - 0.3) nets 5.6e-17, which is not a purchase.
     purchase = sums.order_net > _NET_RTOL * sums.order_gross
+    # An order whose sum overflowed (inf, or nan from both signs) is kept, so that its customer's
+    # non-finite monetary stops the run with the customer's name instead of leaving it out.
+    purchase |= ~xp.isfinite(sums.order_net)
     p_customer = sums.order_customer[purchase]
     p_day = sums.order_day[purchase]
     frequency = bincount(xp, p_customer, minlength=n_customers)  # empty when no order is a purchase

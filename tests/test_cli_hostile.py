@@ -74,6 +74,14 @@ def test_segment_refuses_a_customer_whose_sum_overflows(overflow_log, tmp_path):
     no_leftovers(tmp_path)
 
 
+def test_an_order_whose_sum_overflows_is_refused_not_left_out(tmp_path):
+    # Both lines on one invoice: the order nets inf, which no purchase test passes, so customer 99
+    # was counted without a purchase and left out quietly.
+    data = log(tmp_path / "overflow1.csv", extra=[(99, "2024-03-01", "X1", 1e308), (99, "2024-03-01", "X1", 1e308)])
+    refused(invoke("segment", data, "--k", 3, "--out", tmp_path / "out"), "customer 99", "monetary")
+    assert not (tmp_path / "out").exists()
+
+
 def test_choose_k_refuses_it_too(overflow_log, tmp_path):
     refused(invoke("choose-k", overflow_log, "--k-min", 2, "--k-max", 3, "--out", tmp_path / "ck"), "customer 99")
     assert not (tmp_path / "ck").exists()
