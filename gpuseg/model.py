@@ -185,11 +185,13 @@ def _shape_problem(model: SegmentModel) -> str | None:
     if not all(isinstance(f, str) for f in model.features):
         return "features must be names"
     t = model.training
-    for key, empty in (("segment_shares", ""), ("segment_mean_distance", " (null for an empty segment)")):
+    for key in ("segment_shares", "segment_mean_distance"):
+        nullable = key == "segment_mean_distance"  # an empty segment has no mean distance
         values = t.get(key)
         if values is not None and (not isinstance(values, list) or len(values) != model.k
-                                   or not all((_number(v) and v >= 0) or (empty and v is None) for v in values)):
-            return f"training.{key} must be {model.k} numbers of 0 or more, one per segment{empty}"
+                                   or not all((_number(v) and v >= 0) or (nullable and v is None) for v in values)):
+            return (f"training.{key} must be {model.k} numbers of 0 or more, one per segment"
+                    + (" (null for an empty segment)" if nullable else ""))
     for key in ("mean_distance", "n_customers"):
         if t.get(key) is not None and not _number(t[key]):
             return f"training.{key} must be a number"
