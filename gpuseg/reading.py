@@ -60,8 +60,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
             file_format(path)
             files.append(path)
         elif glob.has_magic(text):
-            found = sorted(Path(p) for p in glob.glob(text, recursive=True)
-                           if Path(p).is_file() and _supported(Path(p)))
+            found = _glob_files(text)
             if not found:
                 raise GpusegError(f"pattern {text!r} matches no input files ({ALLOWED})")
             files.extend(found)
@@ -97,6 +96,34 @@ def _folder_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def _glob_files(pattern: str) -> list[Path]:
+    """The input files a glob pattern matches, sorted, leaving out what a folder given as
+    input leaves out: names that a wildcard matched and that start with "_" (Spark's
+    ``_temporary`` attempts, ``_SUCCESS``) or "." (Python's glob leaves those out itself),
+    and what is below them. A name the pattern spells out, or a wildcard part that starts
+    with "_" itself (``_*.parquet``), is kept, as glob keeps hidden names a pattern asks for."""
+    parts = Path(pattern).parts
+    deep = next((i for i, p in enumerate(parts) if p == "**"), len(parts))
+
+    def left_out(path: Path) -> bool:
+        names = path.parts
+        tail = len(parts) - deep - 1  # parts after a "**": they match the path's last names
+        for i, name in enumerate(names):
+            if i < deep:
+                part = parts[i] if i < len(parts) else None
+            elif tail > 0 and i >= len(names) - tail:
+                part = parts[len(parts) - (len(names) - i)]
+            else:
+                part = None  # matched by "**"
+            if name.startswith(("_", ".")) and (part is None or glob.has_magic(part)) \
+                    and not (part is not None and part.startswith(name[0])):
+                return True
+        return False
+
+    return sorted(p for p in map(Path, glob.glob(pattern, recursive=True))
+                  if p.is_file() and _supported(p) and not left_out(p))
+
+
 def _fail(path: Path, exc: BaseException) -> GpusegError:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     # Arrow numbers a CSV row within the block it parsed (only when parsing on one thread): not a line of the file.
@@ -124,7 +151,7 @@ def read_column_names(path: Path) -> list[str]:
     try:
         if file_format(path) == "parquet":
             return list(pq.read_schema(path).names)
-        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as reader:
+        with open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as reader:
             return list(reader.schema.names)
     except GpusegError:
         raise
@@ -229,12 +256,28 @@ def iter_batches(path: Path, mapping: ColumnMapping, batch_rows: int | None = No
                 yield from pf.read_row_groups([i], columns=columns, use_threads=True).to_batches()
             return
         read = pacsv.ReadOptions(block_size=min(64 << 20, max(1 << 20, (batch_rows or 1 << 30) * 48)))
-        with pacsv.open_csv(path, read_options=read, convert_options=csv_convert(mapping)) as reader:
+        with open_csv(path, read_options=read, convert_options=csv_convert(mapping)) as reader:
             yield from reader
     except GpusegError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
+
+
+def open_csv(path: Path, **options: Any) -> pacsv.CSVStreamingReader:
+    """A CSV file opened for reading in blocks. A lone header line without a line end (which
+    Arrow calls an empty file) is read as the header it is: a file of no rows, as the same
+    header with a line end is."""
+    try:
+        return pacsv.open_csv(path, **options)
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" not in str(exc):
+            raise
+        with pa.input_stream(str(path), compression="detect") as fh:  # .csv.gz too, as Arrow reads it
+            head = fh.read(1 << 20)
+        if len(head) == 1 << 20 or not head.strip() or b"\n" in head or b"\r" in head:
+            raise
+        return pacsv.open_csv(pa.BufferReader(head + b"\n"), **options)
 
 
 def csv_convert(mapping: ColumnMapping) -> pacsv.ConvertOptions:

@@ -789,6 +789,54 @@ def test_a_header_without_a_newline_has_no_data_rows(tmp_path):
     refused(invoke("segment", path, "--out", tmp_path / "seg"), "has no data rows")
 
 
+def test_a_header_without_a_newline_beside_other_files_is_a_file_of_no_rows(tmp_path):
+    # Arrow calls a lone header without a line end an empty file: beside files with rows the run
+    # stopped, where the same header with a line end (or a Parquet file of no rows) added nothing.
+    import gzip
+
+    data = log(tmp_path / "a.csv")
+    header = data.read_text().splitlines()[0]
+    outs = {}
+    for name, write in {"newline": lambda p: p.with_suffix(".csv").write_text(header + "\n"),
+                        "none": lambda p: p.with_suffix(".csv").write_text(header),
+                        "gzip, none": lambda p: p.with_suffix(".csv.gz").write_bytes(gzip.compress(header.encode()))}.items():
+        folder = tmp_path / name.replace(", ", "-")
+        folder.mkdir()
+        (folder / "a.csv").write_bytes(data.read_bytes())
+        write(folder / "b")
+        ok(invoke("segment", folder, "--k", 2, "--out", tmp_path / f"seg-{folder.name}"))
+        outs[name] = (tmp_path / f"seg-{folder.name}" / "assignments.parquet").read_bytes()
+        report = json.loads((tmp_path / f"seg-{folder.name}" / "report.json").read_text())
+        assert len(report["inputs"]) == 2 and report["rows"]["read"] == len(data.read_text().splitlines()) - 1
+    assert outs["none"] == outs["newline"] == outs["gzip, none"]
+
+
+def test_a_glob_leaves_out_what_a_folder_leaves_out(tmp_path):
+    # Found by a differential of folder and glob inputs: "out/**/*.parquet" read a Spark task's
+    # leftover under out/_temporary/, which the folder form skips, and counted its rows twice.
+    from gpuseg.errors import GpusegError
+    from gpuseg.reading import expand_inputs
+
+    out = tmp_path / "out"
+    kept = [out / "year=2024" / "part-0.parquet", out / "year=2025" / "part-0.parquet"]
+    skipped = [out / "_temporary" / "0" / "part-0.parquet", out / "year=2024" / "_part-9.parquet",
+               out / ".staging" / "part-0.parquet", out / "_SUCCESS.parquet"]
+    for path in kept + skipped:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PAR1")
+    assert expand_inputs([out]) == kept
+    assert expand_inputs([f"{out}/**/*.parquet"]) == kept
+    assert expand_inputs([f"{out}/*/*.parquet"]) == kept
+    with pytest.raises(GpusegError, match="matches no input files"):  # _SUCCESS.parquet alone, left out
+        expand_inputs([f"{out}/*"])
+    assert expand_inputs([f"{out}/year=2024/*.parquet"]) == kept[:1]
+    # Names the pattern spells out, or asks for with a leading "_", are kept.
+    assert expand_inputs([f"{out}/_temporary/**/*.parquet"]) == skipped[:1]
+    assert expand_inputs([f"{out}/year=2024/_*.parquet"]) == [skipped[1]]
+    assert expand_inputs([f"{out}/**/_part-*.parquet"]) == [skipped[1]]
+    assert expand_inputs([f"{out}/_*/0/*.parquet"]) == skipped[:1]
+
+
 def test_uint64_ids_past_2_63_beside_other_integer_types(tmp_path):
     # Files typed uint32 and uint64 were cast to int64 together, which uint64 ids past 2**63 do not fit.
     n = 60
