@@ -503,7 +503,7 @@ def _follow_reference(path: Path, scaler: Scaler, segment: np.ndarray, centroids
     reference = SegmentModel.load(path)
     match = match_reference(reference, scaler, centroids)
     new = new_ids(match, reference.k)
-    k_out = int(new.max()) + 1
+    k_out = max(int(new.max()) + 1, reference.k)  # every reference id stays, the unmatched ones retired
     old_names = reference.names()
     out_names = [f"Segment {i}" for i in range(k_out)]
     out_centroids = np.zeros((k_out, centroids.shape[1]))

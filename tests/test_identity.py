@@ -123,6 +123,21 @@ def test_a_model_with_ids_left_empty_scores_its_own_customers_as_they_were_assig
     assert all(re.search(rf"<tr><td>{s}</td><td class='l'>[^<]*</td><td class='l'>[^<]+</td>", page) for s in kept)
 
 
+def test_every_reference_id_no_new_segment_takes_is_kept(first, tmp_path):
+    # Found by an oracle of the README: k = 3 against a k = 7 reference kept ids 0..5 only when the
+    # new segments took 0, 1 and 5, so id 6 and its name left the model (retired listed 2, 3, 4).
+    seven = run(SegmentConfig(out=tmp_path / "k7", k=7, demo_customers=4000, seed=0,
+                              reference_model=first.out / "model.json"))
+    assert seven.model.k == 7
+    three = run(SegmentConfig(out=tmp_path / "k3", k=3, demo_customers=4000, seed=0,
+                              reference_model=seven.out / "model.json"))
+    taken = sorted(set(pq.read_table(three.out / "assignments.parquet").column("segment").to_pylist()))
+    assert three.model.k == 7 and len(taken) == 3
+    assert sorted(taken + list(three.model.retired)) == list(range(7))
+    assert [three.model.names()[s] for s in three.model.retired] == [seven.model.names()[s]
+                                                                     for s in three.model.retired]
+
+
 def test_a_dask_runs_folder_of_assignments_gives_the_migration_table(first, tmp_path):
     # segment --scheduler writes assignments/ as a dataset: "no assignments.parquet beside the reference model".
     import shutil
