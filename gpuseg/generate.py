@@ -7,7 +7,7 @@ stream to disk with bounded memory; the same seed gives the same file.
 
 Columns: ``customer_id`` (int64), ``invoice`` (int64), ``invoice_date``
 (timestamp), ``quantity`` (int32, negative for returns), ``unit_price``
-(float64). With ``dirty > 0`` a share of rows lose their customer id or price.
+(float64). With ``dirty > 0`` that share of rows loses its customer id (half of them) or its price.
 """
 
 from __future__ import annotations
@@ -130,12 +130,14 @@ def _block(plan: dict[str, np.ndarray], lo: int, hi: int, order_base: int,
     price = np.round(plan["price"][cust] * rng.lognormal(0.0, 0.4, n), 2)
     seconds = (np.datetime64(START, "s").astype(np.int64)
                + o_day[order_id] * 86400 + o_time[order_id])
+    # A share ``dirty`` of rows loses one value: the customer id in half of them, the price in the other half.
+    u = rng.random(n) if dirty else None
     table = pa.table({
-        "customer_id": pa.array(plan["id"][cust], mask=(rng.random(n) < dirty / 2) if dirty else None),
+        "customer_id": pa.array(plan["id"][cust], mask=(u < dirty / 2) if dirty else None),
         "invoice": pa.array(order_base + order_id, pa.int64()),
         "invoice_date": pa.array(seconds, pa.timestamp("s")),
         "quantity": pa.array(qty, pa.int32()),
-        "unit_price": pa.array(price, mask=(rng.random(n) < dirty / 2) if dirty else None),
+        "unit_price": pa.array(price, mask=((u >= dirty / 2) & (u < dirty)) if dirty else None),
     }, schema=SCHEMA)
     return table.take(pa.array(np.argsort(seconds, kind="stable")))
 
