@@ -208,15 +208,17 @@ def worker(backend: str, data: Path, k: int, repeats: int, seed: int, work: Path
             result = run(SegmentConfig(inputs=(str(data),), out=out, backend=backend, k=k, seed=seed))
             wall = time.perf_counter() - t0
             pool = _device_pool()
-            if r == 0:
-                continue
             labels = _labels(out / "assignments.parquet")
+            if r == 0:
+                if backend == "cpu":  # the cpu runs are checked against their untimed run: a measured 1.0
+                    reference = labels
+                continue
             rep = result.report
             _emit({"repeat": r, "wall_s": wall, "timings": rep["timings"], "n_customers": rep["n_customers"],
                    "inertia": rep["inertia"], "n_iter": rep["n_iter"], "engine": rep["engine"],
                    "precision": rep["precision"], "peak_host_mib": _peak_host_mib(),
                    "peak_device_mib": pool.total_bytes() / 2**20 if pool is not None else None,
-                   "ari_vs_cpu": 1.0 if backend == "cpu" else _ari(reference, labels)})
+                   "ari_vs_cpu": _ari(reference, labels)})
         return
     if backend == "sklearn":
         _sklearn_worker(k, repeats, seed, work, reference)
@@ -224,11 +226,12 @@ def worker(backend: str, data: Path, k: int, repeats: int, seed: int, work: Path
     from .peers import run_peer
     for r in range(repeats + 1):
         t0 = time.perf_counter()
-        labels = run_peer(backend, data, work / f"{backend}.parquet", k=k, seed=seed).labels
+        peer = run_peer(backend, data, work / f"{backend}.parquet", k=k, seed=seed)
         wall = time.perf_counter() - t0
         if r:
-            _emit({"repeat": r, "wall_s": wall, "timings": {"total": wall}, "peak_host_mib": _peak_host_mib(),
-                   "peak_device_mib": None, "ari_vs_cpu": _ari(reference, labels)})
+            _emit({"repeat": r, "wall_s": wall, "timings": {"total": wall}, "inertia": peer.inertia,
+                   "peak_host_mib": _peak_host_mib(), "peak_device_mib": None,
+                   "ari_vs_cpu": _ari(reference, peer.labels)})
 
 
 def _sklearn_worker(k: int, repeats: int, seed: int, work: Path, reference: np.ndarray | None) -> None:
@@ -300,16 +303,23 @@ def _median(records: list[dict[str, Any]], size: int, backend: str, stage: str) 
 
 #: The summary table's columns, in order (bench.md shows them all; the terminal as many as fit).
 SUMMARY_COLUMNS = ("transactions", "backend", "end to end", "features→assign", "fit", "speed-up (e2e)",
-                   "speed-up (fit)", "ARI vs cpu", "peak host MiB", "peak device MiB")
+                   "speed-up (fit)", "ARI vs cpu", "inertia / cpu", "peak host MiB", "peak device MiB")
 
 
 def summary_rows(result: dict[str, Any], ranges: bool = True) -> list[dict[str, str]]:
     """One row per size × backend run: cells keyed by :data:`SUMMARY_COLUMNS`.
 
-    Times are medians, followed by ``(min–max)`` when ``ranges``.
+    Times are medians, followed by ``(min–max)`` when ``ranges`` (and more than one run).
+    ``inertia / cpu`` is the largest of the backend's inertias over the cpu runs' median
+    (each k-means in its own scaled space: the same transform, written out by the peers).
     """
     runs = result["runs"]
     records = result["records"]
+
+    def inertia_ratio(size: int, group: list[dict[str, Any]]) -> str:
+        cpu = [r["inertia"] for r in runs if r["size"] == size and r["backend"] == "cpu" and r.get("inertia")]
+        ours = [r["inertia"] for r in group if r.get("inertia") is not None]
+        return f"{max(ours) / statistics.median(cpu):.4f}" if cpu and ours else "–"
     rows = []
     for size in result["config"]["sizes"]:
         for backend in result["backends_run"]:
@@ -321,7 +331,8 @@ def summary_rows(result: dict[str, Any], ranges: bool = True) -> list[dict[str, 
                 rec = next((r for r in records if (r["size"], r["backend"], r["stage"]) == (size, backend, stage)), None)
                 if rec is None:
                     return "–"
-                return f"{rec['median_s']:.3f}" + (f" ({rec['min_s']:.3f}–{rec['max_s']:.3f})" if ranges else "")
+                return f"{rec['median_s']:.3f}" + (f" ({rec['min_s']:.3f}–{rec['max_s']:.3f})"
+                                                   if ranges and rec["n"] > 1 else "")
 
             def speedup(stage: str) -> str:
                 base, this = _median(records, size, "cpu", stage), _median(records, size, backend, stage)
@@ -333,7 +344,7 @@ def summary_rows(result: dict[str, Any], ranges: bool = True) -> list[dict[str, 
             dev = [r["peak_device_mib"] for r in group if r.get("peak_device_mib") is not None]
             cells = (f"{size:,}", backend, "–" if backend == "sklearn" else cell("end_to_end"),
                      cell("features_to_assign"), cell("fit"), "–" if backend == "sklearn" else speedup("end_to_end"),
-                     speedup("fit"), f"{min(aris):.4f}" if aris else "–",
+                     speedup("fit"), f"{min(aris):.4f}" if aris else "–", inertia_ratio(size, group),
                      f"{max(r['peak_host_mib'] for r in group):.0f}", f"{max(dev):.0f}" if dev else "–")
             rows.append(dict(zip(SUMMARY_COLUMNS, cells)))
     return rows
@@ -350,7 +361,9 @@ def markdown(result: dict[str, Any]) -> str:
              "times in seconds, median (min–max); speed-up = cpu median / backend median. "
              "gpuseg's fit stage includes k-means++ seeding; sklearn is scikit-learn's KMeans on the cpu run's "
              "scaled features from the cpu run's initial centres, and its fit speed-up is against gpuseg's fit "
-             "from those same centres, timed interleaved in the same process.", ""]
+             "from those same centres, timed interleaved in the same process. ARI vs cpu: the lowest adjusted Rand "
+             "index of a backend's runs against the cpu run's labels (the cpu runs against their untimed run); "
+             "inertia / cpu: its highest inertia over the cpu median.", ""]
     lines += ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|---:|---|" + "---:|" * (len(SUMMARY_COLUMNS) - 2)]
     lines += ["| " + " | ".join(row.values()) + " |" for row in summary_rows(result)]
     if result["unavailable"]:

@@ -251,6 +251,7 @@ class PeerRun:
     import_s: float
     compute_s: float
     imports: dict[str, float]
+    inertia: float | None = None  # KMeans' inertia in the transformed space
 
 
 def run_peer(peer: str, path: str | Path, out: str | Path, k: int = 5, seed: int = 0,
@@ -274,7 +275,8 @@ def run_peer(peer: str, path: str | Path, out: str | Path, k: int = 5, seed: int
     from sklearn.cluster import KMeans
     t1 = time.perf_counter()
     ids, X = features(str(path), cols)
-    labels = KMeans(k, random_state=seed, n_init=1).fit_predict(transform(X)).astype(np.int32)
+    km = KMeans(k, random_state=seed, n_init=1).fit(transform(X))
+    labels = km.labels_.astype(np.int32)
     table = {"customer_id": ids, "segment": labels, "recency_days": X[:, 0].astype(np.int32),
              "frequency": X[:, 1].astype(np.int64), "monetary": X[:, 2]}
     if library == "polars":
@@ -284,4 +286,5 @@ def run_peer(peer: str, path: str | Path, out: str | Path, k: int = 5, seed: int
         import pandas as pd
         pd.DataFrame(table).to_parquet(str(out), index=False)
     t2 = time.perf_counter()
-    return PeerRun(labels=labels, import_s=sum(imports.values()), compute_s=t2 - t1, imports=imports)
+    return PeerRun(labels=labels, import_s=sum(imports.values()), compute_s=t2 - t1, imports=imports,
+                   inertia=float(km.inertia_))

@@ -50,6 +50,8 @@ def test_json_schema(small_run):
     assert all(x["ari_vs_cpu"] == 1.0 for x in cpu_runs)
     # scikit-learn from the same initial centres finds the same partition.
     assert all(x["ari_vs_cpu"] == pytest.approx(1.0) for x in r["runs"] if x["backend"] == "sklearn")
+    assert all(x["inertia"] == pytest.approx(cpu_runs[0]["inertia"] if x["size"] == 3000 else cpu_runs[-1]["inertia"])
+               for x in r["runs"] if x["backend"] == "sklearn")
 
 
 @pytest.mark.slow
@@ -77,12 +79,45 @@ def test_markdown_table(small_run):
     assert len(rows) == 2 * len(json.loads((out / "bench.json").read_text())["backends_run"])
     cpu_row = next(line for line in rows if "| cpu |" in line)
     assert "1.00×" in cpu_row and "1.0000" in cpu_row
+    assert "| ARI vs cpu | inertia / cpu |" in md
+    sklearn_row = next(line for line in rows if "| sklearn |" in line)
+    assert sklearn_row.split("|")[8:10] == [" 1.0000 ", " 1.0000 "]  # ARI, inertia against the cpu run's
     # The terminal shows the medians of the same rows, as many columns as fit.
     medians = {r["backend"]: r["median_s"] for r in json.loads((out / "bench.json").read_text())["records"]
                if r["size"] == 3000 and r["stage"] == "end_to_end"}
     for backend, median in medians.items():
         line = next(line for line in output.splitlines() if line.split()[:2] == ["3,000", backend])
         assert f"{median:.3f}" in line.split()
+
+
+def test_cpu_runs_are_checked_against_their_untimed_run(tmp_path, monkeypatch):
+    # The cpu rows' ARI was written 1.0 without a comparison; it is now measured against the
+    # untimed run, so runs that disagree show it.
+    data = tmp_path / "tx.parquet"
+    from gpuseg.generate import write_log
+    write_log(data, 3000, 300, seed=0)
+    real, shuffled = bench._labels, {"n": 0}
+
+    def first_shuffled(path):
+        got = real(path)
+        shuffled["n"] += 1
+        return np.random.default_rng(0).permutation(got) if shuffled["n"] == 1 else got
+
+    monkeypatch.setattr(bench, "_labels", first_shuffled)
+    emitted = []
+    monkeypatch.setattr(bench, "_emit", emitted.append)
+    bench.worker("cpu", data, 3, 2, 0, tmp_path / "work", None)
+    assert [e["repeat"] for e in emitted] == [1, 2]
+    assert all(e["ari_vs_cpu"] < 0.5 for e in emitted)
+
+
+def test_one_timed_run_shows_no_range(small_run):
+    out, _ = small_run
+    result = json.loads((out / "bench.json").read_text())
+    one = [r for r in result["runs"] if r["repeat"] == 1]
+    rows = bench.summary_rows({**result, "runs": one, "records": summarise(one)})
+    assert rows and all("(" not in row["end to end"] for row in rows if row["backend"] == "cpu")
+    assert all("(" in row["end to end"] for row in bench.summary_rows(result) if row["backend"] == "cpu")
 
 
 @pytest.mark.slow
