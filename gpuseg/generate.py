@@ -47,6 +47,7 @@ class Archetype:
     quantity: float       # mean extra units per line
     return_rate: float    # share of orders that are returns
     last_spread: int = 30  # days over which the last order falls, back from last_min_back
+    max_orders: int | None = None  # at most this many orders (one-off customers: one)
 
 
 ARCHETYPES = (
@@ -55,12 +56,14 @@ ARCHETYPES = (
     Archetype("new", 0.15, 1.2, 2.5, (60, 0), 4.0, 2.0, 0.02),
     Archetype("at_risk", 0.15, 5.0, 3.5, (730, 200), 5.0, 3.0, 0.05),
     Archetype("hibernating", 0.20, 1.6, 2.0, (730, 400), 3.0, 1.5, 0.05),
-    Archetype("one_off", 0.25, 0.8, 2.0, (730, 0), 2.5, 1.0, 0.03, last_spread=731),  # any day of the two years
+    # One purchase, of a few lines, on any day of the two years.
+    Archetype("one_off", 0.25, 0.3, 2.0, (730, 0), 2.5, 1.0, 0.0, last_spread=731, max_orders=1),
 )
 
 #: Bumped whenever the same options and seed give other rows (``gpuseg bench`` names its cached logs by it).
 #: 2: the last order of champions, new and one-off customers no longer always falls on the last day.
-GENERATOR_VERSION = 2
+#: 3: one-off customers buy once (they had several orders, as many as a tenth of the lines per customer made).
+GENERATOR_VERSION = 3
 
 SCHEMA = pa.schema([
     ("customer_id", pa.int64()),
@@ -80,6 +83,8 @@ def _customers(n_customers: int, n_rows: int, rng: np.random.Generator) -> dict[
     lines = 1 + rng.multinomial(n_rows - n_customers, weight / weight.sum())
     lpo = np.array([a.lines_per_order for a in ARCHETYPES])[kind]
     orders = np.clip(np.rint(lines / (lpo * rng.uniform(0.6, 1.4, n_customers))), 1, lines).astype(np.int64)
+    most = np.array([a.max_orders or np.iinfo(np.int64).max for a in ARCHETYPES], dtype=np.int64)[kind]
+    orders = np.minimum(orders, most)
     first_back = np.array([a.window[0] for a in ARCHETYPES])[kind]
     last_back = np.array([a.window[1] for a in ARCHETYPES])[kind]
     spread = np.array([a.last_spread for a in ARCHETYPES])[kind]

@@ -177,6 +177,24 @@ def test_planted_last_orders_spread_over_each_archetypes_window():
         assert a.last_spread >= 1 and a.window[1] + a.last_spread <= DAYS
 
 
+@pytest.mark.parametrize("n_rows, n_customers", [(20_000, 2_000), (200_000, 2_000)])
+def test_one_off_customers_buy_once(n_rows, n_customers):
+    # They had a median of 10 orders at 100 lines per customer, and 1.6 at 10: every archetype's
+    # lines, and so its orders, grew with the log's lines per customer.
+    from gpuseg.generate import _customers
+    plan = _customers(n_customers, n_rows, np.random.default_rng([5, 0]))  # as iter_tables plans seed 5
+    one_off = [i for i, a in enumerate(ARCHETYPES) if a.name == "one_off"][0]
+    ids = set(plan["id"][plan["kind"] == one_off].tolist())
+    t = concat(n_rows, n_customers, seed=5)
+    per = t.group_by("customer_id").aggregate([("invoice", "count_distinct"), ("quantity", "min")]).to_pydict()
+    orders = {c: n for c, n, q in zip(per["customer_id"], per["invoice_count_distinct"], per["quantity_min"])
+              if c in ids and q > 0}
+    assert len(orders) == len(ids) > 0.2 * n_customers  # every one a purchase, none a return
+    assert set(orders.values()) == {1}
+    others = [n for c, n in zip(per["customer_id"], per["invoice_count_distinct"]) if c not in ids]
+    assert np.median(others) > 1
+
+
 def test_generate_cli_defaults_and_numbers_out_of_reach(tmp_path, monkeypatch):
     from typer.testing import CliRunner
     from gpuseg.cli import app
