@@ -27,6 +27,9 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 
 OPTION_NAMES = {role: f"--{role}-col" for role in ROLES}
 
+#: An invoice named ``""``: the input's orders are customer-days, whatever invoice column it has.
+NO_COLUMN = ""
+
 
 def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
@@ -53,6 +56,12 @@ class ColumnMapping:
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
+    def explicit(self) -> dict[str, str]:
+        """This mapping as explicit names for :func:`resolve_columns`, which gives it back
+        whatever other columns the input has (no invoice stays no invoice: ``""``)."""
+        names = {role: col for role, col in asdict(self).items() if col}
+        return names if self.invoice else {**names, "invoice": NO_COLUMN}
+
     def csv_types(self, text: object, number: object) -> dict[str, object]:
         """Column types for reading CSV: ids and dates as ``text`` (keeps leading
         zeros; a bad date is one dropped row, not a failed read), amounts as ``number``."""
@@ -77,6 +86,7 @@ def resolve_columns(available: Sequence[str],
     GpusegError
         When a named column is missing, or a required role has no column.
     """
+    none = {k for k, v in (explicit or {}).items() if k == "invoice" and v == NO_COLUMN}
     explicit = {k: v for k, v in (explicit or {}).items() if v}
     unknown = set(explicit) - set(ROLES)
     if unknown:
@@ -88,6 +98,9 @@ def resolve_columns(available: Sequence[str],
 
     found: dict[str, str | None] = {}
     for role in ROLES:
+        if role in none:
+            found[role] = None
+            continue
         if role in explicit:
             name = explicit[role]
             if name not in available:

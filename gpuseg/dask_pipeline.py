@@ -596,10 +596,10 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
         model = SegmentModel.load(config.model)
         config = with_model_as_of(config, model)
         files = expand_inputs(config.inputs)
-        mapping = _mapping(model, config, read_column_names(files[0]))
+        mapping = _mapping(model, config, read_column_names(files[0]), files[0])
         date_format = config.date_format if config.date_format is not None else model.date_format
         timer = StageTimer()
-        columns = {r: c for r, c in mapping.to_dict().items() if c}
+        columns = mapping.explicit()
         cf = cluster_features(client, config.inputs, columns, date_format, config.as_of, timer)
         with staged_output(config.out) as tmp:
             with timer.stage("assign"):

@@ -44,7 +44,7 @@ from .backend import resolve_backend, to_numpy
 from .cleaning import Cleaner, KeptRows, assemble
 from .coding import INT_TEXT, IdFacts, id_facts, to_unified, unified_type
 from .cluster.fit import nearest
-from .columns import ColumnMapping, resolve_columns
+from .columns import NO_COLUMN, OPTION_NAMES, ColumnMapping, resolve_columns
 from .config import SegmentConfig, _int, as_date, as_inputs
 from .errors import GpusegError
 from .features import compute_features
@@ -136,20 +136,29 @@ class ScoreResult:
     report: dict[str, Any]
 
 
-def _mapping(model: SegmentModel, config: ScoreConfig, names: list[str]) -> ColumnMapping:
-    recorded = {role: col for role, col in model.columns.items() if col}
-    explicit = {**recorded, **config.columns}
-    # A recorded column the new files do not have is looked up again by name;
-    # one named on the command line must exist.
-    for role, col in list(explicit.items()):
-        if col not in names and role not in config.columns:
-            explicit.pop(role)
-    if explicit.get("amount") and ("quantity" in config.columns or "price" in config.columns):
-        explicit.pop("amount")
+def _mapping(model: SegmentModel, config: ScoreConfig, names: list[str], source: Path) -> ColumnMapping:
+    """The model's columns, with those named on the command line in their place.
+
+    A column the model reads that ``source`` (the first input file) lacks is an
+    error that says which option names it: looking another column up by name
+    put a gross amount where the model had read a net one, without a word.
+    """
+    explicit = {role: col for role, col in model.columns.items() if col and role not in config.columns}
+    if "quantity" in config.columns or "price" in config.columns:
+        explicit.pop("amount", None)
     if "amount" in config.columns:
         explicit.pop("quantity", None)
         explicit.pop("price", None)
-    return resolve_columns(names, explicit)
+    for role, col in explicit.items():
+        if col not in names:
+            raise GpusegError(f"the model reads the {role} from column {col!r}, which input file {str(source)!r} "
+                              f"lacks (its columns: {', '.join(names)}); name the column to use with "
+                              f"{OPTION_NAMES[role]}")
+    # A model that had no invoice column counted orders as customer-days: an invoice column
+    # found by name in the new files would count them otherwise, unless named.
+    if "invoice" in model.columns and model.columns["invoice"] is None:
+        explicit["invoice"] = NO_COLUMN
+    return resolve_columns(names, {**explicit, **config.columns})
 
 
 def estimate_rows(files: list[Path]) -> int:
@@ -263,14 +272,14 @@ def score(config: ScoreConfig, on_progress: Callable[[str, int, int | None], Non
     model = SegmentModel.load(config.model)
     config = with_model_as_of(config, model)
     files = expand_inputs(config.inputs)
-    mapping = _mapping(model, config, read_column_names(files[0]))
+    mapping = _mapping(model, config, read_column_names(files[0]), files[0])
     date_format = config.date_format if config.date_format is not None else model.date_format
     estimate = estimate_rows(files)
     streamed = config.partitions is not None or estimate * BYTES_PER_ROW > config.memory_limit
     t0 = time.perf_counter()
     if not streamed:
         seg = SegmentConfig(inputs=tuple(str(f) for f in files), out=config.out, k=model.k, features=model.features,
-                            backend=config.backend, columns={r: c for r, c in mapping.to_dict().items() if c},
+                            backend=config.backend, columns=mapping.explicit(),
                             date_format=date_format, as_of=config.as_of, precision="float64")
         p = prepare(seg, scaler=model.scaler)
         with p.timer.stage("assign"):

@@ -171,3 +171,12 @@ def test_mapping_to_dict_round_trips():
     assert ColumnMapping(**m.to_dict()) == m
     assert m.to_dict() == {"customer": "customer_id", "date": "date", "invoice": "invoice", "amount": "amount",
                            "quantity": None, "price": None}
+
+
+def test_an_invoice_named_empty_is_no_invoice_and_a_mapping_comes_back_from_its_explicit_names():
+    names = ["customer_id", "invoice_date", "invoice", "amount", "quantity", "unit_price"]
+    assert resolve_columns(names).invoice == "invoice"
+    assert resolve_columns(names, {"invoice": ""}).invoice is None
+    for mapping in (ColumnMapping("customer_id", "invoice_date", None, None, "quantity", "unit_price"),
+                    ColumnMapping("customer_id", "invoice_date", "invoice", "amount")):
+        assert resolve_columns(names, mapping.explicit()) == mapping

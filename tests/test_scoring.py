@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -85,6 +86,48 @@ def test_as_of_option_and_model_mapping_overrides(trained, tmp_path):
     rep = json.loads((tmp_path / "s" / "score_report.json").read_text())
     assert rep["columns"]["customer"] == "cust"
     assert rep["as_of"] == "2024-12-01" and rep["rows"]["dropped"]["after_as_of"] > 0
+
+
+def test_a_model_column_the_new_files_lack_is_an_error_not_another_column(tmp_path):
+    # Found by a contract audit: a model that read amounts from "net" scored new files by their
+    # "amount" column (twice the net) without a word; now the run stops and names the option.
+    t = demo_table(600, seed=1)
+    amount = pc.multiply(pc.cast(t["quantity"], pa.float64()), t["unit_price"])
+    train = pa.table({"customer_id": t["customer_id"], "invoice_date": t["invoice_date"],
+                      "amount": pc.multiply(amount, 2.0), "net": amount})
+    new = train.drop_columns(["net"])
+    pq.write_table(train, tmp_path / "train.parquet")
+    pq.write_table(new, tmp_path / "new.parquet")
+    run(SegmentConfig(inputs=(str(tmp_path / "train.parquet"),), out=tmp_path / "m", k=3,
+                      columns={"amount": "net"}))
+    with pytest.raises(GpusegError, match=r"amount from column 'net'.*--amount-col"):
+        score(ScoreConfig(model=tmp_path / "m" / "model.json", inputs=(str(tmp_path / "new.parquet"),),
+                          out=tmp_path / "s"))
+    assert not (tmp_path / "s").exists()
+    result = score(ScoreConfig(model=tmp_path / "m" / "model.json", inputs=(str(tmp_path / "new.parquet"),),
+                               out=tmp_path / "s", columns={"amount": "amount"}))
+    assert result.report["columns"]["amount"] == "amount"
+
+
+def test_a_model_without_invoices_counts_customer_days_in_files_that_have_them(trained, tmp_path):
+    t = demo_table(600, seed=2)
+    pq.write_table(t.drop_columns(["invoice"]), tmp_path / "train.parquet")
+    run(SegmentConfig(inputs=(str(tmp_path / "train.parquet"),), out=tmp_path / "m", k=3))
+    pq.write_table(t, tmp_path / "with.parquet")
+    pq.write_table(t.drop_columns(["invoice"]), tmp_path / "without.parquet")
+    model = tmp_path / "m" / "model.json"
+    a = score(ScoreConfig(model=model, inputs=(str(tmp_path / "with.parquet"),), out=tmp_path / "a"))
+    b = score(ScoreConfig(model=model, inputs=(str(tmp_path / "without.parquet"),), out=tmp_path / "b"))
+    streamed = score(ScoreConfig(model=model, inputs=(str(tmp_path / "with.parquet"),), out=tmp_path / "d",
+                                 partitions=2))
+    assert a.report["columns"]["invoice"] is None and streamed.report["columns"]["invoice"] is None
+    want = pq.read_table(tmp_path / "b" / "assignments.parquet")
+    assert pq.read_table(tmp_path / "a" / "assignments.parquet").equals(want)
+    got = pq.read_table(tmp_path / "d" / "assignments.parquet").sort_by("customer_id")
+    assert got.column("segment").equals(want.column("segment"))
+    named = score(ScoreConfig(model=model, inputs=(str(tmp_path / "with.parquet"),), out=tmp_path / "c",
+                              columns={"invoice": "invoice"}))
+    assert named.report["columns"]["invoice"] == "invoice"
 
 
 def test_hash_partitions_are_stable_and_cover_all():
