@@ -111,6 +111,9 @@ def choose_k(config: SegmentConfig, k_min: int = 2, k_max: int = 12, sample_size
     k_min, k_max, sample_size, runs = int(k_min), int(k_max), int(sample_size), int(runs)
     if k_max < k_min:
         raise GpusegError(f"--k-max ({k_max}) must be >= --k-min ({k_min})")
+    if sample_size <= k_max:  # as for --k-max and the customers: silhouette needs fewer clusters than points
+        raise GpusegError(f"--sample-size {sample_size} must be above --k-max {k_max}: the silhouette needs more "
+                          f"sampled customers than clusters; allowed: --sample-size >= {k_max + 1}")
     if config.seed + runs - 1 > SEED_MAX:  # run r uses seed + r
         raise GpusegError(f"--seed {config.seed} with --runs {runs} passes the largest seed, {SEED_MAX}; "
                           f"allowed: --seed <= {SEED_MAX - runs + 1}")

@@ -97,6 +97,9 @@ def test_rule_prefers_stable_k_then_silhouette_then_smaller_k():
     (["--k-min", "5", "--k-max", "3"], "--k-max (3) must be >= --k-min (5)"),
     (["--k-max", "900"], "--k-max 900 needs more customers"),
     (["--runs", "0"], "--runs must be an integer >= 1"),
+    # Silhouettes of 10 sampled customers in 11 or 12 clusters (2 in 2: all 0) chose k; an audit found it.
+    (["--k-max", "12", "--sample-size", "10"], "--sample-size 10 must be above --k-max 12"),
+    (["--k-min", "2", "--k-max", "2", "--sample-size", "2"], "allowed: --sample-size >= 3"),
 ])
 def test_bad_options(tmp_path, args, message):
     planted_log(tmp_path / "tx.parquet")
