@@ -103,7 +103,7 @@ def sweep_stale(folder: Path, prefix: str, restore: Path | None = None, min_age_
 def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, Path | None] | None = None) -> Path:
     """``out`` as an absolute path, if a run may write it; else :class:`GpusegError`.
 
-    The rule: ``--out`` is a folder of its own. It may be new, empty, or a
+    The rule: ``--out`` is a folder of its own (not a link to one). It may be new, empty, or a
     folder that holds only gpuseg outputs (:data:`OUTPUT_NAMES`, from an
     earlier run, which it then replaces whole). It may not be the current
     folder or hold it, nor be, hold or lie inside an input folder, nor hold
@@ -114,6 +114,9 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
     if not text.strip():
         raise GpusegError("--out is empty; give a folder for the outputs, e.g. --out segments")
     path = Path(os.path.abspath(text))
+    if path.is_symlink():  # replacing --out whole would replace the link, not the folder it names
+        raise GpusegError(f"--out {text!r} is a symbolic link (to {os.readlink(path)!r}); a run replaces --out "
+                          "whole: give the folder itself, or another folder")
     cwd = Path(os.getcwd())
     if path == cwd or path in cwd.parents:
         raise GpusegError(f"--out {text!r} is the current folder or holds it; give a folder of its own, "

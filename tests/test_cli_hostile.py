@@ -837,6 +837,24 @@ def test_a_glob_leaves_out_what_a_folder_leaves_out(tmp_path):
     assert expand_inputs([f"{out}/_*/0/*.parquet"]) == skipped[:1]
 
 
+@pytest.mark.parametrize("target", ["empty", "earlier run", "nothing"])
+def test_out_as_a_symbolic_link_is_refused_before_the_run(tmp_path, target):
+    # The run failed after writing everything ("Is a directory"), leaving a .NAME.old-* folder each time.
+    data = log(tmp_path / "a.csv")
+    good = tmp_path / "good"
+    ok(invoke("segment", data, "--k", 2, "--out", good))
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+    dest = {"empty": tmp_path / "empty", "earlier run": good, "nothing": tmp_path / "gone"}[target]
+    if target == "empty":
+        dest.mkdir()
+    (tmp_path / "link").symlink_to(dest)
+    entries = set(os.listdir(tmp_path))
+    for command in (("segment", data, "--k", 2), ("score", data, "--model", good / "model.json")):
+        refused(invoke(*command, "--out", tmp_path / "link"), "is a symbolic link")
+    assert set(os.listdir(tmp_path)) == entries
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+
+
 def test_uint64_ids_past_2_63_beside_other_integer_types(tmp_path):
     # Files typed uint32 and uint64 were cast to int64 together, which uint64 ids past 2**63 do not fit.
     n = 60
