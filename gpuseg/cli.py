@@ -757,6 +757,8 @@ def main() -> None:
         app()
     except SystemExit as exc:
         _exit_now(exc.code)
+    except KeyboardInterrupt:  # before a command runs (Typer building them): nothing to clean up yet
+        _exit_now(130)
 
 
 def _exit_now(code: Any) -> NoReturn:

@@ -168,6 +168,22 @@ sys.exit(0)
     no_leftovers(tmp_path)
 
 
+def test_sigterm_before_a_command_runs_is_exit_130_without_a_traceback():
+    # Found by a contract audit: SIGTERM in the ~30 ms while Typer built the commands printed a
+    # traceback ending in "KeyboardInterrupt: signal 15".
+    script = """
+import os, signal, time
+from gpuseg import cli
+def building():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+cli.app = building
+cli.main()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
