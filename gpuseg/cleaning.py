@@ -342,7 +342,8 @@ def line_amounts(batch: pa.RecordBatch, mapping: ColumnMapping) -> np.ndarray:
         return _numeric(batch.column(mapping.amount), mapping.amount)
     qty = _numeric(batch.column(mapping.quantity), mapping.quantity)
     price = _numeric(batch.column(mapping.price), mapping.price)
-    return qty * price
+    with np.errstate(over="ignore", invalid="ignore"):  # inf or NaN: the line is dropped as bad_amount
+        return qty * price
 
 
 def _plain(batch: pa.RecordBatch, keep: tuple[str | None, ...] = ()) -> pa.RecordBatch:

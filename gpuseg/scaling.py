@@ -62,12 +62,13 @@ def _column_moments(col: Any, xp: Any) -> Any:
     n = col.shape[0]
     col = xp.ascontiguousarray(col, dtype=xp.float64)  # one gather, then every pass runs at unit stride
     low, high = col.min(), col.max()
-    mean = col.sum() / n
-    c = col - mean
-    c2 = c * c
-    m2 = c2.sum()
-    c2 *= c
-    m3 = c2.sum()
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow m2, m3: Scaler.from_moments says so
+        mean = col.sum() / n
+        c = col - mean
+        c2 = c * c
+        m2 = c2.sum()
+        c2 *= c
+        m3 = c2.sum()
     del c, c2
     if float(low) >= 0:  # log1p equals the signed log1p here, without the sign and abs passes
         lg = xp.log1p(col)
@@ -185,7 +186,8 @@ class Moments:
         m2, m3 = self.m2 / n, self.m3 / n
         spread = (m2 > 0) & ~self.constant()
         out = np.zeros(m2.shape)
-        out[spread] = m3[spread] / m2[spread] ** 1.5
+        with np.errstate(over="ignore", invalid="ignore"):  # overflowing moments: NaN or ±inf, never a log
+            out[spread] = m3[spread] / m2[spread] ** 1.5
         return out
 
 
@@ -251,9 +253,12 @@ class Scaler:
             else:
                 mean, std = float(moments.mean[j]), math.sqrt(float(moments.m2[j] / n))
             if not (math.isfinite(mean) and math.isfinite(std)):
-                # Finite values whose sums overflow: no standardisation of them is meaningful.
-                raise GpusegError(f"feature {features[j]!r} cannot be scaled: its values are too large "
-                                  f"(their sums pass float64's range, about 1.8e308); check the amount column")
+                # Finite values whose sums, or the sums of their squares or cubes, overflow: no
+                # standardisation of them is meaningful (nor the skewness that decides the log).
+                reach = max(abs(float(moments.min[j])), abs(float(moments.max[j])))
+                raise GpusegError(f"feature {features[j]!r} cannot be scaled: its values reach {reach:.3g}, and "
+                                  "their sum or the sums of their squares or cubes pass float64's range (about "
+                                  "1.8e308); check the amount column")
             logs.append(use_log)
             means.append(mean)
             scales.append(std if std > 0 else 1.0)

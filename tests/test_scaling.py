@@ -257,3 +257,32 @@ def test_first_non_finite_finds_the_row_even_when_the_sum_overflows(xp):
     assert first_non_finite(xp.asarray([[1.0, 2.0], [3.0, np.nan], [np.inf, 0.0]])) == 1
     assert first_non_finite(xp.asarray([1.7e308, 1.7e308, -np.inf])) == 2
     assert first_non_finite(xp.asarray([1, 2, 3])) is None
+
+
+def test_values_whose_squares_overflow_are_one_error_naming_the_reach_without_warnings(rng):
+    # A monetary of 1e160 is finite, but its square is not: NumPy printed two RuntimeWarnings and
+    # the error blamed sums that had not overflowed.
+    import warnings
+    X = np.column_stack([rng.random(50), rng.random(50)])
+    X[7, 1] = 1e160
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(GpusegError, match=r"'monetary'.* reach 1e\+160.*squares"):
+            Scaler.fit(X, ("frequency", "monetary"))
+        # Cubes past float64 but squares within it: a scaler still, and no warning either.
+        X[7, 1] = 1e110
+        assert np.isfinite(Scaler.fit(X, ("frequency", "monetary")).scale).all()
+
+
+def test_quantity_times_price_past_float64_is_a_bad_amount_without_a_warning():
+    import warnings
+
+    import pyarrow as pa
+
+    from gpuseg.cleaning import line_amounts
+    from gpuseg.columns import ColumnMapping
+    batch = pa.record_batch({"q": pa.array([10.0, 2.0]), "p": pa.array([1e308, 3.5])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = line_amounts(batch, ColumnMapping("c", "d", quantity="q", price="p"))
+    assert np.isinf(got[0]) and got[1] == 7.0
