@@ -7,6 +7,7 @@ finished one leaves exactly its own files (see :func:`staged_output`).
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import os
@@ -128,10 +129,14 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
             break
     real = Path(os.path.realpath(path))  # through links: a linked folder is where it points
     for item in inputs:
+        if not item.strip():
+            raise GpusegError(EMPTY_INPUT)
         if glob.has_magic(item):
-            fixed = Path(item).parts
-            fixed = fixed[:next(i for i, part in enumerate(fixed) if glob.has_magic(part))]
+            parts = Path(item).parts
+            fixed = parts[:next(i for i, part in enumerate(parts) if glob.has_magic(part))]
             src = Path(os.path.abspath(Path(*fixed))) if fixed else cwd
+            if not _reaches(parts[len(fixed):], path, src) and not _reaches(parts[len(fixed):], real, src):
+                continue
         else:
             src = Path(os.path.abspath(item))
         for out_at, src_at in ((path, src), (real, Path(os.path.realpath(src)))):
@@ -159,6 +164,25 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
             raise GpusegError(f"--out {text!r} holds an earlier run's files that this user may not remove (the "
                               "folder is not writable to it); give another folder, or make it writable")
     return path
+
+
+#: An input given as "" (Path("") is the current folder, which the run would read whole).
+EMPTY_INPUT = "an input is empty (''); give a file, a folder or a glob pattern"
+
+
+def _reaches(wild: tuple[str, ...], out: Path, base: Path) -> bool:
+    """Whether the wildcard parts ``wild`` of a glob rooted at ``base`` could match files that a
+    run writes in ``out`` (its files, or the parts of a Dask run's folders): always with
+    ``**``, else when the pattern is as deep as they are and its parts match ``out``'s."""
+    if "**" in wild:
+        return True
+    try:
+        rel = out.relative_to(base).parts
+    except ValueError:
+        return False
+    if len(wild) not in (len(rel) + 1, len(rel) + 2):
+        return False
+    return all(fnmatch.fnmatchcase(name, part) for name, part in zip(rel, wild))
 
 
 @contextmanager

@@ -50,6 +50,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         text = str(item)
+        if not text.strip():
+            raise GpusegError("an input is empty (''); give a file, a folder or a glob pattern")
         path = Path(text)
         if path.is_dir():
             found = _folder_files(path)

@@ -243,6 +243,22 @@ def test_out_may_not_be_an_input_folder_or_inside_one(tmp_path, monkeypatch):
     assert sorted(p.name for p in folder.iterdir()) == ["jan.csv"]
 
 
+def test_a_glob_that_cannot_reach_out_leaves_it_be(tmp_path, monkeypatch):
+    # 'tx*.parquet' with the default --out segments was refused as "inside the input folder 'tx*.parquet'",
+    # and a glob that matched nothing got that message instead of its own; an input '' got it too.
+    monkeypatch.chdir(tmp_path)
+    log(tmp_path / "tx1.csv")
+    ok(invoke("segment", "tx*.csv", "--k", 2))
+    assert (tmp_path / "segments" / "model.json").exists()
+    refused(invoke("segment", "nomatch*.csv", "--out", "o1"), "matches no input files")
+    refused(invoke("segment", "", "--out", "o2"), "an input is empty")
+    # A glob that does reach --out is refused as before: the next run would read the outputs.
+    refused(invoke("segment", "**/*.parquet", "--out", "o3"), "inside the input folder")
+    refused(invoke("segment", "*/*.parquet", "--out", "o4"), "inside the input folder")
+    refused(invoke("segment", "*.csv", "--out", "."), "current folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["segments", "tx1.csv"]
+
+
 @pytest.mark.parametrize("out", ["", " ", "."])
 def test_out_may_not_be_empty_or_the_current_folder(tmp_path, monkeypatch, out):
     data = log(tmp_path / "a.csv")
