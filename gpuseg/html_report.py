@@ -66,6 +66,9 @@ def _load(out: Path, choose_k_dir: Path | None = None) -> dict[str, Any]:
         report = json.loads((out / "report.json").read_text())
     except Exception as exc:  # any unreadable piece is one clear error
         raise GpusegError(f"cannot read the outputs in {str(out)!r}: {short_error(exc)[:300]}") from None
+    if not isinstance(report, dict):
+        raise GpusegError(f"{str(out / 'report.json')!r} is not a gpuseg report (a JSON object); run gpuseg segment "
+                          "again")
     model = SegmentModel.load(out / "model.json")
     segment = assignments.column("segment").to_numpy()
     problem = _mismatch(segments, features, segment, model)

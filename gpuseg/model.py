@@ -151,9 +151,23 @@ def _json_problem(d: dict[str, Any]) -> str | None:
         return "k is missing"
     if not d.get("features"):
         return "features must name at least one feature"
+    for key in ("scaler", "centroids", "seed", "as_of", "backend", "columns"):
+        if key not in d:
+            return f"{key} is missing"
     rows = d.get("centroids")
     if not isinstance(rows, list) or not all(isinstance(r, list) and all(_number(v) for v in r) for r in rows):
         return "centroids must be a list of rows of finite numbers"
+    d_features = len(d["features"]) if isinstance(d["features"], list) else None
+    if d_features is not None and any(len(r) != d_features for r in rows):
+        return f"centroids must be rows of {d_features} numbers (one per feature)"
+    if not isinstance(d["columns"], dict):
+        return f"columns must be an object of role -> column name, got {d['columns']!r:.60}"
+    if not isinstance(d["as_of"], str):
+        return f"as_of must be a date written YYYY-MM-DD, got {d['as_of']!r:.60}"
+    try:
+        dt.date.fromisoformat(d["as_of"])
+    except ValueError:
+        return f"as_of must be a date written YYYY-MM-DD, got {d['as_of']!r:.60}"
     if not all(isinstance(n, str) for n in d.get("segment_names") or ()):
         return "segment_names must be text"
     retired = d.get("retired") or []

@@ -354,6 +354,12 @@ def _edited_model(path: Path, tmp_path: Path, edit, name: str = "edited.json") -
     (lambda d: d["columns"].update(customer=3), "customer"),
     (lambda d: d["scaler"].update(mean=[float("nan")] * 3), "not finite"),
     (lambda d: d.update(as_of="9999-12-31"), "as_of 9999-12-31 is out of range"),
+    # These spoke Python (TypeError: 'NoneType' object is not iterable; an inhomogeneous shape ...).
+    (lambda d: d.update(as_of=None), "as_of must be a date written YYYY-MM-DD, got None"),
+    (lambda d: d.update(as_of="garbage"), "as_of must be a date written YYYY-MM-DD, got 'garbage'"),
+    (lambda d: d.update(columns=None), "columns must be an object"),
+    (lambda d: d["centroids"].__setitem__(0, [1, 2]), "centroids must be rows of 3 numbers"),
+    (lambda d: d.pop("scaler"), "scaler is missing"),
     (lambda d: d.update(segment_names="abc"), "segment_names must be a list"),  # was three names a, b, c
     (lambda d: d.update(seed=1.5), "seed must be a whole number"),  # was cut to 1
     (lambda d: d["training"].update(segment_shares=[-1.0, 1.0, 1.0]), "numbers of 0 or more"),

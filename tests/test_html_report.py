@@ -110,7 +110,7 @@ def _edit_table(name, edit):
 
 @pytest.mark.parametrize("spoil, fragment", [
     (_edit_json("report.json", lambda d: d.update(rows="x")), "do not fit together"),
-    (lambda f: (f / "report.json").write_text("[]"), "do not fit together"),
+    (lambda f: (f / "report.json").write_text("[]"), "is not a gpuseg report (a JSON object)"),
     (_edit_json("report.json", lambda d: d.update(n_customers=None)), "do not fit together"),
     (lambda f: (f / "segments.csv").write_text("a,b\n1,2\n"), "do not fit together"),
     (_edit_table("features.parquet", lambda t: t.select(["customer_id"])), "do not fit together"),
