@@ -348,13 +348,23 @@ def line_amounts(batch: pa.RecordBatch, mapping: ColumnMapping) -> np.ndarray:
 
 def _plain(batch: pa.RecordBatch, keep: tuple[str | None, ...] = ()) -> pa.RecordBatch:
     """Dictionary-encoded columns (e.g. pandas categoricals) decoded to plain arrays,
-    except the text columns named in ``keep`` (ids, encoded per batch anyway)."""
+    except the text columns named in ``keep`` (ids, encoded per batch anyway); string
+    views (Arrow's ``string_view``, as pyarrow writes it to Parquet) as strings."""
     def decode(name: str, c: pa.Array) -> bool:
         return pa.types.is_dictionary(c.type) and not (name in keep and is_encoded_text(c.type))
-    if not any(decode(n, c) for n, c in zip(batch.schema.names, batch.columns)):
+
+    def plain(name: str, c: pa.Array) -> pa.Array:
+        if decode(name, c):
+            c = c.dictionary_decode()
+        return c.cast(pa.string()) if pa.types.is_string_view(c.type) else c
+
+    def view(c: pa.Array) -> bool:
+        return pa.types.is_string_view(c.type) or (pa.types.is_dictionary(c.type)
+                                                    and pa.types.is_string_view(c.type.value_type))
+    if not any(decode(n, c) or view(c) for n, c in zip(batch.schema.names, batch.columns)):
         return batch
-    return pa.record_batch([c.dictionary_decode() if decode(n, c) else c
-                            for n, c in zip(batch.schema.names, batch.columns)], names=batch.schema.names)
+    return pa.record_batch([plain(n, c) for n, c in zip(batch.schema.names, batch.columns)],
+                           names=batch.schema.names)
 
 
 def _kept_rows(column: pa.Array, keep: np.ndarray) -> pa.Array:

@@ -893,6 +893,23 @@ def test_out_as_a_symbolic_link_is_refused_before_the_run(tmp_path, target):
     assert {p.name: p.read_bytes() for p in good.iterdir()} == before
 
 
+def test_string_view_columns_are_text(tmp_path):
+    # pyarrow writes string_view columns to Parquet as such: ids and dates of that type were refused
+    # ("has type string_view; allowed: integers or text").
+    rng = np.random.default_rng(0)
+    n = 600
+    cols = {"customer_id": [f"c{i}" for i in rng.integers(0, 60, n)],
+            "invoice_date": [f"2024-{m:02d}-{d:02d}" for m, d in zip(rng.integers(1, 13, n), rng.integers(1, 29, n))],
+            "amount": rng.random(n) * 100}
+    pq.write_table(pa.table(cols), tmp_path / "plain.parquet")
+    pq.write_table(pa.table({**cols, **{c: pa.array(cols[c], pa.string_view()) for c in ("customer_id", "invoice_date")}}),
+                   tmp_path / "view.parquet")
+    for name in ("plain", "view"):
+        ok(invoke("segment", tmp_path / f"{name}.parquet", "--k", 3, "--out", tmp_path / f"o-{name}"))
+    for f in ("assignments.parquet", "features.parquet"):
+        assert (tmp_path / "o-view" / f).read_bytes() == (tmp_path / "o-plain" / f).read_bytes()
+
+
 def test_uint64_ids_past_2_63_beside_other_integer_types(tmp_path):
     # Files typed uint32 and uint64 were cast to int64 together, which uint64 ids past 2**63 do not fit.
     n = 60
