@@ -94,6 +94,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "cache", Path(self.cache))
+        if self.cache.exists() and not self.cache.is_dir():
+            raise GpusegError(f"--cache {str(self.cache)!r} is a file; give a folder for the generated logs")
         check_backends(self.backends)
         if "cpu" not in self.backends:
             raise GpusegError("--backends must include cpu: every other backend is compared with it")

@@ -334,7 +334,7 @@ def segment(
         config = _segment_config(inputs, out, k, features, backend, customer_col, date_col, invoice_col, amount_col,
                                  quantity_col, price_col, date_format, as_of, max_iter=max_iter, tol=tol,
                                  n_init=n_init, seed=seed, precision=precision, reference_model=reference_model)
-        if scheduler:
+        if scheduler is not None:
             from .dask_pipeline import run_dask
             if config.reference_model is not None:
                 raise GpusegError("--reference-model is not supported with --scheduler yet; run without it")
@@ -480,8 +480,8 @@ def score(
                              date_format=date_format,
                              as_of=parse_date(as_of) if as_of and as_of.strip() != "model" else None,
                              as_of_from_model=bool(as_of) and as_of.strip() == "model", partitions=partitions,
-                             **({"memory_limit": parse_memory(memory_limit)} if memory_limit else {}))
-        if scheduler:
+                             **({"memory_limit": parse_memory(memory_limit)} if memory_limit is not None else {}))
+        if scheduler is not None:
             from .dask_pipeline import score_dask
             with out_console.status("Scoring on Dask…") if not quiet else nullcontext():
                 res = score_dask(config, scheduler)
@@ -540,7 +540,7 @@ def report(
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file, .csv or .parquet.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file, .csv or .parquet.")],
     transactions: Annotated[int, typer.Option(parser=_count, metavar="N", help="Rows (transaction lines), e.g. 1e7.")] = 1_000_000,
     customers: Annotated[int, typer.Option(parser=_count, metavar="M", help="Customers, e.g. 1e5.")] = 100_000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,

@@ -87,6 +87,9 @@ def connect(scheduler: str) -> tuple[Any, Any, str]:
     and a GPU are present, else a ``LocalCluster`` with one single-threaded
     worker process per core. Returns (client, cluster or None, description).
     """
+    if not scheduler.strip():
+        raise GpusegError("--scheduler is empty; allowed: 'local' (a cluster on this machine) or a scheduler's "
+                          "address such as tcp://host:8786")
     try:
         distributed = _import("distributed")
     except ImportError as exc:

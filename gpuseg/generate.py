@@ -226,6 +226,8 @@ def write_log(path: str | os.PathLike[str], n_rows: int, n_customers: int, seed:
 
     Returns the number of rows written. The file appears only when complete.
     """
+    if not str(path).strip():
+        raise GpusegError("--out is empty; give the file to write, e.g. --out tx.parquet")
     path = Path(path)
     name = path.name.lower()
     if not name.endswith((".csv", ".parquet", ".pq")):

@@ -7,6 +7,7 @@ finished one leaves exactly its own files (see :func:`staged_output`).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import json
@@ -225,7 +226,17 @@ def staged_output(out: Path | str, swap_on_interrupt: Callable[[], bool] | None 
                 p.rmdir()
             except OSError:
                 pass
+        if _disk_full(exc):  # Arrow's message names no file: say where
+            raise GpusegError(f"no space left to write --out {str(out)!r} (the disk or quota of "
+                              f"{str(out.parent)!r} is full); free some, or give --out elsewhere") from None
         raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or the user's quota is full (OSError, or Arrow's error text)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "[errno 28]" in str(exc).lower() or "no space left on device" in str(exc).lower()
 
 
 def _swap(new: Path, out: Path) -> None:

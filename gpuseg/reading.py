@@ -94,8 +94,23 @@ def _folder_files(folder: Path) -> list[Path]:
     for root, dirs, names in os.walk(folder, onerror=refuse):
         dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
         found.extend(p for p in (Path(root) / n for n in names)
-                     if not p.name.startswith((".", "_")) and p.is_file() and _supported(p))
-    return sorted(found)
+                     if not p.name.startswith((".", "_")) and p.is_file())
+    return _readable(sorted(found), f"folder {str(folder)!r} holds")
+
+
+#: A name that says CSV or Parquet data (c.csv.xz, sales.tsv, x.parquet.snappy), read or not.
+_DATA_NAME = re.compile(r"\.(csv|tsv|parquet|pq)(\.|$)", re.IGNORECASE)
+
+
+def _readable(files: list[Path], where: str) -> list[Path]:
+    """The files gpuseg reads; one whose name says it holds data in a form gpuseg does not read
+    (``c.csv.xz``, ``sales.tsv``) is an error rather than rows left out without a word."""
+    for f in files:
+        if not _supported(f) and _DATA_NAME.search(f.name):
+            raise GpusegError(f"{where} {str(f)!r}, which looks like data gpuseg cannot read; allowed: "
+                              f"{ALLOWED} (convert it, or move it out of the way: names starting with '_' or "
+                              "'.' are left out)")
+    return [f for f in files if _supported(f)]
 
 
 def _glob_files(pattern: str) -> list[Path]:
@@ -122,8 +137,8 @@ def _glob_files(pattern: str) -> list[Path]:
                 return True
         return False
 
-    return sorted(p for p in map(Path, glob.glob(pattern, recursive=True))
-                  if p.is_file() and _supported(p) and not left_out(p))
+    return _readable(sorted(p for p in map(Path, glob.glob(pattern, recursive=True))
+                            if p.is_file() and not left_out(p)), f"pattern {pattern!r} matches")
 
 
 def _fail(path: Path, exc: BaseException) -> GpusegError:
@@ -134,7 +149,7 @@ def _fail(path: Path, exc: BaseException) -> GpusegError:
         return GpusegError(f"input file {str(path)!r} is empty")
     if "Empty CSV file" in msg:  # Arrow's word for a header line with no end, and nothing after it
         return GpusegError(f"input file {str(path)!r} has no data rows (a header at most)")
-    if file_format(path) == "csv" and ("UTF8" in msg or _utf16(path)):
+    if file_format(path) == "csv" and ("UTF8" in msg or "utf-8" in msg.lower() or _utf16(path)):
         return GpusegError(f"cannot read {str(path)!r} as csv: it is not UTF-8 text ({msg}); CSV files must be "
                            "UTF-8 (save or convert it so, e.g. iconv -f latin1 -t utf-8)")
     return GpusegError(f"cannot read {str(path)!r} as {file_format(path)}: {msg}")

@@ -910,6 +910,59 @@ def test_string_view_columns_are_text(tmp_path):
         assert (tmp_path / "o-view" / f).read_bytes() == (tmp_path / "o-plain" / f).read_bytes()
 
 
+def test_empty_option_values_are_refused_not_taken_for_the_default(trained, tmp_path):
+    # --scheduler '' ran without Dask, --memory-limit '' took a quarter of RAM, generate --out '' said
+    # "unsupported output '.'", bench --cache naming a file said "File exists".
+    data, model = trained
+    refused(invoke("segment", data, "--k", 2, "--out", tmp_path / "a", "--scheduler", ""), "--scheduler is empty")
+    refused(invoke("score", data, "--model", model, "--out", tmp_path / "b", "--memory-limit", ""),
+            "--memory-limit must be a size")
+    refused(invoke("generate", "--out", ""), "--out is empty")
+    (tmp_path / "afile").write_text("x")
+    refused(invoke("bench", "--sizes", "1000", "--backends", "cpu", "--out", tmp_path / "c", "--cache",
+                   tmp_path / "afile"), "--cache", "is a file")
+    assert not any((tmp_path / n).exists() for n in ("a", "b", "c"))
+
+
+def test_a_header_not_in_utf8_gets_the_conversion_hint(tmp_path):
+    path = tmp_path / "lat.csv"
+    path.write_bytes(b"customer_id,invoice_date,amount,caf\xe9\n1,2024-01-01,3,x\n")
+    refused(invoke("segment", path, "--out", tmp_path / "o"), "not UTF-8", "iconv")
+
+
+def test_data_in_a_form_gpuseg_cannot_read_stops_a_folder_or_glob_run(tmp_path):
+    # c.csv.xz beside a.csv was left out of the folder's rows without a word.
+    folder = tmp_path / "fold"
+    folder.mkdir()
+    log(folder / "a.csv")
+    (folder / "notes.txt").write_text("not data")  # other files are left out, as before
+    ok(invoke("segment", folder, "--k", 2, "--out", tmp_path / "o1"))
+    for name in ("c.csv.xz", "d.tsv", "e.parquet.bak"):
+        (folder / name).write_bytes(b"x")
+        refused(invoke("segment", folder, "--k", 2, "--out", tmp_path / "o2"), "folder", repr(str(folder / name)),
+                "cannot read")
+        refused(invoke("segment", f"{folder}/*", "--k", 2, "--out", tmp_path / "o2"), "pattern", "cannot read")
+        (folder / name).unlink()
+    assert not (tmp_path / "o2").exists()
+
+
+def test_a_full_disk_names_the_output_folder(tmp_path):
+    import errno
+
+    from gpuseg.errors import GpusegError
+    from gpuseg.outputs import staged_output
+    for exc in (OSError(errno.ENOSPC, "No space left on device"),
+                OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")):
+        with pytest.raises(GpusegError, match=r"no space left to write --out .*seg'"):
+            with staged_output(tmp_path / "seg") as tmp:
+                (tmp / "report.json").write_text("{}")
+                raise exc
+        assert sorted(os.listdir(tmp_path)) == []
+    with pytest.raises(OSError, match="Permission denied"):  # other errors are not disguised
+        with staged_output(tmp_path / "seg"):
+            raise OSError(errno.EACCES, "Permission denied")
+
+
 def test_uint64_ids_past_2_63_beside_other_integer_types(tmp_path):
     # Files typed uint32 and uint64 were cast to int64 together, which uint64 ids past 2**63 do not fit.
     n = 60
