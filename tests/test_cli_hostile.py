@@ -138,7 +138,7 @@ def test_a_failed_swap_puts_the_previous_outputs_back(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device", str(dst))
         return real(src, dst)
     monkeypatch.setattr(outputs.os, "replace", fail_second)
-    refused(invoke("segment", log(tmp_path / "b.csv", seed=1), "--k", 2, "--out", out), "No space left")
+    refused(invoke("segment", log(tmp_path / "b.csv", seed=1), "--k", 2, "--out", out), "no space left to write --out")
     assert (out / "assignments.parquet").read_bytes() == before
     no_leftovers(tmp_path)
 
