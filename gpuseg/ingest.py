@@ -80,6 +80,8 @@ class BatchSums:
 #: orders, fit the cache and merge on their own thread (several small buckets
 #: together, see _bucket_groups).
 _BUCKET_BITS = 7
+#: Buckets whose parts of a batch share one copy of its sums (see :func:`_bucketize`).
+_CHUNK_BUCKETS = 16
 
 
 @dataclass
@@ -247,13 +249,21 @@ def _bucketize(batch: BatchSums) -> Buckets | None:
     o_cols = [a if a is None or operm is None else a[operm]
               for a in (within[sums.order_customer], sums.order_day, sums.order_net, sums.order_gross, inv, has)]
     parts: list[Part | None] = []
-    for p in range(1 << _BUCKET_BITS):
-        c, o = slice(cb[p], cb[p + 1]), slice(ob[p], ob[p + 1])
-        k, mon, bou, ret = (a[c].copy() for a in c_cols)
-        oc, day, net, gross, ik, hi = (None if a is None else a[o].copy() for a in o_cols)
-        parts.append(Part(ids=None if ids is None else ids[c.start:c.stop], key=k, monetary=mon, bought=bou,
-                          returned=ret, order_customer=oc, order_day=day, order_net=net, order_gross=gross,
-                          invoice_key=ik, has_invoice=hi))
+    # A copy per run of _CHUNK_BUCKETS buckets, and the buckets views of it: a copy per bucket
+    # and column was 1,280 short NumPy calls a batch, each taking the GIL back; the merge still
+    # frees a batch's sums a run of buckets at a time.
+    for first in range(0, 1 << _BUCKET_BITS, _CHUNK_BUCKETS):
+        last = first + _CHUNK_BUCKETS
+        c0, o0 = cb[first], ob[first]
+        cc = [a[c0:cb[last]].copy() for a in c_cols]
+        oc_ = [None if a is None else a[o0:ob[last]].copy() for a in o_cols]
+        for p in range(first, last):
+            c, o = slice(cb[p] - c0, cb[p + 1] - c0), slice(ob[p] - o0, ob[p + 1] - o0)
+            k, mon, bou, ret = (a[c] for a in cc)
+            oc, day, net, gross, ik, hi = (None if a is None else a[o] for a in oc_)
+            parts.append(Part(ids=None if ids is None else ids[cb[p]:cb[p + 1]], key=k, monetary=mon, bought=bou,
+                              returned=ret, order_customer=oc, order_day=day, order_net=net, order_gross=gross,
+                              invoice_key=ik, has_invoice=hi))
     invoice_type = None if batch.invoices is None else _part_type(batch.invoices)
     return Buckets(_part_type(batch.customers), invoice_type, parts)
 
