@@ -144,3 +144,51 @@ def test_a_float32_frame_stays_float32():
     g = KMeans(3, random_state=0).fit(pd.DataFrame(X))
     assert g.cluster_centers_.dtype == np.float32 and g.transform(pd.DataFrame(X)).dtype == np.float32
     np.testing.assert_array_equal(g.labels_, KMeans(3, random_state=0).fit(X).labels_)
+
+
+def _frame(rng, n=300):
+    import pandas as pd
+    return pd.DataFrame({"recency": rng.random(n) * 100, "monetary": rng.random(n) * 5})
+
+
+def test_a_frames_column_names_are_kept_and_checked_as_scikit_learn_does(rng):
+    # Columns in another order were measured against the wrong coordinates: 34% of labels kept.
+    df = _frame(rng)
+    km = KMeans(3, random_state=0, n_init=1).fit(df)
+    sk = SKKMeans(3, random_state=0, n_init=1).fit(df)
+    assert list(km.feature_names_in_) == list(sk.feature_names_in_) == ["recency", "monetary"]
+    for other in (df[["monetary", "recency"]], df.rename(columns={"recency": "r"})):
+        for est in (km, sk):
+            with pytest.raises(ValueError, match="feature names should match"):
+                est.predict(other)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        km.predict(df.to_numpy())
+    assert not hasattr(KMeans(3, n_init=1).fit(df.to_numpy()), "feature_names_in_")
+    with pytest.warns(UserWarning, match="fitted without feature names"):
+        KMeans(3, n_init=1).fit(df.to_numpy()).predict(df)
+
+
+def test_feature_names_out_and_pandas_output_in_a_pipeline(rng):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    df = _frame(rng)
+    pipe = make_pipeline(StandardScaler(), KMeans(3, random_state=0, n_init=1)).set_output(transform="pandas")
+    out = pipe.fit(df).transform(df)
+    assert list(out.columns) == ["kmeans0", "kmeans1", "kmeans2"]
+    assert list(pipe.get_feature_names_out()) == list(
+        make_pipeline(StandardScaler(), SKKMeans(3, n_init=1)).fit(df).get_feature_names_out())
+
+
+def test_scikit_learns_other_arguments_are_taken_and_no_warning_at_max_iter(rng, capsys):
+    X = rng.random((500, 3))
+    lloyd = KMeans(4, random_state=1, n_init=1, algorithm="lloyd", verbose=0).fit(X)
+    elkan = KMeans(4, random_state=1, n_init=1, algorithm="elkan").fit(X)
+    np.testing.assert_array_equal(lloyd.labels_, elkan.labels_)
+    with pytest.raises(ValueError, match="algorithm must be"):
+        KMeans(4, algorithm="full").fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn gives no warning when max_iter ends the fit
+        short = KMeans(4, random_state=1, n_init=1, max_iter=1, verbose=1).fit(X)
+    assert not short.converged_
+    printed = capsys.readouterr().out
+    assert "Iteration 0, inertia" in printed and "Stopped at max_iter=1" in printed

@@ -11,7 +11,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
@@ -24,7 +24,7 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """K-means clustering on NumPy or CuPy arrays, scikit-learn compatible.
 
     The arrays' namespace picks the device: NumPy input runs the threaded
@@ -53,6 +53,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         Rows per block of the Lloyd step; None picks one for the device.
     n_threads : int or None
         CPU threads for NumPy input; None uses every core.
+    algorithm : {"lloyd", "elkan"}, default="lloyd"
+        Taken for scikit-learn's signature: both run Lloyd's iteration, whose result
+        Elkan's bounds reproduce.
+    verbose : int, default=0
+        Above 0, each iteration's inertia is printed after the fit.
 
     Attributes
     ----------
@@ -60,25 +65,30 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     labels_ : int32 array of shape (n_samples,)
     inertia_ : float
         Summed in float64 for float32 data too (scikit-learn sums float32 data in float32,
-        so the two may differ in the sixth or seventh digit; labels and centres do not).
+        so the two may differ in the sixth or seventh digit).
     n_iter_ : int
     converged_ : bool
     history_ : list of dict
         Per-iteration ``inertia``, ``center_shift``, ``n_changed``, ``seconds``.
     n_features_in_ : int
+    feature_names_in_ : array of str, shape (n_features_in_,)
+        The columns' names, when ``X`` was a DataFrame whose column names are all text.
     """
 
     def __init__(self, n_clusters: int = 8, *, init: str | Any = "k-means++",
                  n_init: str | int = "auto", max_iter: int = 300, tol: float = 1e-4,
-                 random_state: int | np.random.RandomState | None = None, copy_x: bool = True,
-                 chunk_size: int | None = None, n_threads: int | None = None):
+                 verbose: int = 0, random_state: int | np.random.RandomState | None = None,
+                 copy_x: bool = True, algorithm: str = "lloyd", chunk_size: int | None = None,
+                 n_threads: int | None = None):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
+        self.verbose = verbose
         self.random_state = random_state
         self.copy_x = copy_x
+        self.algorithm = algorithm
         self.chunk_size = chunk_size
         self.n_threads = n_threads
 
@@ -98,12 +108,16 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"init must be 'k-means++', 'random', a callable or an array, got {self.init!r}.")
         if not isinstance(self.copy_x, (bool, np.bool_)):
             raise ValueError(f"copy_x must be a bool, got {self.copy_x!r}.")
+        if self.algorithm not in ("lloyd", "elkan"):
+            raise ValueError(f"algorithm must be 'lloyd' or 'elkan', got {self.algorithm!r}.")
+        _check_int("verbose", self.verbose, 0)
 
     def _validate_data(self, X: Any, reset: bool) -> Any:
         # scikit-learn's own wording for each refusal, which its estimator checks look for.
         if hasattr(X, "tocsr"):  # SciPy and CuPy sparse matrices and arrays
             raise TypeError("Sparse data was passed for KMeans, but dense data is required: sparse input is not "
                             "supported. Use X.toarray() to convert to a dense array.")
+        self._check_feature_names(X, reset)
         if hasattr(X, "to_numpy") and hasattr(X, "columns"):  # pandas: nullable columns hold pd.NA, not NaN
             f32 = len(X.columns) and all(str(t) == "float32" for t in X.dtypes)  # stays float32, as in scikit-learn
             try:
@@ -132,6 +146,42 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"X has {X.shape[1]} features, but KMeans is expecting "
                              f"{self.n_features_in_} features as input.")
         return xp.ascontiguousarray(X)
+
+    def _check_feature_names(self, X: Any, reset: bool) -> None:
+        """Record a DataFrame's column names (``feature_names_in_``) when fitting, and check them
+        when predicting, as scikit-learn does: columns in another order would otherwise be
+        measured against the wrong coordinates of the centres, without a word."""
+        columns = getattr(X, "columns", None)
+        names = None
+        if columns is not None and len(columns) and all(isinstance(c, str) for c in columns):
+            names = np.asarray(list(columns), dtype=object)
+        if reset:
+            if names is not None:
+                self.feature_names_in_ = names
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+            return
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is None and names is not None:
+            warnings.warn("X has feature names, but KMeans was fitted without feature names", UserWarning,
+                          stacklevel=4)
+        elif fitted is not None and names is None:
+            warnings.warn("X does not have valid feature names, but KMeans was fitted with feature names",
+                          UserWarning, stacklevel=4)
+        elif fitted is not None and (len(fitted) != len(names) or not (fitted == names).all()):
+            unseen = [n for n in names if n not in set(fitted)]
+            missing = [n for n in fitted if n not in set(names)]
+            detail = "".join(f"\n{what}:\n- " + "\n- ".join(map(str, items[:5]))
+                             for what, items in (("Feature names unseen at fit time", unseen),
+                                                 ("Feature names seen at fit time, yet now missing", missing))
+                             if items)
+            raise ValueError("The feature names should match those that were passed during fit."
+                             + (detail or "\nFeature names must be in the same order as they were in fit.\n"))
+
+    @property
+    def _n_features_out(self) -> int:
+        """Transform's columns (one distance per centre), for ``get_feature_names_out``."""
+        return self.cluster_centers_.shape[0]
 
     def _n_init(self) -> int:
         if self.n_init == "auto":  # scikit-learn's: 10 runs for random and callable inits
@@ -166,9 +216,13 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             warnings.warn(f"Number of distinct clusters ({fit.n_distinct}) found smaller than "
                           f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
                           ConvergenceWarning, stacklevel=2)
-        if not fit.converged:
-            warnings.warn(f"KMeans did not converge within max_iter={self.max_iter} iterations.",
-                          ConvergenceWarning, stacklevel=2)
+        # No warning when max_iter ends the fit (scikit-learn gives none): converged_ says it.
+        if self.verbose:
+            print("Initialization complete")
+            for i, step in enumerate(fit.history):
+                print(f"Iteration {i}, inertia {step['inertia']}.")
+            print(f"Converged at iteration {fit.n_iter - 1}." if fit.converged else
+                  f"Stopped at max_iter={self.max_iter}.")
         self.cluster_centers_ = fit.centers
         self.labels_ = fit.labels
         self.inertia_ = fit.inertia
