@@ -75,19 +75,22 @@ def time_cpu(fn, reps: int) -> float:
 
 
 def main() -> None:
-    import cupy as cp
-
-    from gpuseg.backend import gpu_description
-    from gpuseg.cluster.fused import FusedStep, padded_width
-    from gpuseg.cluster.host import host_step
-    from gpuseg.cluster.steps import ChunkedStep, default_chunk_size
-
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="One Lloyd step on a CUDA GPU (needs CuPy): fused kernel, "
+                                             "array-generic CuPy step, CPU step, and Flash-KMeans with --grid.")
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="smaller grid, for a second run")
     ap.add_argument("--grid", action="store_true", help="fused against Flash-KMeans over the issue's grid")
     ap.add_argument("--budget-s", type=float, default=float("inf"), help="start no case after this many seconds")
     args = ap.parse_args()
+    try:
+        import cupy as cp
+    except ImportError as exc:
+        raise SystemExit(f"bench_lloyd_gpu.py needs CuPy and a CUDA GPU: {exc}") from None
+
+    from gpuseg.backend import gpu_description
+    from gpuseg.cluster.fused import FusedStep, padded_width
+    from gpuseg.cluster.host import host_step
+    from gpuseg.cluster.steps import ChunkedStep, default_chunk_size
     deadline = time.monotonic() + args.budget_s
 
     bw = bandwidth_gbs(cp)

@@ -343,8 +343,9 @@ def segment(
                     f"{STAGE_LABELS.get(name, name)} on Dask…")) if status is not None else None).report
             if not quiet:
                 out_console.print(f"[bold]{report['n_customers']:,}[/] customers on {escape(report['scheduler'])} "
-                                  f"({report['workers']} workers, {report['partitions']} partitions); "
-                                  f"{report['n_iter']} iterations; wrote {escape(str(config.out))}/ "
+                                  f"({_counted(report['workers'], 'worker')}, "
+                                  f"{_counted(report['partitions'], 'partition')}); "
+                                  f"{_counted(report['n_iter'], 'iteration')}; wrote {_folder(config.out)}/ "
                                   "(assignments/ and features/ as Parquet datasets)", highlight=False)
             return
         if not config.inputs and not quiet:
@@ -382,8 +383,19 @@ def _print_result(result: Any) -> None:
     stages = rep["timings"]
     _print_table("Stage timings (s)", [_Col(name) for name in stages], [[f"{v:.3f}" for v in stages.values()]],
                  full="report.json")
-    out_console.print(f"Wrote {escape(str(result.out))}/: assignments.parquet, features.parquet, segments.csv, "
-                      f"model.json, report.json", highlight=False)
+    migration = ", migration.csv" if (Path(result.out) / "migration.csv").exists() else ""
+    out_console.print(f"Wrote {_folder(result.out)}/: assignments.parquet, features.parquet, segments.csv, "
+                      f"model.json, report.json{migration}", highlight=False)
+
+
+def _counted(n: int, word: str) -> str:
+    """``n`` and ``word``, plural unless n is 1 ("1 partition", "2 workers")."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _folder(path: str | Path) -> str:
+    """A folder's name for a message, without the slash it was given with (``choose-k/`` + ``/x``)."""
+    return escape(str(Path(path)))
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -445,7 +457,7 @@ def choose_k_command(
         style=["bold" if m["k"] == result["recommended_k"] else None for m in result["metrics"]])
     out_console.print(f"Recommended k = [bold]{result['recommended_k']}[/]:", highlight=False)
     _print_items("  -", result["reasons"])
-    out_console.print(f"Wrote {escape(str(out))}/choose_k.json and choose_k.png", highlight=False)
+    out_console.print(f"Wrote {_folder(out)}/choose_k.json and choose_k.png", highlight=False)
 
 
 @app.command()
@@ -488,7 +500,7 @@ def score(
             if quiet:
                 return
             out_console.print(f"Scored {res['drift']['n_customers']:,} customers on {escape(res['report']['scheduler'])} "
-                              f"({res['report']['workers']} workers); wrote {escape(str(config.out))}/ "
+                              f"({_counted(res['report']['workers'], 'worker')}); wrote {_folder(config.out)}/ "
                               "(assignments/ as a Parquet dataset, drift.json, score_report.json)", highlight=False)
             out_console.print(_rows_line(res["report"], res["drift"]["n_customers"]), highlight=False)
             _print_items("  warning:", res["report"]["warnings"], style="yellow")
@@ -517,8 +529,8 @@ def score(
     rep = result.report
     out_console.print(_rows_line(rep, drift["n_customers"]), highlight=False)
     _print_items("  warning:", rep["warnings"], style="yellow")
-    out_console.print(f"{'Streamed through ' + str(rep['partitions']) + ' partitions' if rep['streamed'] else 'In memory'}"
-                      f"; backend {rep['backend']}; wrote {escape(str(result.out))}/assignments.parquet, drift.json, "
+    out_console.print(f"{'Streamed through ' + _counted(rep['partitions'], 'partition') if rep['streamed'] else 'In memory'}"
+                      f"; backend {rep['backend']}; wrote {_folder(result.out)}/assignments.parquet, drift.json, "
                       "score_report.json", highlight=False)
 
 

@@ -233,7 +233,7 @@ def why_unavailable(peer: str) -> str | None:
     try:
         __import__(PEERS[peer][0])
     except ImportError as exc:
-        return f"{PEERS[peer][0]} is not installed ({exc})"
+        return f"{PEERS[peer][0]} is not installed ({exc}; pip install {PEERS[peer][0]}, or the gpuseg[bench] extra)"
     return None
 
 
