@@ -571,7 +571,7 @@ def generate(
             n = write_log(out, transactions, customers, seed=seed, dirty=dirty,
                           on_block=lambda rows: bar.advance(task, rows))
     if not quiet:
-        lost = f" ({dirty:.1%} of rows without their customer id or price)" if dirty else ""
+        lost = f" ({100 * dirty:.3g}% of rows without their customer id or price)" if dirty else ""
         out_console.print(f"Wrote {n:,} rows for {customers:,} customers to {escape(str(out))}{lost}", highlight=False)
 
 

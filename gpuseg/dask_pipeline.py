@@ -593,7 +593,7 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
 
     ``config`` is a :class:`gpuseg.scoring.ScoreConfig`.
     """
-    from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping, with_model_as_of
+    from .scoring import DRIFT, SCORE_REPORT, _drift_from_counts, _mapping, mapping_warnings, with_model_as_of
     _refuse_gpu_backend(config.backend)
     with _session(scheduler, client) as (client, where):
         model = SegmentModel.load(config.model)
@@ -620,7 +620,8 @@ def score_dask(config: Any, scheduler: str = "local", client: Any = None) -> dic
             report = run_report(inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format,
                                 as_of=cf.as_of, backend="cpu", device=f"Dask ({where})", fallbacks=[], rows=cf.rows,
                                 timings=timer.as_dict(), customers_without_purchase=cf.n_without,
-                                warnings=date_warnings(cf.as_of, config.as_of) + id_warnings(cf.twins),
+                                warnings=mapping_warnings(model, mapping) + date_warnings(cf.as_of, config.as_of)
+                                + id_warnings(cf.twins),
                                 model=str(config.model),
                                 model_as_of=model.as_of.isoformat(), scheduler=where, workers=cf.workers,
                                 partitions=len(cf.parts), streamed=False,

@@ -62,7 +62,8 @@ ARCHETYPES = (
 
 #: Bumped whenever the same options and seed give other rows (``gpuseg bench`` names its cached logs by it).
 #: 2: the last order of champions, new and one-off customers no longer always falls on the last day.
-#: 3: one-off customers buy once (they had several orders, as many as a tenth of the lines per customer made).
+#: 3: one-off customers buy once (they had several orders, as many as a tenth of the lines per customer made),
+#:    and ``dirty`` blanks one value in that share of rows (each column was blanked in dirty/2 of them apart).
 GENERATOR_VERSION = 3
 
 SCHEMA = pa.schema([

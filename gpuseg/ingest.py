@@ -105,9 +105,10 @@ class Part:
 class Buckets:
     """One batch's customers and orders grouped by the bucket of the customer's id (host only).
 
-    ``parts[p]`` is bucket ``p``, its own arrays, so that merging frees each
-    bucket's as it goes: the merged sums take the batches' room instead of
-    adding to it (on a log of one-line orders they are as large).
+    ``parts[p]`` is bucket ``p``: views of one copy per :data:`_CHUNK_BUCKETS`
+    buckets, so that merging frees a batch's sums a run of buckets at a time:
+    the merged sums take the batches' room instead of adding to it (on a log
+    of one-line orders they are as large).
     """
 
     id_type: pa.DataType

@@ -136,7 +136,8 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
             parts = Path(item).parts
             fixed = parts[:next(i for i, part in enumerate(parts) if glob.has_magic(part))]
             src = Path(os.path.abspath(Path(*fixed))) if fixed else cwd
-            if not _reaches(parts[len(fixed):], path, src) and not _reaches(parts[len(fixed):], real, src):
+            wild = parts[len(fixed):]
+            if not _reaches(wild, path, src) and not _reaches(wild, real, Path(os.path.realpath(src))):
                 continue
         else:
             src = Path(os.path.abspath(item))
@@ -175,7 +176,7 @@ def _reaches(wild: tuple[str, ...], out: Path, base: Path) -> bool:
     """Whether the wildcard parts ``wild`` of a glob rooted at ``base`` could match files that a
     run writes in ``out`` (its files, or the parts of a Dask run's folders): always with
     ``**``, else when the pattern is as deep as they are and its parts match ``out``'s."""
-    if "**" in wild:
+    if "**" in wild or ".." in wild:  # any depth, or back up: it may reach anywhere below the root's parent
         return True
     try:
         rel = out.relative_to(base).parts

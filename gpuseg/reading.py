@@ -7,6 +7,7 @@ a few million rows at a time.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import re
@@ -98,8 +99,10 @@ def _folder_files(folder: Path) -> list[Path]:
     return _readable(sorted(found), f"folder {str(folder)!r} holds")
 
 
-#: A name that says CSV or Parquet data (c.csv.xz, sales.tsv, x.parquet.snappy), read or not.
-_DATA_NAME = re.compile(r"\.(csv|tsv|parquet|pq)(\.|$)", re.IGNORECASE)
+#: A name that says CSV or Parquet data, compressed or not (c.csv.xz, sales.tsv, x.parquet.snappy); sidecars
+#: such as q1.csv.metadata (Athena) or x.parquet.sha256 say otherwise.
+_DATA_NAME = re.compile(r"\.(csv|tsv|parquet|pq)(\.(gz|gzip|bz2|zst|zstd|xz|lz4|lzo|zip|7z|snappy|br|z|tar))?$",
+                        re.IGNORECASE)
 
 
 def _readable(files: list[Path], where: str) -> list[Path]:
@@ -120,22 +123,15 @@ def _glob_files(pattern: str) -> list[Path]:
     and what is below them. A name the pattern spells out, or a wildcard part that starts
     with "_" itself (``_*.parquet``), is kept, as glob keeps hidden names a pattern asks for."""
     parts = Path(pattern).parts
-    deep = next((i for i, p in enumerate(parts) if p == "**"), len(parts))
+    fixed = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))
+    # A name is asked for when the pattern spells it out, or has a part that starts with its first
+    # character and matches it (``_*``); "*" and "**" do not ask for "_" or "." names.
+    asks = [p for p in parts[fixed:] if p != "**"]
 
     def left_out(path: Path) -> bool:
-        names = path.parts
-        tail = len(parts) - deep - 1  # parts after a "**": they match the path's last names
-        for i, name in enumerate(names):
-            if i < deep:
-                part = parts[i] if i < len(parts) else None
-            elif tail > 0 and i >= len(names) - tail:
-                part = parts[len(parts) - (len(names) - i)]
-            else:
-                part = None  # matched by "**"
-            if name.startswith(("_", ".")) and (part is None or glob.has_magic(part)) \
-                    and not (part is not None and part.startswith(name[0])):
-                return True
-        return False
+        return any(name.startswith(("_", ".")) and not any(p.startswith(name[0]) and fnmatch.fnmatchcase(name, p)
+                                                           for p in asks)
+                   for name in path.parts[fixed:])
 
     return _readable(sorted(p for p in map(Path, glob.glob(pattern, recursive=True))
                             if p.is_file() and not left_out(p)), f"pattern {pattern!r} matches")
@@ -168,8 +164,14 @@ def read_column_names(path: Path) -> list[str]:
     try:
         if file_format(path) == "parquet":
             return list(pq.read_schema(path).names)
-        with open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as reader:
-            return list(reader.schema.names)
+        try:
+            with open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as reader:
+                return list(reader.schema.names)
+        except pa.ArrowInvalid as exc:  # a header longer than the block: read a block as large as a batch's
+            if "Empty CSV file" not in str(exc):
+                raise
+            with open_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20)) as reader:
+                return list(reader.schema.names)
     except GpusegError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:

@@ -149,16 +149,27 @@ def _mapping(model: SegmentModel, config: ScoreConfig, names: list[str], source:
     if "amount" in config.columns:
         explicit.pop("quantity", None)
         explicit.pop("price", None)
-    for role, col in explicit.items():
-        if col not in names:
-            raise GpusegError(f"the model reads the {role} from column {col!r}, which input file {str(source)!r} "
-                              f"lacks (its columns: {', '.join(names)}); name the column to use with "
-                              f"{OPTION_NAMES[role]}")
-    # A model that had no invoice column counted orders as customer-days: an invoice column
-    # found by name in the new files would count them otherwise, unless named.
-    if "invoice" in model.columns and model.columns["invoice"] is None:
+    # Invoices are optional: files without the model's invoice column count orders as customer-days
+    # (mapping_warnings says so), as a model that had none does; no other column is looked up for them.
+    if explicit.get("invoice") not in (None, *names) or model.columns.get("invoice", "") is None:
         explicit["invoice"] = NO_COLUMN
+    for role, col in explicit.items():
+        if col and col not in names:
+            other = {"amount": "--amount-col, or --quantity-col and --price-col",
+                     "quantity": "--quantity-col and --price-col, or --amount-col",
+                     "price": "--quantity-col and --price-col, or --amount-col"}.get(role, OPTION_NAMES[role])
+            raise GpusegError(f"the model reads the {role} from column {col!r}, which input file {str(source)!r} "
+                              f"lacks (its columns: {', '.join(names)}); name the column(s) to use with {other}")
     return resolve_columns(names, {**explicit, **config.columns})
+
+
+def mapping_warnings(model: SegmentModel, mapping: ColumnMapping) -> list[str]:
+    """What scoring with ``mapping`` reads differently from the model's training run."""
+    invoice = model.columns.get("invoice")
+    if invoice and mapping.invoice is None:
+        return [f"the model counted orders by invoice (column {invoice!r}), which the new files lack: orders are "
+                "customer-days here, so frequency and recency may read otherwise than in training"]
+    return []
 
 
 def estimate_rows(files: list[Path]) -> int:
@@ -517,7 +528,8 @@ def _score_report(config: ScoreConfig, model: SegmentModel, mapping: ColumnMappi
         inputs=[str(f) for f in files], columns=mapping.to_dict(), date_format=date_format, as_of=as_of,
         backend=backend.name, device=backend.device, fallbacks=backend.fallbacks, rows=rows,
         timings={**timer.as_dict(), "total": round(time.perf_counter() - t0, 6)},
-        customers_without_purchase=int(n_without), warnings=date_warnings(as_of, config.as_of) + id_warnings(twins),
+        customers_without_purchase=int(n_without),
+        warnings=mapping_warnings(model, mapping) + date_warnings(as_of, config.as_of) + id_warnings(twins),
         model=str(config.model), model_as_of=model.as_of.isoformat(), streamed=streamed, partitions=n_parts,
         partitions_with_rows=with_rows,
         memory_limit_bytes=config.memory_limit, estimated_rows=estimate,

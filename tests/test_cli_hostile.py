@@ -252,11 +252,15 @@ def test_a_glob_that_cannot_reach_out_leaves_it_be(tmp_path, monkeypatch):
     assert (tmp_path / "segments" / "model.json").exists()
     refused(invoke("segment", "nomatch*.csv", "--out", "o1"), "matches no input files")
     refused(invoke("segment", "", "--out", "o2"), "an input is empty")
-    # A glob that does reach --out is refused as before: the next run would read the outputs.
-    refused(invoke("segment", "**/*.parquet", "--out", "o3"), "inside the input folder")
-    refused(invoke("segment", "*/*.parquet", "--out", "o4"), "inside the input folder")
+    # A glob that does reach --out is refused as before (it matches files now, and would match the
+    # outputs next time): at any depth, through "..", and through a link to the folder.
+    (tmp_path / "jan").mkdir()
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "jan" / "a.parquet")
+    (tmp_path / "link").symlink_to(tmp_path)
+    for pattern in ("**/*.parquet", "*/*.parquet", "jan/../*/*.parquet", "link/*/*.parquet"):
+        refused(invoke("segment", pattern, "--out", "o3"), "inside the input folder")
     refused(invoke("segment", "*.csv", "--out", "."), "current folder")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["segments", "tx1.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jan", "link", "segments", "tx1.csv"]
 
 
 @pytest.mark.parametrize("out", ["", " ", "."])
@@ -873,6 +877,11 @@ def test_a_glob_leaves_out_what_a_folder_leaves_out(tmp_path):
     assert expand_inputs([f"{out}/year=2024/_*.parquet"]) == [skipped[1]]
     assert expand_inputs([f"{out}/**/_part-*.parquet"]) == [skipped[1]]
     assert expand_inputs([f"{out}/_*/0/*.parquet"]) == skipped[:1]
+    # A name spelled out after a second "**", at any depth below it.
+    deep = out / "x" / "_staging" / "2024" / "01" / "part.parquet"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"PAR1")
+    assert expand_inputs([f"{out}/**/_staging/**/*.parquet"]) == [deep]
 
 
 @pytest.mark.parametrize("target", ["empty", "earlier run", "nothing"])
@@ -924,6 +933,19 @@ def test_empty_option_values_are_refused_not_taken_for_the_default(trained, tmp_
     assert not any((tmp_path / n).exists() for n in ("a", "b", "c"))
 
 
+def test_a_header_longer_than_the_first_block_is_read(tmp_path):
+    # A header past 64 KiB (a wide export) was "no data rows (a header at most)".
+    data = log(tmp_path / "a.csv").read_text().splitlines()
+    pad = [f"unused_column_with_a_long_name_{i:05d}" for i in range(3000)]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("\n".join([",".join([data[0], *pad])] + [",".join([line, *[""] * len(pad)])
+                                                                for line in data[1:]]) + "\n")
+    assert len(wide.read_text().splitlines()[0]) > 1 << 16
+    ok(invoke("segment", wide, "--k", 2, "--out", tmp_path / "w"))
+    ok(invoke("segment", tmp_path / "a.csv", "--k", 2, "--out", tmp_path / "n"))
+    assert (tmp_path / "w" / "assignments.parquet").read_bytes() == (tmp_path / "n" / "assignments.parquet").read_bytes()
+
+
 def test_a_header_not_in_utf8_gets_the_conversion_hint(tmp_path):
     path = tmp_path / "lat.csv"
     path.write_bytes(b"customer_id,invoice_date,amount,caf\xe9\n1,2024-01-01,3,x\n")
@@ -937,7 +959,11 @@ def test_data_in_a_form_gpuseg_cannot_read_stops_a_folder_or_glob_run(tmp_path):
     log(folder / "a.csv")
     (folder / "notes.txt").write_text("not data")  # other files are left out, as before
     ok(invoke("segment", folder, "--k", 2, "--out", tmp_path / "o1"))
-    for name in ("c.csv.xz", "d.tsv", "e.parquet.bak"):
+    # Sidecars are not data: Athena's q1.csv.metadata, checksums, notes.
+    for name in ("a.csv.metadata", "x.parquet.sha256", "report.csv.md"):
+        (folder / name).write_text("{}")
+    ok(invoke("segment", folder, "--k", 2, "--out", tmp_path / "o3"))
+    for name in ("c.csv.xz", "d.tsv", "e.parquet.lz4"):
         (folder / name).write_bytes(b"x")
         refused(invoke("segment", folder, "--k", 2, "--out", tmp_path / "o2"), "folder", repr(str(folder / name)),
                 "cannot read")

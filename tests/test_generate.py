@@ -195,6 +195,15 @@ def test_one_off_customers_buy_once(n_rows, n_customers):
     assert np.median(others) > 1
 
 
+def test_the_closing_line_gives_a_small_dirty_share_as_asked(tmp_path):
+    from typer.testing import CliRunner
+
+    from gpuseg.cli import app
+    result = CliRunner().invoke(app, ["generate", "--transactions", "2000", "--customers", "100", "--dirty",
+                                      "0.0004", "--out", str(tmp_path / "tx.parquet")])
+    assert result.exit_code == 0 and "(0.04% of rows" in " ".join(result.output.split())  # was 0.0%
+
+
 def test_generate_cli_defaults_and_numbers_out_of_reach(tmp_path, monkeypatch):
     from typer.testing import CliRunner
     from gpuseg.cli import app

@@ -130,6 +130,21 @@ def test_a_model_without_invoices_counts_customer_days_in_files_that_have_them(t
     assert named.report["columns"]["invoice"] == "invoice"
 
 
+def test_a_model_with_invoices_scores_files_without_them_as_customer_days_and_says_so(tmp_path):
+    # Refused for a while ("the model reads the invoice from column 'invoice' ..."), with no way to
+    # say that the new files have no invoices: invoices are optional, as in segment.
+    t = demo_table(600, seed=4)
+    pq.write_table(t, tmp_path / "train.parquet")
+    run(SegmentConfig(inputs=(str(tmp_path / "train.parquet"),), out=tmp_path / "m", k=3))
+    pq.write_table(t.drop_columns(["invoice"]).rename_columns(
+        ["customer_id", "invoice_date", "quantity", "unit_price"]), tmp_path / "new.parquet")
+    for partitions in (None, 2):
+        result = score(ScoreConfig(model=tmp_path / "m" / "model.json", inputs=(str(tmp_path / "new.parquet"),),
+                                   out=tmp_path / f"s{partitions}", partitions=partitions))
+        assert result.report["columns"]["invoice"] is None
+        assert any("orders are customer-days here" in w for w in result.report["warnings"])
+
+
 def test_hash_partitions_are_stable_and_cover_all():
     ints = pa.array([5, 17, 5, 1_000_000, -3])
     p = _hash_partition(ints, 4)
