@@ -751,11 +751,39 @@ def check_rows(stats: BatchStats, mapping: ColumnMapping, date_format: str | Non
         path, value = example
         hint = ("give its format with --date-format, e.g. --date-format '%m/%d/%Y %H:%M'"
                 if date_format is None else f"it does not match --date-format {date_format!r}")
+        if re.fullmatch(r"\s*[1-9][0-9]{4}(\.[0-9]*)?\s*", str(value)):  # 45385: a day count from 1899-12-30
+            hint = ("it looks like a spreadsheet's serial day number, which no format reads: export the dates "
+                    "as text (e.g. YYYY-MM-DD) or as a date column")
         raise GpusegError(f"no date in column {mapping.date!r} could be parsed (e.g. {value!r} in "
                           f"{str(path)!r}); {hint}")
+    swapped = _transposed(date_format, example, rows)
+    if swapped:
+        path, value = example
+        raise GpusegError(f"--date-format {date_format!r} leaves {rows.dropped['unparseable_date']:,} of "
+                          f"{rows.read - rows.dropped['missing_customer_id']:,} dated rows unparseable, and they read "
+                          f"with day and month exchanged (e.g. {value!r} in {str(path)!r}); the rows it did read may "
+                          f"have theirs exchanged too: give --date-format {swapped!r} if the dates are written so")
     if rows.used == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
         raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
+
+
+def _transposed(date_format: str | None, example: tuple[Path, object] | None, rows: RowCounts) -> str | None:
+    """The format with %d and %m exchanged, when the given one leaves at least 1% of the dated rows
+    unparseable and the first of them reads with it: dd/mm dates read as mm/dd keep every day up
+    to the 12th, exchanged, and drop the rest (or the other way round)."""
+    if not date_format or "%d" not in date_format or "%m" not in date_format or not isinstance(example[1] if
+                                                                                                 example else None, str):
+        return None
+    dated = rows.read - rows.dropped["missing_customer_id"]
+    if rows.dropped["unparseable_date"] * 100 < dated:
+        return None
+    swapped = date_format.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+    try:
+        dt.datetime.strptime(example[1].strip(), swapped)
+    except ValueError:
+        return None
+    return swapped
 
 
 def assemble(parts: list[KeptRows], as_of: int, rows: RowCounts, ids_to_int: bool,

@@ -74,6 +74,18 @@ class ColumnMapping:
         return types
 
 
+def found_quantity_price(available: Sequence[str], explicit: Mapping[str, str | None] | None = None
+                         ) -> tuple[str, str] | None:
+    """The quantity and unit price columns :func:`resolve_columns` would use without an amount
+    column (explicit names first), or None when ``available`` lacks either."""
+    try:
+        found = resolve_columns([c for c in available if c != resolve_columns(available, explicit).amount],
+                                {k: v for k, v in (explicit or {}).items() if k != "amount"})
+    except GpusegError:
+        return None
+    return (found.quantity, found.price) if found.quantity and found.price else None
+
+
 def resolve_columns(available: Sequence[str],
                     explicit: Mapping[str, str | None] | None = None) -> ColumnMapping:
     """Map roles to columns of ``available``.
@@ -118,6 +130,10 @@ def resolve_columns(available: Sequence[str],
 
     for role in ("customer", "date"):
         if not found[role]:
+            sep = next((c for c in (";", "\t", "|") if len(available) == 1 and c in available[0]), None)
+            if sep is not None:  # a semicolon-separated export (European Excel), read as one column
+                raise GpusegError(f"the header is one column holding {sep!r} ({listing!r}): gpuseg reads "
+                                  "comma-separated CSV; save the file as comma-separated (Excel: CSV UTF-8) or as Parquet")
             raise GpusegError(f"no {role} column found; name it with {OPTION_NAMES[role]} "
                               f"(columns are: {listing})")
     if found["amount"]:

@@ -68,7 +68,7 @@ from .features import FEATURES, compute_features
 from .model import SegmentModel
 from .outputs import MODEL, REPORT, SEGMENTS, segment_names, staged_output, write_json, write_segments_csv
 from .pipeline import NO_PURCHASE, Unusable, date_warnings, dotted_ids, id_warnings, refuse_empty_segments
-from .reading import FilePiece, expand_inputs, file_pieces, read_column_names, read_piece
+from .reading import FilePiece, check_amount_choice, expand_inputs, file_pieces, read_column_names, read_piece
 from .scaling import Moments, Scaler
 from .summary import SegmentResult, SegmentSums, fit_warnings, run_report, segment_report
 from .timing import StageTimer
@@ -434,7 +434,9 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
     dask = _import("dask")
     dd = _import("dask.dataframe")
     files = expand_inputs(inputs)
-    mapping = resolve_columns(read_column_names(files[0]), columns)
+    names = read_column_names(files[0])
+    mapping = resolve_columns(names, columns)
+    check_amount_choice(files[0], mapping, columns, names)
     workers = len(client.scheduler_info().get("workers", {}))
 
     # Delayed tasks over a dask-expr frame (a function with two results per partition) make Dask

@@ -33,7 +33,7 @@ from .memory import MemoryPlan, device_free_bytes, plan_fit
 from .model import SegmentModel
 from .outputs import (ASSIGNMENTS, FEATURES_FILE, MIGRATION, MODEL, REPORT, SEGMENTS, segment_names,
                       staged_output, write_json, write_parquet, write_segments_csv)
-from .reading import expand_inputs, iter_readers, read_column_names
+from .reading import check_amount_choice, expand_inputs, iter_readers, read_column_names
 from .scaling import Moments, Scaler, first_non_finite
 from .summary import SegmentResult, SegmentSums, fit_warnings, segment_report
 from .timing import StageTimer
@@ -106,6 +106,7 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
             names = read_column_names(files[0])
         sources = [str(f) for f in files]
         mapping = resolve_columns(names, config.columns)
+        check_amount_choice(files[0], mapping, config.columns, names)
         if cudf_ok:
             why = None
             try:

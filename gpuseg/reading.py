@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -145,10 +146,45 @@ def _fail(path: Path, exc: BaseException) -> GpusegError:
         return GpusegError(f"input file {str(path)!r} is empty")
     if "Empty CSV file" in msg:  # Arrow's word for a header line with no end, and nothing after it
         return GpusegError(f"input file {str(path)!r} has no data rows (a header at most)")
+    if file_format(path) == "csv" and "Expected " in msg and " columns, got " in msg:
+        first = _first_line(path)
+        if first.lower().startswith("sep=") or first.startswith("#"):
+            return GpusegError(f"cannot read {str(path)!r} as csv: its first line is {first[:40]!r}, not the header; "
+                               "gpuseg reads comma-separated CSV whose first line names the columns, without "
+                               "Excel's 'sep=' line or '#' comment lines (remove them)")
+    column = re.search(r"In CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)'", msg)
+    if column and file_format(path) == "csv":
+        index, value = int(column.group(1)), column.group(2)
+        names = _header_names(path)
+        name = names[index] if index < len(names) else f"#{index + 1}"
+        if value == name:
+            return GpusegError(f"cannot read {str(path)!r} as csv: a line repeats the header (exports joined "
+                               "together?); remove the repeated header lines")
+        return GpusegError(f"cannot read {str(path)!r} as csv: {value!r} in column {name!r} is not a number; "
+                           "amounts, quantities and prices must be plain numbers with '.' as the decimal point "
+                           "(no thousands separators, currency signs, or minus signs after the number)")
     if file_format(path) == "csv" and ("UTF8" in msg or "utf-8" in msg.lower() or _utf16(path)):
         return GpusegError(f"cannot read {str(path)!r} as csv: it is not UTF-8 text ({msg}); CSV files must be "
                            "UTF-8 (save or convert it so, e.g. iconv -f latin1 -t utf-8)")
     return GpusegError(f"cannot read {str(path)!r} as {file_format(path)}: {msg}")
+
+
+def _first_line(path: Path) -> str:
+    """The first line of a (possibly compressed) text file, for messages; "" when unreadable."""
+    try:
+        with pa.input_stream(str(path), compression="detect") as fh:
+            head = fh.read(4096)
+    except (pa.ArrowException, OSError):
+        return ""
+    return head.decode("utf-8", "replace").lstrip("\ufeff").splitlines()[0] if head else ""
+
+
+def _header_names(path: Path) -> list[str]:
+    """A CSV file's column names, for messages; [] when unreadable."""
+    try:
+        return read_column_names(path)
+    except GpusegError:
+        return []
 
 
 def _utf16(path: Path) -> bool:
@@ -176,6 +212,54 @@ def read_column_names(path: Path) -> list[str]:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
+
+
+#: Rows of the first file compared by :func:`check_amount_choice`.
+AMOUNT_CHECK_ROWS = 100_000
+
+
+def check_amount_choice(path: Path, mapping: ColumnMapping, explicit: dict[str, str], names: list[str]) -> None:
+    """Refuse to guess between an amount column found by name and quantity × unit price when the
+    two disagree on the first rows of ``path``: an order total repeated on every line (a
+    Shopify export's ``Total``) was read as each line's amount, counting the order once per line.
+
+    Only when neither was named. They agree (to the cent, or 10⁻⁶ of the amount) on a line
+    total; they part on more than 1% of the rows compared for an order total or discounts.
+    """
+    if not mapping.amount or {"amount", "quantity", "price"} & set(explicit):
+        return
+    from .columns import found_quantity_price
+    pair = found_quantity_price(names, explicit)
+    if pair is None:
+        return
+    columns = [mapping.amount, *pair]
+    try:
+        if file_format(path) == "parquet":
+            pf = open_parquet(path)
+            batch = next(pf.iter_batches(batch_size=AMOUNT_CHECK_ROWS, columns=columns), None)
+        else:
+            types = dict.fromkeys(columns, pa.float64())
+            with open_csv(path, convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types,
+                                                                     strings_can_be_null=True)) as reader:
+                batch = next(iter(reader), None)
+        if batch is None:
+            return
+        amount, qty, price = (pc.cast(batch.column(c), pa.float64()).to_numpy(zero_copy_only=False)[:AMOUNT_CHECK_ROWS]
+                              for c in columns)
+    except (pa.ArrowException, OSError, ValueError, TypeError):
+        return  # unreadable or not numeric: the run itself says so
+    with np.errstate(invalid="ignore", over="ignore"):
+        line = qty * price
+        both = np.isfinite(amount) & np.isfinite(line)
+        apart = both & (np.abs(amount - line) > 0.01 + 1e-6 * np.abs(amount))
+    n, m = int(apart.sum()), int(both.sum())
+    if n * 100 > m:
+        i = int(np.argmax(apart))
+        raise GpusegError(f"both column {mapping.amount!r} and {pair[0]!r} × {pair[1]!r} could be the line amount, "
+                          f"and they disagree on {n:,} of the first {m:,} rows of {str(path)!r} (e.g. {amount[i]:g} "
+                          f"against {qty[i]:g} × {price[i]:g}): an order total on every line would count each order "
+                          f"once per line; name the line amount with --amount-col {mapping.amount!r}, or with "
+                          f"--quantity-col {pair[0]!r} --price-col {pair[1]!r}")
 
 
 def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = None) -> None:

@@ -946,6 +946,62 @@ def test_a_header_longer_than_the_first_block_is_read(tmp_path):
     assert (tmp_path / "w" / "assignments.parquet").read_bytes() == (tmp_path / "n" / "assignments.parquet").read_bytes()
 
 
+def test_an_order_total_on_every_line_is_not_taken_for_the_line_amount(tmp_path):
+    # Found with a Shopify-like export: 'total' (the order's) was found by name and taken over
+    # quantity x unit_price, counting each order once per line (alice 100 for 50).
+    head = "customer_id,order_id,order_date,quantity,unit_price,total\n"
+    rows = ["alice,1001,2024-03-01,2,10.00,25.00", "alice,1001,2024-03-01,1,5.00,25.00",
+            "alice,1003,2024-03-10,3,7.50,25.00", "alice,1003,2024-03-10,1,2.50,25.00",
+            "bob,1002,2024-03-05,1,40.00,40.00"]
+    orders = tmp_path / "orders.csv"
+    orders.write_text(head + "\n".join(rows) + "\n")
+    refused(invoke("segment", orders, "--k", 1, "--out", tmp_path / "o"), "'total'", "disagree on 4 of the first 5",
+            "--amount-col 'total'", "--quantity-col 'quantity' --price-col 'unit_price'")
+    ok(invoke("segment", orders, "--k", 1, "--out", tmp_path / "q", "--quantity-col", "quantity", "--price-col",
+              "unit_price"))
+    monetary = pq.read_table(tmp_path / "q" / "features.parquet").to_pydict()["monetary"]
+    assert monetary == [50.0, 40.0]
+    # A line total that is quantity x price (to the cent) is used as before.
+    lines = tmp_path / "lines.csv"
+    lines.write_text("customer_id,order_id,order_date,quantity,unit_price,line_total\n"
+                     "a,1,2024-03-01,3,0.333,1.00\nb,2,2024-03-02,2,5.00,10.00\n")
+    ok(invoke("segment", lines, "--k", 1, "--out", tmp_path / "l"))
+    assert json.loads((tmp_path / "l" / "report.json").read_text())["columns"]["amount"] == "line_total"
+
+
+def test_a_day_first_file_read_month_first_is_refused_not_half_swapped(tmp_path):
+    # --date-format '%m/%d/%Y' on dd/mm/yyyy dates dropped every day past the 12th and kept the
+    # rest with day and month exchanged, without a warning (as_of months ahead).
+    import datetime as dt
+    lines = ["customer_id,invoice_date,amount"]
+    for i in range(120):
+        d = dt.date(2024, 1, 1) + dt.timedelta(days=i)
+        lines.append(f"C{i % 30},{d:%d/%m/%Y},{10 + i % 7}")
+    path = tmp_path / "dm.csv"
+    path.write_text("\n".join(lines) + "\n")
+    refused(invoke("segment", path, "--k", 2, "--date-format", "%m/%d/%Y", "--out", tmp_path / "o"),
+            "with day and month exchanged", "--date-format '%d/%m/%Y'")
+    ok(invoke("segment", path, "--k", 2, "--date-format", "%d/%m/%Y", "--out", tmp_path / "p"))
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("customer_id;invoice_date;amount\nC1;2024-03-01;10.00\n", ["one column holding ';'", "comma-separated"]),
+    ("sep=,\ncustomer_id,invoice_date,amount\nC1,2024-03-01,10.00\n", ["first line is 'sep=,'", "remove"]),
+    ("# POS export\ncustomer_id,invoice_date,amount\nC1,2024-03-01,10.00\n", ["first line is '# POS export'"]),
+    ('customer_id,invoice_date,quantity,unit_price\nC1,2024-03-01,2,"1,50"\n',
+     ["'1,50' in column 'unit_price' is not a number", "'.' as the decimal point"]),
+    ("customer_id,invoice_date,amount\nC1,2024-03-01,10\ncustomer_id,invoice_date,amount\nC2,2024-03-02,5\n",
+     ["a line repeats the header"]),
+    ("customer_id,invoice_date,amount\nC1,45385,10\nC2,45390,5\n", ["serial day number"]),
+])
+def test_export_quirks_get_an_error_that_says_what_to_change(tmp_path, text, fragments):
+    # Found with exports as Excel, POS systems and ERPs write them: the errors named Arrow's column
+    # numbers from 0, called the real header a bad row, or suggested a --date-format no format can meet.
+    path = tmp_path / "export.csv"
+    path.write_text(text)
+    refused(invoke("segment", path, "--k", 1, "--out", tmp_path / "o"), *fragments)
+
+
 def test_a_header_not_in_utf8_gets_the_conversion_hint(tmp_path):
     path = tmp_path / "lat.csv"
     path.write_bytes(b"customer_id,invoice_date,amount,caf\xe9\n1,2024-01-01,3,x\n")
