@@ -982,6 +982,13 @@ def test_a_day_first_file_read_month_first_is_refused_not_half_swapped(tmp_path)
     refused(invoke("segment", path, "--k", 2, "--date-format", "%m/%d/%Y", "--out", tmp_path / "o"),
             "with day and month exchanged", "--date-format '%d/%m/%Y'")
     ok(invoke("segment", path, "--k", 2, "--date-format", "%d/%m/%Y", "--out", tmp_path / "p"))
+    # A few typos that happen to read exchanged (under 10% of the rows) are dropped and counted, as before.
+    month_first = ["customer_id,invoice_date,amount"] + [
+        f"C{i % 30},{dt.date(2024, 1, 1) + dt.timedelta(days=i):%m/%d/%Y},10" for i in range(120)] + [
+        "C1,13/01/2024,10", "C2,14/02/2024,10"]
+    path.write_text("\n".join(month_first) + "\n")
+    ok(invoke("segment", path, "--k", 2, "--date-format", "%m/%d/%Y", "--out", tmp_path / "q"))
+    assert json.loads((tmp_path / "q" / "report.json").read_text())["rows"]["dropped"]["unparseable_date"] == 2
 
 
 @pytest.mark.parametrize("text, fragments", [
