@@ -477,6 +477,8 @@ class BatchStats:
     text_all_int: bool = True       # and every one of them is a canonical integer
     bad_date: tuple[Path, object] | None = None  # the first unparseable date seen
     device_bytes: int = 0           # copied to the device for cleaning there
+    failed_text: int = 0            # unparseable dates that are text, not blank (with a --date-format)
+    exchanged: int = 0              # of those, how many read with %d and %m exchanged (see _transposed)
 
     def merge(self, other: "BatchStats") -> None:
         self.rows.read += other.rows.read
@@ -489,6 +491,8 @@ class BatchStats:
         self.text_all_int &= other.text_all_int
         self.bad_date = self.bad_date or other.bad_date
         self.device_bytes += other.device_bytes
+        self.failed_text += other.failed_text
+        self.exchanged += other.exchanged
 
 
 def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_format: str | None = None,
@@ -515,8 +519,10 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
     keep, dropped = screen(has_cust, day, date_ok, amount, as_of_day)
     stats.rows.dropped.update(dropped)
     if dropped["unparseable_date"]:
-        first = int(xp.argmax(has_cust & ~date_ok))
+        failed = to_numpy(has_cust & ~date_ok)
+        first = int(np.argmax(failed))
         stats.bad_date = (path, batch.column(mapping.date)[first].as_py())
+        stats.failed_text, stats.exchanged = _exchanged(batch.column(mapping.date), failed, date_format)
     day, amount = day[keep], amount[keep]
     keep = to_numpy(keep)
 
@@ -756,7 +762,7 @@ def check_rows(stats: BatchStats, mapping: ColumnMapping, date_format: str | Non
                     "as text (e.g. YYYY-MM-DD) or as a date column")
         raise GpusegError(f"no date in column {mapping.date!r} could be parsed (e.g. {value!r} in "
                           f"{str(path)!r}); {hint}")
-    swapped = _transposed(date_format, example, rows)
+    swapped = _transposed(date_format, stats)
     if swapped:
         path, value = example
         raise GpusegError(f"--date-format {date_format!r} leaves {rows.dropped['unparseable_date']:,} of "
@@ -768,21 +774,36 @@ def check_rows(stats: BatchStats, mapping: ColumnMapping, date_format: str | Non
         raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
 
 
-def _transposed(date_format: str | None, example: tuple[Path, object] | None, rows: RowCounts) -> str | None:
+def _swapped(date_format: str | None) -> str | None:
+    """``date_format`` with %d and %m exchanged; None without both."""
+    if not date_format or "%d" not in date_format or "%m" not in date_format:
+        return None
+    return date_format.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+
+
+def _exchanged(column: pa.Array, failed: np.ndarray, date_format: str | None) -> tuple[int, int]:
+    """Of the rows ``failed`` marks, how many hold text that is not blank, and how many of those
+    read with ``date_format``'s %d and %m exchanged (0, 0 without such a format or text)."""
+    swapped = _swapped(date_format)
+    if swapped is None or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return 0, 0
+    text = pc.utf8_trim_whitespace(column.filter(pa.array(failed)))
+    text = text.filter(pc.fill_null(pc.not_equal(text, ""), False))
+    if not len(text):
+        return 0, 0
+    _, ok = _text_days(text, swapped)
+    return len(text), int(np.count_nonzero(ok))
+
+
+def _transposed(date_format: str | None, stats: BatchStats) -> str | None:
     """The format with %d and %m exchanged, when the given one leaves at least 10% of the dated rows
-    unparseable and the first of them reads with it: dd/mm dates read as mm/dd keep every day up
-    to the 12th, exchanged, and drop the rest, about 60% of them (or the other way round). A few
-    typos that happen to read exchanged do not stop a run."""
-    if not date_format or "%d" not in date_format or "%m" not in date_format or not isinstance(example[1] if
-                                                                                                 example else None, str):
-        return None
+    unparseable and nine in ten of those that hold text read with it: dd/mm dates read as mm/dd
+    keep every day up to the 12th, exchanged, and drop the rest, about 60% of them (or the other
+    way round). Blank dates and typos that happen to read exchanged do not stop a run."""
+    swapped = _swapped(date_format)
+    rows = stats.rows
     dated = rows.read - rows.dropped["missing_customer_id"]
-    if rows.dropped["unparseable_date"] * 10 < dated:
-        return None
-    swapped = date_format.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
-    try:
-        dt.datetime.strptime(example[1].strip(), swapped)
-    except ValueError:
+    if swapped is None or stats.exchanged * 10 < dated or stats.exchanged * 10 < 9 * stats.failed_text:
         return None
     return swapped
 

@@ -571,7 +571,9 @@ def generate(
             n = write_log(out, transactions, customers, seed=seed, dirty=dirty,
                           on_block=lambda rows: bar.advance(task, rows))
     if not quiet:
-        lost = f" ({100 * dirty:.3g}% of rows without their customer id or price)" if dirty else ""
+        import numpy as np
+        share = np.format_float_positional(100 * dirty, precision=3, unique=True, fractional=False, trim="-")
+        lost = f" ({share}% of rows without their customer id or price)" if dirty else ""
         out_console.print(f"Wrote {n:,} rows for {customers:,} customers to {escape(str(out))}{lost}", highlight=False)
 
 

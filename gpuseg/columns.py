@@ -130,10 +130,10 @@ def resolve_columns(available: Sequence[str],
 
     for role in ("customer", "date"):
         if not found[role]:
-            sep = next((c for c in (";", "\t", "|") if len(available) == 1 and c in available[0]), None)
-            if sep is not None:  # a semicolon-separated export (European Excel), read as one column
-                raise GpusegError(f"the header is one column holding {sep!r} ({listing!r}): gpuseg reads "
-                                  "comma-separated CSV; save the file as comma-separated (Excel: CSV UTF-8) or as Parquet")
+            if len(available) == 1:  # a semicolon-separated export (European Excel), read as one column
+                from .reading import _other_separator, separator_error
+                if sep := _other_separator(available[0]):
+                    raise GpusegError(separator_error(available[0], sep))
             raise GpusegError(f"no {role} column found; name it with {OPTION_NAMES[role]} "
                               f"(columns are: {listing})")
     if found["amount"]:

@@ -102,8 +102,8 @@ def _folder_files(folder: Path) -> list[Path]:
 
 #: A name that says CSV or Parquet data, compressed or not (c.csv.xz, sales.tsv, x.parquet.snappy); sidecars
 #: such as q1.csv.metadata (Athena) or x.parquet.sha256 say otherwise.
-_DATA_NAME = re.compile(r"\.(csv|tsv|parquet|pq)(\.(gz|gzip|bz2|zst|zstd|xz|lz4|lzo|zip|7z|snappy|br|z|tar))?$",
-                        re.IGNORECASE)
+_DATA_NAME = re.compile(r"\.(csv|tsv|parquet|pq)(\.(gz|gzip|bz2|zst|zstd|xz|lz4|lzo|lzma|deflate|zip|7z|snappy|br|z|"
+                        r"tar|tgz))?$", re.IGNORECASE)
 
 
 def _readable(files: list[Path], where: str) -> list[Path]:
@@ -146,9 +146,16 @@ def _fail(path: Path, exc: BaseException) -> GpusegError:
         return GpusegError(f"input file {str(path)!r} is empty")
     if "Empty CSV file" in msg:  # Arrow's word for a header line with no end, and nothing after it
         return GpusegError(f"input file {str(path)!r} has no data rows (a header at most)")
-    if file_format(path) == "csv" and "Expected " in msg and " columns, got " in msg:
+    shape = re.search(r"Expected (\d+) columns, got (\d+)", msg)
+    if file_format(path) == "csv" and shape:
         first = _first_line(path)
-        if first.lower().startswith("sep=") or first.startswith("#"):
+        lines = _first_line(path, 2)
+        second = lines[1] if len(lines) > 1 else ""
+        if int(shape.group(1)) == 1 and (sep := _other_separator(first)):
+            return GpusegError(separator_error(first, sep))
+        # Excel's "sep=," or a "# comment" first line: one field, while the header below has more.
+        if (first.lower().startswith("sep=") or first.startswith("#")) and int(shape.group(1)) == \
+                len(first.split(",")) and len(second.split(",")) != len(first.split(",")):
             return GpusegError(f"cannot read {str(path)!r} as csv: its first line is {first[:40]!r}, not the header; "
                                "gpuseg reads comma-separated CSV whose first line names the columns, without "
                                "Excel's 'sep=' line or '#' comment lines (remove them)")
@@ -169,14 +176,29 @@ def _fail(path: Path, exc: BaseException) -> GpusegError:
     return GpusegError(f"cannot read {str(path)!r} as {file_format(path)}: {msg}")
 
 
-def _first_line(path: Path) -> str:
-    """The first line of a (possibly compressed) text file, for messages; "" when unreadable."""
+def _first_line(path: Path, n: int | None = None) -> Any:
+    """The first line of a (possibly compressed) text file, or its first ``n`` lines, for messages;
+    "" (or []) when unreadable."""
     try:
         with pa.input_stream(str(path), compression="detect") as fh:
-            head = fh.read(4096)
+            head = fh.read(1 << 16)
     except (pa.ArrowException, OSError):
-        return ""
-    return head.decode("utf-8", "replace").lstrip("\ufeff").splitlines()[0] if head else ""
+        head = b""
+    lines = head.decode("utf-8", "replace").lstrip("\ufeff").splitlines()[:n or 1]
+    return lines if n else (lines[0] if lines else "")
+
+
+def _other_separator(header: str) -> str | None:
+    """The separator a one-field header line holds instead of commas (';', tab or '|'), or None."""
+    if "," in header:
+        return None
+    return next((c for c in (";", "\t", "|") if c in header), None)
+
+
+def separator_error(header: str, sep: str) -> str:
+    """The error for a header of one column holding ``sep``: a semicolon-separated export (European Excel)."""
+    return (f"the header is one column holding {sep!r} ({header[:60]!r}): gpuseg reads comma-separated CSV; "
+            "save the file as comma-separated (Excel: CSV UTF-8) or as Parquet")
 
 
 def _header_names(path: Path) -> list[str]:
@@ -267,6 +289,8 @@ def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = 
     is read already."""
     names = read_column_names(path) if names is None else names
     missing = [c for c in mapping.needed if c not in names]
+    if missing and len(names) == 1 and (sep := _other_separator(names[0])):
+        raise GpusegError(f"input file {str(path)!r}: {separator_error(names[0], sep)}")
     if missing:
         raise GpusegError(f"input file {str(path)!r} lacks column(s) {', '.join(map(repr, missing))}; "
                           f"its columns are: {', '.join(names)}")

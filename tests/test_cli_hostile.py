@@ -989,6 +989,9 @@ def test_a_day_first_file_read_month_first_is_refused_not_half_swapped(tmp_path)
     path.write_text("\n".join(month_first) + "\n")
     ok(invoke("segment", path, "--k", 2, "--date-format", "%m/%d/%Y", "--out", tmp_path / "q"))
     assert json.loads((tmp_path / "q" / "report.json").read_text())["rows"]["dropped"]["unparseable_date"] == 2
+    # Nor do blank dates beside one such typo (they made 10% with it, and both formats were refused).
+    path.write_text("\n".join(month_first[:21] + ["C1,13/01/2024,10", "C2,,5", "C3,,5"]) + "\n")
+    ok(invoke("segment", path, "--k", 2, "--date-format", "%m/%d/%Y", "--out", tmp_path / "r"))
 
 
 @pytest.mark.parametrize("text, fragments", [
@@ -1000,6 +1003,11 @@ def test_a_day_first_file_read_month_first_is_refused_not_half_swapped(tmp_path)
     ("customer_id,invoice_date,amount\nC1,2024-03-01,10\ncustomer_id,invoice_date,amount\nC2,2024-03-02,5\n",
      ["a line repeats the header"]),
     ("customer_id,invoice_date,amount\nC1,45385,10\nC2,45390,5\n", ["serial day number"]),
+    # The usual European export: semicolons and decimal commas (Arrow stopped at the second field).
+    ("customer_id;invoice_date;amount\n1;2023-01-05;1,5\n", ["one column holding ';'"]),
+    # A '#' in the header's first name is no comment line: the bad row is the one to show.
+    ("#customer_id,invoice_date,amount\n1,2023-01-05,2\n2,2023-01-06,2.5,extra\n",
+     ["Expected 3 columns, got 4: 2,2023-01-06,2.5,extra"]),
 ])
 def test_export_quirks_get_an_error_that_says_what_to_change(tmp_path, text, fragments):
     # Found with exports as Excel, POS systems and ERPs write them: the errors named Arrow's column
@@ -1007,6 +1015,18 @@ def test_export_quirks_get_an_error_that_says_what_to_change(tmp_path, text, fra
     path = tmp_path / "export.csv"
     path.write_text(text)
     refused(invoke("segment", path, "--k", 1, "--out", tmp_path / "o"), *fragments)
+
+
+def test_a_semicolon_file_beside_others_or_scored_is_named_as_such(trained, tmp_path):
+    data, model = trained
+    semi = tmp_path / "semi.csv"
+    semi.write_text("customer_id;invoice_date;amount\n1;2023-01-05;2\n")
+    refused(invoke("segment", data, semi, "--k", 2, "--out", tmp_path / "o"), "semi.csv'", "one column holding ';'")
+    refused(invoke("score", semi, "--model", model, "--out", tmp_path / "s"), "one column holding ';'")
+    deflated = tmp_path / "fold"
+    deflated.mkdir()
+    (deflated / "a.csv.deflate").write_bytes(b"x")  # Hadoop's deflate suffix: data, not a sidecar
+    refused(invoke("segment", deflated, "--out", tmp_path / "d"), "looks like data gpuseg cannot read")
 
 
 def test_a_header_not_in_utf8_gets_the_conversion_hint(tmp_path):
