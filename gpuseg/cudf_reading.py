@@ -58,7 +58,7 @@ import pyarrow.parquet as pq
 
 from .backend import _import, get_namespace
 from .coding import INT_TEXT
-from .cleaning import (FIRST_DAY, LAST_DAY, BatchStats, RowCounts, Transactions, check_rows, day_number,
+from .cleaning import (FIRST_DAY, LAST_DAY, BatchStats, RowCounts, Transactions, _swapped, check_rows, day_number,
                        days_from_civil, days_in_month, parse_days, screen, yyyymmdd_days)
 from .columns import ColumnMapping
 from .errors import GpusegError
@@ -520,6 +520,11 @@ def load_cudf(files: Sequence[Path], mapping: ColumnMapping, date_format: str | 
     rows.dropped.update(dropped)
     rows.used = int(keep.sum())
     bad = next((p.bad_date for p in parts if p.bad_date is not None), None)
+    dated = rows.read - rows.dropped["missing_customer_id"]
+    if _swapped(date_format) and rows.dropped["unparseable_date"] * 10 >= dated:
+        # Day and month may be exchanged (cleaning._transposed): the host reader counts the text dates
+        # that read so, which this reader does not.
+        raise CudfUnsupported("a --date-format that leaves 10% of the dates unparseable")
     check_rows(BatchStats(rows, bad_date=bad), mapping, date_format)
 
     # Text ids become integers as on the CPU path: when every file whose ids are text is a

@@ -259,6 +259,22 @@ def test_floating_yyyymmdd_dates(tmp_path, standin):
                                  "bad_amount": 1}
 
 
+def test_dates_that_may_have_day_and_month_exchanged_are_left_to_the_host(tmp_path, standin):
+    # The host reader counts the text dates that read with %d and %m exchanged (cleaning._transposed);
+    # this reader would have kept the days up to the 12th exchanged without a word.
+    import datetime as dt
+    path = tmp_path / "dm.csv"
+    pd.DataFrame({"customer_id": [i % 9 for i in range(60)],
+                  "date": [f"{dt.date(2024, 1, 1) + dt.timedelta(days=i):%d/%m/%Y}" for i in range(60)],
+                  "amount": [10.0] * 60}).to_csv(path, index=False)
+    mapping = ColumnMapping(customer="customer_id", date="date", amount="amount")
+    with pytest.raises(cudf_reading.CudfUnsupported, match="10% of the dates"):
+        load_cudf([path], mapping, "%m/%d/%Y")
+    with pytest.raises(GpusegError, match="day and month exchanged"):
+        cpu_clean([path], mapping, "%m/%d/%Y")
+    assert_same(load_cudf([path], mapping, "%d/%m/%Y"), cpu_clean([path], mapping, "%d/%m/%Y"))
+
+
 def test_decimal_amounts_are_left_to_the_host(tmp_path, standin):
     # The CPU path reads a decimal as the nearest float64; a cast (Arrow's, and so the stand-in's)
     # is one unit in the last place off for 0.35, 9.99, ...: the host reads such files.
