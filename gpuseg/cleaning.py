@@ -479,6 +479,7 @@ class BatchStats:
     device_bytes: int = 0           # copied to the device for cleaning there
     failed_text: int = 0            # unparseable dates that are text, not blank (with a --date-format)
     exchanged: int = 0              # of those, how many read with %d and %m exchanged (see _transposed)
+    exchanged_example: tuple[Path, str] | None = None  # the first of them
 
     def merge(self, other: "BatchStats") -> None:
         self.rows.read += other.rows.read
@@ -493,6 +494,7 @@ class BatchStats:
         self.device_bytes += other.device_bytes
         self.failed_text += other.failed_text
         self.exchanged += other.exchanged
+        self.exchanged_example = self.exchanged_example or other.exchanged_example
 
 
 def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_format: str | None = None,
@@ -522,7 +524,9 @@ def clean_batch(path: Path, batch: pa.RecordBatch, mapping: ColumnMapping, date_
         failed = to_numpy(has_cust & ~date_ok)
         first = int(np.argmax(failed))
         stats.bad_date = (path, batch.column(mapping.date)[first].as_py())
-        stats.failed_text, stats.exchanged = _exchanged(batch.column(mapping.date), failed, date_format)
+        stats.failed_text, stats.exchanged, example = _exchanged(batch.column(mapping.date), failed, date_format)
+        if example is not None:
+            stats.exchanged_example = (path, example)
     day, amount = day[keep], amount[keep]
     keep = to_numpy(keep)
 
@@ -764,11 +768,12 @@ def check_rows(stats: BatchStats, mapping: ColumnMapping, date_format: str | Non
                           f"{str(path)!r}); {hint}")
     swapped = _transposed(date_format, stats)
     if swapped:
-        path, value = example
+        path, value = stats.exchanged_example
         raise GpusegError(f"--date-format {date_format!r} leaves {rows.dropped['unparseable_date']:,} of "
-                          f"{rows.read - rows.dropped['missing_customer_id']:,} dated rows unparseable, and they read "
-                          f"with day and month exchanged (e.g. {value!r} in {str(path)!r}); the rows it did read may "
-                          f"have theirs exchanged too: give --date-format {swapped!r} if the dates are written so")
+                          f"{rows.read - rows.dropped['missing_customer_id']:,} dated rows unparseable, and "
+                          f"{stats.exchanged:,} of them read with day and month exchanged (e.g. {value!r} in "
+                          f"{str(path)!r}); the rows it did read may have theirs exchanged too: give --date-format "
+                          f"{swapped!r} if the dates are written so")
     if rows.used == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in rows.dropped.items() if v)
         raise GpusegError(f"no usable rows: all {rows.read} rows were dropped ({reasons})")
@@ -781,25 +786,27 @@ def _swapped(date_format: str | None) -> str | None:
     return date_format.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
 
 
-def _exchanged(column: pa.Array, failed: np.ndarray, date_format: str | None) -> tuple[int, int]:
-    """Of the rows ``failed`` marks, how many hold text that is not blank, and how many of those
-    read with ``date_format``'s %d and %m exchanged (0, 0 without such a format or text)."""
+def _exchanged(column: pa.Array, failed: np.ndarray, date_format: str | None) -> tuple[int, int, str | None]:
+    """Of the rows ``failed`` marks, how many hold text that is not blank, how many of those read
+    with ``date_format``'s %d and %m exchanged, and the first of them (0, 0, None without such a
+    format or text)."""
     swapped = _swapped(date_format)
     if swapped is None or not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return 0, 0
+        return 0, 0, None
     text = pc.utf8_trim_whitespace(column.filter(pa.array(failed)))
     text = text.filter(pc.fill_null(pc.not_equal(text, ""), False))
     if not len(text):
-        return 0, 0
+        return 0, 0, None
     _, ok = _text_days(text, swapped)
-    return len(text), int(np.count_nonzero(ok))
+    n = int(np.count_nonzero(ok))
+    return len(text), n, (text[int(np.argmax(ok))].as_py() if n else None)
 
 
 def _transposed(date_format: str | None, stats: BatchStats) -> str | None:
-    """The format with %d and %m exchanged, when the given one leaves at least 10% of the dated rows
-    unparseable and nine in ten of those that hold text read with it: dd/mm dates read as mm/dd
-    keep every day up to the 12th, exchanged, and drop the rest, about 60% of them (or the other
-    way round). Blank dates and typos that happen to read exchanged do not stop a run."""
+    """The format with %d and %m exchanged, when the dates that fail the given one but read with it
+    are at least 10% of the dated rows and nine in ten of the failing text dates: dd/mm dates read
+    as mm/dd keep every day up to the 12th, exchanged, and drop the rest, about 60% of them (or
+    the other way round). Blank dates and typos that happen to read exchanged do not stop a run."""
     swapped = _swapped(date_format)
     rows = stats.rows
     dated = rows.read - rows.dropped["missing_customer_id"]

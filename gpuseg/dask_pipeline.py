@@ -436,7 +436,7 @@ def cluster_features(client: Any, inputs: tuple[str, ...], columns: dict[str, st
     files = expand_inputs(inputs)
     names = read_column_names(files[0])
     mapping = resolve_columns(names, columns)
-    check_amount_choice(files[0], mapping, columns, names)
+    check_amount_choice(files, mapping, columns, names)
     workers = len(client.scheduler_info().get("workers", {}))
 
     # Delayed tasks over a dask-expr frame (a function with two results per partition) make Dask

@@ -106,7 +106,7 @@ def load_transactions(config: SegmentConfig, timer: StageTimer, progress: Progre
             names = read_column_names(files[0])
         sources = [str(f) for f in files]
         mapping = resolve_columns(names, config.columns)
-        check_amount_choice(files[0], mapping, config.columns, names)
+        check_amount_choice(files, mapping, config.columns, names)
         if cudf_ok:
             why = None
             try:

@@ -151,14 +151,14 @@ def _fail(path: Path, exc: BaseException) -> GpusegError:
         first = _first_line(path)
         lines = _first_line(path, 2)
         second = lines[1] if len(lines) > 1 else ""
-        if int(shape.group(1)) == 1 and (sep := _other_separator(first)):
-            return GpusegError(separator_error(first, sep))
         # Excel's "sep=," or a "# comment" first line: one field, while the header below has more.
         if (first.lower().startswith("sep=") or first.startswith("#")) and int(shape.group(1)) == \
                 len(first.split(",")) and len(second.split(",")) != len(first.split(",")):
             return GpusegError(f"cannot read {str(path)!r} as csv: its first line is {first[:40]!r}, not the header; "
                                "gpuseg reads comma-separated CSV whose first line names the columns, without "
                                "Excel's 'sep=' line or '#' comment lines (remove them)")
+        if int(shape.group(1)) == 1 and (sep := _other_separator(first)):
+            return GpusegError(f"input file {str(path)!r}: {separator_error(first, sep)}")
     column = re.search(r"In CSV column #(\d+): CSV conversion error to \w+: invalid value '(.*)'", msg)
     if column and file_format(path) == "csv":
         index, value = int(column.group(1)), column.group(2)
@@ -240,13 +240,16 @@ def read_column_names(path: Path) -> list[str]:
 AMOUNT_CHECK_ROWS = 100_000
 
 
-def check_amount_choice(path: Path, mapping: ColumnMapping, explicit: dict[str, str], names: list[str]) -> None:
+def check_amount_choice(files: Sequence[Path], mapping: ColumnMapping, explicit: dict[str, str],
+                        names: list[str]) -> None:
     """Refuse to guess between an amount column found by name and quantity × unit price when the
-    two disagree on the first rows of ``path``: an order total repeated on every line (a
-    Shopify export's ``Total``) was read as each line's amount, counting the order once per line.
+    two disagree on the first rows of the input: an order total repeated on every line (a Shopify
+    export's ``Total``) was read as each line's amount, counting the order once per line.
 
-    Only when neither was named. They agree (to the cent, or 10⁻⁶ of the amount) on a line
-    total; they part on more than 1% of the rows compared for an order total or discounts.
+    Only when neither was named. The first :data:`AMOUNT_CHECK_ROWS` rows that have all three
+    values, over the first files (a first part of a few rows does not decide alone), are
+    compared: they agree (to the cent, or 10⁻⁶ of the amount) on a line total, and part on more
+    than 1% of them for an order total or discounts.
     """
     if not mapping.amount or {"amount", "quantity", "price"} & set(explicit):
         return
@@ -255,33 +258,56 @@ def check_amount_choice(path: Path, mapping: ColumnMapping, explicit: dict[str, 
     if pair is None:
         return
     columns = [mapping.amount, *pair]
+    seen: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]] = []
+    m = 0
+    for path in list(files)[:64]:
+        got = _amount_sample(path, columns, AMOUNT_CHECK_ROWS - m)
+        if got is not None:
+            seen.append((path, *got))
+            m += int((np.isfinite(got[0]) & np.isfinite(got[1] * got[2])).sum())
+        if m >= AMOUNT_CHECK_ROWS:
+            break
+    n = m = 0
+    example = None
+    for path, amount, qty, price in seen:
+        with np.errstate(invalid="ignore", over="ignore"):
+            line = qty * price
+            both = np.isfinite(amount) & np.isfinite(line)
+            apart = both & (np.abs(amount - line) > 0.01 + 1e-6 * np.abs(amount))
+        if example is None and apart.any():
+            i = int(np.argmax(apart))
+            example = (path, amount[i], qty[i], price[i])
+        n, m = n + int(apart.sum()), m + int(both.sum())
+    if n * 100 > m and example is not None:
+        path, a, q, p = example
+        raise GpusegError(f"both column {mapping.amount!r} and {pair[0]!r} × {pair[1]!r} could be the line amount, "
+                          f"and they disagree on {n:,} of the first {m:,} rows (e.g. {a:g} against {q:g} × {p:g} in "
+                          f"{str(path)!r}): an order total on every line would count each order once per line; name "
+                          f"the line amount with --amount-col {mapping.amount!r}, or with --quantity-col {pair[0]!r} "
+                          f"--price-col {pair[1]!r}")
+
+
+def _amount_sample(path: Path, columns: list[str], rows: int) -> tuple[np.ndarray, ...] | None:
+    """Up to ``rows`` rows of ``columns`` (amount, quantity, price) of one file as float64, or None
+    when the file lacks them or they are not numbers (the run itself says so)."""
     try:
         if file_format(path) == "parquet":
             pf = open_parquet(path)
-            batch = next(pf.iter_batches(batch_size=AMOUNT_CHECK_ROWS, columns=columns), None)
+            if any(c not in pf.schema_arrow.names for c in columns):
+                return None
+            batch = next(pf.iter_batches(batch_size=max(rows, 1), columns=columns), None)
         else:
+            if any(c not in read_column_names(path) for c in columns):
+                return None
             types = dict.fromkeys(columns, pa.float64())
             with open_csv(path, convert_options=pacsv.ConvertOptions(include_columns=columns, column_types=types,
                                                                      strings_can_be_null=True)) as reader:
                 batch = next(iter(reader), None)
         if batch is None:
-            return
-        amount, qty, price = (pc.cast(batch.column(c), pa.float64()).to_numpy(zero_copy_only=False)[:AMOUNT_CHECK_ROWS]
-                              for c in columns)
-    except (pa.ArrowException, OSError, ValueError, TypeError):
-        return  # unreadable or not numeric: the run itself says so
-    with np.errstate(invalid="ignore", over="ignore"):
-        line = qty * price
-        both = np.isfinite(amount) & np.isfinite(line)
-        apart = both & (np.abs(amount - line) > 0.01 + 1e-6 * np.abs(amount))
-    n, m = int(apart.sum()), int(both.sum())
-    if n * 100 > m:
-        i = int(np.argmax(apart))
-        raise GpusegError(f"both column {mapping.amount!r} and {pair[0]!r} × {pair[1]!r} could be the line amount, "
-                          f"and they disagree on {n:,} of the first {m:,} rows of {str(path)!r} (e.g. {amount[i]:g} "
-                          f"against {qty[i]:g} × {price[i]:g}): an order total on every line would count each order "
-                          f"once per line; name the line amount with --amount-col {mapping.amount!r}, or with "
-                          f"--quantity-col {pair[0]!r} --price-col {pair[1]!r}")
+            return None
+        return tuple(pc.cast(batch.column(c), pa.float64()).to_numpy(zero_copy_only=False)[:rows] for c in columns)
+    except (GpusegError, pa.ArrowException, OSError, ValueError, TypeError):
+        return None
 
 
 def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = None) -> None:

@@ -957,6 +957,11 @@ def test_an_order_total_on_every_line_is_not_taken_for_the_line_amount(tmp_path)
     orders.write_text(head + "\n".join(rows) + "\n")
     refused(invoke("segment", orders, "--k", 1, "--out", tmp_path / "o"), "'total'", "disagree on 4 of the first 5",
             "--amount-col 'total'", "--quantity-col 'quantity' --price-col 'unit_price'")
+    # A first file of a few rows (or none) does not decide alone.
+    (tmp_path / "tiny.csv").write_text(head + "bob,1002,2024-03-05,1,40.00,40.00\n")
+    (tmp_path / "none.csv").write_text(head)
+    for first in ("tiny.csv", "none.csv"):
+        refused(invoke("segment", tmp_path / first, orders, "--k", 1, "--out", tmp_path / "o"), "disagree on 4 of")
     ok(invoke("segment", orders, "--k", 1, "--out", tmp_path / "q", "--quantity-col", "quantity", "--price-col",
               "unit_price"))
     monetary = pq.read_table(tmp_path / "q" / "features.parquet").to_pydict()["monetary"]
@@ -992,6 +997,11 @@ def test_a_day_first_file_read_month_first_is_refused_not_half_swapped(tmp_path)
     # Nor do blank dates beside one such typo (they made 10% with it, and both formats were refused).
     path.write_text("\n".join(month_first[:21] + ["C1,13/01/2024,10", "C2,,5", "C3,,5"]) + "\n")
     ok(invoke("segment", path, "--k", 2, "--date-format", "%m/%d/%Y", "--out", tmp_path / "r"))
+    # A blank first date: the example quoted is a date that reads exchanged, and the count says how many do.
+    path.write_text("\n".join(lines[:1] + ["C0,,5"] + lines[1:]) + "\n")
+    line = refused(invoke("segment", path, "--k", 2, "--date-format", "%m/%d/%Y", "--out", tmp_path / "o"),
+                   "of them read with day and month exchanged (e.g. '13/01/2024'")
+    assert "None" not in line
 
 
 @pytest.mark.parametrize("text, fragments", [
@@ -1005,6 +1015,8 @@ def test_a_day_first_file_read_month_first_is_refused_not_half_swapped(tmp_path)
     ("customer_id,invoice_date,amount\nC1,45385,10\nC2,45390,5\n", ["serial day number"]),
     # The usual European export: semicolons and decimal commas (Arrow stopped at the second field).
     ("customer_id;invoice_date;amount\n1;2023-01-05;1,5\n", ["one column holding ';'"]),
+    # A comment line holding ';' is a comment line, not a semicolon header.
+    ("# export; shop A\ncustomer_id,invoice_date,amount\nC1,2024-01-01,5.5\n", ["first line is '# export; shop A'"]),
     # A '#' in the header's first name is no comment line: the bad row is the one to show.
     ("#customer_id,invoice_date,amount\n1,2023-01-05,2\n2,2023-01-06,2.5,extra\n",
      ["Expected 3 columns, got 4: 2,2023-01-06,2.5,extra"]),
