@@ -133,3 +133,27 @@ def test_pooled_defaults_give_the_single_thread_answer(rng):
     assert one.n_iter == two.n_iter > 2
     np.testing.assert_allclose(one.centers, two.centers, rtol=1e-12)
     assert one.inertia == pytest.approx(two.inertia, rel=1e-12)
+
+
+def test_fits_that_overlap_on_threads_put_blas_back_as_they_found_it():
+    # Each fit pinned BLAS to one thread and put back what it found: two overlapping fits (two
+    # gpuseg.segment calls on threads) left the whole process's BLAS at one thread for good.
+    from contextlib import ExitStack
+
+    from threadpoolctl import threadpool_info
+
+    from gpuseg.cluster.steps import cpu_pool
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    before = blas()
+    if not before or max(before) < 2:
+        pytest.skip("no BLAS with more than one thread here")
+    first, second = ExitStack(), ExitStack()
+    cpu_pool(first, 2)
+    cpu_pool(second, 2)
+    assert max(blas()) == 1
+    first.close()  # the first to start ends first: the second still runs with one BLAS thread
+    assert max(blas()) == 1
+    second.close()
+    assert blas() == before

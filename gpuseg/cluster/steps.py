@@ -9,9 +9,10 @@ streams it through another step, block by block, every iteration.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -284,12 +285,37 @@ class ChunkedStep:
         return float(sum(self.map(run)))
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit: Any = None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread while any fit in this process runs. The limit is process-wide:
+    fits on several threads share it, and the last to end puts back what the first found (each
+    restoring what it found left BLAS at one thread for good when two overlapped)."""
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
 def cpu_pool(stack: ExitStack, n_threads: int | None = None) -> Executor | None:
     """A thread pool of ``n_threads`` (default every core) that lives as long as
     ``stack``, with one BLAS thread per worker: the blocks are the parallelism.
     None for one thread."""
     n = n_threads or default_workers()
-    stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+    stack.enter_context(_one_blas_thread())
     return stack.enter_context(ThreadPoolExecutor(n)) if n > 1 else None
 
 
