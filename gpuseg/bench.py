@@ -378,10 +378,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """bench.png: end-to-end and fit time against transactions, log-log, one line per backend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    from .html_report import subplots
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for ax, stage, title in ((axes[0], "end_to_end", "end to end"), (axes[1], "fit", "k-means fit")):
         for backend in result["backends_run"]:
             pts = sorted((r["size"], r["median_s"]) for r in result["records"]
@@ -399,7 +397,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"gpuseg bench, k={result['config']['k']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:

@@ -70,12 +70,10 @@ def recommend(metrics: list[KMetrics], runs: int) -> tuple[int, list[str]]:
 
 def plot(result: dict[str, Any], path: Path) -> None:
     """choose_k.png: the four curves, the recommended k marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .html_report import subplots
     m = result["metrics"]
     ks = [x["k"] for x in m]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = subplots(2, 2, figsize=(10, 7))
     panels = [("inertia", "inertia (lower is tighter)"), ("silhouette", "silhouette (higher is better)"),
               ("calinski_harabasz", "Calinski-Harabasz (higher is better)"),
               ("davies_bouldin", "Davies-Bouldin (lower is better)")]
@@ -93,7 +91,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"choosing k: recommended k = {result['recommended_k']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def choose_k(config: SegmentConfig, k_min: int = 2, k_max: int = 12, sample_size: int = 5000, runs: int = 3,

@@ -32,11 +32,17 @@ NEEDED = ("segments.csv", "features.parquet", "assignments.parquet", "model.json
 PROJECTION_SAMPLE = 5000
 
 
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``plt.subplots`` without pyplot: a figure of its own, drawn by Agg when saved, so that a
+    program (a notebook) that calls gpuseg keeps its own matplotlib backend and figure list."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def _figure_png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -111,12 +117,9 @@ def _mismatch(segments: list[dict[str, Any]], features: pa.Table, segment: np.nd
 
 
 def _sizes_figure(segments: list[dict[str, Any]]) -> str:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     names = [f"{s['segment']}: {s['name']}" for s in segments]
     x = np.arange(len(segments))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = subplots(figsize=(8, 3.6))
     ax.bar(x - 0.2, [100 * s["share"] for s in segments], width=0.4, label="customers (%)")
     revenue = [np.nan if s["revenue_share"] is None else 100 * s["revenue_share"] for s in segments]
     ax.bar(x + 0.2, revenue, width=0.4, label="revenue (%)")
@@ -128,7 +131,6 @@ def _sizes_figure(segments: list[dict[str, Any]]) -> str:
 
 
 def _profile_figure(columns: dict[str, np.ndarray], segment: np.ndarray, segments: list[dict[str, Any]]) -> str:
-    import matplotlib.pyplot as plt
     k = len(segments)
     names = list(columns)
     counts = np.bincount(segment, minlength=k)
@@ -139,7 +141,7 @@ def _profile_figure(columns: dict[str, np.ndarray], segment: np.ndarray, segment
         with np.errstate(invalid="ignore"):  # an empty segment has no mean: a blank row
             means = np.bincount(segment, weights=t, minlength=k) / np.where(counts > 0, counts, np.nan)
         Z[:, j] = (means - t.mean()) / (t.std() or 1.0)
-    fig, ax = plt.subplots(figsize=(9, 0.5 * k + 1.6))
+    fig, ax = subplots(figsize=(9, 0.5 * k + 1.6))
     im = ax.imshow(Z, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
     ax.set_xticks(range(len(names)), names, rotation=25, ha="right")
     ax.set_yticks(range(k), [f"{s['segment']}: {s['name']}" for s in segments])
@@ -151,7 +153,6 @@ def _profile_figure(columns: dict[str, np.ndarray], segment: np.ndarray, segment
 
 
 def _projection_figure(Z: np.ndarray, segment: np.ndarray, segments: list[dict[str, Any]]) -> str:
-    import matplotlib.pyplot as plt
     rng = np.random.default_rng(0)
     idx = rng.choice(len(Z), size=min(len(Z), PROJECTION_SAMPLE), replace=False)
     S, lab = Z[idx], segment[idx]
@@ -161,7 +162,7 @@ def _projection_figure(Z: np.ndarray, segment: np.ndarray, segments: list[dict[s
         P = S @ vt[:2].T
     else:
         P = np.column_stack([S[:, 0], rng.normal(0, 0.05, len(S))])
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = subplots(figsize=(7, 5))
     for s in segments:
         m = lab == s["segment"]
         ax.scatter(P[m, 0], P[m, 1], s=4, alpha=0.5, label=f"{s['segment']}: {s['name']}")
@@ -173,9 +174,8 @@ def _projection_figure(Z: np.ndarray, segment: np.ndarray, segments: list[dict[s
 
 
 def _timings_figure(timings: dict[str, float]) -> str:
-    import matplotlib.pyplot as plt
     stages = [s for s in timings if s != "total"]
-    fig, ax = plt.subplots(figsize=(7, 2.8))
+    fig, ax = subplots(figsize=(7, 2.8))
     ax.barh(stages, [timings[s] for s in stages])
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds (total {timings.get('total', 0):.2f} s)")
@@ -184,10 +184,9 @@ def _timings_figure(timings: dict[str, float]) -> str:
 
 
 def _choose_k_figure(choose: dict[str, Any]) -> str:
-    import matplotlib.pyplot as plt
     m = choose["metrics"]
     ks = [x["k"] for x in m]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    fig, axes = subplots(1, 3, figsize=(11, 3.2))
     for ax, key, title in ((axes[0], "inertia", "inertia"), (axes[1], "silhouette", "silhouette"),
                            (axes[2], "stability", "stability (mean ARI)")):
         ys = [x[key] for x in m]
@@ -212,8 +211,6 @@ td.l,th.l{text-align:left}img{max-width:100%;margin:.5rem 0}section{margin-top:2
 
 def build_html(data: dict[str, Any]) -> str:
     """The report page as a string."""
-    import matplotlib
-    matplotlib.use("Agg")
     rep, model, segments = data["report"], data["model"], data["segments"]
     feats = data["features"]
     columns = {name: feats.column(name).to_numpy() for name in feats.column_names if name != "customer_id"}

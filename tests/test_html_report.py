@@ -171,3 +171,24 @@ def test_a_dask_runs_folders_of_parts_are_read(out_dir, tmp_path):
     for segment in pq.read_table(out_dir / "assignments.parquet").column("segment_name").unique().to_pylist():
         assert segment in page
     assert f"{pq.read_metadata(out_dir / 'features.parquet').num_rows:,}" in page
+
+
+def test_the_figures_leave_the_callers_matplotlib_backend_alone(out_dir, tmp_path):
+    # choose-k, report and bench called matplotlib.use("Agg"): a notebook that called them lost its
+    # inline backend. In a process of its own, so that no other test sees the backend set here.
+    import subprocess
+    import sys
+    script = f"""
+import matplotlib
+matplotlib.use("svg")
+from gpuseg.html_report import write_report
+from gpuseg.choose_k import plot
+write_report({str(out_dir)!r})
+plot({{"metrics": [{{"k": 2, "inertia": 3.0, "silhouette": 0.5, "calinski_harabasz": 9.0, "davies_bouldin": 0.7,
+                  "stability": 0.9}}], "recommended_k": 2}}, __import__("pathlib").Path({str(tmp_path / "ck.png")!r}))
+print(matplotlib.get_backend())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().lower() == "svg"
+    assert (tmp_path / "ck.png").read_bytes()[:4] == b"\x89PNG"
