@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import numbers
 import os
+from collections.abc import Iterable, Mapping
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,10 @@ def as_inputs(inputs: object) -> tuple[str, ...]:
         return ()
     if isinstance(inputs, (str, os.PathLike)):
         return (str(inputs),)
-    return tuple(str(i) for i in inputs)  # type: ignore[union-attr]
+    items = None if isinstance(inputs, (bytes, Mapping)) or not isinstance(inputs, Iterable) else list(inputs)
+    if items is None or not all(isinstance(i, (str, os.PathLike)) for i in items):
+        raise GpusegError(f"inputs must be a path (str or Path) or a list of them, got {inputs!r:.80}")
+    return tuple(str(i) for i in items)
 
 
 def as_date(as_of: object, option: str = "--as-of") -> dt.date | None:
@@ -140,12 +144,29 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", as_inputs(self.inputs))
+        if not isinstance(self.out, (str, os.PathLike)):
+            raise GpusegError(f"out must be a folder path (str or Path), got {self.out!r:.80}")
         check_out(self.out, self.inputs, {"--reference-model": self.reference_model})
         object.__setattr__(self, "as_of", as_date(self.as_of))
         object.__setattr__(self, "out", Path(self.out))
-        # From Python, "recency_days,frequency" as the CLI takes it (a tuple of its letters otherwise).
-        object.__setattr__(self, "features", parse_features(self.features) if isinstance(self.features, str)
-                           else tuple(self.features))
+        # From Python, "recency_days,frequency" as the CLI takes it (a tuple of its letters otherwise),
+        # None for the default, names trimmed as the CLI trims them.
+        features = self.features
+        if features is None or isinstance(features, str):
+            features = parse_features(features)
+        else:
+            features = None if isinstance(features, Mapping) or not isinstance(features, Iterable) \
+                else list(features)
+            if features is None or not all(isinstance(f, str) for f in features):
+                raise GpusegError(f"features must be a list of feature names or a comma-separated string, "
+                                  f"got {self.features!r:.80}")
+        object.__setattr__(self, "features", tuple(f.strip() for f in features))
+        columns = {} if self.columns is None else self.columns
+        if not isinstance(columns, Mapping) or not all(isinstance(c, str) for c in columns.values()):
+            raise GpusegError(f"columns must be a dict of role -> column name, got {self.columns!r:.80}")
+        object.__setattr__(self, "columns", dict(columns))
+        if self.date_format is not None and not isinstance(self.date_format, str):
+            raise GpusegError(f"date_format must be a strptime format (text) or None, got {self.date_format!r:.80}")
         if self.reference_model is not None:
             object.__setattr__(self, "reference_model", Path(self.reference_model))
             if not self.reference_model.is_file():

@@ -111,6 +111,9 @@ class ScoreConfig:
         object.__setattr__(self, "inputs", as_inputs(self.inputs))
         if not self.inputs:
             raise GpusegError("score needs INPUT files: the new transactions to score")
+        for name in ("model", "out"):
+            if not isinstance(getattr(self, name), (str, os.PathLike)):
+                raise GpusegError(f"{name} must be a path (str or Path), got {getattr(self, name)!r:.80}")
         check_out(self.out, self.inputs, {"--model": Path(self.model)})
         if isinstance(self.as_of, str) and self.as_of.strip() == "model":  # as the CLI's --as-of model
             object.__setattr__(self, "as_of", None)

@@ -355,3 +355,26 @@ def test_logs_made_on_two_threads_at_once_are_each_their_own():
         return sum(t.num_rows for t in iter_tables(n, n // 10, seed=0, block_rows=2000, workers=1))
     with ThreadPoolExecutor(2) as pool:
         assert list(pool.map(rows, [20_000, 30_000] * 3)) == [20_000, 30_000] * 3
+
+
+def test_wrong_python_types_are_one_gpuseg_error_and_friendly_ones_are_taken(tmp_path):
+    # From Python these raised TypeError or AttributeError from deep inside (features=None,
+    # columns=[...], date_format=5, out=None, inputs=5), or ran on a dict's keys or a bytes' numbers.
+    import gpuseg
+    from gpuseg.errors import GpusegError
+    from gpuseg.scoring import ScoreConfig
+    for options, message in ((dict(columns=["customer"]), "columns must be a dict"),
+                             (dict(date_format=5), "date_format must be"),
+                             (dict(out=None), "out must be a folder path"),
+                             (dict(features={"frequency": 1}), "features must be a list"),
+                             (dict(inputs=5), "inputs must be a path"),
+                             (dict(inputs={"tx.parquet": 1}), "inputs must be a path"),
+                             (dict(inputs=b"tx.parquet"), "inputs must be a path")):
+        with pytest.raises(GpusegError, match=message):
+            SegmentConfig(**{"out": tmp_path / "o", **options})
+    config = SegmentConfig(out=tmp_path / "o", features=None, columns=None)
+    assert config.features == SegmentConfig(out=tmp_path / "o").features and config.columns == {}
+    assert SegmentConfig(out=tmp_path / "o", features=[" frequency", "monetary "]).features == ("frequency", "monetary")
+    with pytest.raises(GpusegError, match="model must be a path"):
+        ScoreConfig(model=None, inputs=("tx.parquet",), out=tmp_path / "s")
+    assert not (tmp_path / "o").exists() and gpuseg.GpusegError is GpusegError
