@@ -13,8 +13,10 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -240,19 +242,60 @@ def _disk_full(exc: BaseException) -> bool:
     return "[errno 28]" in str(exc).lower() or "no space left on device" in str(exc).lower()
 
 
-def _swap(new: Path, out: Path) -> None:
-    """Put the folder ``new`` in the place of ``out`` (which may not exist)."""
-    if not out.exists():
-        os.replace(new, out)
+#: Raised by the run that loses a race to swap its outputs into the same --out.
+RACE = ("another gpuseg run wrote --out {out!r} at the same time and its outputs are there; this run's were "
+        "not kept (give each run a folder of its own)")
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back until the block ends, then raised as the handlers they found
+    would have: a signal in the middle of a swap left --out replaced, a ``.old`` folder beside it,
+    and an exit code that said the run had failed or been stopped. Python runs signal handlers on
+    the main thread, so only there can they be held."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{owner_tag()}", dir=out.parent))
-    os.replace(out, old)  # onto an empty folder: allowed, and atomic
+    caught: list[int] = []
+    before = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+              for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    if caught:
+        handler = before[caught[0]]
+        if callable(handler):
+            handler(caught[0], None)  # gpuseg's SIGTERM handler and Python's SIGINT one raise KeyboardInterrupt
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(caught[0])
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Put the folder ``new`` in the place of ``out`` (which may not exist).
+
+    Another run may swap into ``out`` at the same moment: whichever puts its folder in place
+    first keeps it, and the other stops with :data:`RACE`, leaving nothing of its own behind.
+    """
+    with _signals_held():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{owner_tag()}", dir=out.parent))
+        try:
+            try:
+                os.replace(out, old)  # onto an empty folder: allowed, and atomic
+            except FileNotFoundError:
+                pass  # no earlier outputs (or another run has just moved them aside)
+            try:
+                os.replace(new, out)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not out.is_dir():
+                    if not out.exists() and any(old.iterdir()):
+                        os.replace(old, out)  # put the earlier outputs back
+                    raise
+                shutil.rmtree(new, ignore_errors=True)  # another run's outputs took the place first
+                raise GpusegError(RACE.format(out=str(out))) from None
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def segment_profiles(segment: Any, columns: dict[str, Any], k: int,

@@ -184,6 +184,58 @@ cli.main()
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_a_run_that_loses_the_race_into_the_same_out_says_so_and_leaves_nothing(tmp_path, monkeypatch):
+    # Found with two real runs: the loser said "Directory not empty: .out.old-..." and left that
+    # folder, holding the run before both.
+    from gpuseg import outputs
+    from gpuseg.errors import GpusegError
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("earlier")
+    real = os.replace
+
+    def other_run_in_between(src, dst):
+        real(src, dst)
+        if Path(src) == out:  # ours moved the earlier outputs aside; the other run's land now
+            out.mkdir()
+            (out / "report.json").write_text("other")
+    monkeypatch.setattr(outputs.os, "replace", other_run_in_between)
+    with pytest.raises(GpusegError, match="another gpuseg run wrote --out"):
+        with outputs.staged_output(out) as tmp:
+            (tmp / "report.json").write_text("ours")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and (out / "report.json").read_text() == "other"
+
+
+def test_a_signal_during_the_swap_is_handled_once_the_outputs_are_in_place(tmp_path):
+    # SIGTERM between the renames: exit 2 ("Directory not empty") or 130, with --out replaced and a
+    # .out.old-* folder left beside it. Held until the swap is done, it now finds the outputs whole.
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+from gpuseg import outputs
+from gpuseg.cli import _terminate
+signal.signal(signal.SIGTERM, _terminate)
+out = Path({str(tmp_path / 'out')!r})
+out.mkdir()
+(out / "report.json").write_text("earlier")
+real = os.replace
+def signalled(src, dst):
+    real(src, dst)
+    os.kill(os.getpid(), signal.SIGTERM)
+outputs.os.replace = signalled
+try:
+    with outputs.staged_output(out) as tmp:
+        (tmp / "report.json").write_text("new")
+except KeyboardInterrupt:
+    sys.exit(130)
+sys.exit(0)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert (tmp_path / "out" / "report.json").read_text() == "new"
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
