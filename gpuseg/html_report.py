@@ -264,11 +264,13 @@ def write_report(out: str | os.PathLike[str], choose_k: str | os.PathLike[str] |
     choose-k`` run, whose curves the page then shows.
     """
     out = Path(out)
+    run = _run_identity(out)
     data = _load(out, Path(choose_k) if choose_k is not None else None)
     try:
         page = build_html(data)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, pa.ArrowException) as exc:
         # The files parse, but do not fit together as one run wrote them (edited, or from other runs).
+        _check_same_run(out, run)
         raise GpusegError(f"the outputs in {str(out)!r} do not fit together as one gpuseg segment run wrote them "
                           f"({short_error(exc)[:300]}); run gpuseg segment again (if they are one run's, "
                           "unedited, this is a bug in gpuseg report: please report it)") from None
@@ -278,7 +280,26 @@ def write_report(out: str | os.PathLike[str], choose_k: str | os.PathLike[str] |
     tmp = out / f".{REPORT_HTML}.partial"
     try:
         tmp.write_text(page, encoding="utf-8")
+        _check_same_run(out, run)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _run_identity(out: Path) -> tuple[int, ...] | None:
+    """What tells one run's output folder from the next one's in the same place (a run replaces
+    the folder whole): the folder's and its model's inodes and the model's write time."""
+    try:
+        folder, model = out.stat(), (out / "model.json").stat()
+    except OSError:
+        return None
+    return folder.st_ino, model.st_ino, model.st_mtime_ns
+
+
+def _check_same_run(out: Path, before: tuple[int, ...] | None) -> None:
+    """Refuse to write a page beside another run's outputs: a segment run into ``out`` while the
+    report was built replaced the folder, and the page would describe the files no longer there."""
+    if before is not None and _run_identity(out) != before:
+        raise GpusegError(f"another gpuseg run replaced the outputs in {str(out)!r} while the report was built; "
+                          "run gpuseg report again")

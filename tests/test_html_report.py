@@ -192,3 +192,27 @@ print(matplotlib.get_backend())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().lower() == "svg"
     assert (tmp_path / "ck.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_that_replaces_the_folder_while_the_report_is_built_stops_the_report(out_dir, tmp_path, monkeypatch):
+    # Found with a report racing a segment run into the same folder: the page (k = 5) was written
+    # beside the other run's files (k = 6), exit 0.
+    import shutil
+
+    from gpuseg import html_report
+    from gpuseg.errors import GpusegError
+    folder = tmp_path / "seg"
+    shutil.copytree(out_dir, folder)
+    (folder / "report.html").unlink(missing_ok=True)
+    real = html_report.build_html
+
+    def replaced_meanwhile(data):
+        page = real(data)
+        aside = tmp_path / "aside"
+        folder.rename(aside)  # as staged_output swaps a new run in
+        shutil.copytree(aside, folder)
+        return page
+    monkeypatch.setattr(html_report, "build_html", replaced_meanwhile)
+    with pytest.raises(GpusegError, match="another gpuseg run replaced the outputs"):
+        html_report.write_report(folder)
+    assert not (folder / "report.html").exists() and not (folder / ".report.html.partial").exists()
