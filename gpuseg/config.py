@@ -40,11 +40,11 @@ def as_inputs(inputs: object) -> tuple[str, ...]:
     if inputs is None:
         return ()
     if isinstance(inputs, (str, os.PathLike)):
-        return (str(inputs),)
+        return (os.fspath(inputs),)
     items = None if isinstance(inputs, (bytes, Mapping)) or not isinstance(inputs, Iterable) else list(inputs)
     if items is None or not all(isinstance(i, (str, os.PathLike)) for i in items):
         raise GpusegError(f"inputs must be a path (str or Path) or a list of them, got {inputs!r:.80}")
-    return tuple(str(i) for i in items)
+    return tuple(os.fspath(i) for i in items)
 
 
 def as_date(as_of: object, option: str = "--as-of") -> dt.date | None:
@@ -148,7 +148,7 @@ class SegmentConfig:
             raise GpusegError(f"out must be a folder path (str or Path), got {self.out!r:.80}")
         check_out(self.out, self.inputs, {"--reference-model": self.reference_model})
         object.__setattr__(self, "as_of", as_date(self.as_of))
-        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "out", Path(os.fspath(self.out)))
         # From Python, "recency_days,frequency" as the CLI takes it (a tuple of its letters otherwise),
         # None for the default, names trimmed as the CLI trims them.
         features = self.features
@@ -162,9 +162,9 @@ class SegmentConfig:
                                   f"got {self.features!r:.80}")
         object.__setattr__(self, "features", tuple(f.strip() for f in features))
         columns = {} if self.columns is None else self.columns
-        if not isinstance(columns, Mapping) or not all(isinstance(c, str) for c in columns.values()):
+        if not isinstance(columns, Mapping) or not all(c is None or isinstance(c, str) for c in columns.values()):
             raise GpusegError(f"columns must be a dict of role -> column name, got {self.columns!r:.80}")
-        object.__setattr__(self, "columns", dict(columns))
+        object.__setattr__(self, "columns", {role: col for role, col in columns.items() if col is not None})
         if self.date_format is not None and not isinstance(self.date_format, str):
             raise GpusegError(f"date_format must be a strptime format (text) or None, got {self.date_format!r:.80}")
         if self.reference_model is not None:

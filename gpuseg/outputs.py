@@ -114,7 +114,7 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
     an input file, nor hold a model the run reads (``models``: option ->
     path, e.g. ``{"--model": ...}``), which replacing it would destroy.
     """
-    text = str(out)
+    text = os.fspath(out) if isinstance(out, os.PathLike) else str(out)
     if not text.strip():
         raise GpusegError("--out is empty; give a folder for the outputs, e.g. --out segments")
     path = Path(os.path.abspath(text))
@@ -249,27 +249,39 @@ RACE = ("another gpuseg run wrote --out {out!r} at the same time and its outputs
 
 @contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back until the block ends, then raised as the handlers they found
+    """SIGINT and SIGTERM held back until the block ends, then acted on as the handlers they found
     would have: a signal in the middle of a swap left --out replaced, a ``.old`` folder beside it,
     and an exit code that said the run had failed or been stopped. Python runs signal handlers on
-    the main thread, so only there can they be held."""
+    the main thread, so only there can they be held; a handler set from C (``None`` here) is left
+    alone. A signal while the handlers are swapped in or back never leaves one swapped."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    before = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
-              for s in (signal.SIGINT, signal.SIGTERM)}
+    before: dict[int, Any] = {}
     try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(s) is not None:
+                before[s] = signal.signal(s, lambda signum, frame: caught.append(signum))
         yield
     finally:
+        interrupted = None
         for s, handler in before.items():
-            signal.signal(s, handler)
-    if caught:
-        handler = before[caught[0]]
-        if callable(handler):
-            handler(caught[0], None)  # gpuseg's SIGTERM handler and Python's SIGINT one raise KeyboardInterrupt
-        elif handler == signal.SIG_DFL:
-            signal.raise_signal(caught[0])
+            try:
+                signal.signal(s, handler)
+            except KeyboardInterrupt as exc:  # a signal already put back raised: finish putting them back
+                signal.signal(s, handler)
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+        for signum in dict.fromkeys(caught):  # the first signal whose handler acts, as it would have acted
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, None)  # gpuseg's SIGTERM handler and Python's SIGINT one raise KeyboardInterrupt
+                break
+            if handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+                break
 
 
 def _swap(new: Path, out: Path) -> None:

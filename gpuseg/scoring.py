@@ -114,7 +114,9 @@ class ScoreConfig:
         for name in ("model", "out"):
             if not isinstance(getattr(self, name), (str, os.PathLike)):
                 raise GpusegError(f"{name} must be a path (str or Path), got {getattr(self, name)!r:.80}")
-        check_out(self.out, self.inputs, {"--model": Path(self.model)})
+        object.__setattr__(self, "model", Path(os.fspath(self.model)))
+        object.__setattr__(self, "out", Path(os.fspath(self.out)))
+        check_out(self.out, self.inputs, {"--model": self.model})
         if isinstance(self.as_of, str) and self.as_of.strip() == "model":  # as the CLI's --as-of model
             object.__setattr__(self, "as_of", None)
             object.__setattr__(self, "as_of_from_model", True)

@@ -377,4 +377,20 @@ def test_wrong_python_types_are_one_gpuseg_error_and_friendly_ones_are_taken(tmp
     assert SegmentConfig(out=tmp_path / "o", features=[" frequency", "monetary "]).features == ("frequency", "monetary")
     with pytest.raises(GpusegError, match="model must be a path"):
         ScoreConfig(model=None, inputs=("tx.parquet",), out=tmp_path / "s")
+    # A model's columns (None for a role it had no column for) are taken as they are.
+    assert SegmentConfig(out=tmp_path / "o", columns={"customer": "customer_id", "amount": None}).columns == \
+        {"customer": "customer_id"}
+
+    class Folder:  # an os.PathLike that is not a Path: its path, not its repr, is checked
+        def __init__(self, path):
+            self.path = path
+
+        def __fspath__(self):
+            return str(self.path)
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "model.json").write_text("{}")
+    (tmp_path / "tx.csv").write_text("customer_id,invoice_date,amount\n1,2024-01-01,2\n")
+    with pytest.raises(GpusegError, match="holds the --model"):
+        ScoreConfig(model=tmp_path / "seg" / "model.json", inputs=(Folder(tmp_path / "tx.csv"),),
+                    out=Folder(tmp_path / "seg"))
     assert not (tmp_path / "o").exists() and gpuseg.GpusegError is GpusegError
