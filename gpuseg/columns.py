@@ -74,12 +74,12 @@ class ColumnMapping:
         return types
 
 
-def found_quantity_price(available: Sequence[str], explicit: Mapping[str, str | None] | None = None
-                         ) -> tuple[str, str] | None:
-    """The quantity and unit price columns :func:`resolve_columns` would use without an amount
-    column (explicit names first), or None when ``available`` lacks either."""
+def found_quantity_price(available: Sequence[str], explicit: Mapping[str, str | None] | None,
+                         amount: str) -> tuple[str, str] | None:
+    """The quantity and unit price columns :func:`resolve_columns` would use without the ``amount``
+    column it found (explicit names first), or None when ``available`` lacks either."""
     try:
-        found = resolve_columns([c for c in available if c != resolve_columns(available, explicit).amount],
+        found = resolve_columns([c for c in available if c != amount],
                                 {k: v for k, v in (explicit or {}).items() if k != "amount"})
     except GpusegError:
         return None
@@ -130,10 +130,6 @@ def resolve_columns(available: Sequence[str],
 
     for role in ("customer", "date"):
         if not found[role]:
-            if len(available) == 1:  # a semicolon-separated export (European Excel), read as one column
-                from .reading import _other_separator, separator_error
-                if sep := _other_separator(available[0]):
-                    raise GpusegError(separator_error(available[0], sep))
             raise GpusegError(f"no {role} column found; name it with {OPTION_NAMES[role]} "
                               f"(columns are: {listing})")
     if found["amount"]:

@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .errors import GpusegError
+from .reading import EMPTY_INPUT
 from .summary import SegmentSums
 
 ASSIGNMENTS = "assignments.parquet"
@@ -168,10 +169,6 @@ def check_out(out: Path | str, inputs: tuple[str, ...] = (), models: dict[str, P
             raise GpusegError(f"--out {text!r} holds an earlier run's files that this user may not remove (the "
                               "folder is not writable to it); give another folder, or make it writable")
     return path
-
-
-#: An input given as "" (Path("") is the current folder, which the run would read whole).
-EMPTY_INPUT = "an input is empty (''); give a file, a folder or a glob pattern"
 
 
 def _reaches(wild: tuple[str, ...], out: Path, base: Path) -> bool:

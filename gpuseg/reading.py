@@ -40,6 +40,10 @@ def file_format(path: Path) -> str:
     raise GpusegError(f"unsupported input file {str(path)!r}; allowed suffixes: {ALLOWED}")
 
 
+#: An input given as "" (Path("") is the current folder, which the run would read whole).
+EMPTY_INPUT = "an input is empty (''); give a file, a folder or a glob pattern"
+
+
 def _supported(path: Path) -> bool:
     return path.name.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
 
@@ -53,7 +57,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     for item in inputs:
         text = str(item)
         if not text.strip():
-            raise GpusegError("an input is empty (''); give a file, a folder or a glob pattern")
+            raise GpusegError(EMPTY_INPUT)
         path = Path(text)
         if path.is_dir():
             found = _folder_files(path)
@@ -148,9 +152,7 @@ def _fail(path: Path, exc: BaseException) -> GpusegError:
         return GpusegError(f"input file {str(path)!r} has no data rows (a header at most)")
     shape = re.search(r"Expected (\d+) columns, got (\d+)", msg)
     if file_format(path) == "csv" and shape:
-        first = _first_line(path)
-        lines = _first_line(path, 2)
-        second = lines[1] if len(lines) > 1 else ""
+        first, second = (_head_lines(path, 2) + ["", ""])[:2]
         # Excel's "sep=," or a "# comment" first line: one field, while the header below has more.
         if (first.lower().startswith("sep=") or first.startswith("#")) and int(shape.group(1)) == \
                 len(first.split(",")) and len(second.split(",")) != len(first.split(",")):
@@ -176,16 +178,14 @@ def _fail(path: Path, exc: BaseException) -> GpusegError:
     return GpusegError(f"cannot read {str(path)!r} as {file_format(path)}: {msg}")
 
 
-def _first_line(path: Path, n: int | None = None) -> Any:
-    """The first line of a (possibly compressed) text file, or its first ``n`` lines, for messages;
-    "" (or []) when unreadable."""
+def _head_lines(path: Path, n: int) -> list[str]:
+    """The first ``n`` lines of a (possibly compressed) text file, for messages; [] when unreadable."""
     try:
         with pa.input_stream(str(path), compression="detect") as fh:
             head = fh.read(1 << 16)
     except (pa.ArrowException, OSError):
-        head = b""
-    lines = head.decode("utf-8", "replace").lstrip("\ufeff").splitlines()[:n or 1]
-    return lines if n else (lines[0] if lines else "")
+        return []
+    return head.decode("utf-8", "replace").lstrip("\ufeff").splitlines()[:n]
 
 
 def _other_separator(header: str) -> str | None:
@@ -224,19 +224,24 @@ def read_column_names(path: Path) -> list[str]:
             return list(pq.read_schema(path).names)
         try:
             with open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)) as reader:
-                return list(reader.schema.names)
+                names = list(reader.schema.names)
         except pa.ArrowInvalid as exc:  # a header longer than the block: read a block as large as a batch's
             if "Empty CSV file" not in str(exc):
                 raise
             with open_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20)) as reader:
-                return list(reader.schema.names)
+                names = list(reader.schema.names)
+        # One column holding ';', a tab or '|': a semicolon-separated export (European Excel), which no
+        # mapping can read (a customer and a date need two columns).
+        if len(names) == 1 and (sep := _other_separator(names[0])):
+            raise GpusegError(f"input file {str(path)!r}: {separator_error(names[0], sep)}")
+        return names
     except GpusegError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _fail(path, exc) from None
 
 
-#: Rows of the first file compared by :func:`check_amount_choice`.
+#: Rows of the input compared by :func:`check_amount_choice` (over its first files).
 AMOUNT_CHECK_ROWS = 100_000
 
 
@@ -254,30 +259,26 @@ def check_amount_choice(files: Sequence[Path], mapping: ColumnMapping, explicit:
     if not mapping.amount or {"amount", "quantity", "price"} & set(explicit):
         return
     from .columns import found_quantity_price
-    pair = found_quantity_price(names, explicit)
+    pair = found_quantity_price(names, explicit, mapping.amount)
     if pair is None:
         return
     columns = [mapping.amount, *pair]
-    seen: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]] = []
-    m = 0
+    n = m = 0  # rows apart, rows compared
+    example = None
     for path in list(files)[:64]:
         got = _amount_sample(path, columns, AMOUNT_CHECK_ROWS - m)
         if got is not None:
-            seen.append((path, *got))
-            m += int((np.isfinite(got[0]) & np.isfinite(got[1] * got[2])).sum())
+            amount, qty, price = got
+            with np.errstate(invalid="ignore", over="ignore"):
+                line = qty * price
+                both = np.isfinite(amount) & np.isfinite(line)
+                apart = both & (np.abs(amount - line) > 0.01 + 1e-6 * np.abs(amount))
+            if example is None and apart.any():
+                i = int(np.argmax(apart))
+                example = (path, amount[i], qty[i], price[i])
+            n, m = n + int(apart.sum()), m + int(both.sum())
         if m >= AMOUNT_CHECK_ROWS:
             break
-    n = m = 0
-    example = None
-    for path, amount, qty, price in seen:
-        with np.errstate(invalid="ignore", over="ignore"):
-            line = qty * price
-            both = np.isfinite(amount) & np.isfinite(line)
-            apart = both & (np.abs(amount - line) > 0.01 + 1e-6 * np.abs(amount))
-        if example is None and apart.any():
-            i = int(np.argmax(apart))
-            example = (path, amount[i], qty[i], price[i])
-        n, m = n + int(apart.sum()), m + int(both.sum())
     if n * 100 > m and example is not None:
         path, a, q, p = example
         raise GpusegError(f"both column {mapping.amount!r} and {pair[0]!r} × {pair[1]!r} could be the line amount, "
@@ -315,8 +316,6 @@ def check_columns(path: Path, mapping: ColumnMapping, names: list[str] | None = 
     is read already."""
     names = read_column_names(path) if names is None else names
     missing = [c for c in mapping.needed if c not in names]
-    if missing and len(names) == 1 and (sep := _other_separator(names[0])):
-        raise GpusegError(f"input file {str(path)!r}: {separator_error(names[0], sep)}")
     if missing:
         raise GpusegError(f"input file {str(path)!r} lacks column(s) {', '.join(map(repr, missing))}; "
                           f"its columns are: {', '.join(names)}")

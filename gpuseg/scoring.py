@@ -51,7 +51,7 @@ from .features import compute_features
 from .model import SegmentModel
 from .outputs import ASSIGNMENTS, check_out, owner_tag, segment_names, staged_output, sweep_stale, write_json
 from .pipeline import NO_PURCHASE, Transfers, Unusable, date_warnings, dotted_twins, id_warnings, prepare
-from .reading import _other_separator, expand_inputs, file_format, iter_batches, read_column_names, separator_error
+from .reading import expand_inputs, file_format, iter_batches, read_column_names
 from .summary import SegmentSums, run_report
 from .timing import StageTimer
 
@@ -158,8 +158,6 @@ def _mapping(model: SegmentModel, config: ScoreConfig, names: list[str], source:
     # (mapping_warnings says so), as a model that had none does; no other column is looked up for them.
     if explicit.get("invoice") not in (None, *names) or model.columns.get("invoice", "") is None:
         explicit["invoice"] = NO_COLUMN
-    if len(names) == 1 and (sep := _other_separator(names[0])) and any(c and c not in names for c in explicit.values()):
-        raise GpusegError(f"input file {str(source)!r}: {separator_error(names[0], sep)}")
     for role, col in explicit.items():
         if col and col not in names:
             other = {"amount": "--amount-col, or --quantity-col and --price-col",
